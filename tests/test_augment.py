@@ -1,0 +1,118 @@
+"""IDGAugment must behave as ImageDataGenerator(zoom_range=0.1, width/height_shift_range=0.1) does."""
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras.src.legacy.preprocessing.image import apply_affine_transform
+
+from ensemble.augment import IDGAugment, apply_idg_transform, legacy_idg_flow, legacy_image_data_generator
+from ensemble.data import sample_digits
+
+N_DRAWS = 1500
+SHIFT_LIMIT = 0.1 * 28  # pixels
+UNIFORM_STD = 1 / math.sqrt(3)  # std of U[-1, 1]
+# Tolerances are 4 standard errors at N_DRAWS: for a mean, 4 * std / sqrt(N) (times sqrt(2) for a difference
+# of two samples); for a std, relative 4 / sqrt(2N) (4 / sqrt(N) for a difference).
+SHIFT_STD = SHIFT_LIMIT * UNIFORM_STD
+MEAN_TOLERANCE = 4 * SHIFT_STD / math.sqrt(N_DRAWS)
+MEAN_DIFFERENCE_TOLERANCE = MEAN_TOLERANCE * math.sqrt(2)
+STD_DIFFERENCE_REL = 4 / math.sqrt(N_DRAWS)
+
+
+@pytest.fixture(scope="module")
+def digit():
+    images, _ = sample_digits()
+    return images[0].astype("float32")[..., None]  # a real digit, (28, 28, 1)
+
+
+@pytest.mark.parametrize("zx, zy, tx, ty", [(1.1, 0.9, 2.5, -1.3), (0.93, 1.07, -2.8, 0.4), (1.0, 1.0, 1.5, 0.0),
+                                             (1.05, 0.95, 0.0, 0.0), (0.9, 1.1, -2.8, 2.8)])
+def test_one_warp_equals_idgs_own_affine_transform(digit, zx, zy, tx, ty):
+    expected = apply_affine_transform(digit, tx=tx, ty=ty, zx=zx, zy=zy, row_axis=0, col_axis=1, channel_axis=2,
+                                      fill_mode="nearest", order=1)
+    got = np.asarray(apply_idg_transform(digit[None], *(np.array([v]) for v in (zx, zy, tx, ty))))[0]
+    assert np.abs(got - expected).max() < 1e-3 * 255  # same map, same fill; float rounding only
+
+
+def _geometry(images):
+    """Per image: intensity centroid (row, col) and spread (row, col) = sqrt of the second central moment."""
+    images = images[..., 0].astype("float64")
+    rows, cols = np.mgrid[:28, :28]
+    mass = images.sum(axis=(1, 2))
+    centre_r = (images * rows).sum(axis=(1, 2)) / mass
+    centre_c = (images * cols).sum(axis=(1, 2)) / mass
+    spread_r = np.sqrt((images * (rows - centre_r[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
+    spread_c = np.sqrt((images * (cols - centre_c[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
+    return centre_r, centre_c, spread_r, spread_c
+
+
+@pytest.fixture(scope="module")
+def draws(digit):
+    keras.utils.set_random_seed(0)
+    ours = np.asarray(IDGAugment(seed=0)(np.repeat(digit[None], N_DRAWS, axis=0), training=True))
+    np.random.seed(0)
+    generator = legacy_image_data_generator()
+    legacy = np.stack([generator.random_transform(digit) for _ in range(N_DRAWS)])
+    return {"base": _geometry(digit[None]), "ours": _geometry(ours), "legacy": _geometry(legacy)}
+
+
+def test_shift_statistics_agree_with_idg_and_with_theory(draws):
+    base_r, base_c = draws["base"][0][0], draws["base"][1][0]
+    for name in ("ours", "legacy"):
+        centre_r, centre_c, _, _ = draws[name]
+        for shift in (centre_r - base_r, centre_c - base_c):
+            # IDG moves the content by -t: uniform on [-2.8, 2.8] px, std 1.617 px (plus a little from zoom)
+            assert abs(shift.mean()) < MEAN_TOLERANCE + 0.05, name  # + the zoom's pull on an off-centre digit
+            assert shift.std() == pytest.approx(SHIFT_STD, rel=0.10), name
+            assert np.abs(shift).max() < SHIFT_LIMIT + 0.6, name
+    for ours_centre, legacy_centre in zip(draws["ours"][:2], draws["legacy"][:2]):
+        assert ours_centre.mean() == pytest.approx(legacy_centre.mean(), abs=MEAN_DIFFERENCE_TOLERANCE)
+        assert ours_centre.std() == pytest.approx(legacy_centre.std(), rel=STD_DIFFERENCE_REL)
+
+
+def test_zoom_statistics_agree_and_x_y_zoom_are_independent(draws):
+    base_spread_r, base_spread_c = draws["base"][2][0], draws["base"][3][0]
+    results = {}
+    for name in ("ours", "legacy"):
+        _, _, spread_r, spread_c = draws[name]
+        scale_r, scale_c = spread_r / base_spread_r, spread_c / base_spread_c
+        # content scales by 1/z with z ~ U[0.9, 1.1]: mean ~1.003, between 1/1.1 and 1/0.9 (+ resampling blur)
+        for scale in (scale_r, scale_c):
+            assert scale.mean() == pytest.approx(1.0, abs=0.02), name
+            assert 0.88 < scale.min() and scale.max() < 1.14, name
+            assert scale.std() == pytest.approx(0.1 * UNIFORM_STD, rel=0.2), name
+        # drawn independently per axis (a single zoom factor would correlate them near 1)
+        assert abs(np.corrcoef(scale_r, scale_c)[0, 1]) < 0.15, name
+        results[name] = (scale_r, scale_c)
+    for ours_scale, legacy_scale in zip(results["ours"], results["legacy"]):
+        assert ours_scale.mean() == pytest.approx(legacy_scale.mean(), abs=0.01)
+        assert ours_scale.std() == pytest.approx(legacy_scale.std(), rel=STD_DIFFERENCE_REL)
+
+
+def test_augmentation_is_off_outside_training(digit):
+    layer = IDGAugment(seed=1)
+    batch = np.repeat(digit[None], 4, axis=0)
+    assert np.array_equal(np.asarray(layer(batch, training=False)), batch)
+    assert not np.array_equal(np.asarray(layer(batch, training=True)), batch)
+
+
+def test_legacy_generator_trains_a_full_pass_every_epoch():
+    images, labels = sample_digits()
+    x, y = images[:200, ..., None], labels[:200]
+
+    class CountBatches(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            per_epoch.append(self.seen)
+
+    per_epoch = []
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(legacy_idg_flow(x, y, batch_size=64, seed=0), epochs=3, verbose=0, callbacks=[CountBatches()])
+    assert per_epoch == [4, 4, 4]  # ceil(200 / 64) batches in each of the 3 epochs

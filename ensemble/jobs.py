@@ -1,0 +1,212 @@
+"""The job record: the frozen spec, the data it was made from, the validation split and per-member state.
+
+`jobs/<job>/job.json` is written only by the runner, always atomically; member processes write only their
+own member directory. A member counts as done only when its directory holds every artifact (metrics.json
+is written last), whatever the record says.
+"""
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .architectures import AUGMENTATIONS, get_recipe
+from .workspace import Workspace, member_name
+
+RECORD_VERSION = 1
+MEMBER_FILES = ("config.json", "best.keras", "val_probs.npy", "test_probs.npy", "metrics.json")
+
+
+class JobError(Exception):
+    """A job cannot be created, resumed or read as asked; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that decides what a member learns. Two runs with equal specs build the same ensemble."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    augment: str
+    seed: int
+    val_split: float
+    limit_train: int | None
+    train_sha256: str
+    test_sha256: str
+
+    @classmethod
+    def from_options(cls, *, model="cnn11", epochs=None, batch_size=None, augment="idg", seed=0,
+                     val_split=0.1, limit_train=None, train_sha256="", test_sha256="") -> "JobSpec":
+        """Fill what the user left out from the architecture's own recipe."""
+        recipe = get_recipe(model)
+        if augment not in AUGMENTATIONS:
+            raise JobError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
+        for name, value in (("epochs", epochs), ("batch", batch_size), ("limit-train", limit_train)):
+            if value is not None and value < 1:
+                raise JobError(f"--{name} must be at least 1, got {value}")
+        return cls(model=model, epochs=epochs or recipe.epochs, batch_size=batch_size or recipe.batch_size,
+                   optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, augment=augment,
+                   seed=seed, val_split=val_split, limit_train=limit_train,
+                   train_sha256=train_sha256, test_sha256=test_sha256)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "JobSpec":
+        return cls(**{field.name: values[field.name] for field in fields(cls)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def member_seed(self, index: int) -> int:
+        return self.seed + index
+
+
+def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
+    return [f"{name}: job has {value!r}, this run asks {getattr(requested, name)!r}"
+            for name, value in recorded.to_dict().items() if getattr(requested, name) != value]
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def default_job_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def new_record(name: str, spec: JobSpec, data_dir: Path) -> dict:
+    return {"version": RECORD_VERSION, "name": name, "spec": spec.to_dict(), "data_dir": str(data_dir),
+            "created": now(), "updated": now(), "members": []}
+
+
+def ensure_members(record: dict, n: int) -> dict:
+    """Grow the ledger to n members (never shrinks: finished members stay part of the job)."""
+    spec = JobSpec.from_dict(record["spec"])
+    for index in range(len(record["members"]), n):
+        record["members"].append({"index": index, "name": member_name(index), "seed": spec.member_seed(index),
+                                  "state": "pending", "attempts": 0})
+    return record
+
+
+def record_path(ws: Workspace, job: str) -> Path:
+    return ws.job_dir(job) / "job.json"
+
+
+def load_record(ws: Workspace, job: str) -> dict | None:
+    path = record_path(ws, job)
+    return atomic.read_json(path) if path.is_file() else None
+
+
+def require_record(ws: Workspace, job: str | None) -> dict:
+    """The named job, or the most recent one; a clear error when there is none."""
+    name = job or latest_job_name(ws)
+    if name is None:
+        raise JobError(f"no jobs in {ws.jobs_dir}; train one first: ensemble train --n 3 --data data/")
+    record = load_record(ws, name)
+    if record is None:
+        known = ", ".join(job_names(ws)) or "none"
+        raise JobError(f"no job named {name!r} in {ws.jobs_dir} (jobs: {known})")
+    return record
+
+
+def save_record(ws: Workspace, record: dict) -> Path:
+    record["updated"] = now()
+    return atomic.write_json(record_path(ws, record["name"]), record)
+
+
+def job_names(ws: Workspace) -> list[str]:
+    """Jobs oldest first, by creation time in their record."""
+    if not ws.jobs_dir.is_dir():
+        return []
+    records = [load_record(ws, path.name) for path in ws.jobs_dir.iterdir() if (path / "job.json").is_file()]
+    return [record["name"] for record in sorted(records, key=lambda r: (r["created"], r["name"]))]
+
+
+def latest_job_name(ws: Workspace) -> str | None:
+    names = job_names(ws)
+    return names[-1] if names else None
+
+
+def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
+    """Where a bare `ensemble train` rerun continues: the newest job with an identical spec."""
+    for name in reversed(job_names(ws)):
+        if JobSpec.from_dict(load_record(ws, name)["spec"]) == spec:
+            return name
+    return None
+
+
+def member_is_complete(member_dir: Path) -> bool:
+    return all((member_dir / name).is_file() for name in MEMBER_FILES)
+
+
+def completed_members(ws: Workspace, record: dict) -> list[int]:
+    return [member["index"] for member in record["members"]
+            if member_is_complete(ws.member_dir(record["name"], member["index"]))]
+
+
+# --- the validation split, shared by every member of a job ----------------------------------------
+
+def split_path(ws: Workspace, job: str) -> Path:
+    return ws.job_dir(job) / "split.npz"
+
+
+def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.ndarray,
+               val_labels: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, train_index=train_index, val_index=val_index, val_labels=val_labels)
+    return atomic.write_bytes(split_path(ws, job), buffer.getvalue())
+
+
+def load_split(ws: Workspace, job: str) -> dict[str, np.ndarray]:
+    path = split_path(ws, job)
+    if not path.is_file():
+        raise JobError(f"job {job!r} has no split file {path}; rerun `ensemble train --job {job}`")
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+
+@dataclass(frozen=True)
+class JobArrays:
+    """A job's data exactly as its members see it: raw uint8 pixels with a channel axis."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+
+
+def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None):
+    """train.csv (its first limit_train rows when given) and test.csv of a data folder, through the cache."""
+    from .data import DataError, read_test_csv, read_train_csv
+
+    data_dir = Path(data_dir)
+    for name in ("train.csv", "test.csv"):
+        if not (data_dir / name).is_file():
+            raise DataError(f"{data_dir}: no {name} (make one with `ensemble data sample --out {data_dir}` "
+                            "or put Kaggle's train.csv and test.csv there)")
+    train = read_train_csv(data_dir / "train.csv", ws.cache_dir)
+    test = read_test_csv(data_dir / "test.csv", ws.cache_dir)
+    if limit_train is not None:
+        train = type(train)(train.images[:limit_train], train.labels[:limit_train], train.sha256)
+    return train, test
+
+
+def job_arrays(ws: Workspace, record: dict) -> JobArrays:
+    spec = JobSpec.from_dict(record["spec"])
+    train, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train)
+    for kind, table, recorded in (("train", train, spec.train_sha256), ("test", test, spec.test_sha256)):
+        if table.sha256 != recorded:
+            raise JobError(f"{record['data_dir']}/{kind}.csv changed since job {record['name']!r} was "
+                           "created (its content hash differs); train a new job for new data")
+    split = load_split(ws, record["name"])
+    images = train.images[..., None]
+    return JobArrays(images[split["train_index"]], train.labels[split["train_index"]],
+                     images[split["val_index"]], train.labels[split["val_index"]], test.images[..., None])

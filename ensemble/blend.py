@@ -1,0 +1,150 @@
+"""Blend members' saved softmax outputs into a checked Kaggle submission.
+
+The arithmetic (blending, scoring, the submission table and its check) is pure: arrays and DataFrames in
+and out. Reading member outputs and writing CSVs happen in `load_member_outputs` and `write_submission`.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+
+BLEND_METHODS = ("mean", "geometric")
+SUBMISSION_HEADER = ("ImageId", "Label")
+_PROB_FLOOR = 1e-12
+
+
+class SubmissionError(ValueError):
+    """A submission that Kaggle would reject; the message names the line."""
+
+
+def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
+    """(members, rows, classes) -> (rows, classes). mean: arithmetic; geometric: normalised product."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 3 or len(probs) == 0:
+        raise ValueError(f"expected (members, rows, classes) probabilities, got shape {probs.shape}")
+    if method == "mean":
+        return probs.mean(axis=0)
+    if method == "geometric":
+        log_mean = np.log(np.clip(probs, _PROB_FLOOR, 1.0)).mean(axis=0)
+        unnormalised = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
+        return unnormalised / unnormalised.sum(axis=1, keepdims=True)
+    raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == labels))
+
+
+def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
+    picked = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(picked, _PROB_FLOOR, 1.0))))
+
+
+def submission_frame(labels: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": np.asarray(labels, dtype=int)})
+
+
+def check_submission_text(text: str, n_rows: int) -> None:
+    """Kaggle's rules, checked before upload: header, one row per test image, ImageId 1..N in order, 0..9."""
+    lines = text.splitlines()
+    if not lines:
+        raise SubmissionError("line 1: the file is empty; expected the header 'ImageId,Label'")
+    header = tuple(cell.strip() for cell in lines[0].lstrip("\ufeff").split(","))
+    if header != SUBMISSION_HEADER:
+        raise SubmissionError(f"line 1: header is {','.join(header)!r}, expected 'ImageId,Label'")
+    rows = list(csv.reader(io.StringIO("\n".join(lines[1:]))))
+    for number, row in enumerate(rows, start=2):
+        expected_id = number - 1
+        if len(row) != 2:
+            raise SubmissionError(f"line {number}: {len(row)} fields, expected 2 (ImageId,Label)")
+        image_id, label = (cell.strip() for cell in row)
+        if not image_id.isdigit() or int(image_id) != expected_id:
+            raise SubmissionError(f"line {number}: ImageId is {image_id!r}, expected {expected_id} "
+                                  "(ImageIds run 1..N in order)")
+        if not (label.isdigit() and int(label) <= 9):
+            raise SubmissionError(f"line {number}: Label is {label!r}, expected a digit 0..9")
+    if len(rows) != n_rows:
+        raise SubmissionError(f"line {len(rows) + 2}: {len(rows)} rows, expected {n_rows} "
+                              "(one per row of test.csv)")
+
+
+@dataclass(frozen=True)
+class MemberOutputs:
+    names: list[str]
+    val_probs: np.ndarray   # (members, n_val, 10)
+    test_probs: np.ndarray  # (members, n_test, 10)
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    job: str
+    method: str
+    members: list[str]
+    val_accuracy: float
+    val_logloss: float
+    member_val_accuracy: dict[str, float]
+    paths: list[Path]
+
+    @property
+    def best_member(self) -> tuple[str, float]:
+        return max(self.member_val_accuracy.items(), key=lambda item: item[1])
+
+    @property
+    def mean_member_accuracy(self) -> float:
+        return float(np.mean(list(self.member_val_accuracy.values())))
+
+
+def load_member_outputs(ws, record: dict) -> MemberOutputs:
+    from .jobs import JobError, completed_members
+
+    done = completed_members(ws, record)
+    if not done:
+        raise JobError(f"job {record['name']!r} has no finished members yet; "
+                       f"run `ensemble train --job {record['name']}` first")
+    dirs = [ws.member_dir(record["name"], index) for index in done]
+    return MemberOutputs([d.name for d in dirs], np.stack([np.load(d / "val_probs.npy") for d in dirs]),
+                         np.stack([np.load(d / "test_probs.npy") for d in dirs]))
+
+
+def write_submission(path: Path, labels: np.ndarray) -> Path:
+    text = submission_frame(labels).to_csv(index=False, lineterminator="\n")
+    check_submission_text(text, len(labels))
+    return atomic.write_text(path, text)
+
+
+def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None) -> BlendResult:
+    """Blend a job's finished members; write submissions/<job>.csv and the submission (default
+    submissions/submission.csv)."""
+    from .jobs import load_split, require_record
+
+    record = require_record(ws, job)
+    outputs = load_member_outputs(ws, record)
+    y_val = load_split(ws, record["name"])["val_labels"]
+    val_blend = blend_probabilities(outputs.val_probs, method)
+    test_labels = np.argmax(blend_probabilities(outputs.test_probs, method), axis=1)
+    targets = [ws.submissions_dir / f"{record['name']}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
+    paths = [write_submission(target, test_labels) for target in targets]
+    return BlendResult(record["name"], method, outputs.names, accuracy(val_blend, y_val), log_loss(val_blend, y_val),
+                       {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths)
+
+
+def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = None) -> int:
+    """Check a submission CSV against the row count of data_dir/test.csv; returns that count."""
+    from .data import read_test_csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file")
+    n_rows = len(read_test_csv(Path(data_dir) / "test.csv", cache_dir))
+    try:
+        check_submission_text(path.read_text(encoding="utf-8", errors="replace"), n_rows)
+    except SubmissionError as error:
+        raise SubmissionError(f"{path}, {error}") from None
+    return n_rows

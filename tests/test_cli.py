@@ -1,0 +1,208 @@
+"""The `ensemble` command end to end: real member processes on a slice of the sample digits."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ensemble import data as data_module
+from ensemble.cli import main
+from ensemble.jobs import MEMBER_FILES
+
+TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
+
+
+def invoke(home, *args):
+    return CliRunner().invoke(main, ["--home", str(home), *map(str, args)])
+
+
+def all_commands(group=main, prefix=("ensemble",)):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+def help_example(args):
+    """The last two lines of a command's description: 'Example:' and the example itself."""
+    result = CliRunner().invoke(main, [*args, "--help"], prog_name="ensemble")
+    assert result.exit_code == 0
+    lines = [line.strip() for line in result.output.split("Options:")[0].splitlines() if line.strip()]
+    return lines[-2:]
+
+
+@pytest.mark.parametrize("path", [path for path, _ in all_commands()], ids=" ".join)
+def test_every_command_help_ends_with_an_example(path):
+    label, example = help_example(path[1:])
+    assert label == "Example:"
+    assert example.startswith(" ".join(path))
+
+
+def test_main_help_ends_with_an_example():
+    assert help_example([]) == ["Example:", "ensemble data sample --out data/ && ensemble train --n 3 --epochs 5 "
+                                           "&& ensemble blend"]
+
+
+def test_train_without_data_says_how_to_get_some(tmp_path):
+    result = invoke(tmp_path, "train", "--n", "1", "--data", tmp_path / "nowhere")
+    assert result.exit_code == 1
+    assert "no train.csv (make one with `ensemble data sample" in result.output
+    assert not (tmp_path / "jobs").exists()
+
+
+def test_train_with_bad_data_writes_nothing(tmp_path, sample_lines):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    lines = sample_lines[:5]
+    lines[2] = "12," + lines[2].split(",", 1)[1]
+    (bad / "train.csv").write_text("\n".join(lines) + "\n")
+    (bad / "test.csv").write_text("\n".join(line.split(",", 1)[1] for line in sample_lines[:5]) + "\n")
+    result = invoke(tmp_path, "train", "--n", "1", "--data", bad)
+    assert result.exit_code == 1 and "label 12 is outside 0..9" in result.output
+    assert not (tmp_path / "jobs").exists() and not (tmp_path / "models").exists()
+
+
+def test_blend_without_jobs_and_with_an_unknown_job(tmp_path):
+    result = invoke(tmp_path, "blend")
+    assert result.exit_code == 1 and "no jobs in" in result.output
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_check_reports_the_line_of_a_bad_submission(tmp_path, sample_dir):
+    labels = data_module.read_labels_csv(sample_dir / "test_labels.csv")
+    good = tmp_path / "good.csv"
+    good.write_text("ImageId,Label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(labels, 1)))
+    result = invoke(tmp_path, "check", good, "--data", sample_dir)
+    assert result.exit_code == 0 and "OK (1000 rows" in result.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text(good.read_text().replace("\n5,", "\n6,", 1))
+    result = invoke(tmp_path, "check", bad, "--data", sample_dir)
+    assert result.exit_code == 1
+    assert f"{bad}, line 6: ImageId is '6', expected 5" in result.output
+    result = invoke(tmp_path, "check", tmp_path / "missing.csv", "--data", sample_dir)
+    assert result.exit_code == 1 and "no such file" in result.output
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_dir):
+    """`ensemble train --n 2` then `ensemble blend` on 300 sample rows, 1 epoch: the home it leaves."""
+    home = tmp_path_factory.mktemp("home")
+    result = invoke(home, "train", "--n", "2", "--data", sample_dir, "--job", "e2e", *TRAIN_OPTIONS)
+    assert result.exit_code == 0, result.output
+    blended = invoke(home, "blend", "--job", "e2e")
+    assert blended.exit_code == 0, blended.output
+    return home, result.output, blended.output
+
+
+def test_train_writes_every_member_artifact(trained):
+    home, output, _ = trained
+    assert "job e2e: trained 2, already done 0" in output
+    record = json.loads((home / "jobs/e2e/job.json").read_text())
+    assert [(m["name"], m["seed"], m["state"], m["attempts"]) for m in record["members"]] == [
+        ("member-00", 7, "done", 1), ("member-01", 8, "done", 1)]
+    split = np.load(home / "jobs/e2e/split.npz")
+    assert (len(split["train_index"]), len(split["val_index"])) == (270, 30)
+    for index in (0, 1):
+        member = home / f"models/e2e/member-{index:02d}"
+        assert sorted(p.name for p in member.iterdir()) == sorted([*MEMBER_FILES, "history.csv"])
+        assert np.load(member / "val_probs.npy").shape == (30, 10)
+        test_probs = np.load(member / "test_probs.npy")
+        assert test_probs.dtype == np.float32 and test_probs.shape == (1000, 10)
+        assert np.allclose(test_probs.sum(axis=1), 1.0, atol=1e-4)
+        metrics = json.loads((member / "metrics.json").read_text())
+        assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 1_284_426
+        assert metrics["backend"] == "tensorflow" and metrics["device"] == "cpu"
+        assert 0 <= metrics["val_accuracy"] <= 1 and metrics["fit_seconds"] > 0
+        assert {"keras", "numpy", "python"} <= set(metrics["versions"])
+        config = json.loads((member / "config.json").read_text())
+        assert config["seed"] == 7 + index and config["spec"]["limit_train"] == 300
+        assert (home / f"jobs/e2e/logs/member-{index:02d}.log").read_text().count("epoch 1/1") == 1
+
+
+def test_blend_writes_checked_submissions(trained, sample_dir):
+    home, _, output = trained
+    assert "mean blend of 2 members" in output and "best member  val accuracy" in output
+    main_file, job_file = home / "submissions/submission.csv", home / "submissions/e2e.csv"
+    assert main_file.read_bytes() == job_file.read_bytes()
+    lines = main_file.read_text().splitlines()
+    assert lines[0] == "ImageId,Label" and len(lines) == 1001 and lines[1].startswith("1,")
+    probs = [np.load(home / f"models/e2e/member-{i:02d}/test_probs.npy") for i in (0, 1)]
+    expected = np.argmax((probs[0].astype(np.float64) + probs[1]) / 2, axis=1)
+    assert [int(line.split(",")[1]) for line in lines[1:]] == expected.tolist()
+    checked = invoke(home, "check", main_file, "--data", sample_dir)
+    assert checked.exit_code == 0, checked.output
+
+
+def test_rerun_with_a_larger_n_trains_only_the_new_member(trained, sample_dir):
+    home, _, _ = trained
+    members = [home / f"models/e2e/member-{i:02d}" for i in (0, 1)]
+    before = {p: (p.stat().st_mtime_ns, digest(p)) for m in members for p in m.iterdir()}
+    result = invoke(home, "train", "--n", "3", "--data", sample_dir, "--job", "e2e", *TRAIN_OPTIONS)
+    assert result.exit_code == 0, result.output
+    assert {p: (p.stat().st_mtime_ns, digest(p)) for m in members for p in m.iterdir()} == before
+    assert (home / "models/e2e/member-02/metrics.json").is_file()
+    record = json.loads((home / "jobs/e2e/job.json").read_text())
+    assert [m["state"] for m in record["members"]] == ["done", "done", "done"]
+    assert json.loads((home / "models/e2e/member-02/metrics.json").read_text())["seed"] == 9
+
+
+def test_rerun_with_a_different_spec_is_refused(trained, sample_dir):
+    home, _, _ = trained
+    options = [*TRAIN_OPTIONS]
+    options[1] = "2"  # --epochs 2
+    result = invoke(home, "train", "--n", "4", "--data", sample_dir, "--job", "e2e", *options)
+    assert result.exit_code == 1
+    assert "job 'e2e' exists with a different spec" in result.output
+    assert "epochs: job has 1, this run asks 2" in result.output
+    assert not (home / "models/e2e/member-03").exists()
+
+
+def test_a_member_killed_mid_training_resumes_from_its_last_epoch(tmp_path, sample_dir):
+    home = tmp_path / "home"
+    command = [sys.executable, "-m", "ensemble.cli", "--home", str(home), "train", "--n", "1", "--job", "kill",
+               "--data", str(sample_dir), "--epochs", "3", "--limit-train", "300"]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metadata = home / "models/kill/member-00/backup/training_metadata.json"
+    deadline = time.monotonic() + 240
+    while not (metadata.is_file() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 1):
+        assert time.monotonic() < deadline and runner.poll() is None, runner.stdout.read()
+        time.sleep(0.05)
+    member_pid = json.loads((home / "jobs/kill/job.json").read_text())["members"][0]["pid"]
+    os.kill(member_pid, signal.SIGKILL)
+    output = runner.communicate(timeout=120)[0]
+    assert runner.returncode == 1
+    assert "member-00 of job 'kill' failed (exit code -9)" in output
+    assert json.loads((home / "jobs/kill/job.json").read_text())["members"][0]["state"] == "failed"
+    assert not (home / "models/kill/member-00/metrics.json").exists()
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "member-00 resuming after epoch" in rerun.stdout
+    assert "member-00 epoch 1/3 " not in rerun.stdout  # the finished epoch is not trained again
+    history = (home / "models/kill/member-00/history.csv").read_text().splitlines()
+    assert sorted({int(line.split(",")[0]) for line in history[1:]}) == [0, 1, 2]
+    record = json.loads((home / "jobs/kill/job.json").read_text())["members"][0]
+    assert (record["state"], record["attempts"]) == ("done", 2)
+
+
+def test_demo_runs_the_whole_path_and_scores_the_test_labels(tmp_path):
+    result = invoke(tmp_path, "demo", "--members", "1", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data/sample/test_labels.csv").is_file()
+    report = result.output.splitlines()
+    assert any(line.startswith("member-00") for line in report)
+    blend_line = next(line for line in report if line.startswith("blend (mean)"))
+    val_accuracy, test_accuracy = map(float, blend_line.split()[-2:])
+    assert 0 <= val_accuracy <= 1 and 0 <= test_accuracy <= 1
+    assert f"submission: {tmp_path}/submissions/submission.csv (checked)" in result.output

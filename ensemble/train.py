@@ -58,6 +58,30 @@ class EpochPrinter(keras.callbacks.Callback):
               f"{logs.get('epoch_seconds', math.nan):.1f}s", flush=True)
 
 
+class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose patience carries across a resume (the stock one restarts it at train begin).
+
+    The learning rate itself comes back with the optimizer's weights; the best value and the epochs waited
+    since are replayed from the finished epochs in history.csv.
+    """
+
+    def __init__(self, history: list[dict], **kwargs):
+        super().__init__(**kwargs)
+        self._history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._history and self.monitor_op is None:
+            self._set_monitor_op()
+        for row in self._history:  # the same steps as on_epoch_end (cooldown is 0 in the recipe)
+            if bool(self._is_improvement(row[self.monitor], self.best)):
+                self.best, self.wait = row[self.monitor], 0
+            else:
+                self.wait += 1
+                if self.wait >= self.patience and row.get("learning_rate", 0.0) > self.min_lr:
+                    self.wait = 0  # the learning rate was reduced at this epoch
+
+
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     """ModelCheckpoint that writes a temp file and renames it: a kill mid-save never corrupts best.keras."""
 
@@ -108,12 +132,13 @@ def runtime_description() -> dict:
             "visible_devices": devices, "host": platform.node(), "versions": versions}
 
 
-def _callbacks(member_dir: Path, label: str, epochs: int, best_so_far: float | None) -> list:
+def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict]) -> list:
     # Order matters: the clock fills logs before CSVLogger writes them; the backup goes last, so an epoch
     # is only ever marked finished after its checkpoint and history row exist.
+    best_so_far = max((row[MONITOR] for row in history), default=None)
     return [
         EpochClock(),
-        keras.callbacks.ReduceLROnPlateau(monitor=MONITOR, mode="max", patience=3, factor=0.5, min_lr=1e-5),
+        ResumableReduceLROnPlateau(history, monitor=MONITOR, mode="max", patience=3, factor=0.5, min_lr=1e-5),
         AtomicModelCheckpoint(str(member_dir / "best.keras"), monitor=MONITOR, mode="max",
                               save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(member_dir / "history.csv"), append=True),
@@ -154,12 +179,11 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
     model = compile_model(build_model(spec.model, spec.augment, seed), get_recipe(spec.model),
                           spec.learning_rate)
     history = _reset_if_not_resumable(member_dir, spec.epochs)
-    best_so_far = max((row[MONITOR] for row in history), default=None)
     label = member_dir.name
     if len(history) < spec.epochs:
         if history:
             print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-        callbacks = _callbacks(member_dir, label, spec.epochs, best_so_far)
+        callbacks = _callbacks(member_dir, label, spec.epochs, history)
         if spec.augment == "legacy-idg":
             model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed),
                       epochs=spec.epochs, validation_data=(arrays.x_val, arrays.y_val),
@@ -185,7 +209,7 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
         "best_epoch": best_epoch, "epochs": len(history),
         "fit_seconds": round(fit_seconds, 3),
         "images_per_second": round(len(arrays.x_train) * len(history) / fit_seconds, 1) if fit_seconds else None,
-        "predict_ms_per_1k": round(1000 * test_seconds / max(len(arrays.x_test), 1) * 1000, 3),
+        "predict_ms_per_1k": round(test_seconds / max(len(arrays.x_test), 1) * 1e6, 3),
         "params": int(best.count_params()),
         "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
         **runtime_description(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +195,7 @@ def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None)
     train = read_train_csv(data_dir / "train.csv", ws.cache_dir)
     test = read_test_csv(data_dir / "test.csv", ws.cache_dir)
     if limit_train is not None:
-        train = type(train)(train.images[:limit_train], train.labels[:limit_train], train.sha256)
+        train = replace(train, images=train.images[:limit_train], labels=train.labels[:limit_train])
     return train, test
 
 

@@ -131,10 +131,10 @@ def run_member(ws: Workspace, record: dict, index: int, echo: Callable[[str], No
 
 def run_job(ws: Workspace, request: TrainRequest, echo: Callable[[str], None] = print) -> TrainOutcome:
     record, created = prepare_job(ws, request)
-    echo(f"job {record['name']} ({'new' if created else 'continued'}): {len(record['members'])} x "
+    echo(f"job {record['name']} ({'new' if created else 'continued'}): {request.n} x "
          f"{record['spec']['model']}, {record['spec']['epochs']} epochs, augment {record['spec']['augment']}")
     trained, skipped = [], []
-    for member in record["members"]:
+    for member in record["members"][:request.n]:  # an earlier, larger --n leaves members this run skips
         index = member["index"]
         if jobs.member_is_complete(ws.member_dir(record["name"], index)):
             if member["state"] != "done":

@@ -145,6 +145,26 @@ def member_is_complete(member_dir: Path) -> bool:
     return all((member_dir / name).is_file() for name in MEMBER_FILES)
 
 
+def save_model_outputs(model_dir: Path, config: dict, val_probs: np.ndarray, test_probs: np.ndarray,
+                       metrics: dict) -> Path:
+    """What every member and baseline leaves: config, float32 softmax on validation and test, then metrics.
+
+    metrics.json goes last: its presence is what marks the model finished.
+    """
+    atomic.write_json(model_dir / "config.json", config)
+    atomic.save_npy(model_dir / "val_probs.npy", np.asarray(val_probs, dtype=np.float32))
+    atomic.save_npy(model_dir / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
+    return atomic.write_json(model_dir / "metrics.json", metrics)
+
+
+def finished_baselines(ws: Workspace, job: str) -> list[str]:
+    job_models = ws.models_dir / job
+    if not job_models.is_dir():
+        return []
+    return sorted(path.name.removeprefix("baseline-") for path in job_models.glob("baseline-*")
+                  if (path / "metrics.json").is_file())
+
+
 def completed_members(ws: Workspace, record: dict) -> list[int]:
     return [member["index"] for member in record["members"]
             if member_is_complete(ws.member_dir(record["name"], member["index"]))]

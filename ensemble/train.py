@@ -24,7 +24,7 @@ from . import atomic
 from .architectures import build_model, compile_model, get_recipe
 from .augment import legacy_idg_flow
 from .blend import accuracy, log_loss
-from .jobs import JobSpec, job_arrays, load_record
+from .jobs import JobSpec, job_arrays, load_record, save_model_outputs
 from .workspace import Workspace
 
 PREDICT_BATCH = 1024
@@ -198,13 +198,11 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
     best = keras.saving.load_model(member_dir / "best.keras", compile=False)
     val_probs, _ = predict_probabilities(best, arrays.x_val)
     test_probs, test_seconds = predict_probabilities(best, arrays.x_test)
-    atomic.save_npy(member_dir / "val_probs.npy", val_probs)
-    atomic.save_npy(member_dir / "test_probs.npy", test_probs)
 
     fit_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)
     best_epoch = int(max(history, key=lambda row: row[MONITOR])["epoch"]) + 1
     metrics = {
-        "member": index, "seed": seed, "model": spec.model,
+        "member": index, "seed": seed, "model": spec.model, "kind": "member",
         "val_accuracy": accuracy(val_probs, arrays.y_val), "val_logloss": log_loss(val_probs, arrays.y_val),
         "best_epoch": best_epoch, "epochs": len(history),
         "fit_seconds": round(fit_seconds, 3),
@@ -214,7 +212,7 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
         "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
         **runtime_description(),
     }
-    atomic.write_json(member_dir / "metrics.json", metrics)  # last: its presence means "done"
+    save_model_outputs(member_dir, config, val_probs, test_probs, metrics)
     print(f"{label} done: val_acc {metrics['val_accuracy']:.4f} (best epoch {best_epoch}), "
           f"{fit_seconds:.0f}s fit", flush=True)
     return metrics

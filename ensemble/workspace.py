@@ -47,6 +47,12 @@ class Workspace:
     def member_dir(self, job: str, index: int) -> Path:
         return self.models_dir / job / member_name(index)
 
+    def baseline_dir(self, job: str, name: str) -> Path:
+        return self.models_dir / job / f"baseline-{name}"
+
+    def report_dir(self, job: str) -> Path:
+        return self.submissions_dir / job
+
 
 def member_name(index: int) -> str:
     return f"member-{index:02d}"

@@ -15,7 +15,8 @@ import pandas as pd
 
 from . import atomic
 
-BLEND_METHODS = ("mean", "geometric")
+BLEND_METHODS = ("mean", "geometric", "greedy")
+GREEDY_ROUNDS = 25  # AutoGluon's ensemble_size
 SUBMISSION_HEADER = ("ImageId", "Label")
 _PROB_FLOOR = 1e-12
 
@@ -36,6 +37,38 @@ def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
         unnormalised = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
         return unnormalised / unnormalised.sum(axis=1, keepdims=True)
     raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
+
+
+def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
+    """Caruana et al. (2004) ensemble selection with replacement, as AutoGluon does: each round adds the
+    model that most lowers the blend's validation log-loss (smooth, where accuracy ties everywhere; the
+    lower index wins a tie). Returns weights summing to 1."""
+    val_probs = np.asarray(val_probs, dtype=np.float64)
+    picks = np.zeros(len(val_probs))
+    running = np.zeros(val_probs.shape[1:])
+    for done in range(rounds):
+        losses = [log_loss((running + candidate) / (done + 1), labels) for candidate in val_probs]
+        best = int(np.argmin(losses))
+        picks[best] += 1
+        running += val_probs[best]
+    return picks / rounds
+
+
+def weighted_blend(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return np.tensordot(np.asarray(weights, dtype=np.float64), np.asarray(probs, dtype=np.float64), axes=1)
+
+
+def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """An honest validation score for greedy weights: fit on one half of the validation rows, score on the
+    other, both ways round; returns (accuracy, log-loss) averaged over the two held-out halves."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    scores = []
+    for fit_rows, score_rows in (halves, halves[::-1]):
+        weights = greedy_weights(val_probs[:, fit_rows], labels[fit_rows])
+        held_out = weighted_blend(val_probs[:, score_rows], weights)
+        scores.append((accuracy(held_out, labels[score_rows]), log_loss(held_out, labels[score_rows])))
+    return float(np.mean([a for a, _ in scores])), float(np.mean([l for _, l in scores]))
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -76,10 +109,10 @@ def check_submission_text(text: str, n_rows: int) -> None:
 
 
 @dataclass(frozen=True)
-class MemberOutputs:
+class ModelOutputs:
     names: list[str]
-    val_probs: np.ndarray   # (members, n_val, 10)
-    test_probs: np.ndarray  # (members, n_test, 10)
+    val_probs: np.ndarray   # (models, n_val, 10)
+    test_probs: np.ndarray  # (models, n_test, 10)
 
 
 @dataclass(frozen=True)
@@ -87,6 +120,7 @@ class BlendResult:
     job: str
     method: str
     members: list[str]
+    weights: list[float]
     val_accuracy: float
     val_logloss: float
     member_val_accuracy: dict[str, float]
@@ -101,16 +135,47 @@ class BlendResult:
         return float(np.mean(list(self.member_val_accuracy.values())))
 
 
-def load_member_outputs(ws, record: dict) -> MemberOutputs:
-    from .jobs import JobError, completed_members
+def blend_arrays(outputs: ModelOutputs, y_val: np.ndarray, method: str, seed: int = 0):
+    """Pure: (weights, val blend, test blend, honest val accuracy and log-loss) for a blend method."""
+    if method == "greedy":
+        weights = greedy_weights(outputs.val_probs, y_val)
+        honest = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed)
+        return weights, weighted_blend(outputs.val_probs, weights), weighted_blend(outputs.test_probs, weights), honest
+    weights = np.full(len(outputs.names), 1 / len(outputs.names))
+    val_blend = blend_probabilities(outputs.val_probs, method)
+    return (weights, val_blend, blend_probabilities(outputs.test_probs, method),
+            (accuracy(val_blend, y_val), log_loss(val_blend, y_val)))
 
-    done = completed_members(ws, record)
-    if not done:
+
+def available_outputs(ws, record: dict) -> list[str]:
+    """Names of a job's finished models: member-XX first, then baselines (knn, tree, forest)."""
+    from .jobs import completed_members, finished_baselines
+
+    return [ws.member_dir(record["name"], index).name for index in completed_members(ws, record)] \
+        + finished_baselines(ws, record["name"])
+
+
+def model_dir(ws, job: str, name: str) -> Path:
+    return ws.models_dir / job / (name if name.startswith("member-") else f"baseline-{name}")
+
+
+def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None) -> ModelOutputs:
+    """Saved probabilities of the finished members (default) or of the named members/baselines."""
+    from .jobs import JobError
+
+    available = available_outputs(ws, record)
+    members = [name for name in available if name.startswith("member-")]
+    if only is None and not members:
         raise JobError(f"job {record['name']!r} has no finished members yet; "
                        f"run `ensemble train --job {record['name']}` first")
-    dirs = [ws.member_dir(record["name"], index) for index in done]
-    return MemberOutputs([d.name for d in dirs], np.stack([np.load(d / "val_probs.npy") for d in dirs]),
-                         np.stack([np.load(d / "test_probs.npy") for d in dirs]))
+    missing = [name for name in only or () if name not in available]
+    if missing:
+        raise JobError(f"job {record['name']!r} has no finished {', '.join(map(repr, missing))} "
+                       f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
+    names = list(only) if only else members
+    dirs = [model_dir(ws, record["name"], name) for name in names]
+    return ModelOutputs(names, np.stack([np.load(d / "val_probs.npy") for d in dirs]),
+                        np.stack([np.load(d / "test_probs.npy") for d in dirs]))
 
 
 def write_submission(path: Path, labels: np.ndarray) -> Path:
@@ -119,19 +184,25 @@ def write_submission(path: Path, labels: np.ndarray) -> Path:
     return atomic.write_text(path, text)
 
 
-def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None) -> BlendResult:
-    """Blend a job's finished members; write submissions/<job>.csv and the submission (default
-    submissions/submission.csv)."""
-    from .jobs import load_split, require_record
+def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
+              only: tuple[str, ...] | None = None) -> BlendResult:
+    """Blend a job's finished members (or the models named in `only`); write submissions/<job>.csv
+    (<job>-<names>.csv with `only`) and the submission (default submissions/submission.csv)."""
+    from .jobs import JobSpec, load_split, require_record
 
+    if method not in BLEND_METHODS:
+        raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
     record = require_record(ws, job)
-    outputs = load_member_outputs(ws, record)
+    outputs = load_outputs(ws, record, only)
     y_val = load_split(ws, record["name"])["val_labels"]
-    val_blend = blend_probabilities(outputs.val_probs, method)
-    test_labels = np.argmax(blend_probabilities(outputs.test_probs, method), axis=1)
-    targets = [ws.submissions_dir / f"{record['name']}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
+    weights, _, test_blend, (val_accuracy, val_logloss) = blend_arrays(
+        outputs, y_val, method, JobSpec.from_dict(record["spec"]).seed)
+    test_labels = np.argmax(test_blend, axis=1)
+    copy_name = record["name"] + (f"-{'+'.join(only)}" if only else "")
+    targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels) for target in targets]
-    return BlendResult(record["name"], method, outputs.names, accuracy(val_blend, y_val), log_loss(val_blend, y_val),
+    return BlendResult(record["name"], method, outputs.names, [float(w) for w in weights], val_accuracy,
+                       val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths)
 
 

@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-from .blend import accuracy, blend_job, load_member_outputs
+from .blend import accuracy, blend_job, load_outputs
 from .data import make_sample, read_labels_csv
 from .jobs import require_record
 from .runner import TrainRequest, run_job
@@ -28,7 +28,7 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
     run_job(ws, TrainRequest(n=members, data_dir=sample_dir, job=job, model="cnn11", epochs=epochs), echo=echo)
     result = blend_job(ws, job)
     truth = read_labels_csv(sample_dir / "test_labels.csv")
-    outputs = load_member_outputs(ws, require_record(ws, job))
+    outputs = load_outputs(ws, require_record(ws, job))
     blended = np.mean(outputs.test_probs, axis=0)
     lines = [f"demo: {len(outputs.names)} x cnn11, {epochs} epochs, sample digits "
              f"(validation {outputs.val_probs.shape[1]}, test {len(truth)})",

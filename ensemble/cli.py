@@ -11,6 +11,7 @@ from .architectures import AUGMENTATIONS, RECIPES
 from .blend import BLEND_METHODS, SubmissionError
 from .data import DataError
 from .jobs import JobError
+from .leaderboard import FORMATS
 from .workspace import HOME_ENV, Workspace
 
 USER_ERRORS = (DataError, JobError, SubmissionError)
@@ -133,11 +134,14 @@ def train(ctx, n, model, epochs, batch_size, augment, seed, val_split, job, data
 @main.command()
 @click.option("--job", default=None, help="Job to blend (default: the newest).")
 @click.option("--method", type=click.Choice(BLEND_METHODS), default="mean", show_default=True,
-              help="mean: average of softmax outputs; geometric: normalised product.")
+              help="mean: average of softmax outputs; geometric: normalised product; greedy: Caruana ensemble "
+                   "selection, weights fitted on validation.")
+@click.option("--only", default=None,
+              help="Comma-separated models to blend instead of all members, e.g. knn or member-00,member-03.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Submission path (default: submissions/submission.csv); submissions/<job>.csv is always written.")
 @click.pass_context
-def blend(ctx, job, method, out):
+def blend(ctx, job, method, only, out):
     """Average the finished members' saved test softmax into a checked Kaggle submission.
 
     \b
@@ -145,15 +149,28 @@ def blend(ctx, job, method, out):
         ensemble blend --job first --method mean
     """
     from .blend import blend_job
+    from .leaderboard import write_report
 
-    result = blend_job(workspace(ctx), job, method, out)
+    ws = workspace(ctx)
+    result = blend_job(ws, job, method, out, only=parse_names(only))
     best_name, best_accuracy = result.best_member
-    click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} members")
-    click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}")
-    click.echo(f"  best member  val accuracy {best_accuracy:.4f}  ({best_name})")
-    click.echo(f"  mean member  val accuracy {result.mean_member_accuracy:.4f}")
+    click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} "
+               f"({', '.join(result.members)})")
+    honesty = "  (cross-fitted: weights fitted on one half of validation, scored on the other)" \
+        if result.method == "greedy" else ""
+    click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}{honesty}")
+    click.echo(f"  best single  val accuracy {best_accuracy:.4f}  ({best_name})")
+    click.echo(f"  mean single  val accuracy {result.mean_member_accuracy:.4f}")
+    if result.method == "greedy":
+        click.echo("  weights      " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result.members, result.weights) if w))
     for path in result.paths:
         click.echo(f"wrote {path}")
+    report = write_report(ws, result.job)
+    click.echo(f"report {report.paths['html']}")
+
+
+def parse_names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(name.strip() for name in text.split(",") if name.strip()) if text else None
 
 
 @main.command()
@@ -173,6 +190,57 @@ def check(ctx, file, data_dir):
     ws = workspace(ctx)
     n_rows = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir)
     click.echo(f"{file}: OK ({n_rows} rows, ImageId 1..{n_rows}, labels 0..9)")
+
+
+@main.command()
+@click.option("--job", default=None, help="Job whose split the baselines use (default: the newest).")
+@click.option("--only", default=None, help="Comma-separated subset of knn,tree,forest (default: all three).")
+@click.option("--n-jobs", type=int, default=-1, show_default=True, help="Parallel workers (joblib); -1 = all cores.")
+@click.pass_context
+def baselines(ctx, job, only, n_jobs):
+    """KNN (k=1..19), a decision tree and a random forest (100..500 trees) on exactly the job's split.
+
+    Each is saved like a member, so `ensemble blend --only knn` writes it as a submission, and the
+    leaderboard ranks it beside the CNNs.
+
+    \b
+    Example:
+        ensemble baselines --job first --only knn,forest
+    """
+    from .baselines import BASELINES, run_baselines
+    from .leaderboard import write_report
+
+    ws = workspace(ctx)
+    results = run_baselines(ws, job, parse_names(only) or BASELINES, n_jobs=n_jobs, echo=click.echo)
+    report = write_report(ws, job)
+    click.echo(f"{len(results)} baselines saved; report {report.paths['html']}")
+
+
+@main.command()
+@click.option("--job", default=None, help="Job to report (default: the newest).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="What to print; the .md, .csv and .html files are written in every case.")
+@click.pass_context
+def leaderboard(ctx, job, fmt):
+    """Rank blends, members and baselines by validation accuracy (ties: log-loss) and write the report.
+
+    Writes submissions/<job>/leaderboard.md, .csv and a self-contained .html with plots.
+
+    \b
+    Example:
+        ensemble leaderboard --job first --format md
+    """
+    from .leaderboard import render_markdown, render_table, write_report
+
+    report = write_report(workspace(ctx), job)
+    if fmt == "table":
+        click.echo(render_table(report.frame, title=f"job {report.job}"), nl=False)
+    elif fmt == "md":
+        click.echo(render_markdown(report.frame))
+    elif fmt == "csv":
+        click.echo(report.paths["csv"].read_text(), nl=False)
+    for kind, path in report.paths.items():
+        click.echo(f"{kind:5} {path}", err=fmt in ("md", "csv"))
 
 
 @main.command()

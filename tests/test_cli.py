@@ -132,7 +132,8 @@ def test_train_writes_every_member_artifact(trained):
 
 def test_blend_writes_checked_submissions(trained, sample_dir):
     home, _, output = trained
-    assert "mean blend of 2 members" in output and "best member  val accuracy" in output
+    assert "mean blend of 2 (member-00, member-01)" in output and "best single  val accuracy" in output
+    assert "report " in output and output.strip().endswith("submissions/e2e/leaderboard.html")
     main_file, job_file = home / "submissions/submission.csv", home / "submissions/e2e.csv"
     assert main_file.read_bytes() == job_file.read_bytes()
     lines = main_file.read_text().splitlines()
@@ -206,3 +207,71 @@ def test_demo_runs_the_whole_path_and_scores_the_test_labels(tmp_path):
     val_accuracy, test_accuracy = map(float, blend_line.split()[-2:])
     assert 0 <= val_accuracy <= 1 and 0 <= test_accuracy <= 1
     assert f"submission: {tmp_path}/submissions/submission.csv (checked)" in result.output
+
+
+def test_baselines_then_leaderboard_report(trained, sample_dir):
+    import base64
+    import re
+
+    home, _, _ = trained
+    result = invoke(home, "baselines", "--job", "e2e", "--only", "knn,tree")
+    assert result.exit_code == 0, result.output
+    assert "baseline knn: val accuracy" in result.output and "2 baselines saved" in result.output
+
+    board = invoke(home, "leaderboard", "--job", "e2e", "--format", "csv")
+    assert board.exit_code == 0, board.output
+    rows = [line.split(",") for line in board.output.splitlines() if line and line[0].isdigit()]
+    header = board.output.splitlines()[0].split(",")
+    assert header == ["rank", "model", "kind", "val_accuracy", "val_logloss", "fit_s", "predict_ms_per_1k",
+                      "params", "seed", "epochs"]
+    models = {row[1]: row for row in rows}
+    assert {"blend-mean", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
+    accuracies = [float(row[3]) for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
+
+    report = home / "submissions/e2e"
+    assert sorted(p.name for p in report.iterdir()) == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
+    page = (report / "leaderboard.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 4  # confusion matrix, members curve, learning curves, per-class vs best baseline
+    assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched from a network
+    assert "cross-fitted" in page
+    assert "| blend-mean" in (report / "leaderboard.md").read_text()
+
+    table = invoke(home, "leaderboard", "--job", "e2e")
+    assert table.exit_code == 0 and "blend-greedy" in table.output and "val_accuracy" in table.output
+
+
+def test_blend_only_a_baseline_writes_its_submission(trained, sample_dir):
+    home, _, _ = trained
+    assert invoke(home, "baselines", "--job", "e2e", "--only", "knn").exit_code == 0
+    result = invoke(home, "blend", "--job", "e2e", "--only", "knn", "--out", home / "knn.csv")
+    assert result.exit_code == 0, result.output
+    expected = np.argmax(np.load(home / "models/e2e/baseline-knn/test_probs.npy"), axis=1)
+    for path in (home / "knn.csv", home / "submissions/e2e-knn.csv"):
+        assert [int(line.split(",")[1]) for line in path.read_text().splitlines()[1:]] == expected.tolist()
+    missing = invoke(home, "blend", "--job", "e2e", "--only", "forest")
+    assert missing.exit_code == 1 and "no finished 'forest'" in missing.output
+
+
+def test_greedy_blend_says_how_it_was_scored(trained):
+    home, _, _ = trained
+    result = invoke(home, "blend", "--job", "e2e", "--method", "greedy")
+    assert result.exit_code == 0, result.output
+    assert "cross-fitted" in result.output and "weights      member-0" in result.output
+
+
+def test_leaderboard_and_baselines_errors(tmp_path, sample_dir):
+    assert "no jobs in" in invoke(tmp_path, "leaderboard").output
+    from ensemble.runner import TrainRequest, prepare_job
+    from ensemble.workspace import Workspace
+
+    prepare_job(Workspace.resolve(tmp_path), TrainRequest(n=1, data_dir=sample_dir, job="empty", limit_train=300))
+    empty = invoke(tmp_path, "leaderboard", "--job", "empty")
+    assert empty.exit_code == 1 and "job 'empty' has nothing finished to rank yet" in empty.output
+    unknown = invoke(tmp_path, "baselines", "--job", "empty", "--only", "svm")
+    assert unknown.exit_code == 1 and "unknown baseline 'svm'" in unknown.output
+    missing = invoke(tmp_path, "leaderboard", "--job", "nope")
+    assert missing.exit_code == 1 and "no job named 'nope'" in missing.output

@@ -1,0 +1,276 @@
+"""The leaderboard: blends, members and baselines of a job ranked on the same validation split.
+
+Ranking and the plot data are pure (entries and arrays in, DataFrames and arrays out); `write_report` is
+the one place that reads a job's outputs and writes submissions/<job>/leaderboard.{md,csv,html}.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .blend import ModelOutputs, accuracy, blend_arrays, load_outputs
+from .data import N_CLASSES
+
+COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_logloss", "fit_s", "predict_ms_per_1k", "params",
+           "seed", "epochs"]
+FORMATS = ("table", "md", "csv", "html")
+RANDOM_ORDERS = 20
+
+
+def rank_entries(entries: list[dict]) -> pd.DataFrame:
+    """Rows sorted by validation accuracy (higher first), ties by log-loss (lower first), then by name."""
+    frame = pd.DataFrame(entries, columns=COLUMNS[1:])
+    frame = frame.sort_values(["val_accuracy", "val_logloss", "model"], ascending=[False, True, True],
+                              kind="mergesort").reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def model_entry(name: str, metrics: dict) -> dict:
+    return {"model": name, "kind": metrics.get("kind", "member"), "val_accuracy": metrics["val_accuracy"],
+            "val_logloss": metrics["val_logloss"], "fit_s": metrics.get("fit_seconds"),
+            "predict_ms_per_1k": metrics.get("predict_ms_per_1k"), "params": metrics.get("params"),
+            "seed": metrics.get("seed"), "epochs": metrics.get("epochs")}
+
+
+def blend_entries(members: ModelOutputs, member_entries: list[dict], y_val: np.ndarray,
+                  seed: int) -> tuple[list[dict], dict[str, float]]:
+    """Rows for the mean blend and, with two or more members, the greedy blend (its validation score
+    cross-fitted); returns them with the greedy weights."""
+    costs = {key: sum(entry[key] or 0 for entry in member_entries)
+             for key in ("fit_s", "predict_ms_per_1k", "params")}
+    rows, weights = [], {}
+    for method in ("mean", "greedy") if len(members.names) > 1 else ("mean",):
+        fitted, _, _, (val_accuracy, val_logloss) = blend_arrays(members, y_val, method, seed)
+        rows.append({"model": f"blend-{method}", "kind": "blend", "val_accuracy": val_accuracy,
+                     "val_logloss": val_logloss, **costs, "seed": None, "epochs": None})
+        if method == "greedy":
+            weights = {name: float(w) for name, w in zip(members.names, fitted)}
+    return rows, weights
+
+
+def accuracy_by_members_blended(val_probs: np.ndarray, y_val: np.ndarray, orders: int = RANDOM_ORDERS,
+                                seed: int = 0) -> pd.DataFrame:
+    """Mean-blend accuracy of the first m members, m = 1..M: in job order, and min/mean/max over random orders."""
+    def curve(order):
+        running = np.cumsum(val_probs[order], axis=0)
+        return [accuracy(running[m], y_val) for m in range(len(order))]
+
+    rng = np.random.default_rng(seed)
+    shuffled = np.array([curve(rng.permutation(len(val_probs))) for _ in range(orders)])
+    return pd.DataFrame({"members": np.arange(1, len(val_probs) + 1), "in_order": curve(np.arange(len(val_probs))),
+                         "random_min": shuffled.min(axis=0), "random_mean": shuffled.mean(axis=0),
+                         "random_max": shuffled.max(axis=0)})
+
+
+def per_class_accuracy(probs: np.ndarray, y_val: np.ndarray) -> np.ndarray:
+    predicted = np.argmax(probs, axis=1)
+    return np.array([np.mean(predicted[y_val == c] == c) if np.any(y_val == c) else np.nan
+                     for c in range(N_CLASSES)])
+
+
+# --- plots (matplotlib, rendered to PNG in memory) ---------------------------------------------------
+
+def _png(figure) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def plot_confusion(y_val: np.ndarray, probs: np.ndarray, title: str) -> bytes:
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(figsize=(6.5, 5.5))
+    ConfusionMatrixDisplay.from_predictions(y_val, np.argmax(probs, axis=1), labels=list(range(N_CLASSES)),
+                                            cmap="Blues", colorbar=False, ax=axes)
+    axes.set_title(title)
+    return _png(figure)
+
+
+def plot_members_curve(curve: pd.DataFrame) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    axes.fill_between(curve["members"], curve["random_min"], curve["random_max"], alpha=0.25,
+                      label=f"range over {RANDOM_ORDERS} random orders")
+    axes.plot(curve["members"], curve["random_mean"], "--", label="mean over random orders")
+    axes.plot(curve["members"], curve["in_order"], "o-", label="members added in order")
+    axes.set(xlabel="members blended (mean of softmax)", ylabel="validation accuracy",
+             title="Validation accuracy vs members blended")
+    axes.set_xticks(curve["members"])
+    axes.legend(loc="lower right")
+    return _png(figure)
+
+
+def plot_learning_curves(histories: dict[str, pd.DataFrame]) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for name, history in histories.items():
+        axes.plot(history["epoch"] + 1, history["val_accuracy"], marker=".", label=name)
+    axes.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves")
+    if len(histories) <= 12:
+        axes.legend(loc="lower right", fontsize="small")
+    return _png(figure)
+
+
+def plot_per_class(blend_accuracy: np.ndarray, other_accuracy: np.ndarray, other_name: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    digits = np.arange(N_CLASSES)
+    axes.bar(digits - 0.2, blend_accuracy, width=0.4, label="blend-mean")
+    axes.bar(digits + 0.2, other_accuracy, width=0.4, label=other_name)
+    low = np.nanmin(np.concatenate([blend_accuracy, other_accuracy]))
+    axes.set(xlabel="digit", ylabel="validation accuracy", title="Per-class accuracy",
+             ylim=(max(0.0, low - 0.05), 1.0))
+    axes.set_xticks(digits)
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    return _png(figure)
+
+
+# --- the report ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Report:
+    job: str
+    frame: pd.DataFrame
+    greedy_weights: dict[str, float]
+    paths: dict[str, Path]
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame.copy()
+    for column, digits in (("val_accuracy", 4), ("val_logloss", 4), ("fit_s", 1), ("predict_ms_per_1k", 1)):
+        shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    for column in ("params", "seed", "epochs"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    return shown
+
+
+def render_table(frame: pd.DataFrame, title: str = "") -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None)
+    shown = display_frame(frame)
+    for column in COLUMNS:
+        table.add_column(column, justify="left" if column in ("model", "kind") else "right")
+    for row in shown.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console = Console(width=160, record=True, force_terminal=False)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get()
+
+
+def render_markdown(frame: pd.DataFrame) -> str:
+    return display_frame(frame).to_markdown(index=False, disable_numparse=True,
+                                            colalign=["right", "left", "left"] + ["right"] * 7)
+
+
+def render_html(job: str, frame: pd.DataFrame, figures: dict[str, tuple[str, bytes]], notes: list[str]) -> str:
+    images = "\n".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, png in figures.values())
+    notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    table = display_frame(frame).to_html(index=False, border=0, classes="board")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ensemble leaderboard: {html.escape(job)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table.board {{ border-collapse: collapse; }} table.board th, table.board td {{ padding: .3rem .7rem; }}
+table.board td {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.board td:nth-child(2), table.board td:nth-child(3) {{ text-align: left; }}
+table.board tr:nth-child(even) {{ background: #f3f5f8; }} table.board th {{ border-bottom: 2px solid #999; }}
+figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figcaption {{ text-align: center; }}
+</style></head><body>
+<h1>Leaderboard: job {html.escape(job)}</h1>
+{table}
+<ul>{notes_html}</ul>
+{images}
+</body></html>
+"""
+
+
+def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
+    paths = {name: ws.models_dir / job / name / "history.csv" for name in names}
+    return {name: pd.read_csv(path).drop_duplicates("epoch", keep="last") for name, path in paths.items()
+            if path.is_file()}
+
+
+def write_report(ws, job: str | None = None) -> Report:
+    """Rank every finished model of a job and write the report files; returns what it wrote."""
+    from .blend import available_outputs
+    from .jobs import JobError, JobSpec, finished_baselines, load_split, require_record
+
+    record = require_record(ws, job)
+    name = record["name"]
+    seed = JobSpec.from_dict(record["spec"]).seed
+    y_val = load_split(ws, name)["val_labels"]
+    baselines = finished_baselines(ws, name)
+    member_names = [n for n in available_outputs(ws, record) if n.startswith("member-")]
+    if not member_names and not baselines:
+        raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
+                       f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
+    member_entries = [model_entry(n, atomic.read_json(ws.models_dir / name / n / "metrics.json"))
+                      for n in member_names]
+    baseline_entries = [model_entry(b, atomic.read_json(ws.baseline_dir(name, b) / "metrics.json"))
+                        for b in baselines]
+    members = load_outputs(ws, record) if member_names else None
+    blends, weights = blend_entries(members, member_entries, y_val, seed) if members else ([], {})
+    frame = rank_entries(blends + member_entries + baseline_entries)
+    figures = report_figures(ws, record, members, baselines, y_val, seed)
+    notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
+    if weights:
+        notes += ["blend-greedy: Caruana ensemble selection (25 rounds, with replacement, on log-loss); its "
+                  "validation scores are cross-fitted (weights fitted on one half of the validation rows, "
+                  "scored on the other, both ways), never scored on the rows its weights were fitted to.",
+                  "greedy weights (fitted on all validation rows, used for a greedy submission): "
+                  + ", ".join(f"{n} {w:.2f}" for n, w in weights.items() if w)]
+    if not baselines:
+        notes.append("no baselines yet: `ensemble baselines` adds KNN, decision tree and random forest.")
+    if not members:
+        notes.append("no CNN members yet: `ensemble train` adds them, and the blends with them.")
+    out = ws.report_dir(name)
+    paths = {
+        "md": atomic.write_text(out / "leaderboard.md", f"# Leaderboard: job {name}\n\n{render_markdown(frame)}\n\n"
+                                + "\n".join(f"- {note}" for note in notes) + "\n"),
+        "csv": atomic.write_text(out / "leaderboard.csv", frame.to_csv(index=False)),
+        "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
+    }
+    return Report(name, frame, weights, paths)
+
+
+def report_figures(ws, record: dict, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
+                   seed: int) -> dict[str, tuple[str, bytes]]:
+    """The report's plots, each as (caption, PNG); member plots only when there are members."""
+    figures = {}
+    if members is not None:
+        mean_blend = members.val_probs.mean(axis=0)
+        figures["confusion"] = ("Confusion matrix of blend-mean (validation)",
+                                plot_confusion(y_val, mean_blend, "blend-mean, validation"))
+        figures["members"] = ("Validation accuracy vs number of members blended",
+                              plot_members_curve(accuracy_by_members_blended(members.val_probs, y_val, seed=seed)))
+        figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
+                             plot_learning_curves(read_histories(ws, record["name"], members.names)))
+    if members is not None and baselines:
+        others = load_outputs(ws, record, tuple(baselines))
+        best = int(np.argmax([accuracy(p, y_val) for p in others.val_probs]))
+        figures["classes"] = (f"Per-class accuracy: blend-mean vs the best baseline ({others.names[best]})",
+                              plot_per_class(per_class_accuracy(mean_blend, y_val),
+                                             per_class_accuracy(others.val_probs[best], y_val), others.names[best]))
+    return figures
+

@@ -1,0 +1,43 @@
+import numpy as np
+import pandas as pd
+
+from ensemble.leaderboard import COLUMNS, accuracy_by_members_blended, per_class_accuracy, rank_entries
+
+
+def entry(model, kind, acc, loss, **extra):
+    return {"model": model, "kind": kind, "val_accuracy": acc, "val_logloss": loss, "fit_s": extra.get("fit", 1.0),
+            "predict_ms_per_1k": 2.0, "params": 10, "seed": extra.get("seed"), "epochs": extra.get("epochs")}
+
+
+def test_ranking_is_by_accuracy_then_log_loss_then_name():
+    frame = rank_entries([
+        entry("knn", "baseline", 0.97, 0.30),
+        entry("member-00", "member", 0.99, 0.040, seed=0, epochs=50),
+        entry("blend-mean", "blend", 0.995, 0.020),
+        entry("member-01", "member", 0.99, 0.030, seed=1, epochs=50),
+        entry("tree", "baseline", 0.87, 4.0),
+        entry("forest", "baseline", 0.97, 0.30),
+    ])
+    assert list(frame.columns) == COLUMNS
+    assert frame["model"].tolist() == ["blend-mean", "member-01", "member-00", "forest", "knn", "tree"]
+    assert frame["rank"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert frame.loc[1, "val_logloss"] == 0.030 and frame.loc[1, "seed"] == 1
+
+
+def test_accuracy_by_members_blended_in_order_and_over_random_orders():
+    y = np.array([0, 1, 1])
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    bad = np.array([[0.1, 0.9], [0.9, 0.1], [0.8, 0.2]])
+    curve = accuracy_by_members_blended(np.stack([good, bad, good]), y, orders=10)
+    assert curve["members"].tolist() == [1, 2, 3]
+    assert curve["in_order"].tolist() == [1.0, 1 / 3, 1.0]  # (good+bad)/2 gets rows 0 and 1 wrong
+    assert curve["random_min"].tolist()[0] == 0.0 and curve["random_max"].tolist()[0] == 1.0
+    assert curve["random_min"].tolist()[2] == curve["random_max"].tolist()[2] == 1.0
+
+
+def test_per_class_accuracy():
+    y = np.array([0, 0, 1, 1])
+    probs = np.eye(10)[[0, 1, 1, 1]]
+    result = per_class_accuracy(probs, y)
+    assert result[:2].tolist() == [0.5, 1.0] and np.isnan(result[2:]).all()
+    assert isinstance(rank_entries([]), pd.DataFrame)

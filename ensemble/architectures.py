@@ -29,6 +29,13 @@ class Recipe:
     source: str
 
 
+def _softmax_output():
+    from keras import layers
+
+    # float32 even under a mixed-precision policy: softmax and the loss need the range (Keras' own advice)
+    return layers.Dense(N_CLASSES, activation="softmax", dtype="float32")
+
+
 def _cnn11() -> list:
     from keras import layers
 
@@ -41,7 +48,7 @@ def _cnn11() -> list:
         conv(128), conv(128), conv(128),
         layers.Flatten(), layers.Dropout(0.2),
         layers.Dense(128, activation="relu"),
-        layers.Dense(N_CLASSES, activation="softmax"),
+        _softmax_output(),
     ]
 
 
@@ -60,7 +67,7 @@ def _bn_cnn() -> list:
         *block(32), *block(64),
         layers.Flatten(),
         layers.Dense(128, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.4),
-        layers.Dense(N_CLASSES, activation="softmax"),
+        _softmax_output(),
     ]
 
 
@@ -73,7 +80,7 @@ def _keras_mnist() -> list:
         layers.MaxPooling2D(), layers.Dropout(0.25),
         layers.Flatten(),
         layers.Dense(128, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(N_CLASSES, activation="softmax"),
+        _softmax_output(),
     ]
 
 

@@ -10,6 +10,7 @@ from . import __version__
 from .architectures import AUGMENTATIONS, RECIPES
 from .blend import BLEND_METHODS, SubmissionError
 from .data import DataError
+from .devices import PRECISIONS
 from .jobs import JobError
 from .leaderboard import FORMATS
 from .workspace import HOME_ENV, Workspace
@@ -103,6 +104,9 @@ def data_idx(ctx, directory, out, seed):
 @click.option("--batch", "batch_size", type=int, default=None, help="Batch size (default: the model's recipe).")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default="idg", show_default=True,
               help="idg: ImageDataGenerator's zoom/shift in the graph; legacy-idg: the deprecated generator.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+              help="auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
+                   "else float32. See BENCHMARKS.md.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Job seed: member i trains with seed+i; the validation split uses it too.")
 @click.option("--val-split", type=float, default=0.1, show_default=True, help="Stratified validation share.")
@@ -112,7 +116,7 @@ def data_idx(ctx, directory, out, seed):
               help="Folder with train.csv and test.csv (default: data/).")
 @click.option("--limit-train", type=int, default=None, help="Use only the first K rows of train.csv.")
 @click.pass_context
-def train(ctx, n, model, epochs, batch_size, augment, seed, val_split, job, data_dir, limit_train):
+def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split, job, data_dir, limit_train):
     """Train N seeded members, each in its own process; rerun the same command to resume.
 
     Finished members are skipped and an interrupted one continues from its last finished epoch.
@@ -125,7 +129,8 @@ def train(ctx, n, model, epochs, batch_size, augment, seed, val_split, job, data
 
     ws = workspace(ctx)
     outcome = run_job(ws, TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, model=model, epochs=epochs,
-                                       batch_size=batch_size, augment=augment, seed=seed, val_split=val_split,
+                                       batch_size=batch_size, augment=augment, precision=precision, seed=seed,
+                                       val_split=val_split,
                                        limit_train=limit_train), echo=click.echo)
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import atomic
 from .architectures import AUGMENTATIONS, get_recipe
+from .devices import resolve_precision
 from .workspace import Workspace, member_name
 
 RECORD_VERSION = 1
@@ -35,6 +36,7 @@ class JobSpec:
     optimizer: str
     learning_rate: float
     augment: str
+    precision: str  # resolved: float32, mixed_bfloat16 or mixed_float16, never "auto"
     seed: int
     val_split: float
     limit_train: int | None
@@ -42,18 +44,22 @@ class JobSpec:
     test_sha256: str
 
     @classmethod
-    def from_options(cls, *, model="cnn11", epochs=None, batch_size=None, augment="idg", seed=0,
-                     val_split=0.1, limit_train=None, train_sha256="", test_sha256="") -> "JobSpec":
-        """Fill what the user left out from the architecture's own recipe."""
+    def from_options(cls, *, model="cnn11", epochs=None, batch_size=None, augment="idg", precision="auto",
+                     seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="") -> "JobSpec":
+        """Fill what the user left out from the architecture's own recipe and this machine's hardware."""
         recipe = get_recipe(model)
         if augment not in AUGMENTATIONS:
             raise JobError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
         for name, value in (("epochs", epochs), ("batch", batch_size), ("limit-train", limit_train)):
             if value is not None and value < 1:
                 raise JobError(f"--{name} must be at least 1, got {value}")
+        try:
+            precision = resolve_precision(precision)
+        except ValueError as error:
+            raise JobError(str(error)) from None
         return cls(model=model, epochs=epochs or recipe.epochs, batch_size=batch_size or recipe.batch_size,
                    optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, augment=augment,
-                   seed=seed, val_split=val_split, limit_train=limit_train,
+                   precision=precision, seed=seed, val_split=val_split, limit_train=limit_train,
                    train_sha256=train_sha256, test_sha256=test_sha256)
 
     @classmethod

@@ -35,6 +35,7 @@ class TrainRequest:
     epochs: int | None = None
     batch_size: int | None = None
     augment: str = "idg"
+    precision: str = "auto"
     seed: int = 0
     val_split: float = 0.1
     limit_train: int | None = None
@@ -54,7 +55,8 @@ def prepare_job(ws: Workspace, request: TrainRequest) -> tuple[dict, bool]:
         raise JobError(f"--n must be at least 1, got {request.n}")
     train, test = jobs.read_job_data(ws, request.data_dir, request.limit_train)
     spec = JobSpec.from_options(model=request.model, epochs=request.epochs, batch_size=request.batch_size,
-                                augment=request.augment, seed=request.seed, val_split=request.val_split,
+                                augment=request.augment, precision=request.precision, seed=request.seed,
+                                val_split=request.val_split,
                                 limit_train=request.limit_train, train_sha256=train.sha256,
                                 test_sha256=test.sha256)
     name = request.job or jobs.latest_job_with_spec(ws, spec) or jobs.default_job_name()
@@ -68,7 +70,7 @@ def prepare_job(ws: Workspace, request: TrainRequest) -> tuple[dict, bool]:
         differences = jobs.spec_differences(JobSpec.from_dict(record["spec"]), spec)
         if differences:
             raise JobError(f"job {name!r} exists with a different spec:\n  " + "\n  ".join(differences)
-                           + f"\nRerun with the job's options, or pick a new name with --job.")
+                           + "\nRerun with the job's options, or pick a new name with --job.")
         record["data_dir"] = str(Path(request.data_dir).resolve())
     jobs.ensure_members(record, request.n)
     jobs.save_record(ws, record)
@@ -125,14 +127,15 @@ def run_member(ws: Workspace, record: dict, index: int, echo: Callable[[str], No
     jobs.save_record(ws, record)
     raise MemberFailed(f"{member['name']} of job {record['name']!r} failed (exit code {returncode}). "
                        f"Last lines of {log_path}:\n  " + "\n  ".join(tail)
-                       + f"\nFix the cause and rerun the same command: finished members are kept, "
-                         f"this one resumes from its last finished epoch.")
+                       + "\nFix the cause and rerun the same command: finished members are kept, "
+                         "this one resumes from its last finished epoch.")
 
 
 def run_job(ws: Workspace, request: TrainRequest, echo: Callable[[str], None] = print) -> TrainOutcome:
     record, created = prepare_job(ws, request)
-    echo(f"job {record['name']} ({'new' if created else 'continued'}): {request.n} x "
-         f"{record['spec']['model']}, {record['spec']['epochs']} epochs, augment {record['spec']['augment']}")
+    spec = record["spec"]
+    echo(f"job {record['name']} ({'new' if created else 'continued'}): {request.n} x {spec['model']}, "
+         f"{spec['epochs']} epochs, augment {spec['augment']}, precision {spec['precision']}")
     trained, skipped = [], []
     for member in record["members"][:request.n]:  # an earlier, larger --n leaves members this run skips
         index = member["index"]

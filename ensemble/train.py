@@ -164,6 +164,25 @@ def predict_probabilities(model: keras.Model, images: np.ndarray) -> tuple[np.nd
     return np.asarray(probs, dtype=np.float32), time.perf_counter() - started
 
 
+def build_member_model(spec: JobSpec, seed: int):
+    """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
+    keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy(spec.precision)
+    model = build_model(spec.model, spec.augment, seed)
+    return compile_model(model, get_recipe(spec.model), spec.learning_rate)
+
+
+def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list):
+    """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator."""
+    if spec.augment == "legacy-idg":
+        return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed),
+                         epochs=spec.epochs, validation_data=(arrays.x_val, arrays.y_val),
+                         callbacks=callbacks, verbose=0)
+    return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
+                     epochs=spec.epochs, validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
+                     shuffle=True, callbacks=callbacks, verbose=0)
+
+
 def train_member(ws: Workspace, job: str, index: int) -> dict:
     """Train (or finish training) member `index` of `job` and write its artifacts; returns its metrics."""
     record = load_record(ws, job)
@@ -175,23 +194,13 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
     atomic.write_json(member_dir / "config.json", config)
     arrays = job_arrays(ws, record)
 
-    keras.utils.set_random_seed(seed)
-    model = compile_model(build_model(spec.model, spec.augment, seed), get_recipe(spec.model),
-                          spec.learning_rate)
+    model = build_member_model(spec, seed)
     history = _reset_if_not_resumable(member_dir, spec.epochs)
     label = member_dir.name
     if len(history) < spec.epochs:
         if history:
             print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-        callbacks = _callbacks(member_dir, label, spec.epochs, history)
-        if spec.augment == "legacy-idg":
-            model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed),
-                      epochs=spec.epochs, validation_data=(arrays.x_val, arrays.y_val),
-                      callbacks=callbacks, verbose=0)
-        else:
-            model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
-                      epochs=spec.epochs, validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
-                      shuffle=True, callbacks=callbacks, verbose=0)
+        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec.epochs, history))
         history = read_history(member_dir / "history.csv")
     shutil.rmtree(member_dir / "backup", ignore_errors=True)
 
@@ -210,6 +219,7 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
         "predict_ms_per_1k": round(test_seconds / max(len(arrays.x_test), 1) * 1e6, 3),
         "params": int(best.count_params()),
         "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
+        "precision": spec.precision,
         **runtime_description(),
     }
     save_model_outputs(member_dir, config, val_probs, test_probs, metrics)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from ensemble import data as data_module
 from ensemble.cli import main
+from ensemble.devices import resolve_precision
 from ensemble.jobs import MEMBER_FILES
 
 TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
@@ -121,11 +122,12 @@ def test_train_writes_every_member_artifact(trained):
         assert test_probs.dtype == np.float32 and test_probs.shape == (1000, 10)
         assert np.allclose(test_probs.sum(axis=1), 1.0, atol=1e-4)
         metrics = json.loads((member / "metrics.json").read_text())
+        config = json.loads((member / "config.json").read_text())
         assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 1_284_426
         assert metrics["backend"] == "tensorflow" and metrics["device"] == "cpu"
+        assert metrics["precision"] == resolve_precision("auto") == config["spec"]["precision"]
         assert 0 <= metrics["val_accuracy"] <= 1 and metrics["fit_seconds"] > 0
         assert {"keras", "numpy", "python"} <= set(metrics["versions"])
-        config = json.loads((member / "config.json").read_text())
         assert config["seed"] == 7 + index and config["spec"]["limit_train"] == 300
         assert (home / f"jobs/e2e/logs/member-{index:02d}.log").read_text().count("epoch 1/1") == 1
 

@@ -1,0 +1,29 @@
+import pytest
+
+from ensemble.devices import cpu_flags, resolve_precision
+
+
+@pytest.mark.parametrize("gpus, flags, expected", [
+    ([], {"avx2", "avx512f"}, "float32"),
+    ([], {"avx512f", "avx512_bf16"}, "mixed_bfloat16"),
+    ([], {"amx_bf16", "amx_tile"}, "mixed_bfloat16"),
+    ([9.0], set(), "mixed_bfloat16"),          # H100 / H200
+    ([8.0, 8.6], set(), "mixed_bfloat16"),     # A100, RTX 30xx
+    ([7.0], {"avx512_bf16"}, "mixed_float16"),  # V100: tensor cores without bf16; the GPU decides
+    ([6.1], {"avx512_bf16"}, "float32"),
+])
+def test_auto_precision_follows_the_hardware(gpus, flags, expected):
+    assert resolve_precision("auto", gpus=gpus, flags=flags) == expected
+
+
+def test_explicit_precision_is_kept_and_unknown_refused():
+    assert resolve_precision("float32", gpus=[9.0], flags={"avx512_bf16"}) == "float32"
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()

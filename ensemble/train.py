@@ -191,15 +191,15 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
     member_dir = ws.member_dir(job, index)
     member_dir.mkdir(parents=True, exist_ok=True)
     config = member_config(record, index)
-    atomic.write_json(member_dir / "config.json", config)
+    atomic.write_json(member_dir / "config.json", config)  # now, so an unfinished member says what it is
     arrays = job_arrays(ws, record)
 
-    model = build_member_model(spec, seed)
     history = _reset_if_not_resumable(member_dir, spec.epochs)
     label = member_dir.name
-    if len(history) < spec.epochs:
+    if len(history) < spec.epochs:  # else a crash came after the last epoch: only the outputs are missing
         if history:
             print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
+        model = build_member_model(spec, seed)
         fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec.epochs, history))
         history = read_history(member_dir / "history.csv")
     shutil.rmtree(member_dir / "backup", ignore_errors=True)

@@ -160,6 +160,22 @@ def test_rerun_with_a_larger_n_trains_only_the_new_member(trained, sample_dir):
     assert json.loads((home / "models/e2e/member-02/metrics.json").read_text())["seed"] == 9
 
 
+def test_a_member_that_died_after_its_last_epoch_only_rebuilds_its_outputs(trained, sample_dir):
+    home, _, _ = trained
+    member = home / "models/e2e/member-01"
+    kept = {name: digest(member / name) for name in ("best.keras", "history.csv")}
+    test_probs = np.load(member / "test_probs.npy")
+    for name in ("metrics.json", "test_probs.npy", "val_probs.npy"):
+        (member / name).unlink()
+    result = invoke(home, "train", "--n", "2", "--data", sample_dir, "--job", "e2e", *TRAIN_OPTIONS)
+    assert result.exit_code == 0, result.output
+    assert "trained 1, already done 1" in result.output
+    assert "member-01 epoch" not in result.output  # no epoch was trained again
+    assert {name: digest(member / name) for name in kept} == kept
+    assert np.allclose(np.load(member / "test_probs.npy"), test_probs)
+    assert json.loads((member / "metrics.json").read_text())["epochs"] == 1
+
+
 def test_rerun_with_a_different_spec_is_refused(trained, sample_dir):
     home, _, _ = trained
     options = [*TRAIN_OPTIONS]

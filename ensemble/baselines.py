@@ -167,8 +167,8 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
         metrics = baseline_metrics(result, arrays.y_val, spec.seed, len(x_test))
         config = {"job": record["name"], "baseline": name, "seed": spec.seed, "data_dir": record["data_dir"],
                   "candidates": list(result.sweep) or None, "spec": spec.to_dict()}
-        save_model_outputs(ws.baseline_dir(record["name"], name), config, result.val_probs.astype(np.float32),
-                           result.test_probs.astype(np.float32), metrics)
+        save_model_outputs(ws.baseline_dir(record["name"], name), config, result.val_probs, result.test_probs,
+                           metrics)
         echo(f"baseline {name}: val accuracy {metrics['val_accuracy']:.4f} with {result.choice} "
              f"({result.fit_seconds:.1f}s)")
         all_metrics.append(metrics)

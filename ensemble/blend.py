@@ -1,7 +1,7 @@
 """Blend members' saved softmax outputs into a checked Kaggle submission.
 
 The arithmetic (blending, scoring, the submission table and its check) is pure: arrays and DataFrames in
-and out. Reading member outputs and writing CSVs happen in `load_member_outputs` and `write_submission`.
+and out. Reading model outputs and writing CSVs happen in `load_outputs` and `write_submission`.
 """
 from __future__ import annotations
 
@@ -155,10 +155,6 @@ def available_outputs(ws, record: dict) -> list[str]:
         + finished_baselines(ws, record["name"])
 
 
-def model_dir(ws, job: str, name: str) -> Path:
-    return ws.models_dir / job / (name if name.startswith("member-") else f"baseline-{name}")
-
-
 def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None) -> ModelOutputs:
     """Saved probabilities of the finished members (default) or of the named members/baselines."""
     from .jobs import JobError
@@ -173,7 +169,7 @@ def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None) -> Model
         raise JobError(f"job {record['name']!r} has no finished {', '.join(map(repr, missing))} "
                        f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
     names = list(only) if only else members
-    dirs = [model_dir(ws, record["name"], name) for name in names]
+    dirs = [ws.model_dir(record["name"], name) for name in names]
     return ModelOutputs(names, np.stack([np.load(d / "val_probs.npy") for d in dirs]),
                         np.stack([np.load(d / "test_probs.npy") for d in dirs]))
 

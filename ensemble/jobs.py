@@ -197,7 +197,6 @@ def load_split(ws: Workspace, job: str) -> dict[str, np.ndarray]:
         return {key: arrays[key] for key in arrays.files}
 
 
-
 @dataclass(frozen=True)
 class JobArrays:
     """A job's data exactly as its members see it: raw uint8 pixels with a channel axis."""

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .blend import ModelOutputs, accuracy, blend_arrays, load_outputs
+from .blend import GREEDY_ROUNDS, ModelOutputs, accuracy, blend_arrays, load_outputs
 from .data import N_CLASSES
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_logloss", "fit_s", "predict_ms_per_1k", "params",
@@ -38,6 +38,10 @@ def model_entry(name: str, metrics: dict) -> dict:
             "val_logloss": metrics["val_logloss"], "fit_s": metrics.get("fit_seconds"),
             "predict_ms_per_1k": metrics.get("predict_ms_per_1k"), "params": metrics.get("params"),
             "seed": metrics.get("seed"), "epochs": metrics.get("epochs")}
+
+
+def read_entry(ws, job: str, name: str) -> dict:
+    return model_entry(name, atomic.read_json(ws.model_dir(job, name) / "metrics.json"))
 
 
 def blend_entries(members: ModelOutputs, member_entries: list[dict], y_val: np.ndarray,
@@ -206,7 +210,7 @@ figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figcaptio
 
 
 def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
-    paths = {name: ws.models_dir / job / name / "history.csv" for name in names}
+    paths = {name: ws.model_dir(job, name) / "history.csv" for name in names}
     return {name: pd.read_csv(path).drop_duplicates("epoch", keep="last") for name, path in paths.items()
             if path.is_file()}
 
@@ -225,17 +229,15 @@ def write_report(ws, job: str | None = None) -> Report:
     if not member_names and not baselines:
         raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
                        f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
-    member_entries = [model_entry(n, atomic.read_json(ws.models_dir / name / n / "metrics.json"))
-                      for n in member_names]
-    baseline_entries = [model_entry(b, atomic.read_json(ws.baseline_dir(name, b) / "metrics.json"))
-                        for b in baselines]
+    member_entries = [read_entry(ws, name, n) for n in member_names]
+    baseline_entries = [read_entry(ws, name, b) for b in baselines]
     members = load_outputs(ws, record) if member_names else None
     blends, weights = blend_entries(members, member_entries, y_val, seed) if members else ([], {})
     frame = rank_entries(blends + member_entries + baseline_entries)
     figures = report_figures(ws, record, members, baselines, y_val, seed)
     notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
     if weights:
-        notes += ["blend-greedy: Caruana ensemble selection (25 rounds, with replacement, on log-loss); its "
+        notes += [f"blend-greedy: Caruana ensemble selection ({GREEDY_ROUNDS} rounds, with replacement, on log-loss); its "
                   "validation scores are cross-fitted (weights fitted on one half of the validation rows, "
                   "scored on the other, both ways), never scored on the rows its weights were fitted to.",
                   "greedy weights (fitted on all validation rows, used for a greedy submission): "

@@ -50,6 +50,10 @@ class Workspace:
     def baseline_dir(self, job: str, name: str) -> Path:
         return self.models_dir / job / f"baseline-{name}"
 
+    def model_dir(self, job: str, name: str) -> Path:
+        """A finished model's folder by its leaderboard name: member-XX, or a baseline (knn, tree, forest)."""
+        return self.models_dir / job / name if name.startswith("member-") else self.baseline_dir(job, name)
+
     def report_dir(self, job: str) -> Path:
         return self.submissions_dir / job
 

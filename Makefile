@@ -1,16 +1,17 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first when it is missing
-# (or older than pyproject.toml).
+# (or older than pyproject.toml); the tests also install the optional Ray extra, which a test runs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test install clean
 
 demo: $(STAMP)
 	$(BIN)/ensemble demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
 
 install: $(STAMP)
@@ -18,8 +19,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	touch $(TEST_STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -70,7 +70,8 @@ def run_seed_recipe(arrays, epochs: int, seed: int) -> dict:
 
 def run_member(arrays, epochs: int, seed: int, precision: str) -> dict:
     from ensemble.jobs import JobSpec
-    from ensemble.train import _callbacks, build_member_model, fit_member_model, read_history
+    from ensemble.jobs import read_history
+    from ensemble.train import _callbacks, build_member_model, fit_member_model
 
     spec = JobSpec.from_options(model="cnn11", epochs=epochs, precision=precision)
     model = build_member_model(spec, seed)

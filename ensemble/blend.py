@@ -180,15 +180,33 @@ def write_submission(path: Path, labels: np.ndarray) -> Path:
     return atomic.write_text(path, text)
 
 
+def unfinished_members(ws, record: dict) -> list[str]:
+    """'member-03 (running)' for each ledger member whose directory is not complete, whatever the ledger says."""
+    from .jobs import member_is_complete
+
+    return [f"{member['name']} ({'pending' if member['state'] == 'done' else member['state']})"
+            for member in record["members"] if not member_is_complete(ws.member_dir(record["name"], member["index"]))]
+
+
 def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
-              only: tuple[str, ...] | None = None) -> BlendResult:
+              only: tuple[str, ...] | None = None, allow_partial: bool = False) -> BlendResult:
     """Blend a job's finished members (or the models named in `only`); write submissions/<job>.csv
-    (<job>-<names>.csv with `only`) and the submission (default submissions/submission.csv)."""
-    from .jobs import JobSpec, load_split, require_record
+    (<job>-<names>.csv with `only`) and the submission (default submissions/submission.csv).
+
+    A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
+    by mistake costs a Kaggle submission."""
+    from .jobs import JobError, JobSpec, load_split, require_record, resume_command
 
     if method not in BLEND_METHODS:
         raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
     record = require_record(ws, job)
+    unfinished = unfinished_members(ws, record) if only is None else []
+    if unfinished and not allow_partial:
+        finished = len(record["members"]) - len(unfinished)
+        raise JobError(f"job {record['name']!r} has {len(unfinished)} unfinished of {len(record['members'])} "
+                       f"members: {', '.join(unfinished)}. Finish them with `{resume_command(record)}` "
+                       f"(`ensemble status --job {record['name']}` shows where they are), or blend the "
+                       f"{finished} finished ones with --allow-partial.")
     outputs = load_outputs(ws, record, only)
     y_val = load_split(ws, record["name"])["val_labels"]
     weights, _, test_blend, (val_accuracy, val_logloss) = blend_arrays(

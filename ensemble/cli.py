@@ -10,12 +10,13 @@ from . import __version__
 from .architectures import AUGMENTATIONS, RECIPES
 from .blend import BLEND_METHODS, SubmissionError
 from .data import DataError
-from .devices import PRECISIONS
+from .devices import PRECISIONS, PlacementError
+from .executors import EXECUTORS
 from .jobs import JobError
 from .leaderboard import FORMATS
 from .workspace import HOME_ENV, Workspace
 
-USER_ERRORS = (DataError, JobError, SubmissionError)
+USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
 
 
@@ -115,25 +116,83 @@ def data_idx(ctx, directory, out, seed):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with train.csv and test.csv (default: data/).")
 @click.option("--limit-train", type=int, default=None, help="Use only the first K rows of train.csv.")
+@click.option("--gpus", default=None,
+              help="GPU ids like 0,1, or all, or cpu (default: every GPU nvidia-smi lists, else the CPU).")
+@click.option("--per-gpu", type=int, default=None, help="Members sharing one GPU at once (default 1).")
+@click.option("--workers", type=int, default=None, help="Members at once on the CPU (default 1).")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="Further attempts for a member whose process dies; each resumes from its last epoch.")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="local: member processes on this machine; ray: Ray tasks (pip install 'ensemble[ray]').")
+@click.option("--address", default=None,
+              help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray instance).")
 @click.pass_context
-def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split, job, data_dir, limit_train):
-    """Train N seeded members, each in its own process; rerun the same command to resume.
+def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split, job, data_dir, limit_train,
+          gpus, per_gpu, workers, retries, executor, address):
+    """Train N seeded members, each in its own process, spread over the GPUs; rerun to resume.
 
-    Finished members are skipped and an interrupted one continues from its last finished epoch.
+    Finished members are skipped and an interrupted one continues from its last finished epoch. A member
+    whose process dies is retried; Ctrl-C stops every member and leaves the job resumable.
 
     \b
     Example:
-        ensemble train --n 10 --data data/ --job first
+        ensemble train --n 10 --gpus 0,1 --data data/ --job first
     """
+    from .progress import make_reporter
     from .runner import TrainRequest, run_job
 
     ws = workspace(ctx)
-    outcome = run_job(ws, TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, model=model, epochs=epochs,
-                                       batch_size=batch_size, augment=augment, precision=precision, seed=seed,
-                                       val_split=val_split,
-                                       limit_train=limit_train), echo=click.echo)
+    request = TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, model=model, epochs=epochs,
+                           batch_size=batch_size, augment=augment, precision=precision, seed=seed,
+                           val_split=val_split, limit_train=limit_train, gpus=gpus, per_gpu=per_gpu,
+                           workers=workers, retries=retries, executor=executor, address=address)
+    outcome = run_job(ws, request, reporter=make_reporter(click.echo))
+    if outcome.interrupted:
+        click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
+        ctx.exit(130)
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
+
+
+@main.command()
+@click.option("--job", default=None, help="Job to show (default: the newest).")
+@click.pass_context
+def status(ctx, job):
+    """Show a job's ledger: each member's state, attempts, device, pid, epoch and validation accuracy.
+
+    States come from the ledger checked against the disk: a member is done only when its files are
+    complete, and 'running' only while a runner holds the job's lock.
+
+    \b
+    Example:
+        ensemble status --job first
+    """
+    from .status import job_status, render_frame
+
+    record, frame, runner = job_status(workspace(ctx), job)
+    holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
+              if runner else "not running")
+    spec = record["spec"]
+    click.echo(render_frame(frame, title=f"job {record['name']}: {len(record['members'])} x {spec['model']}, "
+                                         f"{spec['epochs']} epochs; {holder}"), nl=False)
+
+
+@main.command("jobs")
+@click.pass_context
+def jobs_command(ctx):
+    """List jobs, oldest first, with how many members are done, running, failed and pending.
+
+    \b
+    Example:
+        ensemble jobs
+    """
+    from .status import jobs_table, render_frame
+
+    table = jobs_table(workspace(ctx))
+    if table.empty:
+        click.echo(f"no jobs in {workspace(ctx).jobs_dir}")
+        return
+    click.echo(render_frame(table), nl=False)
 
 
 @main.command()
@@ -145,8 +204,10 @@ def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split
               help="Comma-separated models to blend instead of all members, e.g. knn or member-00,member-03.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Submission path (default: submissions/submission.csv); submissions/<job>.csv is always written.")
+@click.option("--allow-partial", is_flag=True,
+              help="Blend the finished members even though others are not (refused by default).")
 @click.pass_context
-def blend(ctx, job, method, only, out):
+def blend(ctx, job, method, only, out, allow_partial):
     """Average the finished members' saved test softmax into a checked Kaggle submission.
 
     \b
@@ -157,7 +218,7 @@ def blend(ctx, job, method, only, out):
     from .leaderboard import write_report
 
     ws = workspace(ctx)
-    result = blend_job(ws, job, method, out, only=parse_names(only))
+    result = blend_job(ws, job, method, out, only=parse_names(only), allow_partial=allow_partial)
     best_name, best_accuracy = result.best_member
     click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} "
                f"({', '.join(result.members)})")

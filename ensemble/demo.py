@@ -9,6 +9,7 @@ import numpy as np
 from .blend import accuracy, blend_job, load_outputs
 from .data import make_sample, read_labels_csv
 from .jobs import require_record
+from .progress import make_reporter
 from .runner import TrainRequest, run_job
 from .workspace import Workspace
 
@@ -25,7 +26,10 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
         echo(f"writing the sample to {sample_dir}")
         make_sample(sample_dir)
     job = f"demo-{epochs}ep"
-    run_job(ws, TrainRequest(n=members, data_dir=sample_dir, job=job, model="cnn11", epochs=epochs), echo=echo)
+    outcome = run_job(ws, TrainRequest(n=members, data_dir=sample_dir, job=job, model="cnn11", epochs=epochs),
+                      reporter=make_reporter(echo))
+    if outcome.interrupted:
+        return f"demo interrupted; run it again to resume job {job}"
     result = blend_job(ws, job)
     truth = read_labels_csv(sample_dir / "test_labels.csv")
     outputs = load_outputs(ws, require_record(ws, job))

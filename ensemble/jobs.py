@@ -1,12 +1,15 @@
 """The job record: the frozen spec, the data it was made from, the validation split and per-member state.
 
-`jobs/<job>/job.json` is written only by the runner, always atomically; member processes write only their
-own member directory. A member counts as done only when its directory holds every artifact (metrics.json
-is written last), whatever the record says.
+`jobs/<job>/job.json` is written only by the runner that holds `jobs/<job>/lock`, always atomically.
+A member process writes only its own member directory and its live progress file
+`jobs/<job>/progress/member-XX.json`. A member counts as done only when its directory holds every artifact
+(metrics.json is written last), whatever the record says.
 """
 from __future__ import annotations
 
+import csv
 import io
+import shlex
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -19,6 +22,7 @@ from .devices import resolve_precision
 from .workspace import Workspace, member_name
 
 RECORD_VERSION = 1
+MEMBER_STATES = ("pending", "running", "done", "failed")
 MEMBER_FILES = ("config.json", "best.keras", "val_probs.npy", "test_probs.npy", "metrics.json")
 
 
@@ -45,8 +49,10 @@ class JobSpec:
 
     @classmethod
     def from_options(cls, *, model="cnn11", epochs=None, batch_size=None, augment="idg", precision="auto",
-                     seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="") -> "JobSpec":
-        """Fill what the user left out from the architecture's own recipe and this machine's hardware."""
+                     seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="",
+                     gpu_capabilities: list[float] | None = None) -> "JobSpec":
+        """Fill what the user left out from the architecture's own recipe and the hardware the members use
+        (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask nvidia-smi)."""
         recipe = get_recipe(model)
         if augment not in AUGMENTATIONS:
             raise JobError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
@@ -54,7 +60,7 @@ class JobSpec:
             if value is not None and value < 1:
                 raise JobError(f"--{name} must be at least 1, got {value}")
         try:
-            precision = resolve_precision(precision)
+            precision = resolve_precision(precision, gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
         return cls(model=model, epochs=epochs or recipe.epochs, batch_size=batch_size or recipe.batch_size,
@@ -76,6 +82,18 @@ class JobSpec:
 def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
     return [f"{name}: job has {value!r}, this run asks {getattr(requested, name)!r}"
             for name, value in recorded.to_dict().items() if getattr(requested, name) != value]
+
+
+def resume_command(record: dict) -> str:
+    """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
+    spec = JobSpec.from_dict(record["spec"])
+    parts = ["ensemble train", f"--job {record['name']}", f"--n {len(record['members'])}",
+             f"--data {shlex.quote(record['data_dir'])}", f"--model {spec.model}", f"--epochs {spec.epochs}",
+             f"--batch {spec.batch_size}", f"--augment {spec.augment}", f"--precision {spec.precision}",
+             f"--seed {spec.seed}", f"--val-split {spec.val_split}"]
+    if spec.limit_train is not None:
+        parts.append(f"--limit-train {spec.limit_train}")
+    return " ".join(parts)
 
 
 def now() -> str:
@@ -145,6 +163,59 @@ def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
         if JobSpec.from_dict(load_record(ws, name)["spec"]) == spec:
             return name
     return None
+
+
+def lock_path(ws: Workspace, job: str) -> Path:
+    return ws.job_dir(job) / "lock"
+
+
+def progress_path(ws: Workspace, job: str, index: int) -> Path:
+    return ws.job_dir(job) / "progress" / f"{member_name(index)}.json"
+
+
+def member_lock_path(ws: Workspace, job: str, index: int) -> Path:
+    """Held by the process training the member: two processes never train one member at once."""
+    return ws.job_dir(job) / "progress" / f"{member_name(index)}.lock"
+
+
+def log_path(ws: Workspace, job: str, index: int) -> Path:
+    return ws.job_dir(job) / "logs" / f"{member_name(index)}.log"
+
+
+def read_progress(ws: Workspace, job: str, index: int) -> dict:
+    """A member's live progress (epoch, batch, latest val accuracy, pid, host); {} before it starts."""
+    path = progress_path(ws, job, index)
+    try:
+        return atomic.read_json(path)
+    except (OSError, ValueError):
+        return {}
+
+
+def log_tail(path: Path, lines: int = 15) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return text.rstrip("\n").splitlines()[-lines:]
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv rows, one per epoch: a resumed epoch appears twice in the file and the later row wins."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = {int(row["epoch"]): {key: float(value) for key, value in row.items() if value != ""}
+                for row in csv.DictReader(handle)}
+    return [rows[epoch] for epoch in sorted(rows)]
+
+
+def resumable_epochs(member_dir: Path, epochs: int) -> int:
+    """Finished epochs the member's next attempt keeps: all of them when training ended (only outputs may be
+    missing), those in history.csv when a BackupAndRestore state can continue them, else none."""
+    finished = len(read_history(member_dir / "history.csv"))
+    if finished >= epochs and (member_dir / "best.keras").is_file():
+        return finished
+    return finished if (member_dir / "backup").is_dir() else 0
 
 
 def member_is_complete(member_dir: Path) -> bool:

@@ -1,29 +1,38 @@
-"""Run a job: create or continue its record, then train each unfinished member in a fresh process.
+"""Run a job: create or continue its record, then train every unfinished member on the slots it was given.
 
-The runner is the only writer of jobs/<job>/job.json. Members know nothing about placement: a member is
-`python -m ensemble.train --job J --member I` with an environment, which is where device pinning and
-parallel workers plug in (`member_command`, `member_environment`).
+The runner holds `jobs/<job>/lock` for the whole run and is the only writer of `jobs/<job>/job.json`. It
+starts member processes through an executor (local processes, or Ray tasks), polls them and their
+progress files, retries the ones that die, and keeps the ledger current: per member its state, attempts,
+device, pid, start and end times, last finished epoch and validation accuracy. Members know nothing about
+placement: a member is `python -m ensemble.train --job J --member I` with an environment.
 """
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from collections import deque
-from dataclasses import dataclass
+import platform
+import signal
+import time
+from collections import Counter, deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import atomic, jobs
 from .data import stratified_split
+from .devices import Slot, list_gpus, parse_gpus, plan_slots
+from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
 from .jobs import JobError, JobSpec
+from .locks import LockHeld, PidLock
+from .progress import MemberLine, Overview, PlainReporter, estimate_eta
 from .workspace import Workspace
 
 LOG_TAIL_LINES = 15
+POLL_S = 0.25
+STOP_GRACE_S = 5.0  # Ctrl-C: members get SIGTERM, then SIGKILL after this long
 
 
 class MemberFailed(JobError):
-    """A member process exited without finishing; the message carries its log tail."""
+    """Members exhausted their retries; the message carries each one's log tail."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,12 @@ class TrainRequest:
     seed: int = 0
     val_split: float = 0.1
     limit_train: int | None = None
+    gpus: str | None = None        # "0,1", "all", "cpu"; None: every GPU there is, else the CPU
+    per_gpu: int | None = None     # members sharing one GPU at once
+    workers: int | None = None     # members at once on the CPU
+    retries: int = 2               # further attempts for a member whose process dies
+    executor: str = "local"
+    address: str | None = None     # Ray cluster address
 
 
 @dataclass(frozen=True)
@@ -47,106 +62,328 @@ class TrainOutcome:
     trained: list[int]
     skipped: list[int]
     created: bool
+    failed: list[int] = field(default_factory=list)
+    interrupted: bool = False
 
 
-def prepare_job(ws: Workspace, request: TrainRequest) -> tuple[dict, bool]:
-    """The job record to run (new or continued) with its split saved; refuses a changed spec."""
+# --- the job record -----------------------------------------------------------------------------
+
+def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
     if request.n < 1:
         raise JobError(f"--n must be at least 1, got {request.n}")
     train, test = jobs.read_job_data(ws, request.data_dir, request.limit_train)
     spec = JobSpec.from_options(model=request.model, epochs=request.epochs, batch_size=request.batch_size,
                                 augment=request.augment, precision=request.precision, seed=request.seed,
-                                val_split=request.val_split,
-                                limit_train=request.limit_train, train_sha256=train.sha256,
-                                test_sha256=test.sha256)
+                                val_split=request.val_split, limit_train=request.limit_train,
+                                train_sha256=train.sha256, test_sha256=test.sha256,
+                                gpu_capabilities=gpu_capabilities)
+    return spec, train
+
+
+def check_spec(record: dict | None, spec: JobSpec) -> None:
+    if record is None:
+        return
+    differences = jobs.spec_differences(JobSpec.from_dict(record["spec"]), spec)
+    if differences:
+        raise JobError(f"job {record['name']!r} exists with a different spec:\n  " + "\n  ".join(differences)
+                       + "\nRerun with the job's options, or pick a new name with --job.")
+
+
+def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None = None
+                ) -> tuple[dict, bool]:
+    """The job record to run (new or continued) with its split saved; refuses a changed spec.
+    Callers that run members hold the job's lock around this (see `run_job`)."""
+    spec, train = request_spec(ws, request, gpu_capabilities)
     name = request.job or jobs.latest_job_with_spec(ws, spec) or jobs.default_job_name()
+    return open_record(ws, name, spec, train, request)
+
+
+def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRequest) -> tuple[dict, bool]:
     record = jobs.load_record(ws, name)
+    check_spec(record, spec)
     created = record is None
     if created:
         record = jobs.new_record(name, spec, Path(request.data_dir).resolve())
         train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
         jobs.save_split(ws, name, train_index, val_index, train.labels[val_index])
     else:
-        differences = jobs.spec_differences(JobSpec.from_dict(record["spec"]), spec)
-        if differences:
-            raise JobError(f"job {name!r} exists with a different spec:\n  " + "\n  ".join(differences)
-                           + "\nRerun with the job's options, or pick a new name with --job.")
         record["data_dir"] = str(Path(request.data_dir).resolve())
     jobs.ensure_members(record, request.n)
     jobs.save_record(ws, record)
     return record, created
 
 
-def member_command(ws: Workspace, job: str, index: int) -> list[str]:
-    return [sys.executable, "-m", "ensemble.train", "--home", str(ws.home), "--job", job, "--member", str(index)]
+@contextmanager
+def job_lock(ws: Workspace, job: str, reporter):
+    """Exclusive right to run the job; a lock left by a killed runner is taken over with a note."""
+    lock = PidLock(jobs.lock_path(ws, job))
+    try:
+        lock.__enter__()
+    except LockHeld as held:
+        holder = held.holder
+        raise JobError(f"job {job!r} is already being trained by pid {holder.get('pid', '?')} on "
+                       f"{holder.get('host', '?')} (since {holder.get('since', '?')}). Watch it with "
+                       f"`ensemble status --job {job}`, or stop that process and rerun.") from None
+    try:
+        if lock.previous:
+            reporter.event(f"job {job}: took over the lock of pid {lock.previous['pid']} "
+                           f"(since {lock.previous.get('since', '?')}), which is no longer running")
+        yield lock
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def member_environment() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of member logs
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+def reconcile(ws: Workspace, record: dict) -> list[str]:
+    """Make the ledger agree with the disk before a run: the files decide what is done; a member the
+    ledger calls running belongs to a runner that is gone (we hold the lock), so it is pending again."""
+    notes = []
+    for member in record["members"]:
+        complete = jobs.member_is_complete(ws.member_dir(record["name"], member["index"]))
+        if complete and member["state"] != "done":
+            member.update(state="done", pid=None)
+        elif not complete and member["state"] == "done":
+            member.update(state="pending", note="files incomplete (no metrics.json): will finish")
+            notes.append(f"{member['name']}: recorded done but its files are incomplete; it will finish")
+        elif member["state"] == "running":
+            member.update(state="pending", pid=None, note="its runner stopped; resumes")
+            notes.append(f"{member['name']}: its runner stopped while it trained; it resumes from its last epoch")
+    return notes
 
 
-def run_member(ws: Workspace, record: dict, index: int, echo: Callable[[str], None]) -> None:
-    """Run one member process to the end, its output into jobs/<job>/logs/member-XX.log (appended, so
-    a resumed member's log tells its whole story); echo its progress lines."""
-    member = record["members"][index]
-    log_path = ws.job_dir(record["name"]) / "logs" / f"{member['name']}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    member.update(state="running", attempts=member["attempts"] + 1, started=jobs.now(), device="cpu")
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    with log_path.open("a", encoding="utf-8") as log:
-        process = subprocess.Popen(member_command(ws, record["name"], index), env=member_environment(),
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        member["pid"] = process.pid
-        jobs.save_record(ws, record)
+# --- placement ----------------------------------------------------------------------------------
+
+def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[float] | None]:
+    """The executor and the compute capabilities of the GPUs it will use (for --precision auto).
+    Wrong GPU ids and impossible combinations fail here, before anything is written."""
+    if request.executor not in EXECUTORS:
+        raise JobError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if request.retries < 0:
+        raise JobError(f"--retries must be 0 or more, got {request.retries}")
+    if request.executor == "ray":
+        return RayExecutor(ws, request.gpus, request.per_gpu, request.address), None
+    if request.address:
+        raise JobError("--address is for --executor ray")
+    available = list_gpus()
+    gpus = parse_gpus(request.gpus, available)
+    return LocalExecutor(ws, plan_slots(gpus, request.per_gpu, request.workers)), [available[g] for g in gpus]
+
+
+# --- one run ------------------------------------------------------------------------------------
+
+class JobRun:
+    """Trains the listed members on the executor's slots; the ledger follows every change."""
+
+    def __init__(self, ws: Workspace, record: dict, executor, reporter, retries: int, wanted: list[int],
+                 todo: list[int]):
+        self.ws, self.record, self.executor, self.reporter, self.retries = ws, record, executor, reporter, retries
+        self.job = record["name"]
+        self.indices = wanted  # the members this run answers for (the first n of the ledger)
+        self.queue = deque(todo)
+        self.free: list[Slot] = executor.slots_for(len(todo))
+        self.running: dict[int, Launched] = {}
+        self.tries: Counter[int] = Counter()
+        self.trained: list[int] = []
+        self.failed: dict[int, str] = {}
+        self.members = record["members"]
+        self.started = time.monotonic()
+        self.epochs_at_start = self.epochs_done()
+
+    # ledger
+    def save(self) -> None:
+        jobs.save_record(self.ws, self.record)
+
+    def member(self, index: int) -> dict:
+        return self.members[index]
+
+    # the loop
+    def run(self) -> None:
+        while self.queue or self.running:
+            while self.queue and self.free:
+                self.start(self.queue.popleft(), self.free.pop(0))
+            time.sleep(POLL_S)
+            for index in list(self.running):
+                self.follow(index)
+            self.reporter.update(self.lines(), self.overview())
+
+    def start(self, index: int, slot: Slot) -> None:
+        member = self.member(index)
+        epochs = self.record["spec"]["epochs"]
+        finished = jobs.resumable_epochs(self.ws.member_dir(self.job, index), epochs)
+        launched = self.executor.start(self.job, index, slot)
+        self.tries[index] += 1
+        self.running[index] = launched
+        member.update(state="running", attempts=member.get("attempts", 0) + 1, device=slot.device,
+                      slot=slot.label, executor=self.executor.name, pid=launched.pid,
+                      host=platform.node() if launched.pid else None, started=jobs.now(), ended=None,
+                      epoch=finished, note=None)
+        self.save()
+        where = f"on {slot.label}" if self.executor.name == "local" else f"as a Ray task ({slot.label})"
+        resumed = ("writes its outputs (all epochs trained)" if finished >= epochs
+                   else f"resumes after epoch {finished}/{epochs}" if finished else "starts")
+        self.reporter.event(f"{member['name']} (seed {member['seed']}) {resumed} {where}, attempt "
+                            f"{member['attempts']}; log {jobs.log_path(self.ws, self.job, index)}")
+
+    def follow(self, index: int) -> None:
+        launched = self.running[index]
+        member = self.member(index)
+        progress = jobs.read_progress(self.ws, self.job, index)
+        if progress.get("updated", 0) >= launched.started - 1:  # this attempt's progress, not an older one's
+            changed = {}
+            if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
+                launched.pid = progress["pid"]
+                device = progress.get("cuda_visible_devices")
+                changed.update(pid=progress["pid"], host=progress.get("host"),
+                               device=f"gpu:{device}" if device else "cpu")
+            for key in ("epoch", "val_accuracy"):
+                if progress.get(key) is not None and progress.get(key) != member.get(key):
+                    changed[key] = progress[key]
+            if changed:
+                member.update(changed)
+                self.save()
+        returncode = self.executor.poll(launched)
+        if returncode is not None:
+            del self.running[index]
+            self.free.append(launched.slot)
+            self.finish(index, returncode)
+
+    def finish(self, index: int, returncode: int) -> None:
+        member = self.member(index)
+        member_dir = self.ws.member_dir(self.job, index)
+        member.update(pid=None, ended=jobs.now(), returncode=returncode)
+        if returncode == 0 and jobs.member_is_complete(member_dir):
+            metrics = atomic.read_json(member_dir / "metrics.json")
+            member.update(state="done", val_accuracy=metrics["val_accuracy"], epoch=metrics["epochs"],
+                          best_epoch=metrics["best_epoch"])
+            self.save()
+            self.trained.append(index)
+            self.reporter.event(f"{member['name']} done: val_acc {metrics['val_accuracy']:.4f} "
+                                f"(best epoch {metrics['best_epoch']}), {metrics['fit_seconds']:.0f}s fit")
+            return
+        why = describe_exit(returncode)
+        if self.tries[index] <= self.retries:
+            member.update(state="pending", note=f"attempt {member['attempts']} {why}; retrying")
+            self.save()
+            self.queue.appendleft(index)  # its slot is free now; it resumes from its backup
+            self.reporter.event(f"{member['name']} {why} on attempt {member['attempts']}; "
+                                f"retry {self.tries[index]} of {self.retries}, from its last finished epoch")
+            return
+        log = jobs.log_path(self.ws, self.job, index)
+        tail = jobs.log_tail(log, LOG_TAIL_LINES)
+        member.update(state="failed", note=f"{why} after {self.tries[index]} attempts in this run")
+        self.save()
+        self.failed[index] = (f"{member['name']} {why} after {self.tries[index]} attempts. Last lines of {log}:\n  "
+                              + "\n  ".join(tail))
+        self.reporter.event(self.failed[index])
+
+    def stop(self) -> None:
+        """Ctrl-C: stop every member, leave each pending with its backup, so a rerun resumes."""
+        running = list(self.running.values())
+        self.executor.stop(running, STOP_GRACE_S)
+        for launched in running:
+            self.member(launched.index).update(state="pending", pid=None, ended=jobs.now(),
+                                               note="interrupted; resumes from its last finished epoch")
+        self.running.clear()
+        self.save()
+
+    # what the reporter shows
+    def epochs_done(self) -> float:
+        total = 0.0
+        for index in self.indices:
+            member = self.member(index)
+            epochs = self.record["spec"]["epochs"]
+            if member["state"] == "done":
+                total += epochs
+            else:
+                progress = jobs.read_progress(self.ws, self.job, index) if index in self.running else {}
+                batch_share = progress["batch"] / progress["batches"] if progress.get("batches") else 0.0
+                total += min(epochs, member.get("epoch") or 0) + batch_share
+        return total
+
+    def lines(self) -> list[MemberLine]:
+        lines = []
+        for index, launched in sorted(self.running.items()):
+            member = self.member(index)
+            progress = jobs.read_progress(self.ws, self.job, index)
+            fresh = progress.get("updated", 0) >= launched.started - 1
+            lines.append(MemberLine(
+                name=member["name"], device=member.get("slot") or member.get("device") or launched.slot.label,
+                epoch=member.get("epoch") or 0, epochs=self.record["spec"]["epochs"],
+                batch=progress.get("batch", 0) if fresh else 0, batches=progress.get("batches") if fresh else None,
+                val_accuracy=member.get("val_accuracy"), attempt=member["attempts"],
+                phase=progress.get("phase", "starting") if fresh else "starting"))
+        return lines
+
+    def overview(self) -> Overview:
+        done = sum(self.member(i)["state"] == "done" for i in self.indices)
+        epochs_total = self.record["spec"]["epochs"] * len(self.indices)
+        epochs_now = self.epochs_done()
+        elapsed = time.monotonic() - self.started
+        return Overview(self.job, done, len(self.indices), len(self.failed), epochs_now, epochs_total, elapsed,
+                        estimate_eta(self.epochs_at_start, epochs_now, epochs_total, elapsed))
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
         try:
-            for line in process.stdout:
-                log.write(line)
-                log.flush()
-                tail.append(line.rstrip())
-                if line.startswith(member["name"]):
-                    echo(line.rstrip())
-            returncode = process.wait()
-        except KeyboardInterrupt:
-            # The member keeps its last finished epoch in its backup; the ledger must not claim it runs.
-            process.terminate()
-            process.wait()
-            member.update(state="interrupted", pid=None, ended=jobs.now())
-            jobs.save_record(ws, record)
-            raise
-    member_dir = ws.member_dir(record["name"], index)
-    member.update(pid=None, ended=jobs.now(), returncode=returncode)
-    if returncode == 0 and jobs.member_is_complete(member_dir):
-        metrics = atomic.read_json(member_dir / "metrics.json")
-        member.update(state="done", val_accuracy=metrics["val_accuracy"], epochs=metrics["epochs"])
-        jobs.save_record(ws, record)
+            return f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"was killed by signal {-returncode}"
+    return f"exited with code {returncode}"
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """`kill <runner>` stops the job as cleanly as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
         return
-    member["state"] = "failed"
-    jobs.save_record(ws, record)
-    raise MemberFailed(f"{member['name']} of job {record['name']!r} failed (exit code {returncode}). "
-                       f"Last lines of {log_path}:\n  " + "\n  ".join(tail)
-                       + "\nFix the cause and rerun the same command: finished members are kept, "
-                         "this one resumes from its last finished epoch.")
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def run_job(ws: Workspace, request: TrainRequest, echo: Callable[[str], None] = print) -> TrainOutcome:
-    record, created = prepare_job(ws, request)
-    spec = record["spec"]
-    echo(f"job {record['name']} ({'new' if created else 'continued'}): {request.n} x {spec['model']}, "
-         f"{spec['epochs']} epochs, augment {spec['augment']}, precision {spec['precision']}")
-    trained, skipped = [], []
-    for member in record["members"][:request.n]:  # an earlier, larger --n leaves members this run skips
-        index = member["index"]
-        if jobs.member_is_complete(ws.member_dir(record["name"], index)):
-            if member["state"] != "done":
-                member["state"] = "done"
-                jobs.save_record(ws, record)
-            skipped.append(index)
-            continue
-        echo(f"{member['name']} (seed {member['seed']}) training; log: "
-             f"{ws.job_dir(record['name']) / 'logs' / (member['name'] + '.log')}")
-        run_member(ws, record, index, echo)
-        trained.append(index)
-    return TrainOutcome(record["name"], trained, skipped, created)
+def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome:
+    """Train the first n members of the job the request names (or implies); resumable at any point."""
+    reporter = reporter or PlainReporter()
+    executor, gpu_capabilities = make_executor(ws, request)
+    try:
+        spec, train = request_spec(ws, request, gpu_capabilities)
+        name = request.job or jobs.latest_job_with_spec(ws, spec) or jobs.default_job_name()
+        check_spec(jobs.load_record(ws, name), spec)  # before taking the lock: a refused run writes nothing
+        with job_lock(ws, name, reporter), sigterm_as_interrupt():
+            record, created = open_record(ws, name, spec, train, request)
+            for note in reconcile(ws, record):
+                reporter.event(note)
+            wanted = [member["index"] for member in record["members"][:request.n]]
+            todo = [index for index in wanted if record["members"][index]["state"] != "done"]
+            record["last_run"] = {"pid": os.getpid(), "host": platform.node(), "started": jobs.now(),
+                                  "executor": executor.name, "members": request.n, "retries": request.retries}
+            jobs.save_record(ws, record)
+            reporter.event(f"job {name} ({'new' if created else 'continued'}): {request.n} x {spec.model}, "
+                           f"{spec.epochs} epochs, augment {spec.augment}, precision {spec.precision}; "
+                           f"{len(todo)} to train, {len(wanted) - len(todo)} already done")
+            run = JobRun(ws, record, executor, reporter, request.retries, wanted, todo)
+            interrupted = False
+            try:
+                run.run()
+            except KeyboardInterrupt:
+                interrupted = True
+                run.stop()
+                reporter.event(f"interrupted: members stopped; rerun the same command to resume job {name}")
+            reporter.close(run.overview())
+    finally:
+        executor.close()
+    outcome = TrainOutcome(name, run.trained, [i for i in wanted if i not in todo], created,
+                           sorted(run.failed), interrupted)
+    if run.failed and not interrupted:
+        raise MemberFailed("\n".join(run.failed[index] for index in sorted(run.failed))
+                           + "\nThe other members finished. Fix the cause and rerun the same command "
+                             f"({jobs.resume_command(run.record)}): finished members are kept, failed ones resume "
+                             "from their last finished epoch.")
+    return outcome

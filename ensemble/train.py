@@ -2,12 +2,12 @@
 
 Runs as its own process (`python -m ensemble.train --job J --member I`), so the runner can place members
 on devices and survive their crashes without this code knowing. Everything lands in
-`models/<job>/member-XX/`; metrics.json is written last and marks the member done.
+`models/<job>/member-XX/`; metrics.json is written last and marks the member done. Live progress (epoch,
+batch, latest val accuracy, pid) goes to `jobs/<job>/progress/member-XX.json` for the runner to show.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.metadata
 import math
 import os
@@ -24,11 +24,16 @@ from . import atomic
 from .architectures import build_model, compile_model, get_recipe
 from .augment import legacy_idg_flow
 from .blend import accuracy, log_loss
-from .jobs import JobSpec, job_arrays, load_record, save_model_outputs
+from .jobs import (JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history,
+                   resumable_epochs, save_model_outputs)
+from .locks import LockHeld, PidLock
 from .workspace import Workspace
 
 PREDICT_BATCH = 1024
 MONITOR = "val_accuracy"
+PROGRESS_EVERY_S = 1.0
+# A member process killed with its runner may take a moment to go; a new one waits that long for its lock.
+MEMBER_LOCK_WAIT_S = 15.0
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -56,6 +61,53 @@ class EpochPrinter(keras.callbacks.Callback):
               f"acc {logs.get('accuracy', math.nan):.4f}  val_loss {logs.get('val_loss', math.nan):.4f}  "
               f"val_acc {logs.get(MONITOR, math.nan):.4f}  lr {logs.get('learning_rate', math.nan):.1e}  "
               f"{logs.get('epoch_seconds', math.nan):.1f}s", flush=True)
+
+
+class ProgressWriter:
+    """One member's progress file: who runs it (pid, host) and how far it is."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.identity = {"pid": os.getpid(), "host": platform.node(),
+                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        self.state: dict = {}
+
+    def write(self, phase: str, **fields) -> None:
+        self.state.update(fields, phase=phase)
+        atomic.write_json(self.path, {**self.identity, **self.state, "updated": time.time()})
+
+
+class ProgressFile(keras.callbacks.Callback):
+    """Keeps jobs/<job>/progress/member-XX.json current: the runner's live view reads it (so does Ray's
+    driver, on another machine), and `ensemble status` shows it."""
+
+    def __init__(self, reporter: ProgressWriter, epochs: int, history: list[dict]):
+        super().__init__()
+        self.reporter, self.epochs = reporter, epochs
+        self.finished = len(history)
+        self.val_accuracy = history[-1][MONITOR] if history else None
+        self._written = 0.0
+
+    def on_train_begin(self, logs=None):
+        self.batches = self.params.get("steps")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._write(epoch, batch=0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self._written >= PROGRESS_EVERY_S:
+            self._write(self.finished, batch=batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.finished = epoch + 1
+        self.val_accuracy = (logs or {}).get(MONITOR, self.val_accuracy)
+        self._write(self.finished, batch=0)
+
+    def _write(self, finished: int, batch: int) -> None:
+        self.finished = finished
+        self._written = time.monotonic()
+        self.reporter.write("training", epoch=finished, epochs=self.epochs, batch=batch, batches=self.batches,
+                            val_accuracy=self.val_accuracy)
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
@@ -99,16 +151,6 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
             os.replace(self._temp_path, self._final_path)
 
 
-def read_history(path: Path) -> list[dict]:
-    """history.csv rows, one per epoch: a resumed epoch appears twice in the file and the later row wins."""
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        rows = {int(row["epoch"]): {key: float(value) for key, value in row.items() if value != ""}
-                for row in csv.DictReader(handle)}
-    return [rows[epoch] for epoch in sorted(rows)]
-
-
 def member_config(record: dict, index: int) -> dict:
     spec = JobSpec.from_dict(record["spec"])
     return {"job": record["name"], "member": index, "seed": spec.member_seed(index),
@@ -132,10 +174,12 @@ def runtime_description() -> dict:
             "visible_devices": devices, "host": platform.node(), "versions": versions}
 
 
-def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict]) -> list:
+def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict],
+               progress: ProgressWriter | None = None) -> list:
     # Order matters: the clock fills logs before CSVLogger writes them; the backup goes last, so an epoch
     # is only ever marked finished after its checkpoint and history row exist.
     best_so_far = max((row[MONITOR] for row in history), default=None)
+    live = [ProgressFile(progress, epochs, history)] if progress else []
     return [
         EpochClock(),
         ResumableReduceLROnPlateau(history, monitor=MONITOR, mode="max", patience=3, factor=0.5, min_lr=1e-5),
@@ -143,6 +187,7 @@ def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict]) -
                               save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.CSVLogger(str(member_dir / "history.csv"), append=True),
         EpochPrinter(label, epochs),
+        *live,
         keras.callbacks.BackupAndRestore(str(member_dir / "backup"), double_checkpoint=True),
     ]
 
@@ -150,8 +195,7 @@ def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict]) -
 def _reset_if_not_resumable(member_dir: Path, epochs: int) -> list[dict]:
     """Without a backup, a partial history cannot be continued: start the member clean."""
     history = read_history(member_dir / "history.csv")
-    finished = len(history) >= epochs and (member_dir / "best.keras").is_file()
-    if not finished and not (member_dir / "backup").is_dir():
+    if len(history) != resumable_epochs(member_dir, epochs):
         for name in ("history.csv", "best.keras"):
             (member_dir / name).unlink(missing_ok=True)
         return []
@@ -184,7 +228,15 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list):
 
 
 def train_member(ws: Workspace, job: str, index: int) -> dict:
-    """Train (or finish training) member `index` of `job` and write its artifacts; returns its metrics."""
+    """Train (or finish training) member `index` of `job` and write its artifacts; returns its metrics.
+
+    Holds the member's lock throughout: no two processes ever write one member directory."""
+    with PidLock(member_lock_path(ws, job, index), wait=MEMBER_LOCK_WAIT_S):
+        return _train_member(ws, job, index)
+
+
+def _train_member(ws: Workspace, job: str, index: int) -> dict:
+    progress = ProgressWriter(progress_path(ws, job, index))
     record = load_record(ws, job)
     spec = JobSpec.from_dict(record["spec"])
     seed = spec.member_seed(index)
@@ -196,13 +248,16 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
 
     history = _reset_if_not_resumable(member_dir, spec.epochs)
     label = member_dir.name
+    progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
+                   val_accuracy=history[-1][MONITOR] if history else None)
     if len(history) < spec.epochs:  # else a crash came after the last epoch: only the outputs are missing
         if history:
             print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
         model = build_member_model(spec, seed)
-        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec.epochs, history))
+        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec.epochs, history, progress))
         history = read_history(member_dir / "history.csv")
     shutil.rmtree(member_dir / "backup", ignore_errors=True)
+    progress.write("predicting", epoch=len(history), batch=0)
 
     best = keras.saving.load_model(member_dir / "best.keras", compile=False)
     val_probs, _ = predict_probabilities(best, arrays.x_val)
@@ -223,6 +278,7 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
         **runtime_description(),
     }
     save_model_outputs(member_dir, config, val_probs, test_probs, metrics)
+    progress.write("done", val_accuracy=metrics["val_accuracy"])
     print(f"{label} done: val_acc {metrics['val_accuracy']:.4f} (best epoch {best_epoch}), "
           f"{fit_seconds:.0f}s fit", flush=True)
     return metrics
@@ -235,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--member", type=int, required=True)
     args = parser.parse_args(argv)
-    train_member(Workspace.resolve(args.home), args.job, args.member)
+    try:
+        train_member(Workspace.resolve(args.home), args.job, args.member)
+    except LockHeld as held:
+        print(f"member {args.member} of job {args.job!r} is being trained by pid {held.holder.get('pid', '?')} "
+              f"on {held.holder.get('host', '?')} (lock {held.path}); not starting a second copy", flush=True)
+        return 3
     return 0
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from ensemble.train import ResumableReduceLROnPlateau, read_history
+from ensemble.jobs import read_history
+from ensemble.train import ResumableReduceLROnPlateau
 
 
 def _rows(values, learning_rate=1e-4):

@@ -1,0 +1,96 @@
+"""`ensemble status` and `ensemble jobs`: the ledger as tables, checked against the disk and the lock.
+
+The rows are built by pure functions from the record, the members' progress files and two facts read
+from disk (which member directories are complete, whether a runner holds the job's lock).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import jobs
+from .locks import is_held, read_holder
+from .progress import val_text
+from .workspace import Workspace
+
+STATUS_COLUMNS = ["member", "state", "attempts", "device", "pid", "epoch", "val_acc", "started", "ended", "note"]
+JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed", "pending", "best_val_acc",
+                "runner"]
+
+
+def shown_state(member: dict, complete: bool, runner_alive: bool) -> tuple[str, str]:
+    """The state a person should see, and why it differs from the ledger when it does: the files decide
+    'done', and 'running' needs a live runner."""
+    state, note = member["state"], member.get("note") or ""
+    if complete:
+        return "done", "" if state == "done" else note
+    if state == "done":
+        return "pending", "files incomplete (no metrics.json)"
+    if state == "running" and not runner_alive:
+        return "pending", "its runner is gone; rerun to resume"
+    return state, note
+
+
+def member_rows(record: dict, progress: dict[int, dict], complete: dict[int, bool], runner_alive: bool) -> pd.DataFrame:
+    epochs = record["spec"]["epochs"]
+    rows = []
+    for member in record["members"]:
+        index = member["index"]
+        state, note = shown_state(member, complete[index], runner_alive)
+        live = progress.get(index, {}) if state == "running" else {}
+        epoch = member.get("epoch") or 0
+        if live.get("batches") and live.get("phase") == "training":
+            epoch_text = f"{epoch}/{epochs} (+{live.get('batch', 0)}/{live['batches']})"
+        else:
+            epoch_text = f"{epoch}/{epochs}"
+        rows.append({"member": member["name"], "state": state, "attempts": member.get("attempts", 0),
+                     "device": member.get("device") or "-", "pid": member.get("pid") if state == "running" else None,
+                     "epoch": epoch_text, "val_acc": val_text(member.get("val_accuracy")),
+                     "started": member.get("started") or "-", "ended": member.get("ended") or "-", "note": note})
+    frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+    frame["pid"] = frame["pid"].map(lambda pid: "-" if pd.isna(pid) else str(int(pid)))
+    return frame
+
+
+def job_status(ws: Workspace, job: str | None = None) -> tuple[dict, pd.DataFrame, dict]:
+    """The record, its member table and the runner holding its lock ({} when none runs)."""
+    record = jobs.require_record(ws, job)
+    name = record["name"]
+    lock = jobs.lock_path(ws, name)
+    runner = read_holder(lock) if is_held(lock) else {}
+    indices = [member["index"] for member in record["members"]]
+    frame = member_rows(record, {i: jobs.read_progress(ws, name, i) for i in indices},
+                        {i: jobs.member_is_complete(ws.member_dir(name, i)) for i in indices}, bool(runner))
+    return record, frame, runner
+
+
+def job_row(record: dict, states: pd.Series, runner: dict, best: float | None) -> dict:
+    counts = states.value_counts()
+    return {"job": record["name"], "created": record["created"], "model": record["spec"]["model"],
+            "epochs": record["spec"]["epochs"], **{state: int(counts.get(state, 0))
+                                                   for state in ("done", "running", "failed", "pending")},
+            "best_val_acc": val_text(best), "runner": f"pid {runner['pid']}" if runner else "-"}
+
+
+def jobs_table(ws: Workspace) -> pd.DataFrame:
+    rows = []
+    for name in jobs.job_names(ws):
+        record, frame, runner = job_status(ws, name)
+        done = [m.get("val_accuracy") for m, state in zip(record["members"], frame["state"])
+                if state == "done" and m.get("val_accuracy") is not None]
+        rows.append(job_row(record, frame["state"], runner, max(done) if done else None))
+    return pd.DataFrame(rows, columns=JOBS_COLUMNS)
+
+
+def render_frame(frame: pd.DataFrame, title: str = "") -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None, title_justify="left")
+    for column in frame.columns:
+        table.add_column(column, justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console = Console(width=180, force_terminal=False)
+    with console.capture() as captured:
+        console.print(table)
+    return captured.get()

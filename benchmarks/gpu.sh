@@ -26,7 +26,13 @@ python3 -m ensemble.cli --home "$out/home" data idx "$idx" --out "$out/home/data
 python3 benchmarks/train_throughput.py --data "$out/home/data" --epochs 3 --repeats 3 \
   --variants A,B,B-float32 --json "$out/throughput.json" | tee "$out/throughput.log"
 
-# 2. The full recipe end to end: 10 cnn11 members x 50 epochs on 42000 rows, then the blend.
+# 2. Members per hour on one GPU with --per-gpu 1, 2, 4 (8 members x 2 epochs on the 42000 rows), with
+#    nvidia-smi's utilisation sampled each second. The runner sizes JAX's memory per member itself
+#    (0.9/K preallocated), so the global no-preallocation setting above is dropped for it.
+env -u XLA_PYTHON_CLIENT_PREALLOCATE python3 benchmarks/workers.py --data "$out/home/data" --per-gpu 1,2,4 \
+  --members 8 --epochs 2 --repeats 1 --json "$out/per_gpu.json" | tee "$out/per_gpu.log"
+
+# 3. The full recipe end to end: 10 cnn11 members x 50 epochs on 42000 rows, then the blend.
 start=$(date +%s)
 python3 -m ensemble.cli --home "$out/home" train --n 10 --job full --data "$out/home/data" | tee "$out/full.log"
 python3 -m ensemble.cli --home "$out/home" blend --job full | tee -a "$out/full.log"

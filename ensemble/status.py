@@ -13,6 +13,7 @@ from .progress import val_text
 from .workspace import Workspace
 
 STATUS_COLUMNS = ["member", "state", "attempts", "device", "pid", "epoch", "val_acc", "started", "ended", "note"]
+NUMBER_TEXT_COLUMNS = ("pid", "epoch", "val_acc", "best_val_acc")  # numbers formatted as text
 JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed", "pending", "best_val_acc",
                 "runner"]
 
@@ -87,7 +88,8 @@ def render_frame(frame: pd.DataFrame, title: str = "") -> str:
 
     table = Table(title=title or None, title_justify="left")
     for column in frame.columns:
-        table.add_column(column, justify="right" if pd.api.types.is_numeric_dtype(frame[column]) else "left")
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) or column in NUMBER_TEXT_COLUMNS
+        table.add_column(column, justify="right" if numeric else "left")
     for row in frame.itertuples(index=False):
         table.add_row(*map(str, row))
     console = Console(width=180, force_terminal=False)

@@ -279,9 +279,9 @@ def test_status_and_jobs_show_the_ledger(trained):
     assert status.exit_code == 0, status.output
     assert "job e2e: " in status.output and "x cnn11, 1 epochs; not running" in status.output
     rows = [line for line in status.output.splitlines() if line.startswith("│ member-")]
-    assert len(rows) >= 2 and all(re.search(r"│ done +│ +[12] │ cpu +│ - +│ 1/1 +│ 0\.\d{4} +│ 20", row) for row in rows)
+    assert len(rows) >= 2 and all(re.search(r"│ done +│ +[12] │ cpu +│ +- │ +1/1 │ +0\.\d{4} │ 20", row) for row in rows)
     listed = invoke(home, "jobs")
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.output.splitlines() if "│ e2e" in line)
-    assert re.search(rf"│ cnn11 +│ +1 │ +{len(rows)} │ +0 │ +0 │ +0 │ 0\.\d{{4}} +│ - +│", row), row
+    assert re.search(rf"│ cnn11 +│ +1 │ +{len(rows)} │ +0 │ +0 │ +0 │ +0\.\d{{4}} │ - +│", row), row
     assert invoke(home / "empty", "jobs").output.startswith("no jobs in")

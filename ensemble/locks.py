@@ -56,6 +56,12 @@ class PidLock:
         self._handle = None
 
     def __enter__(self) -> "PidLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> "PidLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         deadline = time.monotonic() + self.wait
@@ -76,7 +82,7 @@ class PidLock:
         self._handle = handle
         return self
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         handle, self._handle = self._handle, None
         handle.seek(0)
         handle.truncate()  # an empty file after a clean exit: nothing to take over

@@ -118,7 +118,7 @@ def job_lock(ws: Workspace, job: str, reporter):
     """Exclusive right to run the job; a lock left by a killed runner is taken over with a note."""
     lock = PidLock(jobs.lock_path(ws, job))
     try:
-        lock.__enter__()
+        lock.acquire()
     except LockHeld as held:
         holder = held.holder
         raise JobError(f"job {job!r} is already being trained by pid {holder.get('pid', '?')} on "
@@ -130,7 +130,7 @@ def job_lock(ws: Workspace, job: str, reporter):
                            f"(since {lock.previous.get('since', '?')}), which is no longer running")
         yield lock
     finally:
-        lock.__exit__(None, None, None)
+        lock.release()
 
 
 def reconcile(ws: Workspace, record: dict) -> list[str]:

@@ -167,14 +167,14 @@ def status(ctx, job):
     Example:
         ensemble status --job first
     """
-    from .status import job_status, render_frame
+    from .status import STATUS_TEXT, job_status, render_frame
 
     record, frame, runner = job_status(workspace(ctx), job)
     holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
               if runner else "not running")
     spec = record["spec"]
     click.echo(render_frame(frame, title=f"job {record['name']}: {len(record['members'])} x {spec['model']}, "
-                                         f"{spec['epochs']} epochs; {holder}"), nl=False)
+                                         f"{spec['epochs']} epochs; {holder}", text_columns=STATUS_TEXT), nl=False)
 
 
 @main.command("jobs")
@@ -186,13 +186,13 @@ def jobs_command(ctx):
     Example:
         ensemble jobs
     """
-    from .status import jobs_table, render_frame
+    from .status import JOBS_TEXT, jobs_table, render_frame
 
     table = jobs_table(workspace(ctx))
     if table.empty:
         click.echo(f"no jobs in {workspace(ctx).jobs_dir}")
         return
-    click.echo(render_frame(table), nl=False)
+    click.echo(render_frame(table, text_columns=JOBS_TEXT), nl=False)
 
 
 @main.command()

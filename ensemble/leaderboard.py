@@ -164,19 +164,9 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_table(frame: pd.DataFrame, title: str = "") -> str:
-    from rich.console import Console
-    from rich.table import Table
+    from .status import render_frame
 
-    table = Table(title=title or None)
-    shown = display_frame(frame)
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("model", "kind") else "right")
-    for row in shown.itertuples(index=False):
-        table.add_row(*map(str, row))
-    console = Console(width=160, record=True, force_terminal=False)
-    with console.capture() as captured:
-        console.print(table)
-    return captured.get()
+    return render_frame(display_frame(frame)[COLUMNS], title, text_columns=("model", "kind"))
 
 
 def render_markdown(frame: pd.DataFrame) -> str:

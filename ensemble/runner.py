@@ -181,6 +181,7 @@ class JobRun:
         self.queue = deque(todo)
         self.free: list[Slot] = executor.slots_for(len(todo))
         self.running: dict[int, Launched] = {}
+        self.progress: dict[int, dict] = {}  # this attempt's progress file of each running member, read each poll
         self.tries: Counter[int] = Counter()
         self.trained: list[int] = []
         self.failed: dict[int, str] = {}
@@ -227,7 +228,10 @@ class JobRun:
         launched = self.running[index]
         member = self.member(index)
         progress = jobs.read_progress(self.ws, self.job, index)
-        if progress.get("updated", 0) >= launched.started - 1:  # this attempt's progress, not an older one's
+        if progress.get("updated", 0) < launched.started - 1:  # an earlier attempt's file: nothing yet
+            progress = {}
+        self.progress[index] = progress
+        if progress:
             changed = {}
             if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
                 launched.pid = progress["pid"]
@@ -242,7 +246,7 @@ class JobRun:
                 self.save()
         returncode = self.executor.poll(launched)
         if returncode is not None:
-            del self.running[index]
+            del self.running[index], self.progress[index]
             self.free.append(launched.slot)
             self.finish(index, returncode)
 
@@ -283,6 +287,7 @@ class JobRun:
             self.member(launched.index).update(state="pending", pid=None, ended=jobs.now(),
                                                note="interrupted; resumes from its last finished epoch")
         self.running.clear()
+        self.progress.clear()
         self.save()
 
     # what the reporter shows
@@ -294,7 +299,7 @@ class JobRun:
             if member["state"] == "done":
                 total += epochs
             else:
-                progress = jobs.read_progress(self.ws, self.job, index) if index in self.running else {}
+                progress = self.progress.get(index, {})
                 batch_share = progress["batch"] / progress["batches"] if progress.get("batches") else 0.0
                 total += min(epochs, member.get("epoch") or 0) + batch_share
         return total
@@ -303,14 +308,13 @@ class JobRun:
         lines = []
         for index, launched in sorted(self.running.items()):
             member = self.member(index)
-            progress = jobs.read_progress(self.ws, self.job, index)
-            fresh = progress.get("updated", 0) >= launched.started - 1
+            progress = self.progress.get(index, {})
             lines.append(MemberLine(
                 name=member["name"], device=member.get("slot") or member.get("device") or launched.slot.label,
                 epoch=member.get("epoch") or 0, epochs=self.record["spec"]["epochs"],
-                batch=progress.get("batch", 0) if fresh else 0, batches=progress.get("batches") if fresh else None,
+                batch=progress.get("batch", 0), batches=progress.get("batches"),
                 val_accuracy=member.get("val_accuracy"), attempt=member["attempts"],
-                phase=progress.get("phase", "starting") if fresh else "starting"))
+                phase=progress.get("phase", "starting")))
         return lines
 
     def overview(self) -> Overview:

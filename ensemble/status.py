@@ -13,9 +13,10 @@ from .progress import val_text
 from .workspace import Workspace
 
 STATUS_COLUMNS = ["member", "state", "attempts", "device", "pid", "epoch", "val_acc", "started", "ended", "note"]
-NUMBER_TEXT_COLUMNS = ("pid", "epoch", "val_acc", "best_val_acc")  # numbers formatted as text
+STATUS_TEXT = ("member", "state", "device", "started", "ended", "note")  # left-aligned; numbers go right
 JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed", "pending", "best_val_acc",
                 "runner"]
+JOBS_TEXT = ("job", "created", "model", "runner")
 
 
 def shown_state(member: dict, complete: bool, runner_alive: bool) -> tuple[str, str]:
@@ -82,14 +83,14 @@ def jobs_table(ws: Workspace) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=JOBS_COLUMNS)
 
 
-def render_frame(frame: pd.DataFrame, title: str = "") -> str:
+def render_frame(frame: pd.DataFrame, title: str = "", text_columns: tuple[str, ...] = ()) -> str:
+    """A frame as a rich table for the terminal: text_columns left-aligned, every other column right."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title or None, title_justify="left")
     for column in frame.columns:
-        numeric = pd.api.types.is_numeric_dtype(frame[column]) or column in NUMBER_TEXT_COLUMNS
-        table.add_column(column, justify="right" if numeric else "left")
+        table.add_column(column, justify="left" if column in text_columns else "right")
     for row in frame.itertuples(index=False):
         table.add_row(*map(str, row))
     console = Console(width=180, force_terminal=False)

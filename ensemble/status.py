@@ -69,7 +69,7 @@ def job_row(record: dict, states: pd.Series, runner: dict, best: float | None) -
     counts = states.value_counts()
     return {"job": record["name"], "created": record["created"], "model": record["spec"]["model"],
             "epochs": record["spec"]["epochs"], **{state: int(counts.get(state, 0))
-                                                   for state in ("done", "running", "failed", "pending")},
+                                                   for state in jobs.MEMBER_STATES},
             "best_val_acc": val_text(best), "runner": f"pid {runner['pid']}" if runner else "-"}
 
 

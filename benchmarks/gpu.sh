@@ -32,8 +32,13 @@ python3 benchmarks/train_throughput.py --data "$out/home/data" --epochs 3 --repe
 env -u XLA_PYTHON_CLIENT_PREALLOCATE python3 benchmarks/workers.py --data "$out/home/data" --per-gpu 1,2,4 \
   --members 8 --epochs 2 --repeats 1 --json "$out/per_gpu.json" | tee "$out/per_gpu.log"
 
-# 3. The full recipe end to end: 10 cnn11 members x 50 epochs on 42000 rows, then the blend.
+# 3. The default recipe end to end: 10 cnn11 members (one-cycle, 12 epochs) on 42000 rows, then the blend.
 start=$(date +%s)
 python3 -m ensemble.cli --home "$out/home" train --n 10 --job full --data "$out/home/data" | tee "$out/full.log"
 python3 -m ensemble.cli --home "$out/home" blend --job full | tee -a "$out/full.log"
-echo "full recipe wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/full.log"
+echo "default recipe wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/full.log"
+
+# 4. Accuracy per GPU time: seed 002 (A) vs the fast recipes at A's wall time for 8 epochs, 42000 rows.
+env -u XLA_PYTHON_CLIENT_PREALLOCATE python3 benchmarks/budget.py --data "$out/home/data" --rows 42000 \
+  --gpus 0 --out "$out/budget" --variants A,B,C-onecycle,C-onecycle-6ep,C-snapshots,C-deotte-onecycle \
+  | tee "$out/budget.log"

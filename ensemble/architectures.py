@@ -1,32 +1,18 @@
-"""Named network builders, each with the recipe it was published with.
+"""Named network builders: every net of the seed notebooks and Deotte's, as published.
 
 Every model takes raw pixels (batch, 28, 28, 1) in 0..255 and ends in a 10-way softmax, so a saved
-`.keras` file predicts from a CSV row with no preprocessing outside it. Keras is imported inside the
-builders: the registry itself is read by commands (blend, check, the job ledger) that never build a model
-and should not pay for loading a backend.
+`.keras` file predicts from a CSV row with no preprocessing outside it. How each net was trained is its
+recipe (recipes.py). Keras is imported inside the builders: the registry itself is read by commands
+(blend, check, the job ledger) that never build a model and should not pay for loading a backend.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from .data import N_CLASSES, SIDE
+from .recipes import NO_AUGMENTATION, Augmentation
 
 INPUT_SHAPE = (SIDE, SIDE, 1)
-AUGMENTATIONS = ("idg", "legacy-idg", "none")  # see augment.py
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """An architecture and the training defaults its source used."""
-
-    name: str
-    body: Callable[[], list]
-    optimizer: str
-    learning_rate: float
-    epochs: int
-    batch_size: int
-    source: str
 
 
 def _softmax_output():
@@ -84,33 +70,62 @@ def _keras_mnist() -> list:
     ]
 
 
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe("cnn11", _cnn11, "adam", 1e-4, 50, 64,
-               "seed 002: 3x(3 conv) VGG-style net, ReduceLROnPlateau, IDG augmentation"),
-        Recipe("bn_cnn", _bn_cnn, "adam", 1e-3, 16, 64,
-               "seed 000: batch-normalised net with strided 5x5 convs"),
-        Recipe("keras_mnist", _keras_mnist, "adadelta", 1.0, 12, 128,
-               "Keras' classic mnist_cnn example (Adadelta, lr 1.0 as in Keras 2)"),
-    )
+def _deotte() -> list:
+    """Deotte's "25 Million Images" net: two 3x3 convs then a strided 5x5 in place of pooling, BN, dropout 0.4."""
+    from keras import layers
+
+    def conv_bn(filters, size, **kwargs):
+        return [layers.Conv2D(filters, size, activation="relu", **kwargs), layers.BatchNormalization()]
+
+    def block(filters):
+        return [*conv_bn(filters, 3), *conv_bn(filters, 3), *conv_bn(filters, 5, strides=2, padding="same"),
+                layers.Dropout(0.4)]
+
+    return [*block(32), *block(64), *conv_bn(128, 4), layers.Flatten(), layers.Dropout(0.4), _softmax_output()]
+
+
+def _seed001() -> list:
+    """Seed 001's final net; its Dense(128) comes before Flatten, so it acts per position (as published)."""
+    from keras import layers
+
+    return [
+        layers.Conv2D(64, 5, activation="relu"), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.2), layers.Flatten(), _softmax_output(),
+    ]
+
+
+def _seed004() -> list:
+    from keras import layers
+
+    return [
+        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Dropout(0.2), layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.2),
+        _softmax_output(),
+    ]
+
+
+NETS: dict[str, Callable[[], list]] = {
+    "cnn11": _cnn11, "deotte": _deotte, "bn_cnn": _bn_cnn, "keras_mnist": _keras_mnist,
+    "seed001": _seed001, "seed004": _seed004,
 }
 
 
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name]
+def net_body(name: str) -> list:
+    if name not in NETS:
+        raise KeyError(f"unknown net {name!r}; choose one of {', '.join(NETS)}")
+    return NETS[name]()
 
 
 def build_network(name: str):
     """The bare architecture on 0..1 inputs, as published (for parameter counts and inspection)."""
     import keras
 
-    return keras.Sequential([keras.Input(INPUT_SHAPE), *get_recipe(name).body()], name=name)
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *net_body(name)], name=name)
 
 
-def build_model(name: str, augment: str = "none", seed: int | None = None):
+def build_model(name: str, augmentation: Augmentation = NO_AUGMENTATION, seed: int | None = None):
     """The trainable model: raw 0..255 pixels -> scale -> augmentation (training only) -> the network."""
     import keras
     from keras import layers
@@ -120,23 +135,28 @@ def build_model(name: str, augment: str = "none", seed: int | None = None):
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),
         layers.Rescaling(1.0 / 255, name="scale_to_unit"),
-        *augmentation_layers(augment, seed),
-        *get_recipe(name).body(),
+        *augmentation_layers(augmentation, seed),
+        *net_body(name),
     ], name=name)
 
 
-def make_optimizer(name: str, learning_rate: float):
+OPTIMIZERS = ("adam", "adadelta", "rmsprop")
+
+
+def make_optimizer(name: str, learning_rate):
+    """learning_rate: a float, or a keras LearningRateSchedule (schedules.optimizer_rate)."""
     import keras
 
-    optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta}
+    optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
+                  "rmsprop": keras.optimizers.RMSprop}
     return optimizers[name](learning_rate=learning_rate)
 
 
-def compile_model(model, recipe: Recipe, learning_rate: float | None = None):
+def compile_model(model, optimizer: str, learning_rate):
     import keras
 
     # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
-    model.compile(optimizer=make_optimizer(recipe.optimizer, learning_rate or recipe.learning_rate),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
                   metrics=["accuracy"])
     return model

@@ -1,12 +1,13 @@
 """Augmentation with ImageDataGenerator's semantics, in the graph, on any Keras backend.
 
-The recipe is `ImageDataGenerator(zoom_range=0.1, width_shift_range=0.1, height_shift_range=0.1)`.
-For every image Keras 3's IDG draws zx, zy ~ U[0.9, 1.1] independently and shifts
-tx ~ U[-0.1, 0.1] * height, ty ~ U[-0.1, 0.1] * width, and resamples once (order 1, fill 'nearest')
-through the affine map, in IDG's own (x = column, y = row) order:
+The recipes use `ImageDataGenerator(rotation_range, zoom_range, width_shift_range, height_shift_range)`.
+For every image Keras 3's IDG draws an angle theta ~ U[-rotation, rotation] degrees, zx, zy ~ U[1-zoom,
+1+zoom] independently and shifts tx ~ U[-shift, shift] * height, ty ~ U[-shift, shift] * width, and
+resamples once (order 1, fill 'nearest') through the map rotation @ shift @ zoom about the centre, in IDG's
+own (x = column, y = row) order, with R the rotation by theta:
 
-    input_col = c_col + zx * (out_col - c_col) + tx
-    input_row = c_row + zy * (out_row - c_row) + ty        with c = (side - 1) / 2.
+    (input_col, input_row) = c + R @ (zx * (out_col - c_col) + tx, zy * (out_row - c_row) + ty)
+    with c = ((side - 1) / 2, (side - 1) / 2).
 
 (tx comes from height_shift_range but moves columns: IDG's quirk, kept; with the recipe's equal ranges
 on square images it changes nothing.)
@@ -21,40 +22,58 @@ import keras
 import numpy as np
 from keras import ops
 
-from .architectures import AUGMENTATIONS
+from .recipes import AUGMENTATIONS, Augmentation
+
 ZOOM_RANGE = 0.1
 SHIFT_RANGE = 0.1
+# Test-time augmentation: a fixed set of small views (zx, zy, tx, ty, theta in degrees), the identity first.
+# Small on purpose: each must still look like the same digit (IDG's training range is 10% / 10 degrees).
+TTA_VIEWS = (
+    (1.0, 1.0, 0.0, 0.0, 0.0),
+    (1.0, 1.0, 1.0, 0.0, 0.0), (1.0, 1.0, -1.0, 0.0, 0.0),
+    (1.0, 1.0, 0.0, 1.0, 0.0), (1.0, 1.0, 0.0, -1.0, 0.0),
+    (1.0, 1.0, 0.0, 0.0, 6.0), (1.0, 1.0, 0.0, 0.0, -6.0),
+    (0.93, 0.93, 0.0, 0.0, 0.0),
+)
 
 
-def idg_transform_rows(zx, zy, tx, ty, height: int, width: int):
+def idg_transform_rows(zx, zy, tx, ty, height: int, width: int, theta=None):
     """Rows of 8 for `affine_transform` (output (x=col, y=row) -> input point) equal to IDG's matrix.
 
-    Works on numpy arrays and on backend tensors alike; every argument has shape (batch,).
+    Works on numpy arrays and on backend tensors alike; every argument has shape (batch,); theta is in
+    degrees (None: no rotation).
     """
     centre_row, centre_col = (height - 1) / 2.0, (width - 1) / 2.0
     zeros = zx * 0.0
+    radians = zeros if theta is None else theta * (np.pi / 180.0)
+    cos, sin = ops.cos(radians), ops.sin(radians)
+    # IDG: input = c + R @ (Z @ (output - c) + t), R acting on (col, row)
+    a0, a1 = cos * zx, -sin * zy
+    b0, b1 = sin * zx, cos * zy
     return ops.stack([
-        zx, zeros, centre_col * (1.0 - zx) + tx,   # input col
-        zeros, zy, centre_row * (1.0 - zy) + ty,   # input row
-        zeros, zeros,                              # no projective part
+        a0, a1, centre_col - a0 * centre_col - a1 * centre_row + cos * tx - sin * ty,   # input col
+        b0, b1, centre_row - b0 * centre_col - b1 * centre_row + sin * tx + cos * ty,   # input row
+        zeros, zeros,                                                                   # no projective part
     ], axis=-1)
 
 
-def apply_idg_transform(images, zx, zy, tx, ty):
+def apply_idg_transform(images, zx, zy, tx, ty, theta=None):
     """Warp channels-last images (batch, h, w, c) by IDG parameters, one set per image."""
     height, width = images.shape[1], images.shape[2]
-    rows = idg_transform_rows(zx, zy, tx, ty, height, width)
+    rows = idg_transform_rows(zx, zy, tx, ty, height, width, theta)
     return ops.image.affine_transform(images, ops.cast(rows, "float32"), interpolation="bilinear",
                                       fill_mode="nearest", data_format="channels_last")
 
 
 @keras.saving.register_keras_serializable(package="ensemble")
 class IDGAugment(keras.layers.Layer):
-    """ImageDataGenerator(zoom_range, width_shift_range, height_shift_range) as a training-only layer."""
+    """ImageDataGenerator(rotation_range, zoom_range, width_shift_range, height_shift_range) as a
+    training-only layer."""
 
     def __init__(self, zoom_range=ZOOM_RANGE, width_shift_range=SHIFT_RANGE,
-                 height_shift_range=SHIFT_RANGE, seed=None, **kwargs):
+                 height_shift_range=SHIFT_RANGE, seed=None, rotation_range=0.0, **kwargs):
         super().__init__(**kwargs)
+        self.rotation_range = float(rotation_range)
         self.zoom_range = float(zoom_range)
         self.width_shift_range = float(width_shift_range)
         self.height_shift_range = float(height_shift_range)
@@ -70,10 +89,11 @@ class IDGAugment(keras.layers.Layer):
         def draw(limit):
             return keras.random.uniform((batch,), -limit, limit, seed=self.seed_generator)
 
+        theta = draw(self.rotation_range) if self.rotation_range else None
         zx, zy = 1.0 + draw(self.zoom_range), 1.0 + draw(self.zoom_range)
         tx = draw(self.height_shift_range) * height
         ty = draw(self.width_shift_range) * width
-        warped = apply_idg_transform(ops.cast(images, "float32"), zx, zy, tx, ty)
+        warped = apply_idg_transform(ops.cast(images, "float32"), zx, zy, tx, ty, theta)
         return ops.cast(warped, images.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -81,29 +101,44 @@ class IDGAugment(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "zoom_range": self.zoom_range, "seed": self.seed,
+                "rotation_range": self.rotation_range,
                 "width_shift_range": self.width_shift_range, "height_shift_range": self.height_shift_range}
 
 
-def augmentation_layers(augment: str, seed: int | None) -> list[keras.layers.Layer]:
-    """What goes into the model for an --augment choice; legacy-idg augments outside the graph."""
-    if augment not in AUGMENTATIONS:
-        raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    return [IDGAugment(seed=seed, name="idg_augment")] if augment == "idg" else []
+def augmentation_layers(augmentation: Augmentation, seed: int | None) -> list[keras.layers.Layer]:
+    """What goes into the model for an augmentation; legacy-idg augments outside the graph."""
+    if augmentation.kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation.kind!r}; choose one of {', '.join(AUGMENTATIONS)}")
+    if augmentation.kind != "idg":
+        return []
+    return [IDGAugment(zoom_range=augmentation.zoom, width_shift_range=augmentation.shift,
+                       height_shift_range=augmentation.shift, rotation_range=augmentation.rotation, seed=seed,
+                       name="idg_augment")]
 
 
-def legacy_image_data_generator():
+def legacy_image_data_generator(augmentation: Augmentation = Augmentation("legacy-idg")):
     """The deprecated Keras ImageDataGenerator configured as the recipe (fill 'nearest', order-1 resampling)."""
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
-    return ImageDataGenerator(zoom_range=ZOOM_RANGE, width_shift_range=SHIFT_RANGE,
-                              height_shift_range=SHIFT_RANGE)
+    return ImageDataGenerator(rotation_range=augmentation.rotation, zoom_range=augmentation.zoom,
+                              width_shift_range=augmentation.shift, height_shift_range=augmentation.shift)
 
 
-def legacy_idg_flow(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int):
+def legacy_idg_flow(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+                    augmentation: Augmentation = Augmentation("legacy-idg")):
     """A full pass per epoch: Keras 3's fit() takes len(iterator) batches when no steps_per_epoch is given.
 
     (Passing steps_per_epoch to fit on this legacy iterator, as the notebooks did, silently stops training
     after one pass over the data under Keras 3.)
     """
-    return legacy_image_data_generator().flow(images.astype("float32"), labels, batch_size=batch_size,
-                                              shuffle=True, seed=seed)
+    return legacy_image_data_generator(augmentation).flow(images.astype("float32"), labels,
+                                                          batch_size=batch_size, shuffle=True, seed=seed)
+
+
+def tta_view(images: np.ndarray, view: tuple[float, ...]) -> np.ndarray:
+    """One fixed test-time view of a batch of raw images (batch, h, w, 1): deterministic, float32."""
+    images = np.asarray(images, dtype="float32")
+    if view == TTA_VIEWS[0]:
+        return images
+    params = [np.full(len(images), value, dtype="float32") for value in view]
+    return np.asarray(ops.convert_to_numpy(apply_idg_transform(images, *params)), dtype="float32")

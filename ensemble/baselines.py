@@ -22,7 +22,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import NearestNeighbors
 from sklearn.tree import DecisionTreeClassifier
 
-from .blend import accuracy, log_loss
+from .metrics import accuracy, log_loss
 from .data import N_CLASSES
 
 BASELINES = ("knn", "tree", "forest")
@@ -145,7 +145,8 @@ def baseline_metrics(result: BaselineResult, y_val: np.ndarray, seed: int, n_tes
 def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES, n_jobs: int | None = -1,
                   echo: Callable[[str], None] = print) -> list[dict]:
     """Fit the chosen baselines on a job's split and save each like a member; returns their metrics."""
-    from .jobs import JobError, JobSpec, job_arrays, require_record, save_model_outputs
+    from .jobs import JobError, JobSpec, job_arrays, require_record
+    from .outputs import save_model_outputs
 
     unknown = [name for name in only if name not in BASELINES]
     if unknown:

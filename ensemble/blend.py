@@ -14,29 +14,42 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
+from .metrics import PROB_FLOOR, accuracy, log_loss
+from .outputs import ModelKind, ensemble_models, finished_models, has_tta, load_probs, member_is_complete
 
-BLEND_METHODS = ("mean", "geometric", "greedy")
 GREEDY_ROUNDS = 25  # AutoGluon's ensemble_size
 SUBMISSION_HEADER = ("ImageId", "Label")
-_PROB_FLOOR = 1e-12
 
 
 class SubmissionError(ValueError):
     """A submission that Kaggle would reject; the message names the line."""
 
 
-def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
-    """(members, rows, classes) -> (rows, classes). mean: arithmetic; geometric: normalised product."""
+def _as_stack(probs: np.ndarray) -> np.ndarray:
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 3 or len(probs) == 0:
         raise ValueError(f"expected (members, rows, classes) probabilities, got shape {probs.shape}")
-    if method == "mean":
-        return probs.mean(axis=0)
-    if method == "geometric":
-        log_mean = np.log(np.clip(probs, _PROB_FLOOR, 1.0)).mean(axis=0)
-        unnormalised = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
-        return unnormalised / unnormalised.sum(axis=1, keepdims=True)
-    raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
+    return probs
+
+
+def mean_blend(probs: np.ndarray) -> np.ndarray:
+    """(members, rows, classes) -> (rows, classes): the arithmetic mean."""
+    return _as_stack(probs).mean(axis=0)
+
+
+def geometric_blend(probs: np.ndarray) -> np.ndarray:
+    """(members, rows, classes) -> (rows, classes): the normalised geometric mean."""
+    log_mean = np.log(np.clip(_as_stack(probs), PROB_FLOOR, 1.0)).mean(axis=0)
+    unnormalised = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
+    return unnormalised / unnormalised.sum(axis=1, keepdims=True)
+
+
+def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
+    """An unweighted blend by name (mean or geometric)."""
+    combine = {"mean": mean_blend, "geometric": geometric_blend}.get(method)
+    if combine is None:
+        raise ValueError(f"unknown blend method {method!r} for an unweighted blend; choose mean or geometric")
+    return combine(probs)
 
 
 def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
@@ -69,15 +82,6 @@ def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed
         held_out = weighted_blend(val_probs[:, score_rows], weights)
         scores.append((accuracy(held_out, labels[score_rows]), log_loss(held_out, labels[score_rows])))
     return float(np.mean([a for a, _ in scores])), float(np.mean([l for _, l in scores]))
-
-
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probs, axis=1) == labels))
-
-
-def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:
-    picked = np.asarray(probs, dtype=np.float64)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, _PROB_FLOOR, 1.0))))
 
 
 def submission_frame(labels: np.ndarray) -> pd.DataFrame:
@@ -113,6 +117,63 @@ class ModelOutputs:
     names: list[str]
     val_probs: np.ndarray   # (models, n_val, 10)
     test_probs: np.ndarray  # (models, n_test, 10)
+    tta: bool = False       # test-time augmented outputs, for every model that has them
+
+
+@dataclass(frozen=True)
+class Blended:
+    """A blend method's result: the weights, the blended validation and test softmax, and the validation
+    score that can be trusted (cross-fitted where the weights were fitted on validation)."""
+
+    weights: np.ndarray
+    val_probs: np.ndarray
+    test_probs: np.ndarray
+    val_accuracy: float
+    val_logloss: float
+
+
+class BlendMethod:
+    """A way to combine models' softmax; registered in BLEND_METHODS, which the CLI and the report loop over."""
+
+    name: str
+    help: str
+
+    def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
+        raise NotImplementedError
+
+
+class UnweightedBlend(BlendMethod):
+    def __init__(self, name: str, combine, help: str):
+        self.name, self.combine, self.help = name, combine, help
+
+    def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
+        val_blend = self.combine(outputs.val_probs)
+        return Blended(np.full(len(outputs.names), 1 / len(outputs.names)), val_blend,
+                       self.combine(outputs.test_probs), accuracy(val_blend, y_val), log_loss(val_blend, y_val))
+
+
+class GreedyBlend(BlendMethod):
+    name = "greedy"
+    help = "Caruana ensemble selection, weights fitted on validation (scored cross-fitted)"
+
+    def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
+        weights = greedy_weights(outputs.val_probs, y_val)
+        honest_accuracy, honest_logloss = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed)
+        return Blended(weights, weighted_blend(outputs.val_probs, weights),
+                       weighted_blend(outputs.test_probs, weights), honest_accuracy, honest_logloss)
+
+
+BLEND_METHODS: dict[str, BlendMethod] = {method.name: method for method in (
+    UnweightedBlend("mean", mean_blend, "average of softmax outputs"),
+    UnweightedBlend("geometric", geometric_blend, "normalised product of softmax outputs"),
+    GreedyBlend(),
+)}
+
+
+def get_blend_method(name: str) -> BlendMethod:
+    if name not in BLEND_METHODS:
+        raise ValueError(f"unknown blend method {name!r}; choose one of {', '.join(BLEND_METHODS)}")
+    return BLEND_METHODS[name]
 
 
 @dataclass(frozen=True)
@@ -125,6 +186,8 @@ class BlendResult:
     val_logloss: float
     member_val_accuracy: dict[str, float]
     paths: list[Path]
+    tta: bool = False                          # the submission came from test-time augmented outputs
+    other_val_accuracy: float | None = None    # the same blend the other way (without TTA, or with it)
 
     @property
     def best_member(self) -> tuple[str, float]:
@@ -135,43 +198,40 @@ class BlendResult:
         return float(np.mean(list(self.member_val_accuracy.values())))
 
 
-def blend_arrays(outputs: ModelOutputs, y_val: np.ndarray, method: str, seed: int = 0):
-    """Pure: (weights, val blend, test blend, honest val accuracy and log-loss) for a blend method."""
-    if method == "greedy":
-        weights = greedy_weights(outputs.val_probs, y_val)
-        honest = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed)
-        return weights, weighted_blend(outputs.val_probs, weights), weighted_blend(outputs.test_probs, weights), honest
-    weights = np.full(len(outputs.names), 1 / len(outputs.names))
-    val_blend = blend_probabilities(outputs.val_probs, method)
-    return (weights, val_blend, blend_probabilities(outputs.test_probs, method),
-            (accuracy(val_blend, y_val), log_loss(val_blend, y_val)))
+def blend_arrays(outputs: ModelOutputs, y_val: np.ndarray, method: str, seed: int = 0) -> Blended:
+    """Pure: a blend method applied to models' outputs."""
+    return get_blend_method(method).blend(outputs, y_val, seed)
 
 
 def available_outputs(ws, record: dict) -> list[str]:
-    """Names of a job's finished models: member-XX first, then baselines (knn, tree, forest)."""
-    from .jobs import completed_members, finished_baselines
-
-    return [ws.member_dir(record["name"], index).name for index in completed_members(ws, record)] \
-        + finished_baselines(ws, record["name"])
+    """Names of a job's finished models: each member then its snapshots, then baselines (knn, tree, forest)."""
+    return [model.name for model in finished_models(ws, record)]
 
 
-def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None) -> ModelOutputs:
-    """Saved probabilities of the finished members (default) or of the named members/baselines."""
+def default_blend_names(ws, record: dict) -> list[str]:
+    """The CNN models a plain `ensemble blend` averages (outputs.ensemble_models)."""
+    return ensemble_models(finished_models(ws, record))
+
+
+def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: bool = False) -> ModelOutputs:
+    """Saved probabilities of the job's ensemble (default) or of the named models; with tta, the test-time
+    augmented outputs of every model that has them."""
     from .jobs import JobError
 
-    available = available_outputs(ws, record)
-    members = [name for name in available if name.startswith("member-")]
-    if only is None and not members:
+    models = finished_models(ws, record)
+    available = [model.name for model in models]
+    if only is None and not any(model.kind is not ModelKind.BASELINE for model in models):
         raise JobError(f"job {record['name']!r} has no finished members yet; "
                        f"run `ensemble train --job {record['name']}` first")
     missing = [name for name in only or () if name not in available]
     if missing:
         raise JobError(f"job {record['name']!r} has no finished {', '.join(map(repr, missing))} "
                        f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
-    names = list(only) if only else members
+    names = list(only) if only else ensemble_models(models)
     dirs = [ws.model_dir(record["name"], name) for name in names]
-    return ModelOutputs(names, np.stack([np.load(d / "val_probs.npy") for d in dirs]),
-                        np.stack([np.load(d / "test_probs.npy") for d in dirs]))
+    probs = [load_probs(d, tta) for d in dirs]
+    return ModelOutputs(names, np.stack([val for val, _ in probs]), np.stack([test for _, test in probs]),
+                        tta and any(has_tta(d) for d in dirs))
 
 
 def write_submission(path: Path, labels: np.ndarray) -> Path:
@@ -182,24 +242,25 @@ def write_submission(path: Path, labels: np.ndarray) -> Path:
 
 def unfinished_members(ws, record: dict) -> list[str]:
     """'member-03 (running)' for each ledger member whose directory is not complete, whatever the ledger says."""
-    from .jobs import member_is_complete
-
     return [f"{member['name']} ({'pending' if member['state'] == 'done' else member['state']})"
             for member in record["members"] if not member_is_complete(ws.member_dir(record["name"], member["index"]))]
 
 
 def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
-              only: tuple[str, ...] | None = None, allow_partial: bool = False) -> BlendResult:
-    """Blend a job's finished members (or the models named in `only`); write submissions/<job>.csv
-    (<job>-<names>.csv with `only`) and the submission (default submissions/submission.csv).
+              only: tuple[str, ...] | None = None, allow_partial: bool = False,
+              tta: bool | None = None) -> BlendResult:
+    """Blend a job's finished members (their snapshots, where they have them) or the models named in
+    `only`; write submissions/<job>.csv (<job>-<names>.csv with `only`) and the submission (default
+    submissions/submission.csv). tta None: test-time augmented outputs when the job made them.
 
     A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
     by mistake costs a Kaggle submission."""
     from .jobs import JobError, JobSpec, load_split, require_record, resume_command
 
-    if method not in BLEND_METHODS:
-        raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(BLEND_METHODS)}")
+    blender = get_blend_method(method)
     record = require_record(ws, job)
+    spec = JobSpec.from_dict(record["spec"])
+    tta = spec.tta if tta is None else tta
     unfinished = unfinished_members(ws, record) if only is None else []
     if unfinished and not allow_partial:
         finished = len(record["members"]) - len(unfinished)
@@ -207,17 +268,19 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
                        f"members: {', '.join(unfinished)}. Finish them with `{resume_command(record)}` "
                        f"(`ensemble status --job {record['name']}` shows where they are), or blend the "
                        f"{finished} finished ones with --allow-partial.")
-    outputs = load_outputs(ws, record, only)
+    outputs = load_outputs(ws, record, only, tta)
     y_val = load_split(ws, record["name"])["val_labels"]
-    weights, _, test_blend, (val_accuracy, val_logloss) = blend_arrays(
-        outputs, y_val, method, JobSpec.from_dict(record["spec"]).seed)
-    test_labels = np.argmax(test_blend, axis=1)
+    blended = blender.blend(outputs, y_val, spec.seed)
+    other = load_outputs(ws, record, only, not outputs.tta)
+    other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
+    test_labels = np.argmax(blended.test_probs, axis=1)
     copy_name = record["name"] + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels) for target in targets]
-    return BlendResult(record["name"], method, outputs.names, [float(w) for w in weights], val_accuracy,
-                       val_logloss,
-                       {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths)
+    return BlendResult(record["name"], method, outputs.names, [float(w) for w in blended.weights],
+                       blended.val_accuracy, blended.val_logloss,
+                       {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
+                       outputs.tta, other_accuracy)
 
 
 def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = None) -> int:

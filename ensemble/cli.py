@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .architectures import AUGMENTATIONS, RECIPES
+from .architectures import NETS
 from .blend import BLEND_METHODS, SubmissionError
 from .data import DataError
 from .devices import PRECISIONS, PlacementError
 from .executors import EXECUTORS
 from .jobs import JobError
 from .leaderboard import FORMATS
+from .recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
 from .workspace import HOME_ENV, Workspace
 
 USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError)
@@ -98,16 +99,48 @@ def data_idx(ctx, directory, out, seed):
         click.echo(f"{kind:12} {path}")
 
 
+def parse_time_limit(ctx, param, value):
+    from .budget import parse_duration
+
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix(f"--time-limit {value!r}: ")) from None
+
+
 @main.command()
-@click.option("--n", "n", type=int, default=10, show_default=True, help="Number of members in the job.")
-@click.option("--model", type=click.Choice(list(RECIPES)), default="cnn11", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Epochs per member (default: the model's recipe).")
-@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (default: the model's recipe).")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), default="idg", show_default=True,
-              help="idg: ImageDataGenerator's zoom/shift in the graph; legacy-idg: the deprecated generator.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+@click.option("--n", "n", type=int, default=None,
+              help="Number of members in the job (default 10; with --time-limit, as many as fit).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="A whole training recipe (default: the model's own; cnn11's fast one-cycle recipe). "
+                   "seed: seed 002 exactly as its notebook ran it.")
+@click.option("--model", type=click.Choice(list(NETS)), default=None,
+              help="The net (default: the recipe's); alone, it brings its own published recipe.")
+@click.option("--epochs", type=int, default=None, help="Epochs per member (default: the recipe's).")
+@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (default: the recipe's).")
+@click.option("--lr", "learning_rate", type=float, default=None,
+              help="Learning rate; the peak for onecycle and cosine (default: the recipe's).")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="Learning-rate schedule (default: the recipe's). plateau: ReduceLROnPlateau; exp: 0.95^epoch; "
+                   "onecycle: warm-up then cosine anneal; cosine: cosine anneal (cycles with --snapshots).")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
+              help="idg: ImageDataGenerator's zoom/shift/rotation in the graph; legacy-idg: the deprecated "
+                   "generator; none (default: the recipe's).")
+@click.option("--rotation", type=float, default=None, help="IDG rotation_range in degrees (default: the recipe's).")
+@click.option("--keep", type=click.Choice(KEEP), default=None,
+              help="Weights a member keeps: its best validation epoch, or the last (default: the recipe's).")
+@click.option("--snapshots", type=int, default=None,
+              help="K cosine cycles per member; each cycle's end becomes a blendable model (default 1).")
+@click.option("--tta/--no-tta", default=None,
+              help="Members also predict under fixed test-time augmentations (default: off).")
+@click.option("--time-limit", callback=parse_time_limit, default=None,
+              help="Fit the job into this much time (2h, 90m, 1h30m, 600): members start while they fit, a "
+                   "running one stops at an epoch end. A rerun with a new limit continues the job.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
-                   "else float32. See BENCHMARKS.md.")
+                   "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Job seed: member i trains with seed+i; the validation split uses it too.")
 @click.option("--val-split", type=float, default=0.1, show_default=True, help="Stratified validation share.")
@@ -127,12 +160,14 @@ def data_idx(ctx, directory, out, seed):
 @click.option("--address", default=None,
               help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray instance).")
 @click.pass_context
-def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split, job, data_dir, limit_train,
-          gpus, per_gpu, workers, retries, executor, address):
+def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, augment, rotation, keep, snapshots,
+          tta, time_limit, precision, seed, val_split, job, data_dir, limit_train, gpus, per_gpu, workers, retries,
+          executor, address):
     """Train N seeded members, each in its own process, spread over the GPUs; rerun to resume.
 
     Finished members are skipped and an interrupted one continues from its last finished epoch. A member
-    whose process dies is retried; Ctrl-C stops every member and leaves the job resumable.
+    whose process dies is retried; Ctrl-C stops every member and leaves the job resumable. With
+    --time-limit 2h the job fits as many members as 2 hours hold.
 
     \b
     Example:
@@ -142,14 +177,20 @@ def train(ctx, n, model, epochs, batch_size, augment, precision, seed, val_split
     from .runner import TrainRequest, run_job
 
     ws = workspace(ctx)
-    request = TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, model=model, epochs=epochs,
-                           batch_size=batch_size, augment=augment, precision=precision, seed=seed,
-                           val_split=val_split, limit_train=limit_train, gpus=gpus, per_gpu=per_gpu,
-                           workers=workers, retries=retries, executor=executor, address=address)
+    request = TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, recipe=recipe, model=model,
+                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, schedule=schedule,
+                           augment=augment, rotation=rotation, keep=keep, snapshots=snapshots, tta=tta,
+                           precision=precision, seed=seed, val_split=val_split, limit_train=limit_train, gpus=gpus,
+                           per_gpu=per_gpu, workers=workers, retries=retries, executor=executor, address=address,
+                           time_limit=time_limit)
     outcome = run_job(ws, request, reporter=make_reporter(click.echo))
     if outcome.interrupted:
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
         ctx.exit(130)
+    if time_limit:
+        from .jobs import load_record
+
+        click.echo(outcome.budget_summary(time_limit, load_record(ws, outcome.job)["spec"]["epochs"]))
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
 
@@ -197,9 +238,10 @@ def jobs_command(ctx):
 
 @main.command()
 @click.option("--job", default=None, help="Job to blend (default: the newest).")
-@click.option("--method", type=click.Choice(BLEND_METHODS), default="mean", show_default=True,
-              help="mean: average of softmax outputs; geometric: normalised product; greedy: Caruana ensemble "
-                   "selection, weights fitted on validation.")
+@click.option("--method", type=click.Choice(list(BLEND_METHODS)), default="mean", show_default=True,
+              help="; ".join(f"{method.name}: {method.help}" for method in BLEND_METHODS.values()) + ".")
+@click.option("--tta/--no-tta", default=None,
+              help="Blend the test-time augmented outputs (default: when the job's members made them).")
 @click.option("--only", default=None,
               help="Comma-separated models to blend instead of all members, e.g. knn or member-00,member-03.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -207,7 +249,7 @@ def jobs_command(ctx):
 @click.option("--allow-partial", is_flag=True,
               help="Blend the finished members even though others are not (refused by default).")
 @click.pass_context
-def blend(ctx, job, method, only, out, allow_partial):
+def blend(ctx, job, method, tta, only, out, allow_partial):
     """Average the finished members' saved test softmax into a checked Kaggle submission.
 
     \b
@@ -218,15 +260,19 @@ def blend(ctx, job, method, only, out, allow_partial):
     from .leaderboard import write_report
 
     ws = workspace(ctx)
-    result = blend_job(ws, job, method, out, only=parse_names(only), allow_partial=allow_partial)
+    result = blend_job(ws, job, method, out, only=parse_names(only), allow_partial=allow_partial, tta=tta)
     best_name, best_accuracy = result.best_member
     click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} "
-               f"({', '.join(result.members)})")
+               f"({', '.join(result.members)}), {'with' if result.tta else 'without'} test-time augmentation")
     honesty = "  (cross-fitted: weights fitted on one half of validation, scored on the other)" \
         if result.method == "greedy" else ""
     click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}{honesty}")
     click.echo(f"  best single  val accuracy {best_accuracy:.4f}  ({best_name})")
     click.echo(f"  mean single  val accuracy {result.mean_member_accuracy:.4f}")
+    if result.other_val_accuracy is not None:
+        click.echo(f"  {'without' if result.tta else 'with'} TTA  val accuracy {result.other_val_accuracy:.4f}  "
+                   f"(the submission uses {'TTA' if result.tta else 'plain'} outputs; "
+                   f"{'--no-tta' if result.tta else '--tta'} switches)")
     if result.method == "greedy":
         click.echo("  weights      " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result.members, result.weights) if w))
     for path in result.paths:

@@ -6,9 +6,10 @@ from typing import Callable
 
 import numpy as np
 
-from .blend import accuracy, blend_job, load_outputs
+from .blend import blend_job, load_outputs
 from .data import make_sample, read_labels_csv
 from .jobs import require_record
+from .metrics import accuracy
 from .progress import make_reporter
 from .runner import TrainRequest, run_job
 from .workspace import Workspace

@@ -66,6 +66,7 @@ class Launched:
     handle: object
     pid: int | None = None
     started: float = field(default_factory=time.time)
+    resumed_from: int = 0  # epochs the member had finished before this attempt
 
 
 class LocalExecutor:

@@ -17,13 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .architectures import AUGMENTATIONS, get_recipe
+from .architectures import NETS
 from .devices import resolve_precision
+from .recipes import AUGMENTATIONS, KEEP, SCHEDULES, Augmentation, recipe_for
 from .workspace import Workspace, member_name
 
 RECORD_VERSION = 1
 MEMBER_STATES = ("pending", "running", "done", "failed")
-MEMBER_FILES = ("config.json", "best.keras", "val_probs.npy", "test_probs.npy", "metrics.json")
+# What a record written before a field existed meant by it (the first recipes had one fixed schedule,
+# augmentation and checkpoint rule for every net).
+SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
+                       "keep": "best", "snapshots": 1, "tta": False}
 
 
 class JobError(Exception):
@@ -34,49 +38,92 @@ class JobError(Exception):
 class JobSpec:
     """Everything that decides what a member learns. Two runs with equal specs build the same ensemble."""
 
-    model: str
+    model: str          # the net
     epochs: int
     batch_size: int
     optimizer: str
     learning_rate: float
-    augment: str
-    precision: str  # resolved: float32, mixed_bfloat16 or mixed_float16, never "auto"
+    augment: str        # idg, legacy-idg or none, with the ranges below
+    precision: str      # resolved: float32, mixed_bfloat16 or mixed_float16, never "auto"
     seed: int
     val_split: float
     limit_train: int | None
     train_sha256: str
     test_sha256: str
+    recipe: str | None = None   # the recipe the defaults came from (None: a record older than recipes)
+    schedule: str = "plateau"
+    zoom: float = 0.1
+    shift: float = 0.1
+    rotation: float = 0.0
+    keep: str = "best"          # best: the best validation epoch's weights; last: the final epoch's
+    snapshots: int = 1          # K > 1: K cosine cycles, each cycle's end saved as a model of its own
+    tta: bool = False           # also predict under the fixed test-time views (augment.TTA_VIEWS)
 
     @classmethod
-    def from_options(cls, *, model="cnn11", epochs=None, batch_size=None, augment="idg", precision="auto",
-                     seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="",
+    def from_options(cls, *, recipe=None, model=None, epochs=None, batch_size=None, learning_rate=None,
+                     schedule=None, augment=None, rotation=None, keep=None, snapshots=None, tta=None,
+                     precision=None, seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="",
                      gpu_capabilities: list[float] | None = None) -> "JobSpec":
-        """Fill what the user left out from the architecture's own recipe and the hardware the members use
-        (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask nvidia-smi)."""
-        recipe = get_recipe(model)
-        if augment not in AUGMENTATIONS:
-            raise JobError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")
-        for name, value in (("epochs", epochs), ("batch", batch_size), ("limit-train", limit_train)):
+        """Fill what the user left out from the recipe (--recipe, else the net's own) and the hardware the
+        members use (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask nvidia-smi)."""
+        try:
+            base = recipe_for(recipe, model)
+        except KeyError as error:
+            raise JobError(error.args[0]) from None
+        net = model or base.net
+        if net not in NETS:
+            raise JobError(f"unknown net {net!r}; choose one of {', '.join(NETS)}")
+        for name, value in (("epochs", epochs), ("batch", batch_size), ("limit-train", limit_train),
+                            ("snapshots", snapshots)):
             if value is not None and value < 1:
                 raise JobError(f"--{name} must be at least 1, got {value}")
+        if learning_rate is not None and not learning_rate > 0:
+            raise JobError(f"--lr must be positive, got {learning_rate}")
+        if rotation is not None and not 0 <= rotation <= 180:
+            raise JobError(f"--rotation is in degrees, 0 to 180, got {rotation}")
+        for name, value, choices in (("augment", augment, AUGMENTATIONS), ("schedule", schedule, SCHEDULES),
+                                     ("keep", keep, KEEP)):
+            if value is not None and value not in choices:
+                raise JobError(f"unknown --{name} {value!r}; choose one of {', '.join(choices)}")
+        snapshots = snapshots or 1
+        epochs = epochs or base.epochs
+        if snapshots > 1:
+            if schedule not in (None, "cosine"):
+                raise JobError(f"--snapshots {snapshots} trains cosine cycles; drop --schedule {schedule} "
+                               "(or pass --schedule cosine)")
+            schedule = "cosine"
+            if epochs % snapshots:
+                fits = max(snapshots, round(epochs / snapshots) * snapshots)
+                raise JobError(f"--snapshots {snapshots} needs epochs in equal cycles: {epochs} epochs do not "
+                               f"split into {snapshots}; use --epochs {fits}")
+        augmentation = base.augmentation
         try:
-            precision = resolve_precision(precision, gpus=gpu_capabilities)
+            precision = resolve_precision(precision or base.precision, gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
-        return cls(model=model, epochs=epochs or recipe.epochs, batch_size=batch_size or recipe.batch_size,
-                   optimizer=recipe.optimizer, learning_rate=recipe.learning_rate, augment=augment,
-                   precision=precision, seed=seed, val_split=val_split, limit_train=limit_train,
-                   train_sha256=train_sha256, test_sha256=test_sha256)
+        return cls(model=net, epochs=epochs, batch_size=batch_size or base.batch_size,
+                   optimizer=base.optimizer, learning_rate=learning_rate or base.learning_rate,
+                   augment=augment or augmentation.kind, precision=precision, seed=seed, val_split=val_split,
+                   limit_train=limit_train, train_sha256=train_sha256, test_sha256=test_sha256,
+                   recipe=base.name, schedule=schedule or base.schedule, zoom=augmentation.zoom,
+                   shift=augmentation.shift,
+                   rotation=float(augmentation.rotation if rotation is None else rotation),
+                   keep=keep or base.keep, snapshots=snapshots, tta=bool(tta))
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobSpec":
-        return cls(**{field.name: values[field.name] for field in fields(cls)})
+        return cls(**{field.name: values.get(field.name, SPEC_FIELD_DEFAULTS.get(field.name))
+                      for field in fields(cls)})
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def member_seed(self, index: int) -> int:
         return self.seed + index
+
+    @property
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment, self.zoom, self.shift, self.rotation)
 
 
 def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
@@ -88,9 +135,14 @@ def resume_command(record: dict) -> str:
     """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
     spec = JobSpec.from_dict(record["spec"])
     parts = ["ensemble train", f"--job {record['name']}", f"--n {len(record['members'])}",
-             f"--data {shlex.quote(record['data_dir'])}", f"--model {spec.model}", f"--epochs {spec.epochs}",
-             f"--batch {spec.batch_size}", f"--augment {spec.augment}", f"--precision {spec.precision}",
-             f"--seed {spec.seed}", f"--val-split {spec.val_split}"]
+             f"--data {shlex.quote(record['data_dir'])}"]
+    if spec.recipe is not None:
+        parts.append(f"--recipe {spec.recipe}")
+    parts += [f"--model {spec.model}", f"--epochs {spec.epochs}", f"--batch {spec.batch_size}",
+              f"--lr {spec.learning_rate:g}", f"--schedule {spec.schedule}", f"--augment {spec.augment}",
+              f"--rotation {spec.rotation:g}", f"--keep {spec.keep}", f"--snapshots {spec.snapshots}",
+              "--tta" if spec.tta else "--no-tta", f"--precision {spec.precision}", f"--seed {spec.seed}",
+              f"--val-split {spec.val_split}"]
     if spec.limit_train is not None:
         parts.append(f"--limit-train {spec.limit_train}")
     return " ".join(parts)
@@ -216,35 +268,6 @@ def resumable_epochs(member_dir: Path, epochs: int) -> int:
     if finished >= epochs and (member_dir / "best.keras").is_file():
         return finished
     return finished if (member_dir / "backup").is_dir() else 0
-
-
-def member_is_complete(member_dir: Path) -> bool:
-    return all((member_dir / name).is_file() for name in MEMBER_FILES)
-
-
-def save_model_outputs(model_dir: Path, config: dict, val_probs: np.ndarray, test_probs: np.ndarray,
-                       metrics: dict) -> Path:
-    """What every member and baseline leaves: config, float32 softmax on validation and test, then metrics.
-
-    metrics.json goes last: its presence is what marks the model finished.
-    """
-    atomic.write_json(model_dir / "config.json", config)
-    atomic.save_npy(model_dir / "val_probs.npy", np.asarray(val_probs, dtype=np.float32))
-    atomic.save_npy(model_dir / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
-    return atomic.write_json(model_dir / "metrics.json", metrics)
-
-
-def finished_baselines(ws: Workspace, job: str) -> list[str]:
-    job_models = ws.models_dir / job
-    if not job_models.is_dir():
-        return []
-    return sorted(path.name.removeprefix("baseline-") for path in job_models.glob("baseline-*")
-                  if (path / "metrics.json").is_file())
-
-
-def completed_members(ws: Workspace, record: dict) -> list[int]:
-    return [member["index"] for member in record["members"]
-            if member_is_complete(ws.member_dir(record["name"], member["index"]))]
 
 
 # --- the validation split, shared by every member of a job ----------------------------------------

@@ -15,11 +15,13 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .blend import GREEDY_ROUNDS, ModelOutputs, accuracy, blend_arrays, load_outputs
+from .blend import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs, load_outputs
 from .data import N_CLASSES
+from .metrics import accuracy
+from .outputs import ModelKind, finished_models, read_metrics
 
-COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_logloss", "fit_s", "predict_ms_per_1k", "params",
-           "seed", "epochs"]
+COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "val_logloss", "fit_s", "predict_ms_per_1k",
+           "params", "seed", "epochs", "note"]
 FORMATS = ("table", "md", "csv", "html")
 RANDOM_ORDERS = 20
 
@@ -34,29 +36,38 @@ def rank_entries(entries: list[dict]) -> pd.DataFrame:
 
 
 def model_entry(name: str, metrics: dict) -> dict:
+    stopped = metrics.get("stopped_early")
     return {"model": name, "kind": metrics.get("kind", "member"), "val_accuracy": metrics["val_accuracy"],
+            "val_acc_tta": metrics.get("val_accuracy_tta"),
             "val_logloss": metrics["val_logloss"], "fit_s": metrics.get("fit_seconds"),
             "predict_ms_per_1k": metrics.get("predict_ms_per_1k"), "params": metrics.get("params"),
-            "seed": metrics.get("seed"), "epochs": metrics.get("epochs")}
+            "seed": metrics.get("seed"), "epochs": metrics.get("epochs"),
+            "note": f"stopped early at epoch {metrics['epochs']}/{metrics.get('epochs_planned', '?')} (time limit)"
+            if stopped else ""}
 
 
 def read_entry(ws, job: str, name: str) -> dict:
-    return model_entry(name, atomic.read_json(ws.model_dir(job, name) / "metrics.json"))
+    return model_entry(name, read_metrics(ws.model_dir(job, name)))
 
 
-def blend_entries(members: ModelOutputs, member_entries: list[dict], y_val: np.ndarray,
-                  seed: int) -> tuple[list[dict], dict[str, float]]:
-    """Rows for the mean blend and, with two or more members, the greedy blend (its validation score
-    cross-fitted); returns them with the greedy weights."""
+def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_entries: list[dict],
+                  y_val: np.ndarray, seed: int) -> tuple[list[dict], dict[str, float]]:
+    """A row per blend method (weighted ones only with two or more models; their validation scores
+    cross-fitted), without and, where the models have TTA outputs, with test-time augmentation; returns
+    them with the greedy weights of the plain outputs."""
     costs = {key: sum(entry[key] or 0 for entry in member_entries)
              for key in ("fit_s", "predict_ms_per_1k", "params")}
     rows, weights = [], {}
-    for method in ("mean", "greedy") if len(members.names) > 1 else ("mean",):
-        fitted, _, _, (val_accuracy, val_logloss) = blend_arrays(members, y_val, method, seed)
-        rows.append({"model": f"blend-{method}", "kind": "blend", "val_accuracy": val_accuracy,
-                     "val_logloss": val_logloss, **costs, "seed": None, "epochs": None})
-        if method == "greedy":
-            weights = {name: float(w) for name, w in zip(members.names, fitted)}
+    for method in BLEND_METHODS.values():
+        if method.name != "mean" and len(plain.names) < 2:
+            continue
+        blended = method.blend(plain, y_val, seed)
+        with_tta = method.blend(augmented, y_val, seed).val_accuracy if augmented is not None else None
+        rows.append({"model": f"blend-{method.name}", "kind": "blend", "val_accuracy": blended.val_accuracy,
+                     "val_acc_tta": with_tta, "val_logloss": blended.val_logloss, **costs, "seed": None,
+                     "epochs": None, "note": f"{len(plain.names)} models"})
+        if method.name == "greedy":
+            weights = {name: float(w) for name, w in zip(plain.names, blended.weights)}
     return rows, weights
 
 
@@ -156,7 +167,8 @@ class Report:
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     shown = frame.copy()
-    for column, digits in (("val_accuracy", 4), ("val_logloss", 4), ("fit_s", 1), ("predict_ms_per_1k", 1)):
+    for column, digits in (("val_accuracy", 4), ("val_acc_tta", 4), ("val_logloss", 4), ("fit_s", 1),
+                           ("predict_ms_per_1k", 1)):
         shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     for column in ("params", "seed", "epochs"):
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
@@ -166,12 +178,12 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 def render_table(frame: pd.DataFrame, title: str = "") -> str:
     from .status import render_frame
 
-    return render_frame(display_frame(frame)[COLUMNS], title, text_columns=("model", "kind"))
+    return render_frame(display_frame(frame)[COLUMNS], title, text_columns=("model", "kind", "note"))
 
 
 def render_markdown(frame: pd.DataFrame) -> str:
     return display_frame(frame).to_markdown(index=False, disable_numparse=True,
-                                            colalign=["right", "left", "left"] + ["right"] * 7)
+                                            colalign=["right", "left", "left"] + ["right"] * 8 + ["left"])
 
 
 def render_html(job: str, frame: pd.DataFrame, figures: dict[str, tuple[str, bytes]], notes: list[str]) -> str:
@@ -207,25 +219,34 @@ def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
 
 def write_report(ws, job: str | None = None) -> Report:
     """Rank every finished model of a job and write the report files; returns what it wrote."""
-    from .blend import available_outputs
-    from .jobs import JobError, JobSpec, finished_baselines, load_split, require_record
+    from .jobs import JobError, JobSpec, load_split, require_record
 
     record = require_record(ws, job)
     name = record["name"]
     seed = JobSpec.from_dict(record["spec"]).seed
     y_val = load_split(ws, name)["val_labels"]
-    baselines = finished_baselines(ws, name)
-    member_names = [n for n in available_outputs(ws, record) if n.startswith("member-")]
-    if not member_names and not baselines:
+    models = finished_models(ws, record)
+    baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]
+    cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE]
+    if not cnn_names and not baselines:
         raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
                        f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
-    member_entries = [read_entry(ws, name, n) for n in member_names]
+    cnn_entries = [read_entry(ws, name, n) for n in cnn_names]
     baseline_entries = [read_entry(ws, name, b) for b in baselines]
-    members = load_outputs(ws, record) if member_names else None
-    blends, weights = blend_entries(members, member_entries, y_val, seed) if members else ([], {})
-    frame = rank_entries(blends + member_entries + baseline_entries)
+    members = load_outputs(ws, record) if cnn_names else None
+    augmented = load_outputs(ws, record, tta=True) if members else None
+    augmented = augmented if augmented is not None and augmented.tta else None
+    blends, weights = blend_entries(members, augmented, [e for e in cnn_entries if e["model"] in members.names],
+                                    y_val, seed) if members else ([], {})
+    frame = rank_entries(blends + cnn_entries + baseline_entries)
     figures = report_figures(ws, record, members, baselines, y_val, seed)
     notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
+    if members is not None:
+        notes.append(f"blends average {len(members.names)} models: " + ", ".join(members.names)
+                     + (" (each member's snapshots stand in for it)" if any("-snap" in n for n in members.names) else ""))
+    if augmented is not None:
+        notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
+                     "(augment.TTA_VIEWS), averaged; ranking uses plain validation accuracy.")
     if weights:
         notes += [f"blend-greedy: Caruana ensemble selection ({GREEDY_ROUNDS} rounds, with replacement, on log-loss); its "
                   "validation scores are cross-fitted (weights fitted on one half of the validation rows, "

@@ -17,18 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import atomic, jobs
+from . import atomic, budget, jobs
 from .data import stratified_split
 from .devices import Slot, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
 from .jobs import JobError, JobSpec
 from .locks import LockHeld, PidLock
+from .outputs import member_is_complete, read_metrics
 from .progress import MemberLine, Overview, PlainReporter, estimate_eta
 from .workspace import Workspace
 
 LOG_TAIL_LINES = 15
 POLL_S = 0.25
 STOP_GRACE_S = 5.0  # Ctrl-C: members get SIGTERM, then SIGKILL after this long
+DEFAULT_MEMBERS = 10
 
 
 class MemberFailed(JobError):
@@ -37,14 +39,21 @@ class MemberFailed(JobError):
 
 @dataclass(frozen=True)
 class TrainRequest:
-    n: int
+    n: int | None              # members; None: 10, or with a time limit as many as fit
     data_dir: Path
     job: str | None = None
-    model: str = "cnn11"
+    recipe: str | None = None  # None: the model's own recipe (cnn11's by default)
+    model: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
-    augment: str = "idg"
-    precision: str = "auto"
+    learning_rate: float | None = None
+    schedule: str | None = None
+    augment: str | None = None
+    rotation: float | None = None
+    keep: str | None = None
+    snapshots: int | None = None
+    tta: bool | None = None
+    precision: str | None = None
     seed: int = 0
     val_split: float = 0.1
     limit_train: int | None = None
@@ -54,6 +63,14 @@ class TrainRequest:
     retries: int = 2               # further attempts for a member whose process dies
     executor: str = "local"
     address: str | None = None     # Ray cluster address
+    time_limit: float | None = None  # seconds (budget.parse_duration)
+
+    @property
+    def members(self) -> int:
+        """The member count, or with a time limit the cap on it."""
+        if self.n is not None:
+            return self.n
+        return budget.UNLIMITED_MEMBERS if self.time_limit else DEFAULT_MEMBERS
 
 
 @dataclass(frozen=True)
@@ -64,19 +81,38 @@ class TrainOutcome:
     created: bool
     failed: list[int] = field(default_factory=list)
     interrupted: bool = False
+    stopped_early: dict[int, int] = field(default_factory=dict)  # member -> epochs it trained (time limit)
+    not_started: int = 0   # members the time limit left out of this run
+    elapsed: float = 0.0   # seconds from the command's start
+
+    def budget_summary(self, time_limit: float, epochs: int) -> str:
+        """What a --time-limit run fitted into its budget."""
+        complete = len(self.trained) - len(self.stopped_early)
+        parts = [f"{complete} complete member{'s' if complete != 1 else ''}"]
+        if self.stopped_early:
+            parts.append("stopped early: " + ", ".join(f"member-{i:02d} at epoch {e}/{epochs}"
+                                                        for i, e in sorted(self.stopped_early.items())))
+        if self.not_started:
+            parts.append(f"{self.not_started} not started")
+        return (f"time limit {budget.format_duration(time_limit)}: fitted {'; '.join(parts)} "
+                f"in {budget.format_duration(self.elapsed)}")
 
 
 # --- the job record -----------------------------------------------------------------------------
 
 def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
-    if request.n < 1:
+    if request.members < 1:
         raise JobError(f"--n must be at least 1, got {request.n}")
+    if request.time_limit is not None and request.time_limit <= 0:
+        raise JobError(f"--time-limit must be more than 0 seconds, got {request.time_limit}")
     train, test = jobs.read_job_data(ws, request.data_dir, request.limit_train)
-    spec = JobSpec.from_options(model=request.model, epochs=request.epochs, batch_size=request.batch_size,
-                                augment=request.augment, precision=request.precision, seed=request.seed,
-                                val_split=request.val_split, limit_train=request.limit_train,
-                                train_sha256=train.sha256, test_sha256=test.sha256,
-                                gpu_capabilities=gpu_capabilities)
+    spec = JobSpec.from_options(recipe=request.recipe, model=request.model, epochs=request.epochs,
+                                batch_size=request.batch_size, learning_rate=request.learning_rate,
+                                schedule=request.schedule, augment=request.augment, rotation=request.rotation,
+                                keep=request.keep, snapshots=request.snapshots, tta=request.tta,
+                                precision=request.precision, seed=request.seed, val_split=request.val_split,
+                                limit_train=request.limit_train, train_sha256=train.sha256,
+                                test_sha256=test.sha256, gpu_capabilities=gpu_capabilities)
     return spec, train
 
 
@@ -108,7 +144,8 @@ def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRe
         jobs.save_split(ws, name, train_index, val_index, train.labels[val_index])
     else:
         record["data_dir"] = str(Path(request.data_dir).resolve())
-    jobs.ensure_members(record, request.n)
+    if request.time_limit is None:  # with a time limit, members join the ledger as they start
+        jobs.ensure_members(record, request.members)
     jobs.save_record(ws, record)
     return record, created
 
@@ -138,7 +175,7 @@ def reconcile(ws: Workspace, record: dict) -> list[str]:
     ledger calls running belongs to a runner that is gone (we hold the lock), so it is pending again."""
     notes = []
     for member in record["members"]:
-        complete = jobs.member_is_complete(ws.member_dir(record["name"], member["index"]))
+        complete = member_is_complete(ws.member_dir(record["name"], member["index"]))
         if complete and member["state"] != "done":
             member.update(state="done", pid=None)
         elif not complete and member["state"] == "done":
@@ -174,12 +211,16 @@ class JobRun:
     """Trains the listed members on the executor's slots; the ledger follows every change."""
 
     def __init__(self, ws: Workspace, record: dict, executor, reporter, retries: int, wanted: list[int],
-                 todo: list[int]):
+                 todo: list[int], deadline: float | None = None, cap: int | None = None):
         self.ws, self.record, self.executor, self.reporter, self.retries = ws, record, executor, reporter, retries
         self.job = record["name"]
         self.indices = wanted  # the members this run answers for (the first n of the ledger)
         self.queue = deque(todo)
-        self.free: list[Slot] = executor.slots_for(len(todo))
+        self.deadline, self.cap = deadline, cap  # --time-limit: members are added while time is left
+        self.free: list[Slot] = executor.slots_for(cap if deadline else len(todo))
+        self.epoch_seconds: dict[tuple[int, int], float] = {}  # (member, epoch) -> seconds, as members report
+        self.member_walls: list[float] = []  # whole-member seconds of members finished in this run
+        self.not_started = 0
         self.running: dict[int, Launched] = {}
         self.progress: dict[int, dict] = {}  # this attempt's progress file of each running member, read each poll
         self.tries: Counter[int] = Counter()
@@ -198,19 +239,60 @@ class JobRun:
 
     # the loop
     def run(self) -> None:
-        while self.queue or self.running:
-            while self.queue and self.free:
-                self.start(self.queue.popleft(), self.free.pop(0))
+        while True:
+            self.fill_slots()
+            if not self.running:
+                return
             time.sleep(POLL_S)
             for index in list(self.running):
                 self.follow(index)
             self.reporter.update(self.lines(), self.overview())
+
+    def fill_slots(self) -> None:
+        """Start queued members (then, under a time limit, new ones) on free slots while time covers them.
+        When nothing runs and the next member does not fit, the rest are given up for this run."""
+        while self.free and (self.queue or self.may_grow()):
+            index = self.queue[0] if self.queue else None
+            if not self.time_covers(index):
+                if not self.running:
+                    self.not_started = len(self.queue)
+                    self.queue.clear()
+                return  # running members may finish sooner than estimated: ask again after the next poll
+            if index is None:
+                index = self.add_member()
+            self.queue.remove(index)
+            self.start(index, self.free.pop(0))
+
+    # the time budget
+    def may_grow(self) -> bool:
+        return self.deadline is not None and len(self.members) < self.cap and time.time() < self.deadline
+
+    def add_member(self) -> int:
+        jobs.ensure_members(self.record, len(self.members) + 1)
+        index = len(self.members) - 1
+        self.indices.append(index)
+        self.queue.append(index)
+        self.save()
+        return index
+
+    def time_covers(self, index: int | None) -> bool:
+        """Without a time limit always; with one, whether the member's (None: a new member's) estimated time
+        fits what is left."""
+        if self.deadline is None:
+            return True
+        epochs = self.record["spec"]["epochs"]
+        done = 0 if index is None else jobs.resumable_epochs(self.ws.member_dir(self.job, index), epochs)
+        remaining = epochs - done
+        estimate = budget.member_seconds(self.member_walls, list(self.epoch_seconds.values()), epochs,
+                                         max(remaining, 1))
+        return budget.fits(time.time(), self.deadline, estimate)
 
     def start(self, index: int, slot: Slot) -> None:
         member = self.member(index)
         epochs = self.record["spec"]["epochs"]
         finished = jobs.resumable_epochs(self.ws.member_dir(self.job, index), epochs)
         launched = self.executor.start(self.job, index, slot)
+        launched.resumed_from = finished
         self.tries[index] += 1
         self.running[index] = launched
         member.update(state="running", attempts=member.get("attempts", 0) + 1, device=slot.device,
@@ -241,6 +323,8 @@ class JobRun:
             for key in ("epoch", "val_accuracy"):
                 if progress.get(key) is not None and progress.get(key) != member.get(key):
                     changed[key] = progress[key]
+            if progress.get("epoch_seconds") and progress.get("epoch"):
+                self.epoch_seconds[(index, progress["epoch"])] = progress["epoch_seconds"]
             if changed:
                 member.update(changed)
                 self.save()
@@ -248,19 +332,27 @@ class JobRun:
         if returncode is not None:
             del self.running[index], self.progress[index]
             self.free.append(launched.slot)
-            self.finish(index, returncode)
+            self.finish(index, returncode, launched)
 
-    def finish(self, index: int, returncode: int) -> None:
+    def finish(self, index: int, returncode: int, launched: Launched) -> None:
         member = self.member(index)
         member_dir = self.ws.member_dir(self.job, index)
         member.update(pid=None, ended=jobs.now(), returncode=returncode)
-        if returncode == 0 and jobs.member_is_complete(member_dir):
-            metrics = atomic.read_json(member_dir / "metrics.json")
+        if returncode == 0 and member_is_complete(member_dir):
+            metrics = read_metrics(member_dir)
+            epochs = self.record["spec"]["epochs"]
+            stopped = metrics["epochs"] < epochs
             member.update(state="done", val_accuracy=metrics["val_accuracy"], epoch=metrics["epochs"],
-                          best_epoch=metrics["best_epoch"])
+                          best_epoch=metrics["best_epoch"], stopped_early=stopped,
+                          note=f"stopped early by the time limit at epoch {metrics['epochs']}/{epochs}; "
+                               "a rerun continues it" if stopped else None)
             self.save()
             self.trained.append(index)
-            self.reporter.event(f"{member['name']} done: val_acc {metrics['val_accuracy']:.4f} "
+            trained_now = metrics["epochs"] - (launched.resumed_from or 0)
+            if not stopped and trained_now > 0:
+                self.member_walls.append((time.time() - launched.started) * epochs / trained_now)
+            how = f"stopped early at epoch {metrics['epochs']}/{epochs} (time limit)" if stopped else "done"
+            self.reporter.event(f"{member['name']} {how}: val_acc {metrics['val_accuracy']:.4f} "
                                 f"(best epoch {metrics['best_epoch']}), {metrics['fit_seconds']:.0f}s fit")
             return
         why = describe_exit(returncode)
@@ -354,6 +446,8 @@ def sigterm_as_interrupt():
 
 def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome:
     """Train the first n members of the job the request names (or implies); resumable at any point."""
+    started = time.time()
+    deadline = started + request.time_limit if request.time_limit else None
     reporter = reporter or PlainReporter()
     executor, gpu_capabilities = make_executor(ws, request)
     try:
@@ -364,15 +458,24 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             record, created = open_record(ws, name, spec, train, request)
             for note in reconcile(ws, record):
                 reporter.event(note)
-            wanted = [member["index"] for member in record["members"][:request.n]]
-            todo = [index for index in wanted if record["members"][index]["state"] != "done"]
+            wanted = [member["index"] for member in record["members"][:request.members]]
+            # a member the time limit stopped early is finished but not complete: a rerun continues it
+            todo = [index for index in wanted if record["members"][index]["state"] != "done"
+                    or record["members"][index].get("stopped_early")]
             record["last_run"] = {"pid": os.getpid(), "host": platform.node(), "started": jobs.now(),
-                                  "executor": executor.name, "members": request.n, "retries": request.retries}
+                                  "executor": executor.name, "members": request.members, "retries": request.retries,
+                                  "time_limit": request.time_limit, "deadline": deadline}
             jobs.save_record(ws, record)
-            reporter.event(f"job {name} ({'new' if created else 'continued'}): {request.n} x {spec.model}, "
-                           f"{spec.epochs} epochs, augment {spec.augment}, precision {spec.precision}; "
-                           f"{len(todo)} to train, {len(wanted) - len(todo)} already done")
-            run = JobRun(ws, record, executor, reporter, request.retries, wanted, todo)
+            size = (f"up to {request.members}" if request.n else "as many") + " members in " \
+                f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
+            reporter.event(f"job {name} ({'new' if created else 'continued'}): {size} x {spec.model} "
+                           f"(recipe {spec.recipe}), {spec.epochs} epochs, {spec.schedule} lr {spec.learning_rate:g}, "
+                           f"augment {spec.augment}, precision {spec.precision}"
+                           + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
+                           + (", TTA" if spec.tta else "")
+                           + f"; {len(todo)} to train, {len(wanted) - len(todo)} already done")
+            run = JobRun(ws, record, executor, reporter, request.retries, list(wanted), todo, deadline,
+                         request.members)
             interrupted = False
             try:
                 run.run()
@@ -383,8 +486,9 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             reporter.close(run.overview())
     finally:
         executor.close()
+    stopped = {i: run.member(i)["epoch"] for i in run.trained if run.member(i).get("stopped_early")}
     outcome = TrainOutcome(name, run.trained, [i for i in wanted if i not in todo], created,
-                           sorted(run.failed), interrupted)
+                           sorted(run.failed), interrupted, stopped, run.not_started, time.time() - started)
     if run.failed and not interrupted:
         raise MemberFailed("\n".join(run.failed[index] for index in sorted(run.failed))
                            + "\nThe other members finished. Fix the cause and rerun the same command "

@@ -9,6 +9,7 @@ import pandas as pd
 
 from . import jobs
 from .locks import is_held, read_holder
+from .outputs import member_is_complete
 from .progress import val_text
 from .workspace import Workspace
 
@@ -24,7 +25,7 @@ def shown_state(member: dict, complete: bool, runner_alive: bool) -> tuple[str, 
     'done', and 'running' needs a live runner."""
     state, note = member["state"], member.get("note") or ""
     if complete:
-        return "done", "" if state == "done" else note
+        return "done", note if member.get("stopped_early") or state != "done" else ""
     if state == "done":
         return "pending", "files incomplete (no metrics.json)"
     if state == "running" and not runner_alive:
@@ -61,7 +62,7 @@ def job_status(ws: Workspace, job: str | None = None) -> tuple[dict, pd.DataFram
     runner = read_holder(lock) if is_held(lock) else {}
     indices = [member["index"] for member in record["members"]]
     frame = member_rows(record, {i: jobs.read_progress(ws, name, i) for i in indices},
-                        {i: jobs.member_is_complete(ws.member_dir(name, i)) for i in indices}, bool(runner))
+                        {i: member_is_complete(ws.member_dir(name, i)) for i in indices}, bool(runner))
     return record, frame, runner
 
 

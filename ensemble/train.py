@@ -21,12 +21,13 @@ import keras
 import numpy as np
 
 from . import atomic
-from .architectures import build_model, compile_model, get_recipe
-from .augment import legacy_idg_flow
-from .blend import accuracy, log_loss
-from .jobs import (JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history,
-                   resumable_epochs, save_model_outputs)
+from .architectures import build_model, compile_model
+from .augment import TTA_VIEWS, legacy_idg_flow, tta_view
+from .jobs import JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history, resumable_epochs
 from .locks import LockHeld, PidLock
+from .metrics import accuracy, log_loss
+from .outputs import has_outputs, member_is_complete, read_metrics, save_model_outputs, snapshot_name
+from .schedules import PLATEAU, Schedule, cycle_end_epochs, optimizer_rate
 from .workspace import Workspace
 
 PREDICT_BATCH = 1024
@@ -34,18 +35,89 @@ MONITOR = "val_accuracy"
 PROGRESS_EVERY_S = 1.0
 # A member process killed with its runner may take a moment to go; a new one waits that long for its lock.
 MEMBER_LOCK_WAIT_S = 15.0
+MODEL_LOAD_S = 2.0  # loading a saved model before predicting with it, about, on 2 CPU cores
+# Predicting measured 1.1-1.9x slower than the validation pass suggests (batch-1024 predict vs the pass
+# inside fit, a second process on the cores): the time limit plans for that rather than overshoot.
+PREDICT_MARGIN = 2.0
+
+
+def current_learning_rate(model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Adds epoch_seconds and the learning rate to the logs, so history.csv carries the cost of each epoch."""
+    """Adds epoch_seconds, the validation pass's seconds and the learning rate the epoch started with to
+    the logs, so history.csv carries the cost of each epoch and the schedule as it ran."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
+        self._rate = current_learning_rate(self.model)
+        self._validation_started = None
+
+    def on_test_begin(self, logs=None):
+        self._validation_started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["epoch_seconds"] = time.perf_counter() - self._started
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            now = time.perf_counter()
+            logs["epoch_seconds"] = now - self._started
+            if self._validation_started is not None:
+                logs["validation_seconds"] = now - self._validation_started
+            logs["learning_rate"] = self._rate
+
+
+class SnapshotSaver(keras.callbacks.Callback):
+    """Saves the weights at the end of every cosine cycle (snapshots/cycle-K.keras), atomically."""
+
+    def __init__(self, folder: Path, epochs: int, cycles: int):
+        super().__init__()
+        self.folder = folder
+        self.ends = cycle_end_epochs(epochs, cycles)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.ends:
+            cycle = self.ends.index(epoch + 1) + 1
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temp = self.folder / f".saving-cycle-{cycle}.keras"
+            self.model.save(temp)
+            os.replace(temp, snapshot_path(self.folder, cycle))
+
+
+def snapshot_path(folder: Path, cycle: int) -> Path:
+    return folder / f"cycle-{cycle}.keras"
+
+
+class Deadline(keras.callbacks.Callback):
+    """Ends training at an epoch end when another epoch and the member's predictions would not finish
+    before the job's --time-limit deadline; the member then keeps what it has and can be resumed.
+
+    Estimates use the fastest epoch so far (the first one also traces the graph) and, for predicting,
+    what finished members of the job measured, else the fastest validation pass of this one."""
+
+    def __init__(self, deadline: float, n_val: int, n_outputs: int, models: int, views: int,
+                 predict_seconds_per_image: float | None = None, clock=time.time):
+        super().__init__()
+        self.deadline, self.n_val, self.n_outputs, self.models, self.views = deadline, n_val, n_outputs, models, views
+        self.predict_seconds_per_image = predict_seconds_per_image
+        self.clock = clock
+        self.epoch_seconds: list[float] = []
+        self.validation_seconds: list[float] = []
+        self.stopped_at: int | None = None
+
+    def seconds_needed(self, logs: dict) -> float:
+        """Another epoch, then loading and predicting with every model the member leaves."""
+        self.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
+        if "validation_seconds" in logs:
+            self.validation_seconds.append(logs["validation_seconds"])
+        per_image = self.predict_seconds_per_image
+        if per_image is None:
+            per_image = min(self.validation_seconds, default=0.0) / max(self.n_val, 1) * self.views
+        return min(self.epoch_seconds) + self.models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.clock() + self.seconds_needed(logs or {}) > self.deadline:
+            self.stopped_at = epoch + 1
+            self.model.stop_training = True
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -86,6 +158,7 @@ class ProgressFile(keras.callbacks.Callback):
         self.reporter, self.epochs = reporter, epochs
         self.finished = len(history)
         self.val_accuracy = history[-1][MONITOR] if history else None
+        self.epoch_seconds = history[-1].get("epoch_seconds") if history else None
         self._written = 0.0
 
     def on_train_begin(self, logs=None):
@@ -101,13 +174,14 @@ class ProgressFile(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self.finished = epoch + 1
         self.val_accuracy = (logs or {}).get(MONITOR, self.val_accuracy)
+        self.epoch_seconds = (logs or {}).get("epoch_seconds")
         self._write(self.finished, batch=0)
 
     def _write(self, finished: int, batch: int) -> None:
         self.finished = finished
         self._written = time.monotonic()
         self.reporter.write("training", epoch=finished, epochs=self.epochs, batch=batch, batches=self.batches,
-                            val_accuracy=self.val_accuracy)
+                            val_accuracy=self.val_accuracy, epoch_seconds=self.epoch_seconds)
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
@@ -153,11 +227,13 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 
 def member_config(record: dict, index: int) -> dict:
     spec = JobSpec.from_dict(record["spec"])
+    schedule = {"kind": spec.schedule, "learning_rate": spec.learning_rate, "cycles": spec.snapshots}
+    if spec.schedule == "plateau":
+        schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
     return {"job": record["name"], "member": index, "seed": spec.member_seed(index),
             "data_dir": record["data_dir"], "spec": spec.to_dict(),
-            "recipe": {"reduce_lr_on_plateau": {"monitor": MONITOR, "patience": 3, "factor": 0.5,
-                                                "min_lr": 1e-5},
-                       "loss": "sparse_categorical_crossentropy (probabilities)"}}
+            "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
+                       "tta_views": [list(view) for view in TTA_VIEWS] if spec.tta else None}}
 
 
 def runtime_description() -> dict:
@@ -168,27 +244,35 @@ def runtime_description() -> dict:
         versions[backend_package] = importlib.metadata.version(backend_package)
     except importlib.metadata.PackageNotFoundError:
         pass
-    devices = keras.distribution.list_devices()
+    devices = keras.distribution.list_devices() or []
     accelerators = [device for device in devices if not device.lower().startswith("cpu")]
     return {"backend": backend, "device": accelerators[0] if accelerators else "cpu",
             "visible_devices": devices, "host": platform.node(), "versions": versions}
 
 
-def _callbacks(member_dir: Path, label: str, epochs: int, history: list[dict],
-               progress: ProgressWriter | None = None) -> list:
-    # Order matters: the clock fills logs before CSVLogger writes them; the backup goes last, so an epoch
-    # is only ever marked finished after its checkpoint and history row exist.
+def _callbacks(member_dir: Path, label: str, spec: JobSpec, history: list[dict],
+               progress: ProgressWriter | None = None, deadline: Deadline | None = None) -> list:
+    # Order matters: the clock fills logs before CSVLogger and the deadline read them; the backup goes
+    # last, so an epoch is only ever marked finished after its checkpoint, snapshot and history row exist.
     best_so_far = max((row[MONITOR] for row in history), default=None)
-    live = [ProgressFile(progress, epochs, history)] if progress else []
+    live = [ProgressFile(progress, spec.epochs, history)] if progress else []
+    plateau = [ResumableReduceLROnPlateau(history, monitor=MONITOR, mode="max", **PLATEAU)] \
+        if spec.schedule == "plateau" else []
+    snapshots = [SnapshotSaver(member_dir / "snapshots", spec.epochs, spec.snapshots)] if spec.snapshots > 1 else []
+    keep_best = spec.keep == "best"
     return [
         EpochClock(),
-        ResumableReduceLROnPlateau(history, monitor=MONITOR, mode="max", patience=3, factor=0.5, min_lr=1e-5),
+        *plateau,
         AtomicModelCheckpoint(str(member_dir / "best.keras"), monitor=MONITOR, mode="max",
-                              save_best_only=True, initial_value_threshold=best_so_far),
+                              save_best_only=keep_best, initial_value_threshold=best_so_far if keep_best else None),
+        *snapshots,
         keras.callbacks.CSVLogger(str(member_dir / "history.csv"), append=True),
-        EpochPrinter(label, epochs),
+        EpochPrinter(label, spec.epochs),
         *live,
-        keras.callbacks.BackupAndRestore(str(member_dir / "backup"), double_checkpoint=True),
+        *([deadline] if deadline else []),
+        # kept at train end: a member stopped by the time limit resumes from it; removed once all epochs ran
+        keras.callbacks.BackupAndRestore(str(member_dir / "backup"), double_checkpoint=True,
+                                         delete_checkpoint=False),
     ]
 
 
@@ -198,28 +282,44 @@ def _reset_if_not_resumable(member_dir: Path, epochs: int) -> list[dict]:
     if len(history) != resumable_epochs(member_dir, epochs):
         for name in ("history.csv", "best.keras"):
             (member_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(member_dir / "snapshots", ignore_errors=True)
         return []
     return history
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray) -> tuple[np.ndarray, float]:
+def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False
+                          ) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """Softmax on images, plain and (with tta) averaged over TTA_VIEWS, and the seconds it took."""
     started = time.perf_counter()
-    probs = model.predict(images.astype("float32"), batch_size=PREDICT_BATCH, verbose=0)
-    return np.asarray(probs, dtype=np.float32), time.perf_counter() - started
+    plain = np.asarray(model.predict(images.astype("float32"), batch_size=PREDICT_BATCH, verbose=0), np.float32)
+    augmented = None
+    if tta:
+        views = [plain] + [np.asarray(model.predict(tta_view(images, view), batch_size=PREDICT_BATCH, verbose=0))
+                           for view in TTA_VIEWS[1:]]
+        augmented = np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
+    return plain, augmented, time.perf_counter() - started
 
 
-def build_member_model(spec: JobSpec, seed: int):
+def steps_per_epoch(spec: JobSpec, n_train: int) -> int:
+    return math.ceil(n_train / spec.batch_size)
+
+
+def member_schedule(spec: JobSpec, n_train: int) -> Schedule:
+    return Schedule(spec.schedule, spec.learning_rate, spec.epochs, steps_per_epoch(spec, n_train), spec.snapshots)
+
+
+def build_member_model(spec: JobSpec, seed: int, n_train: int):
     """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(spec.precision)
-    model = build_model(spec.model, spec.augment, seed)
-    return compile_model(model, get_recipe(spec.model), spec.learning_rate)
+    model = build_model(spec.model, spec.augmentation, seed)
+    return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)))
 
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list):
     """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator."""
     if spec.augment == "legacy-idg":
-        return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed),
+        return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, validation_data=(arrays.x_val, arrays.y_val),
                          callbacks=callbacks, verbose=0)
     return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
@@ -250,37 +350,94 @@ def _train_member(ws: Workspace, job: str, index: int) -> dict:
     label = member_dir.name
     progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
                    val_accuracy=history[-1][MONITOR] if history else None)
-    if len(history) < spec.epochs:  # else a crash came after the last epoch: only the outputs are missing
+    deadline = member_deadline(ws, record, spec, arrays)
+    if len(history) < spec.epochs and not _out_of_time(deadline, history):
+        # else a crash came after the last epoch (only the outputs are missing), or no epoch fits the time left
         if history:
             print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-        model = build_member_model(spec, seed)
-        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec.epochs, history, progress))
+        model = build_member_model(spec, seed, len(arrays.x_train))
+        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec, history, progress, deadline))
         history = read_history(member_dir / "history.csv")
-    shutil.rmtree(member_dir / "backup", ignore_errors=True)
+    stopped_early = len(history) < spec.epochs
+    if stopped_early:
+        print(f"{label} stopped by the time limit after epoch {len(history)}/{spec.epochs}; "
+              "a rerun with more time continues it", flush=True)
+    else:
+        shutil.rmtree(member_dir / "backup", ignore_errors=True)
     progress.write("predicting", epoch=len(history), batch=0)
+    metrics = write_member_outputs(member_dir, config, spec, index, arrays, history)
+    progress.write("done", val_accuracy=metrics["val_accuracy"])
+    print(f"{label} done: val_acc {metrics['val_accuracy']:.4f} (best epoch {metrics['best_epoch']}), "
+          f"{metrics['fit_seconds']:.0f}s fit", flush=True)
+    return metrics
 
-    best = keras.saving.load_model(member_dir / "best.keras", compile=False)
-    val_probs, _ = predict_probabilities(best, arrays.x_val)
-    test_probs, test_seconds = predict_probabilities(best, arrays.x_test)
 
+def member_deadline(ws: Workspace, record: dict, spec: JobSpec, arrays) -> Deadline | None:
+    """The job's --time-limit as a callback, when this run has one."""
+    deadline = (record.get("last_run") or {}).get("deadline")
+    if deadline is None:
+        return None
+    measured = [read_metrics(ws.member_dir(record["name"], m["index"])).get("predict_ms_per_1k")
+                for m in record["members"] if member_is_complete(ws.member_dir(record["name"], m["index"]))]
+    measured = [value for value in measured if value]
+    return Deadline(deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
+                    models=1 + (spec.snapshots if spec.snapshots > 1 else 0),
+                    views=len(TTA_VIEWS) if spec.tta else 1,
+                    predict_seconds_per_image=min(measured) / 1e6 if measured else None)
+
+
+def _out_of_time(deadline: Deadline | None, history: list[dict]) -> bool:
+    """A resumed member with epochs behind it starts no epoch that its deadline cannot hold."""
+    return bool(deadline and history
+                and deadline.clock() + deadline.seconds_needed(dict(history[-1])) > deadline.deadline)
+
+
+def write_member_outputs(member_dir: Path, config: dict, spec: JobSpec, index: int, arrays,
+                         history: list[dict]) -> dict:
+    """Predict validation and test with the kept weights (and each finished snapshot) and save them."""
+    runtime = runtime_description()
+    common = {"seed": spec.member_seed(index), "model": spec.model, "epochs_planned": spec.epochs,
+              "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
+              "precision": spec.precision, "tta": spec.tta, **runtime}
+    for cycle, end_epoch in enumerate(cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else [], 1):
+        path = snapshot_path(member_dir / "snapshots", cycle)
+        target = member_dir.parent / snapshot_name(index, cycle)
+        if end_epoch > len(history) or not path.is_file() or has_outputs(target):
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        snapshot_metrics = _predict_and_save(path, target, {**config, "snapshot": cycle}, spec, arrays,
+                                             history[:end_epoch])
+        print(f"{target.name} (cycle {cycle}, epoch {end_epoch}): val_acc {snapshot_metrics['val_accuracy']:.4f}",
+              flush=True)
+    return _predict_and_save(member_dir / "best.keras", member_dir, config, spec, arrays, history,
+                             {"member": index, "kind": "member", **common})
+
+
+def _predict_and_save(model_path: Path, model_dir: Path, config: dict, spec: JobSpec, arrays,
+                      history: list[dict], metrics_base: dict | None = None) -> dict:
+    """metrics_base None: a snapshot, whose weights are those of its last epoch in `history`."""
+    model = keras.saving.load_model(model_path, compile=False)
+    val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta)
+    test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta)
     fit_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)
-    best_epoch = int(max(history, key=lambda row: row[MONITOR])["epoch"]) + 1
-    metrics = {
-        "member": index, "seed": seed, "model": spec.model, "kind": "member",
+    snapshot = metrics_base is None
+    metrics = dict(metrics_base or {"member": config["member"], "kind": "snapshot", "cycle": config["snapshot"],
+                                    "seed": config["seed"], "model": spec.model, "precision": spec.precision,
+                                    "tta": spec.tta})
+    weights_epoch = len(history) if snapshot or spec.keep == "last" \
+        else int(max(history, key=lambda row: row[MONITOR])["epoch"]) + 1
+    metrics.update({
         "val_accuracy": accuracy(val_probs, arrays.y_val), "val_logloss": log_loss(val_probs, arrays.y_val),
-        "best_epoch": best_epoch, "epochs": len(history),
+        "best_epoch": weights_epoch, "epochs": len(history),
+        "stopped_early": not snapshot and len(history) < spec.epochs,
         "fit_seconds": round(fit_seconds, 3),
         "images_per_second": round(len(arrays.x_train) * len(history) / fit_seconds, 1) if fit_seconds else None,
         "predict_ms_per_1k": round(test_seconds / max(len(arrays.x_test), 1) * 1e6, 3),
-        "params": int(best.count_params()),
-        "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
-        "precision": spec.precision,
-        **runtime_description(),
-    }
-    save_model_outputs(member_dir, config, val_probs, test_probs, metrics)
-    progress.write("done", val_accuracy=metrics["val_accuracy"])
-    print(f"{label} done: val_acc {metrics['val_accuracy']:.4f} (best epoch {best_epoch}), "
-          f"{fit_seconds:.0f}s fit", flush=True)
+        "params": int(model.count_params()),
+    })
+    if spec.tta:
+        metrics.update(val_accuracy_tta=accuracy(val_tta, arrays.y_val), val_logloss_tta=log_loss(val_tta, arrays.y_val))
+    save_model_outputs(model_dir, config, val_probs, test_probs, metrics, (val_tta, test_tta) if spec.tta else None)
     return metrics
 
 

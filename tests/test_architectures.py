@@ -2,29 +2,66 @@ import keras
 import numpy as np
 import pytest
 
-from ensemble.architectures import RECIPES, build_model, build_network, compile_model, get_recipe
+from ensemble.architectures import NETS, build_model, build_network, compile_model
+from ensemble.recipes import RECIPES, Augmentation, get_recipe, recipe_for
+
+IDG = Augmentation("idg", 0.1, 0.1, 10.0)
 
 
-@pytest.mark.parametrize("name, params", [("cnn11", 1_284_426), ("bn_cnn", 327_242), ("keras_mnist", 1_199_882)])
+@pytest.mark.parametrize("name, params", [
+    ("cnn11", 1_284_426), ("bn_cnn", 327_242), ("keras_mnist", 1_199_882),
+    # Deotte's net: the 4x4 conv on a 4x4x64 map has exactly the weights of bn_cnn's Dense(128) on its
+    # flattened 1024 values (the same net, written two ways): 327,242 both
+    ("deotte", 327_242),
+    ("seed001", 179_242),   # the notebook's own model.summary(): "Total params: 179,242"
+    ("seed004", 41_018),    # 416 + 6,416 + 32,896 + 1,290
+])
 def test_parameter_counts(name, params):
     assert build_network(name).count_params() == params
-    assert build_model(name, augment="idg", seed=0).count_params() == params  # scaling/augmentation add none
+    assert build_model(name, IDG, seed=0).count_params() == params  # scaling/augmentation add none
 
 
-def test_cnn11_is_the_reference_recipe():
+def test_cnn11_is_seed_002s_net():
     network = build_network("cnn11")
     convs = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 32, 32, 64, 64, 64, 128, 128, 128]
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
     assert [type(layer).__name__ for layer in network.layers[-4:]] == ["Flatten", "Dropout", "Dense", "Dense"]
     assert network.layers[-3].rate == 0.2 and network.layers[-1].activation.__name__ == "softmax"
-    recipe = get_recipe("cnn11")
-    assert (recipe.optimizer, recipe.learning_rate, recipe.epochs, recipe.batch_size) == ("adam", 1e-4, 50, 64)
+
+
+def test_deotte_net_as_published():
+    convs = [layer for layer in build_network("deotte").layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
+        (32, 3, 1), (32, 3, 1), (32, 5, 2), (64, 3, 1), (64, 3, 1), (64, 5, 2), (128, 4, 1)]
+    dropouts = [layer.rate for layer in build_network("deotte").layers if isinstance(layer, keras.layers.Dropout)]
+    assert dropouts == [0.4, 0.4, 0.4]
+
+
+def test_seed_recipe_is_seed_002_as_run_and_deotte_is_deottes():
+    seed = get_recipe("seed")
+    assert (seed.net, seed.optimizer, seed.learning_rate, seed.epochs, seed.batch_size, seed.schedule,
+            seed.augmentation, seed.precision, seed.keep) == (
+        "cnn11", "adam", 1e-4, 50, 64, "plateau", Augmentation("legacy-idg", 0.1, 0.1, 0.0), "float32", "last")
+    deotte = get_recipe("deotte")
+    assert (deotte.net, deotte.learning_rate, deotte.epochs, deotte.batch_size, deotte.schedule,
+            deotte.augmentation) == ("deotte", 1e-3, 45, 64, "exp", Augmentation("idg", 0.1, 0.1, 10.0))
+    assert (get_recipe("seed001").optimizer, get_recipe("seed001").epochs) == ("rmsprop", 5)
+    assert (get_recipe("seed004").batch_size, get_recipe("seed004").epochs) == (200, 8)
+
+
+def test_every_net_has_its_own_recipe_and_model_alone_picks_it():
+    assert set(NETS) <= set(RECIPES)
+    assert recipe_for(None, "deotte").name == "deotte"
+    assert recipe_for("seed", "deotte").name == "seed"  # an explicit recipe wins; the net is overridden
+    assert recipe_for(None, None).name == "cnn11"
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_models_take_raw_pixels_and_output_probabilities(name):
-    model = compile_model(build_model(name, augment="idg", seed=0), get_recipe(name))
+    recipe = get_recipe(name)
+    model = compile_model(build_model(recipe.net, recipe.augmentation, seed=0), recipe.optimizer,
+                          recipe.learning_rate)
     assert model.loss.get_config()["from_logits"] is False  # the seed notebook's from_logits=True bug
     pixels = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 1)).astype("float32")
     probs = np.asarray(model.predict(pixels, verbose=0))
@@ -32,6 +69,8 @@ def test_models_take_raw_pixels_and_output_probabilities(name):
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
 
 
-def test_unknown_model_is_named():
-    with pytest.raises(KeyError, match="unknown model 'resnet'; choose one of cnn11, bn_cnn, keras_mnist"):
+def test_unknown_recipe_and_net_are_named():
+    with pytest.raises(KeyError, match="unknown recipe 'resnet'; choose one of cnn11, seed, deotte"):
         get_recipe("resnet")
+    with pytest.raises(KeyError, match="unknown net 'resnet'"):
+        build_network("resnet")

@@ -8,6 +8,7 @@ from keras.src.legacy.preprocessing.image import apply_affine_transform
 
 from ensemble.augment import IDGAugment, apply_idg_transform, legacy_idg_flow, legacy_image_data_generator
 from ensemble.data import sample_digits
+from ensemble.recipes import Augmentation
 
 N_DRAWS = 1500
 SHIFT_LIMIT = 0.1 * 28  # pixels
@@ -26,12 +27,16 @@ def digit():
     return images[0].astype("float32")[..., None]  # a real digit, (28, 28, 1)
 
 
-@pytest.mark.parametrize("zx, zy, tx, ty", [(1.1, 0.9, 2.5, -1.3), (0.93, 1.07, -2.8, 0.4), (1.0, 1.0, 1.5, 0.0),
-                                             (1.05, 0.95, 0.0, 0.0), (0.9, 1.1, -2.8, 2.8)])
-def test_one_warp_equals_idgs_own_affine_transform(digit, zx, zy, tx, ty):
-    expected = apply_affine_transform(digit, tx=tx, ty=ty, zx=zx, zy=zy, row_axis=0, col_axis=1, channel_axis=2,
-                                      fill_mode="nearest", order=1)
-    got = np.asarray(apply_idg_transform(digit[None], *(np.array([v]) for v in (zx, zy, tx, ty))))[0]
+@pytest.mark.parametrize("zx, zy, tx, ty, theta", [
+    (1.1, 0.9, 2.5, -1.3, 0.0), (0.93, 1.07, -2.8, 0.4, 0.0), (1.0, 1.0, 1.5, 0.0, 0.0), (1.05, 0.95, 0.0, 0.0, 0.0),
+    (0.9, 1.1, -2.8, 2.8, 0.0),
+    (1.0, 1.0, 0.0, 0.0, 10.0), (1.0, 1.0, 0.0, 0.0, -7.5),           # rotation alone, both ways
+    (1.08, 0.94, 1.7, -2.2, 9.0), (0.91, 1.02, -0.6, 2.4, -4.0),      # rotation @ shift @ zoom, as IDG composes
+])
+def test_one_warp_equals_idgs_own_affine_transform(digit, zx, zy, tx, ty, theta):
+    expected = apply_affine_transform(digit, theta=theta, tx=tx, ty=ty, zx=zx, zy=zy, row_axis=0, col_axis=1,
+                                      channel_axis=2, fill_mode="nearest", order=1)
+    got = np.asarray(apply_idg_transform(digit[None], *(np.array([v]) for v in (zx, zy, tx, ty, theta))))[0]
     assert np.abs(got - expected).max() < 1e-3 * 255  # same map, same fill; float rounding only
 
 
@@ -116,3 +121,55 @@ def test_legacy_generator_trains_a_full_pass_every_epoch():
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(legacy_idg_flow(x, y, batch_size=64, seed=0), epochs=3, verbose=0, callbacks=[CountBatches()])
     assert per_epoch == [4, 4, 4]  # ceil(200 / 64) batches in each of the 3 epochs
+
+
+ROTATION = 10.0  # Deotte's rotation_range
+ROTATION_STD = ROTATION * UNIFORM_STD
+
+
+def _orientation_degrees(images):
+    """Per image: the angle of the intensity's principal axis (from its second central moments), degrees."""
+    images = images[..., 0].astype("float64")
+    rows, cols = np.mgrid[:28, :28]
+    mass = images.sum(axis=(1, 2))
+    centre_r = (images * rows).sum(axis=(1, 2)) / mass
+    centre_c = (images * cols).sum(axis=(1, 2)) / mass
+    dr, dc = rows - centre_r[:, None, None], cols - centre_c[:, None, None]
+    mu_rr, mu_cc = (images * dr ** 2).sum(axis=(1, 2)) / mass, (images * dc ** 2).sum(axis=(1, 2)) / mass
+    mu_rc = (images * dr * dc).sum(axis=(1, 2)) / mass
+    return np.degrees(0.5 * np.arctan2(2 * mu_rc, mu_cc - mu_rr))
+
+
+@pytest.fixture(scope="module")
+def rotation_draws():
+    """A long, thin digit (a 1: its principal axis is well defined) rotated N_DRAWS times by each side."""
+    images, labels = sample_digits()
+    one = images[np.flatnonzero(labels == 1)[0]].astype("float32")[..., None]
+    keras.utils.set_random_seed(0)
+    layer = IDGAugment(zoom_range=0.0, width_shift_range=0.0, height_shift_range=0.0, rotation_range=ROTATION, seed=0)
+    ours = np.asarray(layer(np.repeat(one[None], N_DRAWS, axis=0), training=True))
+    np.random.seed(0)
+    generator = legacy_image_data_generator(Augmentation("legacy-idg", 0.0, 0.0, ROTATION))
+    legacy = np.stack([generator.random_transform(one) for _ in range(N_DRAWS)])
+    base = _orientation_degrees(one[None])[0]
+    return {"ours": _orientation_degrees(ours) - base, "legacy": _orientation_degrees(legacy) - base}
+
+
+def test_rotation_statistics_agree_with_idg_and_with_theory(rotation_draws):
+    for name, turn in rotation_draws.items():
+        # the content turns by theta ~ U[-10, 10] degrees: mean 0, std 5.77; resampling blurs the axis a little
+        assert abs(turn.mean()) < 4 * ROTATION_STD / math.sqrt(N_DRAWS) + 0.1, name
+        assert turn.std() == pytest.approx(ROTATION_STD, rel=0.10), name
+        assert np.abs(turn).max() < ROTATION + 1.0, name
+    ours, legacy = rotation_draws["ours"], rotation_draws["legacy"]
+    assert ours.mean() == pytest.approx(legacy.mean(), abs=4 * ROTATION_STD / math.sqrt(N_DRAWS) * math.sqrt(2))
+    assert ours.std() == pytest.approx(legacy.std(), rel=STD_DIFFERENCE_REL)
+    # uniform, not bell-shaped: as many draws in the outer half of the range as in the inner half
+    for turn in (ours, legacy):
+        assert np.mean(np.abs(turn) > ROTATION / 2) == pytest.approx(0.5, abs=0.05)
+
+
+def test_rotation_is_part_of_the_saved_layer():
+    layer = IDGAugment(rotation_range=10.0, seed=3)
+    clone = IDGAugment.from_config(layer.get_config())
+    assert (clone.rotation_range, clone.zoom_range, clone.width_shift_range) == (10.0, 0.1, 0.1)

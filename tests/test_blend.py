@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from ensemble.blend import (SubmissionError, accuracy, blend_probabilities, check_submission_text, log_loss,
-                            submission_frame)
+from ensemble.blend import SubmissionError, blend_probabilities, check_submission_text, submission_frame
+from ensemble.metrics import accuracy, log_loss
 
 # two members, three rows, three classes (the arithmetic does not care about ten)
 MEMBER_A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
@@ -77,3 +77,35 @@ def test_submission_checker_names_the_problem(text, message):
     with pytest.raises(SubmissionError) as caught:
         check_submission_text(text, 3)
     assert str(caught.value).startswith(message)
+
+
+def test_a_plain_blend_uses_each_members_snapshots_in_its_place():
+    from ensemble.outputs import ModelKind, ModelRef, ensemble_models, model_kind, snapshot_name
+
+    member, snapshot, baseline = ModelKind.MEMBER, ModelKind.SNAPSHOT, ModelKind.BASELINE
+    models = [ModelRef("member-00", member), ModelRef("member-00-snap1", snapshot, "member-00"),
+              ModelRef("member-00-snap2", snapshot, "member-00"), ModelRef("member-01", member),
+              ModelRef("member-02", member, stopped_early=True), ModelRef("member-02-snap1", snapshot, "member-02"),
+              ModelRef("knn", baseline)]
+    # member-02 was stopped by the time limit mid-cycle: its best weights are newer than its one snapshot
+    assert ensemble_models(models) == ["member-00-snap1", "member-00-snap2", "member-01", "member-02",
+                                       "member-02-snap1"]
+    assert [model_kind(name) for name in ("member-03", snapshot_name(3, 2), "knn")] == [member, snapshot, baseline]
+    assert snapshot_name(3, 2) == "member-03-snap2"
+
+
+def test_every_registered_blend_method_blends_and_scores():
+    from ensemble.blend import BLEND_METHODS, ModelOutputs, get_blend_method
+
+    outputs = ModelOutputs(["a", "b"], PROBS, PROBS[:, :2])
+    labels = np.array([0, 1, 1])
+    assert list(BLEND_METHODS) == ["mean", "geometric", "greedy"]
+    for method in BLEND_METHODS.values():
+        blended = method.blend(outputs, labels, seed=0)
+        assert blended.weights.sum() == pytest.approx(1.0)
+        assert blended.val_probs.shape == (3, PROBS.shape[2]) and blended.test_probs.shape == (2, PROBS.shape[2])
+        assert 0.0 <= blended.val_accuracy <= 1.0 and method.help
+    mean = get_blend_method("mean").blend(outputs, labels)
+    assert np.allclose(mean.val_probs, PROBS.mean(axis=0)) and mean.val_accuracy == accuracy(PROBS.mean(axis=0), labels)
+    with pytest.raises(ValueError, match="unknown blend method 'median'; choose one of mean, geometric, greedy"):
+        get_blend_method("median")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from ensemble import data as data_module
 from ensemble.cli import main
 from ensemble.devices import resolve_precision
-from ensemble.jobs import MEMBER_FILES
+from ensemble.outputs import MEMBER_FILES
 
 TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
 
@@ -218,10 +218,11 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
     assert board.exit_code == 0, board.output
     rows = [line.split(",") for line in board.output.splitlines() if line and line[0].isdigit()]
     header = board.output.splitlines()[0].split(",")
-    assert header == ["rank", "model", "kind", "val_accuracy", "val_logloss", "fit_s", "predict_ms_per_1k",
-                      "params", "seed", "epochs"]
+    assert header == ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "val_logloss", "fit_s",
+                      "predict_ms_per_1k", "params", "seed", "epochs", "note"]
     models = {row[1]: row for row in rows}
-    assert {"blend-mean", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
+    assert {"blend-mean", "blend-geometric", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
+    assert models["member-00"][4] == ""  # no TTA outputs in this job: no TTA column value
     accuracies = [float(row[3]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))

@@ -14,13 +14,61 @@ def test_spec_takes_missing_values_from_the_recipe():
 def test_spec_rejects_bad_values():
     with pytest.raises(JobError, match="--epochs must be at least 1"):
         JobSpec.from_options(epochs=0)
-    with pytest.raises(JobError, match="unknown augmentation 'mixup'"):
+    with pytest.raises(JobError, match="unknown --augment 'mixup'; choose one of idg, legacy-idg, none"):
         JobSpec.from_options(augment="mixup")
+    with pytest.raises(JobError, match="unknown --schedule 'step'"):
+        JobSpec.from_options(schedule="step")
+    with pytest.raises(JobError, match="--rotation is in degrees"):
+        JobSpec.from_options(rotation=400)
+    with pytest.raises(JobError, match="--lr must be positive"):
+        JobSpec.from_options(learning_rate=0.0)
+
+
+def test_recipe_flags_and_overrides_are_frozen_into_the_spec():
+    default = JobSpec.from_options(precision="float32")
+    assert (default.recipe, default.model, default.schedule, default.learning_rate, default.epochs,
+            default.augment, default.rotation, default.keep, default.snapshots, default.tta) == (
+        "cnn11", "cnn11", "onecycle", 2e-3, 12, "idg", 0.0, "best", 1, False)
+    seed = JobSpec.from_options(recipe="seed")
+    assert (seed.schedule, seed.learning_rate, seed.epochs, seed.augment, seed.precision, seed.keep) == (
+        "plateau", 1e-4, 50, "legacy-idg", "float32", "last")
+    overridden = JobSpec.from_options(recipe="deotte", schedule="onecycle", rotation=5, keep="best", tta=True,
+                                      precision="float32")
+    assert (overridden.model, overridden.schedule, overridden.rotation, overridden.keep, overridden.tta) == (
+        "deotte", "onecycle", 5.0, "best", True)
+
+
+def test_snapshots_mean_cosine_cycles_of_equal_length():
+    spec = JobSpec.from_options(snapshots=4, precision="float32")
+    assert (spec.schedule, spec.snapshots, spec.epochs) == ("cosine", 4, 12)
+    with pytest.raises(JobError, match="--snapshots 5 needs epochs in equal cycles: 12 epochs do not split into 5; "
+                                       "use --epochs 10"):
+        JobSpec.from_options(snapshots=5)
+    with pytest.raises(JobError, match="--snapshots 3 trains cosine cycles; drop --schedule exp"):
+        JobSpec.from_options(snapshots=3, schedule="exp")
+
+
+def test_a_record_written_before_recipes_reads_as_what_it_meant():
+    old = {"model": "cnn11", "epochs": 50, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-4,
+           "augment": "idg", "precision": "float32", "seed": 0, "val_split": 0.1, "limit_train": None,
+           "train_sha256": "a", "test_sha256": "b"}
+    spec = JobSpec.from_dict(old)
+    assert (spec.schedule, spec.zoom, spec.shift, spec.rotation, spec.keep, spec.snapshots, spec.tta) == (
+        "plateau", 0.1, 0.1, 0.0, "best", 1, False)
+
+
+def test_resume_command_carries_every_recipe_choice(tmp_path):
+    spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=True, precision="float32")
+    record = jobs.ensure_members(jobs.new_record("j", spec, tmp_path / "my data"), 2)
+    command = jobs.resume_command(record)
+    assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
+                              "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
+                              "--rotation 10 --keep last --snapshots 3 --tta --precision float32")
 
 
 def test_spec_differences_name_each_field():
     recorded = JobSpec.from_options(epochs=1)
-    requested = JobSpec.from_options(epochs=2, augment="none")
+    requested = JobSpec.from_options(epochs=2, augment="none")  # precision auto resolves alike for both
     assert jobs.spec_differences(recorded, requested) == [
         "epochs: job has 1, this run asks 2", "augment: job has 'idg', this run asks 'none'"]
     assert jobs.spec_differences(recorded, recorded) == []

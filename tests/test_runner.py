@@ -145,7 +145,8 @@ def test_a_killed_runner_is_resumed_without_retraining_finished_members(tmp_path
 
 def test_ctrl_c_stops_every_member_within_seconds_and_leaves_the_job_resumable(tmp_path, sample_dir):
     home = tmp_path / "home"
-    command = train_command(home, sample_dir, "stop", "--n", "2", "--epochs", "2", "--workers", "2")
+    # 8 epochs: long enough that both are still training when the signal comes, on a loaded machine too
+    command = train_command(home, sample_dir, "stop", "--n", "2", "--epochs", "8", "--workers", "2")
     runner = start(command)
 
     def both_training():

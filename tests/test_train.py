@@ -1,7 +1,15 @@
+import keras
+import numpy as np
 import pytest
 
-from ensemble.jobs import read_history
-from ensemble.train import ResumableReduceLROnPlateau
+from ensemble import train
+from ensemble.jobs import JobArrays, JobSpec, load_record, read_history
+from ensemble.outputs import finished_snapshots, has_tta, read_metrics
+from ensemble.recipes import RECIPES
+from ensemble.runner import TrainRequest, prepare_job
+from ensemble.schedules import plateau_rates, rates_per_epoch
+from ensemble.train import Deadline, ResumableReduceLROnPlateau
+from ensemble.workspace import Workspace
 
 
 def _rows(values, learning_rate=1e-4):
@@ -52,7 +60,7 @@ def test_each_precision_trains_a_member_model_on_cpu(precision, restore_dtype_po
     x, y = images[order, ..., None], labels[order]
     arrays = JobArrays(x[:128], y[:128], x[128:], y[128:], x[:0])
     spec = JobSpec.from_options(model="cnn11", epochs=1, batch_size=32, precision=precision)
-    model = build_member_model(spec, seed=0)
+    model = build_member_model(spec, seed=0, n_train=128)
     history = fit_member_model(model, spec, arrays, seed=0, callbacks=[])
     assert np.isfinite(history.history["loss"][0])
     assert model.layers[-1].compute_dtype == "float32"  # the softmax stays float32 under mixed precision
@@ -60,3 +68,134 @@ def test_each_precision_trains_a_member_model_on_cpu(precision, restore_dtype_po
     assert model.get_layer(index=3).compute_dtype == expected_compute  # a convolution
     probs = np.asarray(model.predict(x[128:], verbose=0))
     assert probs.dtype == np.float32 and np.allclose(probs.sum(axis=1), 1.0, atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def slice_arrays():
+    from ensemble.data import sample_digits
+
+    images, labels = sample_digits()
+    order = np.random.default_rng(0).permutation(len(labels))[:192]
+    x, y = images[order, ..., None], labels[order]
+    return JobArrays(x[:160], y[:160], x[160:], y[160:], x[:0])
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES))
+def test_every_recipe_trains_an_epoch_on_a_slice(recipe, slice_arrays, restore_dtype_policy):
+    from ensemble.train import build_member_model, fit_member_model
+
+    spec = JobSpec.from_options(recipe=recipe, epochs=1, precision="float32")
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
+    assert type(model.optimizer).__name__.lower() == spec.optimizer
+
+
+class Killed(Exception):
+    """Stands for a kill: raised at the start of an epoch, after the previous epoch's backup was saved."""
+
+
+def _interrupt_at(monkeypatch, epoch):
+    class KillAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, current, logs=None):
+            if current == epoch:
+                raise Killed
+
+    original = train._callbacks
+    monkeypatch.setattr(train, "_callbacks", lambda *args, **kwargs: [KillAt(), *original(*args, **kwargs)])
+
+
+def _job(tmp_path, sample_dir, **options) -> Workspace:
+    ws = Workspace.resolve(tmp_path / "home")
+    request = TrainRequest(n=1, data_dir=sample_dir, job="j", model="seed004", batch_size=32, limit_train=256,
+                           precision="float32", **options)
+    prepare_job(ws, request, gpu_capabilities=[])
+    return ws
+
+
+def _train_killed_then_resumed(ws, monkeypatch, kill_at):
+    with monkeypatch.context() as patched:
+        _interrupt_at(patched, kill_at)
+        with pytest.raises(Killed):
+            train.train_member(ws, "j", 0)
+    history_before = read_history(ws.member_dir("j", 0) / "history.csv")
+    assert len(history_before) == kill_at and (ws.member_dir("j", 0) / "backup").is_dir()
+    train.train_member(ws, "j", 0)
+    return read_history(ws.member_dir("j", 0) / "history.csv")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "exp", "onecycle", "cosine"])
+def test_a_member_killed_mid_schedule_resumes_with_the_rates_of_an_uninterrupted_run(
+        schedule, tmp_path, sample_dir, monkeypatch, restore_dtype_policy):
+    ws = _job(tmp_path, sample_dir, schedule=schedule, epochs=5, learning_rate=1e-3)
+    history = _train_killed_then_resumed(ws, monkeypatch, kill_at=2)
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3, 4]
+    rates = [row["learning_rate"] for row in history]
+    spec = JobSpec.from_dict(load_record(ws, "j")["spec"])
+    if schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
+        expected = plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
+    else:                      # a function of the step alone
+        n_train = read_metrics(ws.member_dir("j", 0))["n_train"]
+        expected = rates_per_epoch(train.member_schedule(spec, n_train))
+    assert rates == pytest.approx(expected, rel=1e-5)  # the optimizer computes in float32
+    assert read_metrics(ws.member_dir("j", 0))["epochs"] == 5
+
+
+@pytest.mark.parametrize("kill_at", [1, 2], ids=["mid-cycle", "between-cycles"])
+def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sample_dir, monkeypatch,
+                                                           restore_dtype_policy):
+    ws = _job(tmp_path, sample_dir, snapshots=2, epochs=4, tta=True)
+    history = _train_killed_then_resumed(ws, monkeypatch, kill_at=kill_at)
+    spec = JobSpec.from_dict(load_record(ws, "j")["spec"])
+    n_train = read_metrics(ws.member_dir("j", 0))["n_train"]
+    assert [row["learning_rate"] for row in history] == pytest.approx(
+        rates_per_epoch(train.member_schedule(spec, n_train)), rel=1e-5)
+    assert finished_snapshots(ws, "j", 0) == ["member-00-snap1", "member-00-snap2"]
+    for cycle, name in enumerate(finished_snapshots(ws, "j", 0), 1):
+        metrics = read_metrics(ws.model_dir("j", name))
+        assert (metrics["kind"], metrics["cycle"], metrics["epochs"], metrics["member"]) == ("snapshot", cycle,
+                                                                                            2 * cycle, 0)
+        assert has_tta(ws.model_dir("j", name))
+    assert not (ws.member_dir("j", 0) / "backup").exists()  # all epochs ran: the backup is gone
+
+
+def test_test_time_augmentation_is_deterministic(slice_arrays, restore_dtype_policy):
+    from ensemble.augment import TTA_VIEWS, tta_view
+
+    spec = JobSpec.from_options(recipe="seed004", epochs=1, precision="float32")
+    model = train.build_member_model(spec, seed=0, n_train=160)
+    first = train.predict_probabilities(model, slice_arrays.x_val, tta=True)
+    second = train.predict_probabilities(model, slice_arrays.x_val, tta=True)
+    assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], first[1])  # the views change the answer, a little
+    assert np.allclose(first[1].sum(axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(tta_view(slice_arrays.x_val, TTA_VIEWS[0]), slice_arrays.x_val.astype("float32"))
+    for view in TTA_VIEWS[1:]:
+        assert np.array_equal(tta_view(slice_arrays.x_val, view), tta_view(slice_arrays.x_val, view))
+        assert not np.array_equal(tta_view(slice_arrays.x_val, view), slice_arrays.x_val)
+
+
+def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
+    class FakeModel:
+        stop_training = False
+
+    now = [1000.0]
+    deadline = Deadline(deadline=1100.0, n_val=100, n_outputs=1000, models=2, views=1, clock=lambda: now[0])
+    deadline.set_model(FakeModel())
+    # the first epoch also traced the graph: 40 s, and its validation pass 1 s (10 ms per image)
+    deadline.on_epoch_end(0, {"epoch_seconds": 40.0, "validation_seconds": 1.0})
+    assert not deadline.model.stop_training             # 1000 + 40 + 2 * (1000 * 0.01 * 2 + 2) = 1084 <= 1100
+    now[0] = 1020.0
+    logs = {"epoch_seconds": 30.0, "validation_seconds": 0.5}  # 5 ms per image: 2 * (10 s + 2 s load) = 24 s
+    assert deadline.seconds_needed(dict(logs)) == pytest.approx(30.0 + 24.0)  # the fastest epoch, fastest pass
+    deadline.on_epoch_end(1, logs)
+    assert not deadline.model.stop_training             # 1020 + 54 <= 1100
+    now[0] = 1047.0
+    deadline.on_epoch_end(2, logs)
+    assert deadline.model.stop_training and deadline.stopped_at == 3   # 1047 + 54 > 1100
+
+
+def test_deadline_prefers_the_prediction_speed_finished_members_measured():
+    deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, models=1, views=8, predict_seconds_per_image=0.002)
+    assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}) == pytest.approx(
+        10.0 + 1000 * 0.002 * 2 + 2.0)  # with the prediction margin

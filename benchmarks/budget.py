@@ -1,0 +1,169 @@
+"""Accuracy per compute: seed 002 as the notebook ran it (A) vs today's cnn11 (B) vs the fast recipes (C),
+at equal wall time, scored on a stratified holdout that no training sees. One run, one machine.
+
+    python benchmarks/budget.py --data data/fashion --rows 12000 --variants A,B,C-onecycle,...
+    python benchmarks/budget.py --data data/fashion --rows 42000 --budget 1200 --variants A-budget,C-onecycle
+
+The data: the first --rows rows of the 42000-row train.csv from `ensemble data idx` (a seeded shuffle of
+Fashion-MNIST), a stratified 10% of them held out as test.csv (labels kept aside), the rest as train.csv.
+Every variant's job uses seed 0, so all share one validation split of that train.csv.
+
+A = `--recipe seed --n 1 --epochs 8`: seed 002's recipe (float32, the legacy generator, Adam 1e-4, plateau,
+the last epoch's weights). Its wall time is the budget (or --budget seconds) and every other variant runs
+`ensemble train --time-limit BUDGET`. "A-budget" is the seed recipe itself under the time limit (its 50
+epochs stopped at the budget). For each variant: holdout accuracy of its mean blend, with and without
+TTA where it made TTA outputs, and the wall time at which it first reached A's validation accuracy (the
+best validation accuracy among the models finished so far or the running member's epochs).
+Each variant is a real `ensemble train` process in a fresh workspace, timed from start to exit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+ROOT = Path(__file__).resolve().parent.parent
+ENSEMBLE = [sys.executable, "-m", "ensemble.cli"]
+VARIANTS = {
+    "A": ["--recipe", "seed", "--n", "1", "--epochs", "8"],
+    "A-budget": ["--recipe", "seed"],
+    "B": ["--recipe", "cnn11", "--schedule", "plateau", "--lr", "1e-4", "--epochs", "50"],
+    "C-onecycle": ["--recipe", "cnn11", "--tta"],
+    "C-onecycle-6ep": ["--recipe", "cnn11", "--epochs", "6", "--tta"],
+    "C-snapshots": ["--recipe", "cnn11", "--snapshots", "3", "--epochs", "12", "--tta"],
+    "C-deotte-recipe": ["--recipe", "deotte", "--tta"],
+    "C-deotte-onecycle": ["--recipe", "cnn11", "--model", "deotte", "--rotation", "10", "--tta"],
+}
+
+
+def make_data(source: Path, rows: int, out: Path) -> np.ndarray:
+    """train.csv / test.csv (holdout pixels) under out; returns the holdout labels."""
+    labels_path = out / "holdout_labels.npy"
+    if labels_path.is_file():
+        return np.load(labels_path)
+    frame = pd.read_csv(source / "train.csv", nrows=rows)
+    train, holdout = train_test_split(frame, test_size=0.1, stratify=frame["label"], random_state=0)
+    out.mkdir(parents=True, exist_ok=True)
+    train.to_csv(out / "train.csv", index=False)
+    holdout.drop(columns="label").to_csv(out / "test.csv", index=False)
+    np.save(labels_path, holdout["label"].to_numpy())
+    return holdout["label"].to_numpy()
+
+
+def run_variant(name: str, args: list[str], data: Path, home: Path, budget: float | None, log: Path,
+                gpus: str = "cpu") -> float:
+    command = [*ENSEMBLE, "--home", str(home), "train", "--data", str(data), "--job", name, "--gpus", gpus, *args]
+    if budget is not None:
+        command += ["--time-limit", f"{budget:.0f}"]
+    started = time.time()
+    with log.open("w") as handle:
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed (exit {result.returncode}); see {log}")
+    return time.time() - started
+
+
+def parse_time(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+
+
+def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float) -> dict:
+    """Holdout accuracy of the mean blend (plain and TTA), and a timeline of validation accuracy."""
+    sys.path.insert(0, str(ROOT))
+    from ensemble.blend import default_blend_names, load_outputs
+    from ensemble.jobs import load_record, load_split
+    from ensemble.metrics import accuracy
+    from ensemble.outputs import read_metrics
+    from ensemble.workspace import Workspace
+
+    ws = Workspace.resolve(home)
+    record = load_record(ws, job)
+    y_val = load_split(ws, job)["val_labels"]
+    plain = load_outputs(ws, record)
+    tta = load_outputs(ws, record, tta=True)
+    result = {
+        "models": len(plain.names),
+        "members": len(record["members"]),
+        "epochs": [member.get("epoch") for member in record["members"]],
+        "holdout": accuracy(plain.test_probs.mean(axis=0), holdout),
+        "holdout_tta": accuracy(tta.test_probs.mean(axis=0), holdout) if tta.tta else None,
+        "val": accuracy(plain.val_probs.mean(axis=0), y_val),
+        "val_tta": accuracy(tta.val_probs.mean(axis=0), y_val) if tta.tta else None,
+        "best_single_holdout": max(accuracy(p, holdout) for p in plain.test_probs),
+    }
+    # timeline: (seconds since start, validation accuracy reachable then)
+    timeline = []
+    for member in record["members"]:
+        history = pd.read_csv(ws.member_dir(job, member["index"]) / "history.csv").drop_duplicates("epoch", keep="last")
+        start = parse_time(member["started"]) - run_started
+        for seconds, val in zip(history["epoch_seconds"].cumsum(), history["val_accuracy"]):
+            timeline.append((start + seconds, val))
+    names = default_blend_names(ws, record)
+    finished = sorted((parse_time(record["members"][read_metrics(ws.model_dir(job, n))["member"]]["ended"])
+                       - run_started, n) for n in names)
+    for i, (at, _) in enumerate(finished):
+        chosen = [n for _, n in finished[: i + 1]]
+        probs = np.mean([plain.val_probs[plain.names.index(n)] for n in chosen], axis=0)
+        timeline.append((at, accuracy(probs, y_val)))
+    result["timeline"] = sorted(timeline)
+    return result
+
+
+def time_to(timeline: list[tuple[float, float]], target: float) -> float | None:
+    return next((at for at, val in timeline if val >= target), None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "fashion")
+    parser.add_argument("--rows", type=int, default=12000)
+    parser.add_argument("--variants", default="A,B,C-onecycle,C-onecycle-6ep,C-snapshots,C-deotte-onecycle")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per variant (default: A's wall time; A must then come first)")
+    parser.add_argument("--reference", default="A", help="the variant whose accuracy the others race to")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--gpus", default="cpu", help="ensemble train --gpus (cpu here; 0 on a GPU machine)")
+    args = parser.parse_args()
+
+    data = args.out / f"data-{args.rows}"
+    holdout = make_data(args.data, args.rows, data)
+    results, budget = {}, args.budget
+    for name in args.variants.split(","):
+        home = args.out / f"{args.rows}-{name}"
+        if home.exists():
+            subprocess.run(["rm", "-rf", str(home)], check=True)
+        started = time.time()
+        limited = None if name == "A" else budget
+        wall = run_variant(name, VARIANTS[name], data, home, limited, args.out / f"{args.rows}-{name}.log", args.gpus)
+        if name == "A" and budget is None:
+            budget = wall
+        results[name] = {"wall": wall, "budget": limited, **score_variant(home, name, holdout, started)}
+        print(json.dumps({name: {k: v for k, v in results[name].items() if k != "timeline"}}), flush=True)
+    reference = results.get(args.reference)
+    target = reference["val"] if reference else None  # what A delivers: its blend's validation accuracy
+    print(f"\nrows {args.rows}, budget {budget:.0f} s, holdout {len(holdout)} rows, "
+          f"reference {args.reference} val acc {target}")
+    print("| variant | wall s | members (epochs each) | models blended | holdout acc | holdout acc with TTA | "
+          f"val acc | val acc with TTA | s to {args.reference}'s val acc |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        reach = time_to(r["timeline"], target) if target is not None else None
+        tta = lambda v: "" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"| {name} | {r['wall']:.0f} | {r['members']} ({', '.join(map(str, r['epochs']))}) | {r['models']} | "
+              f"{r['holdout']:.4f} | {tta(r['holdout_tta'])} | {r['val']:.4f} | {tta(r['val_tta'])} | "
+              f"{'-' if reach is None else f'{reach:.0f}'} |")
+    (args.out / f"results-{args.rows}.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()

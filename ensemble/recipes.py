@@ -1,0 +1,85 @@
+"""Whole training recipes: net, optimizer, learning rate and its schedule, epochs, batch, augmentation.
+
+Pure data, no Keras: the job ledger, blend and status read recipes without loading a backend. Each net
+has a recipe of its own name with the settings its source published; `seed` is seed 002 exactly as the
+notebook ran it (its `from_logits=True` bug aside). Every field can be overridden by a flag, and the
+resolved values are frozen into the job spec (jobs.JobSpec).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AUGMENTATIONS = ("idg", "legacy-idg", "none")  # see augment.py
+SCHEDULES = ("constant", "plateau", "exp", "onecycle", "cosine")  # see schedules.py
+KEEP = ("best", "last")  # which weights a member keeps: best validation epoch, or the final epoch
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """ImageDataGenerator's parameters: zoom_range, width/height_shift_range, rotation_range (degrees)."""
+
+    kind: str = "idg"
+    zoom: float = 0.1
+    shift: float = 0.1
+    rotation: float = 0.0
+
+
+NO_AUGMENTATION = Augmentation("none", 0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A net and the way its source trained it."""
+
+    name: str
+    net: str
+    optimizer: str
+    learning_rate: float      # the peak rate for onecycle and cosine, lr0 for exp
+    epochs: int
+    batch_size: int
+    schedule: str
+    augmentation: Augmentation
+    source: str
+    precision: str = "auto"   # "auto": bf16 where the hardware has it (devices.resolve_precision)
+    keep: str = "best"
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        # The default. Its schedule, rate and epochs are what benchmarks/budget.py found most accurate at
+        # equal wall time (BENCHMARKS.md, "Accuracy per compute"); the net is seed 002's.
+        Recipe("cnn11", "cnn11", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
+               "seed 002's 11-conv net, trained fast: one-cycle Adam to 2e-3, 12 epochs, IDG zoom/shift in "
+               "the graph, bf16 where the hardware has it"),
+        Recipe("seed", "cnn11", "adam", 1e-4, 50, 64, "plateau", Augmentation("legacy-idg"),
+               "seed 002 as the notebook ran it: Adam 1e-4, ReduceLROnPlateau(val acc, 3, 0.5, 1e-5), 50 "
+               "epochs, batch 64, the legacy ImageDataGenerator, float32, the final epoch's weights",
+               precision="float32", keep="last"),
+        Recipe("deotte", "deotte", "adam", 1e-3, 45, 64, "exp", Augmentation(rotation=10.0),
+               "Deotte's 25-million-images net (LB 0.99757): Adam, 1e-3 * 0.95^epoch, 45 epochs, batch 64, "
+               "IDG rotation 10 / zoom 0.1 / shifts 0.1, the final epoch's weights", keep="last"),
+        Recipe("bn_cnn", "bn_cnn", "adam", 1e-3, 16, 64, "plateau", Augmentation(),
+               "seed 000: Deotte's 'How to choose' batch-normalised net with strided 5x5 convs"),
+        Recipe("keras_mnist", "keras_mnist", "adadelta", 1.0, 12, 128, "constant", NO_AUGMENTATION,
+               "seed 003: Keras' classic mnist_cnn example (Adadelta, lr 1.0 as in Keras 2, 12 epochs)"),
+        Recipe("seed001", "seed001", "rmsprop", 1e-3, 5, 64, "constant", NO_AUGMENTATION,
+               "seed 001's final net: 64C5-32C3-pool-Dense128 per position-Dropout0.2, RMSprop, 5 epochs"),
+        Recipe("seed004", "seed004", "adam", 1e-3, 8, 200, "constant", NO_AUGMENTATION,
+               "seed 004: 16C5-pool-16C5-pool-Dense128, Adam, batch 200, 8 epochs"),
+    )
+}
+NETS = tuple(dict.fromkeys(recipe.net for recipe in RECIPES.values()))
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_for(recipe: str | None, net: str | None) -> Recipe:
+    """--recipe names a recipe; --model alone picks that net's own recipe; neither: the default."""
+    if recipe is None and net is not None and net in RECIPES:
+        return RECIPES[net]
+    return get_recipe(recipe or "cnn11")

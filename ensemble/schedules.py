@@ -1,0 +1,132 @@
+"""Learning-rate schedules as pure functions of the optimizer step.
+
+A scheduled rate depends on nothing but the step, and the step (the optimizer's `iterations`) is part of
+the state BackupAndRestore brings back, so a resumed member continues with exactly the rates it would
+have had. The arithmetic is written once against an array namespace: numpy for the tests and the pure
+core, `keras.ops` inside the optimizer (`ScheduledRate`). `plateau` is the exception: ReduceLROnPlateau
+moves the rate from validation results (train.ResumableReduceLROnPlateau replays it on resume).
+
+    constant   lr
+    plateau    lr, halved by ReduceLROnPlateau(val acc, patience 3, factor 0.5, min_lr 1e-5) (seed 002)
+    exp        lr * 0.95 ** epoch                                     (Deotte)
+    onecycle   cosine warm-up from lr/25 to lr over the first 25% of steps, cosine anneal to lr/1e5
+               (Smith & Topin 2017 with fastai's fit_one_cycle defaults)
+    cosine     lr/2 * (1 + cos(pi * t)), t the position within the current cycle; with K cycles each
+               restarts at lr and the weights at every cycle's end are a snapshot (Huang et al. 2017)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from .recipes import SCHEDULES
+
+EXP_DECAY = 0.95
+ONECYCLE_WARMUP = 0.25
+ONECYCLE_START_DIV = 25.0
+ONECYCLE_FINAL_DIV = 1e5
+PLATEAU = {"patience": 3, "factor": 0.5, "min_lr": 1e-5}  # seed 002's ReduceLROnPlateau
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kind: str
+    learning_rate: float
+    epochs: int
+    steps_per_epoch: int
+    cycles: int = 1
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.cycles > 1 and self.kind != "cosine":
+            raise ValueError(f"{self.cycles} cycles need the cosine schedule, not {self.kind!r}")
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def in_optimizer(self) -> bool:
+        """Whether the optimizer computes the rate from its step (all but plateau and constant)."""
+        return self.kind not in ("plateau", "constant")
+
+
+def _half_cosine(start, end, t, xp):
+    """From start (t=0) to end (t=1) along half a cosine."""
+    return end + (start - end) * (1.0 + xp.cos(math.pi * t)) / 2.0
+
+
+def rate_at_step(schedule: Schedule, step, xp=np):
+    """The learning rate of optimizer step `step` (0-based; a number or a backend tensor)."""
+    lr = schedule.learning_rate
+    if schedule.kind in ("constant", "plateau"):
+        return step * 0.0 + lr
+    if schedule.kind == "exp":
+        return lr * xp.power(EXP_DECAY, xp.floor(step / schedule.steps_per_epoch))
+    total = float(schedule.total_steps)
+    if schedule.kind == "onecycle":
+        warm = max(1.0, round(ONECYCLE_WARMUP * total))
+        rising = _half_cosine(lr / ONECYCLE_START_DIV, lr, xp.clip(step / warm, 0.0, 1.0), xp)
+        falling = _half_cosine(lr, lr / ONECYCLE_FINAL_DIV, xp.clip((step - warm) / max(total - warm, 1.0), 0.0, 1.0), xp)
+        return xp.where(step < warm, rising, falling)
+    cycle = total / schedule.cycles
+    position = step / cycle - xp.floor(step / cycle)
+    return _half_cosine(lr, 0.0, position, xp)
+
+
+def rates_per_epoch(schedule: Schedule) -> list[float]:
+    """The rate each epoch starts with, as history.csv records it."""
+    return [float(rate_at_step(schedule, epoch * schedule.steps_per_epoch)) for epoch in range(schedule.epochs)]
+
+
+def plateau_rates(val_accuracies: list[float], learning_rate: float, patience: int = PLATEAU["patience"],
+                  factor: float = PLATEAU["factor"], min_lr: float = PLATEAU["min_lr"],
+                  min_delta: float = 1e-4) -> list[float]:
+    """The rate each epoch ran at under Keras' ReduceLROnPlateau(mode max, cooldown 0), given the
+    validation accuracy each epoch ended with: what an uninterrupted run does with that history."""
+    rates, rate, best, wait = [], learning_rate, None, 0
+    for value in val_accuracies:
+        rates.append(rate)
+        if best is None or value - min_delta > best:
+            best, wait = value, 0
+            continue
+        wait += 1
+        if wait >= patience and rate > min_lr:
+            rate, wait = max(rate * factor, min_lr), 0
+    return rates
+
+
+def cycle_end_epochs(epochs: int, cycles: int) -> list[int]:
+    """1-based epochs after which a snapshot is taken: the last epoch of each of `cycles` equal cycles."""
+    if cycles < 1 or epochs % cycles:
+        raise ValueError(f"{epochs} epochs do not split into {cycles} equal cycles; "
+                         f"use --epochs a multiple of {cycles}")
+    return [epochs // cycles * (k + 1) for k in range(cycles)]
+
+
+@keras.saving.register_keras_serializable(package="ensemble")
+class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
+    """`rate_at_step` inside the optimizer, computed from its own step count."""
+
+    def __init__(self, kind: str, learning_rate: float, epochs: int, steps_per_epoch: int, cycles: int = 1):
+        self.schedule = Schedule(kind, float(learning_rate), int(epochs), int(steps_per_epoch), int(cycles))
+
+    def __call__(self, step):
+        return rate_at_step(self.schedule, keras.ops.cast(step, "float32"), xp=keras.ops)
+
+    def get_config(self):
+        s = self.schedule
+        return {"kind": s.kind, "learning_rate": s.learning_rate, "epochs": s.epochs,
+                "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles}
+
+
+def optimizer_rate(schedule: Schedule):
+    """What to hand the optimizer as learning_rate: a float, or the schedule object."""
+    if not schedule.in_optimizer:
+        return schedule.learning_rate
+    return ScheduledRate(schedule.kind, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
+                         schedule.cycles)

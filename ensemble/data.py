@@ -1,7 +1,8 @@
-"""Kaggle Digit Recognizer data: read and validate train/test CSVs, split, and make CSVs from other sources.
+"""Read and validate the 28x28 family's train/test CSVs, split, and make CSVs from other sources.
 
-Formats (Kaggle's): train.csv = `label,pixel0..pixel783`, test.csv = `pixel0..pixel783`, values 0..255.
-Every rejection names the file, the line and the column, and nothing is written when input is bad.
+Layouts are formats.TaskFormat (Digit Recognizer's by default: train.csv = `label,pixel0..pixel783`,
+test.csv = `pixel0..pixel783`, values 0..255). Every rejection names the file, the line and the column,
+and nothing is written when input is bad.
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from . import atomic
+from .formats import DEFAULT_FORMAT, FORMATS, SIDE, TaskFormat
 
-SIDE = 28
+DIGITS = FORMATS[DEFAULT_FORMAT]
 N_PIXELS = SIDE * SIDE
-N_CLASSES = 10
-PIXEL_COLUMNS = tuple(f"pixel{i}" for i in range(N_PIXELS))
-TRAIN_COLUMNS = ("label",) + PIXEL_COLUMNS
-TEST_COLUMNS = PIXEL_COLUMNS
-FIRST_DATA_LINE = 2  # line 1 is the header
+PIXEL_COLUMNS = DIGITS.pixel_columns
+TRAIN_COLUMNS = DIGITS.train_columns
+TEST_COLUMNS = DIGITS.test_columns
+MAX_ID = 2**31 - 1
 _WHOLE_NUMBER = re.compile(r"\s*\d+(\.0*)?\s*")
 _RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
@@ -35,72 +36,89 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class DigitTable:
-    """One parsed CSV: images as uint8 (N, 28, 28), labels as uint8 (N,) or None for a test file."""
+    """One parsed CSV: images as uint8 (N, 28, 28) the right way round, labels as uint8 (N,) or None for an
+    unlabelled test file, and the test ids where the layout has an id column."""
 
     images: np.ndarray
     labels: np.ndarray | None
     sha256: str
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def read_train_csv(path: Path, cache_dir: Path | None = None) -> DigitTable:
-    return _read_digit_csv(Path(path), TRAIN_COLUMNS, cache_dir)
+def read_train_csv(path: Path, cache_dir: Path | None = None, fmt: TaskFormat = DIGITS) -> DigitTable:
+    return _read_digit_csv(Path(path), fmt.train_columns, cache_dir, fmt)
 
 
-def read_test_csv(path: Path, cache_dir: Path | None = None) -> DigitTable:
-    return _read_digit_csv(Path(path), TEST_COLUMNS, cache_dir)
+def read_test_csv(path: Path, cache_dir: Path | None = None, fmt: TaskFormat = DIGITS) -> DigitTable:
+    return _read_digit_csv(Path(path), fmt.test_columns, cache_dir, fmt)
 
 
-def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | None) -> DigitTable:
+def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | None, fmt: TaskFormat) -> DigitTable:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     raw = path.read_bytes()
     sha = hashlib.sha256(raw).hexdigest()
     kind = "train" if expected[0] == "label" else "test"
-    cached = cache_dir / f"{kind}-{sha}.npz" if cache_dir else None
+    cached = cache_dir / f"{fmt.name}-{kind}-{sha}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
         with np.load(cached) as arrays:
-            labels = arrays["labels"] if "labels" in arrays else None
-            return DigitTable(arrays["images"], labels, sha)
-    table = _parse_digit_csv(path, raw, expected, sha)
+            return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
+                              arrays["ids"] if "ids" in arrays else None)
+    table = _parse_digit_csv(path, raw, expected, sha, fmt)
     if cached is not None:
         buffer = io.BytesIO()
-        extra = {"labels": table.labels} if table.labels is not None else {}
+        extra = {name: value for name, value in (("labels", table.labels), ("ids", table.ids)) if value is not None}
         np.savez(buffer, images=table.images, **extra)
         atomic.write_bytes(cached, buffer.getvalue())
     return table
 
 
-def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str) -> DigitTable:
+def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str, fmt: TaskFormat) -> DigitTable:
     text = raw.decode("utf-8-sig", errors="replace")
     if not text.strip():
-        raise DataError(f"{path}: the file is empty (expected a header line '{expected[0]},{expected[1]},...')")
-    header = [name.strip().strip('"') for name in text.splitlines()[0].split(",")]
-    _check_header(path, header, expected)
+        what = f"a header line '{expected[0]},{expected[1]},...'" if fmt.header else "rows of label,784 pixels"
+        raise DataError(f"{path}: the file is empty (expected {what})")
+    if fmt.header:
+        header = [name.strip().strip('"') for name in text.splitlines()[0].split(",")]
+        _check_header(path, header, expected)
     try:
-        frame = pd.read_csv(io.StringIO(text), header=0, skip_blank_lines=False)
+        frame = pd.read_csv(io.StringIO(text), header=0 if fmt.header else None, skip_blank_lines=False)
     except pd.errors.ParserError as error:
         raise _ragged_row_error(path, error) from None
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no data rows")
+    if not fmt.header and frame.shape[1] != len(expected):
+        raise DataError(f"{path}, line 1, column {min(frame.shape[1], len(expected)) + 1}: {frame.shape[1]} fields, "
+                        f"expected {len(expected)} (label, then {fmt.side * fmt.side} pixels)")
+    limits = _column_limits(expected, fmt)
     values = frame.to_numpy()
-    if not _all_whole_numbers_in_range(values, expected):
-        _raise_first_bad_cell(path, text, expected)
+    if not _all_whole_numbers_in_range(values, limits):
+        _raise_first_bad_cell(path, text, expected, limits, fmt)
     values = values.astype(np.int64)
-    has_labels = expected[0] == "label"
-    pixels = values[:, 1:] if has_labels else values
-    labels = values[:, 0].astype(np.uint8) if has_labels else None
-    return DigitTable(pixels.astype(np.uint8).reshape(-1, SIDE, SIDE), labels, sha)
+    first_pixel = len(expected) - fmt.side * fmt.side
+    images = values[:, first_pixel:].astype(np.uint8).reshape(-1, fmt.side, fmt.side)
+    if fmt.transposed:
+        images = np.ascontiguousarray(images.transpose(0, 2, 1))
+    labels = values[:, 0].astype(np.uint8) if expected[0] == "label" else None
+    ids = values[:, 0] if fmt.test_id and expected[0] == fmt.test_id else None
+    return DigitTable(images, labels, sha, ids)
+
+
+def _column_limits(expected: tuple[str, ...], fmt: TaskFormat) -> np.ndarray:
+    """The largest value each column may hold: a label, an id, or a pixel (all from 0)."""
+    return np.array([fmt.max_label if name == "label" else MAX_ID if name == fmt.test_id else 255
+                     for name in expected], dtype=np.int64)
 
 
 def _check_header(path: Path, header: list[str], expected: tuple[str, ...]) -> None:
     where = f"{path}, line 1"
     if expected[0] != "label" and header and header[0] == "label":
         raise DataError(f"{where}, column 1: a test file must not have a 'label' column "
-                        "(this looks like a train file; test.csv holds pixel0..pixel783 only)")
-    if expected[0] == "label" and tuple(header) == PIXEL_COLUMNS:
+                        f"(this looks like a train file; {path.name} holds {expected[0]}..{expected[-1]} only)")
+    if expected[0] == "label" and tuple(header) == expected[1:]:
         raise DataError(f"{where}, column 1: no 'label' column (this looks like a test file; "
                         "train.csv starts with 'label')")
     seen: set[str] = set()
@@ -110,7 +128,8 @@ def _check_header(path: Path, header: list[str], expected: tuple[str, ...]) -> N
             continue
         if got in seen:
             raise DataError(f"{where}, column {number}: '{got}' appears twice (expected '{want}')")
-        if got in expected:
+        # a missing label or id column is that, not pixels out of order
+        if got in expected and (want in header or want.startswith("pixel")):
             raise DataError(f"{where}, column {number}: found '{got}' where '{want}' belongs "
                             "(columns are out of order)")
         if want not in header:
@@ -135,33 +154,31 @@ def _ragged_row_error(path: Path, error: Exception) -> DataError:
                      "(extra field)")
 
 
-def _all_whole_numbers_in_range(values: np.ndarray, expected: tuple[str, ...]) -> bool:
+def _all_whole_numbers_in_range(values: np.ndarray, limits: np.ndarray) -> bool:
     if values.dtype.kind not in "iuf":
         return False
     if values.dtype.kind == "f" and (np.isnan(values).any() or (values != np.round(values)).any()):
         return False
-    if values.min() < 0 or values.max() > 255:
-        return False
-    return expected[0] != "label" or values[:, 0].max() < N_CLASSES
+    return bool(values.min() >= 0 and (values.max(axis=0) <= limits).all())
 
 
-def _raise_first_bad_cell(path: Path, text: str, expected: tuple[str, ...]) -> None:
+def _raise_first_bad_cell(path: Path, text: str, expected: tuple[str, ...], limits: np.ndarray,
+                          fmt: TaskFormat) -> None:
     """Re-read every cell as text (slow, but only for a file already known to be bad) to point at it."""
-    frame = pd.read_csv(io.StringIO(text), header=0, dtype=str, keep_default_na=False,
+    frame = pd.read_csv(io.StringIO(text), header=0 if fmt.header else None, dtype=str, keep_default_na=False,
                         na_filter=False, skip_blank_lines=False)
     cells = frame.to_numpy(dtype=object)
     for column in range(cells.shape[1]):
         column_cells = pd.Series(cells[:, column])
         whole = column_cells.str.fullmatch(_WHOLE_NUMBER).fillna(False).to_numpy(dtype=bool)
-        limit = N_CLASSES - 1 if expected[column] == "label" else 255
         numbers = pd.to_numeric(column_cells.where(whole), errors="coerce").to_numpy()
-        cells[:, column] = whole & ~(numbers > limit)
+        cells[:, column] = whole & ~(numbers > limits[column])
     bad = ~cells.astype(bool)
     row, column = np.unravel_index(np.argmax(bad), bad.shape)
     if not bad[row, column]:
         raise DataError(f"{path}: could not read the values as whole numbers")
     raw_row = frame.iloc[row]
-    line = row + FIRST_DATA_LINE
+    line = row + (2 if fmt.header else 1)  # line 1 is the header, where there is one
     name = expected[column]
     cell = raw_row.iloc[column]
     if all(isinstance(value, str) and not value.strip() for value in raw_row.fillna("")):
@@ -170,10 +187,11 @@ def _raise_first_bad_cell(path: Path, text: str, expected: tuple[str, ...]) -> N
     if n_fields < len(expected):
         raise DataError(f"{path}, line {line}, column {n_fields + 1}: {n_fields} fields, expected "
                         f"{len(expected)} (missing field)")
-    raise DataError(f"{path}, line {line}, column {column + 1} ('{name}'): {_describe_bad_cell(cell, name)}")
+    raise DataError(f"{path}, line {line}, column {column + 1} ('{name}'): "
+                    f"{_describe_bad_cell(cell, name, int(limits[column]))}")
 
 
-def _describe_bad_cell(cell, column_name: str) -> str:
+def _describe_bad_cell(cell, column_name: str, limit: int) -> str:
     if not cell.strip():
         return "blank cell"
     try:
@@ -185,7 +203,9 @@ def _describe_bad_cell(cell, column_name: str) -> str:
     if number != round(number):
         return f"not a whole number: '{cell.strip()}'"
     if column_name == "label":
-        return f"label {cell.strip()} is outside 0..9"
+        return f"label {cell.strip()} is outside 0..{limit}"
+    if limit != 255:
+        return f"{column_name} {cell.strip()} is outside 0..{limit}"
     return f"value {cell.strip()} is outside 0..255"
 
 
@@ -209,30 +229,50 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 _NUMBER_TEXT = np.array([str(value) for value in range(256)], dtype=object)
 
 
-def format_digit_csv(images: np.ndarray, labels: np.ndarray | None) -> str:
-    """Kaggle's CSV text for uint8 images (N, 28, 28), with a leading label column when labels are given."""
-    flat = images.reshape(len(images), N_PIXELS)
-    columns = TRAIN_COLUMNS if labels is not None else TEST_COLUMNS
-    lines = [",".join(columns)]
+def format_digit_csv(images: np.ndarray, labels: np.ndarray | None, fmt: TaskFormat = DIGITS,
+                     ids: np.ndarray | None = None) -> str:
+    """A layout's CSV text for uint8 images (N, 28, 28) seen the right way round: a leading label column
+    when labels are given, else the id column where the layout's test file has one; images stored as the
+    layout stores them (EMNIST: transposed); a header where the layout has one."""
+    stored = images.transpose(0, 2, 1) if fmt.transposed else images
+    flat = stored.reshape(len(images), -1)
+    first = labels if labels is not None else ids if fmt.test_id else None
+    columns = fmt.train_columns if labels is not None else fmt.test_columns
+    lines = [",".join(columns)] if fmt.header else []
     for index, row in enumerate(flat):
         cells = ",".join(_NUMBER_TEXT[row])
-        lines.append(f"{labels[index]},{cells}" if labels is not None else cells)
+        lines.append(f"{first[index]},{cells}" if first is not None else cells)
     return "\n".join(lines) + "\n"
 
 
-def format_labels_csv(labels: np.ndarray) -> str:
-    """Answers in submission format (ImageId,Label), so a submission can be scored against them."""
-    rows = (f"{image_id},{label}" for image_id, label in enumerate(labels, start=1))
-    return "ImageId,Label\n" + "\n".join(rows) + "\n"
+def format_labels_csv(labels: np.ndarray, ids: np.ndarray | None = None, fmt: TaskFormat = DIGITS) -> str:
+    """Answers in the layout's submission format, so a submission can be scored against them."""
+    ids = np.arange(1, len(labels) + 1) if ids is None else ids
+    rows = (f"{image_id},{label}" for image_id, label in zip(ids, labels))
+    return ",".join(fmt.submission) + "\n" + "\n".join(rows) + "\n"
 
 
-def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, test_labels) -> dict[str, Path]:
+def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, test_labels,
+                      fmt: TaskFormat = DIGITS) -> dict[str, Path]:
+    """A data folder in a layout: its train and test files (test labelled where the layout labels it), and
+    for unlabelled test files the answers as test_labels.csv in the submission's format."""
+    from .formats import data_files
+
     out_dir = Path(out_dir)
-    return {
-        "train": atomic.write_text(out_dir / "train.csv", format_digit_csv(train_images, train_labels)),
-        "test": atomic.write_text(out_dir / "test.csv", format_digit_csv(test_images, None)),
-        "test_labels": atomic.write_text(out_dir / "test_labels.csv", format_labels_csv(test_labels)),
+    if "*" in fmt.train_file:  # EMNIST: one split per folder, named by the split
+        train_path, test_path = out_dir / fmt.train_file.replace("*", "sample"), out_dir / fmt.test_file.replace(
+            "*", "sample")
+    else:
+        train_path, test_path = data_files(fmt, out_dir)
+    ids = np.arange(len(test_images)) + 100_000 if fmt.ids_from_test else None  # ids that are not row numbers
+    paths = {
+        "train": atomic.write_text(train_path, format_digit_csv(train_images, train_labels, fmt)),
+        "test": atomic.write_text(test_path, format_digit_csv(test_images, test_labels if fmt.test_labelled else None,
+                                                              fmt, ids)),
     }
+    if not fmt.test_labelled:
+        paths["test_labels"] = atomic.write_text(out_dir / "test_labels.csv", format_labels_csv(test_labels, ids, fmt))
+    return paths
 
 
 def sample_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -243,11 +283,12 @@ def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.asarray(labels, dtype=np.uint8)
 
 
-def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0) -> dict[str, Path]:
-    """The sample as Kaggle files: 4000 train rows, 1000 test rows and their answers in test_labels.csv."""
+def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: TaskFormat = DIGITS) -> dict[str, Path]:
+    """The sample as Kaggle files in a layout: 4000 train rows, 1000 test rows and their answers (in the test
+    file where the layout labels test, else in test_labels.csv)."""
     images, labels = sample_digits()
     train, test = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
-    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test])
+    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test], fmt)
 
 
 IDX_FILES = {
@@ -290,8 +331,6 @@ def load_idx_folder(directory: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{directory}: images are {images.shape[1:]}, expected 28x28")
     if len(images) != len(labels):
         raise DataError(f"{directory}: {len(images)} images but {len(labels)} labels")
-    if labels.max() >= N_CLASSES:
-        raise DataError(f"{directory}: label {labels.max()} is outside 0..9")
     return images, labels
 
 
@@ -304,9 +343,10 @@ def make_from_idx(directory: Path, out_dir: Path, seed: int = 0) -> dict[str, Pa
     return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test])
 
 
-def read_labels_csv(path: Path) -> np.ndarray:
-    """Answers in submission format (ImageId,Label), e.g. the sample's test_labels.csv, as labels in ImageId order."""
+def read_labels_csv(path: Path, fmt: TaskFormat = DIGITS) -> np.ndarray:
+    """Answers in the layout's submission format, e.g. the sample's test_labels.csv, as labels in file order."""
     frame = pd.read_csv(path)
-    if list(frame.columns) != ["ImageId", "Label"]:
-        raise DataError(f"{path}, line 1: header must be ImageId,Label, found {','.join(map(str, frame.columns))}")
-    return frame.sort_values("ImageId")["Label"].to_numpy()
+    if tuple(frame.columns) != tuple(fmt.submission):
+        raise DataError(f"{path}, line 1: header must be {','.join(fmt.submission)}, "
+                        f"found {','.join(map(str, frame.columns))}")
+    return frame[fmt.submission[1]].to_numpy()

@@ -19,6 +19,7 @@ import numpy as np
 from . import atomic
 from .architectures import NETS
 from .devices import resolve_precision
+from .formats import DEFAULT_FORMAT, FormatError, TaskFormat, data_files, detect_format, get_format
 from .recipes import AUGMENTATIONS, KEEP, SCHEDULES, Augmentation, recipe_for
 from .workspace import Workspace, member_name
 
@@ -27,7 +28,8 @@ MEMBER_STATES = ("pending", "running", "done", "failed")
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net).
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False}
+                       "keep": "best", "snapshots": 1, "tta": False, "task": DEFAULT_FORMAT,
+                       "classes": tuple(range(10))}
 
 
 class JobError(Exception):
@@ -58,11 +60,14 @@ class JobSpec:
     keep: str = "best"          # best: the best validation epoch's weights; last: the final epoch's
     snapshots: int = 1          # K > 1: K cosine cycles, each cycle's end saved as a model of its own
     tta: bool = False           # also predict under the fixed test-time views (augment.TTA_VIEWS)
+    task: str = DEFAULT_FORMAT  # the data layout (formats.FORMATS)
+    classes: tuple[int, ...] = tuple(range(10))  # the training labels, sorted: output k of a net is classes[k]
 
     @classmethod
     def from_options(cls, *, recipe=None, model=None, epochs=None, batch_size=None, learning_rate=None,
                      schedule=None, augment=None, rotation=None, keep=None, snapshots=None, tta=None,
                      precision=None, seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="",
+                     task=DEFAULT_FORMAT, classes=tuple(range(10)),
                      gpu_capabilities: list[float] | None = None) -> "JobSpec":
         """Fill what the user left out from the recipe (--recipe, else the net's own) and the hardware the
         members use (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask nvidia-smi)."""
@@ -108,12 +113,14 @@ class JobSpec:
                    recipe=base.name, schedule=schedule or base.schedule, zoom=augmentation.zoom,
                    shift=augmentation.shift,
                    rotation=float(augmentation.rotation if rotation is None else rotation),
-                   keep=keep or base.keep, snapshots=snapshots, tta=bool(tta))
+                   keep=keep or base.keep, snapshots=snapshots, tta=bool(tta), task=task,
+                   classes=tuple(int(c) for c in classes))
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobSpec":
-        return cls(**{field.name: values.get(field.name, SPEC_FIELD_DEFAULTS.get(field.name))
+        spec = cls(**{field.name: values.get(field.name, SPEC_FIELD_DEFAULTS.get(field.name))
                       for field in fields(cls)})
+        return replace(spec, classes=tuple(int(c) for c in spec.classes))  # JSON gives a list
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,6 +132,10 @@ class JobSpec:
     def augmentation(self) -> Augmentation:
         return Augmentation(self.augment, self.zoom, self.shift, self.rotation)
 
+    @property
+    def format(self) -> TaskFormat:
+        return get_format(self.task)
+
 
 def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
     return [f"{name}: job has {value!r}, this run asks {getattr(requested, name)!r}"
@@ -135,7 +146,7 @@ def resume_command(record: dict) -> str:
     """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
     spec = JobSpec.from_dict(record["spec"])
     parts = ["ensemble train", f"--job {record['name']}", f"--n {len(record['members'])}",
-             f"--data {shlex.quote(record['data_dir'])}"]
+             f"--data {shlex.quote(record['data_dir'])}", f"--format {spec.task}"]
     if spec.recipe is not None:
         parts.append(f"--recipe {spec.recipe}")
     parts += [f"--model {spec.model}", f"--epochs {spec.epochs}", f"--batch {spec.batch_size}",
@@ -278,6 +289,7 @@ def split_path(ws: Workspace, job: str) -> Path:
 
 def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.ndarray,
                val_labels: np.ndarray) -> Path:
+    """Row indices of train.csv for training and validation, and the validation rows' class indices."""
     buffer = io.BytesIO()
     np.savez(buffer, train_index=train_index, val_index=val_index, val_labels=val_labels)
     return atomic.write_bytes(split_path(ws, job), buffer.getvalue())
@@ -293,39 +305,79 @@ def load_split(ws: Workspace, job: str) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class JobArrays:
-    """A job's data exactly as its members see it: raw uint8 pixels with a channel axis."""
+    """A job's data exactly as its members see it: raw uint8 pixels with a channel axis, labels as class
+    indices (position in the job's classes); y_test only where the layout labels test (-1: a class
+    that training never saw)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
     x_test: np.ndarray
+    y_test: np.ndarray | None = None
 
 
-def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None):
-    """train.csv (its first limit_train rows when given) and test.csv of a data folder, through the cache."""
-    from .data import DataError, read_test_csv, read_train_csv
+def resolve_format(data_dir: Path, name: str | None = None) -> TaskFormat:
+    """The layout a data folder is read as: the one named, else the one its files and headers show."""
+    from .data import DataError
 
     data_dir = Path(data_dir)
-    for name in ("train.csv", "test.csv"):
-        if not (data_dir / name).is_file():
-            raise DataError(f"{data_dir}: no {name} (make one with `ensemble data sample --out {data_dir}` "
+    try:
+        if name is not None:
+            return get_format(name)
+        if not data_dir.is_dir() or not any(data_dir.glob("*.csv")):
+            raise DataError(f"{data_dir}: no train.csv (make one with `ensemble data sample --out {data_dir}` "
                             "or put Kaggle's train.csv and test.csv there)")
-    train = read_train_csv(data_dir / "train.csv", ws.cache_dir)
-    test = read_test_csv(data_dir / "test.csv", ws.cache_dir)
+        return detect_format(data_dir)
+    except FormatError as error:
+        raise DataError(str(error)) from None
+
+
+def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None, fmt: TaskFormat | None = None):
+    """The train and test CSV of a data folder (train's first limit_train rows when given), through the cache."""
+    from .data import DataError, read_test_csv, read_train_csv
+
+    fmt = fmt or resolve_format(data_dir)
+    try:
+        train_path, test_path = data_files(fmt, data_dir)
+    except FormatError as error:
+        raise DataError(str(error)) from None
+    for path in (train_path, test_path):
+        if not path.is_file():
+            raise DataError(f"{Path(data_dir)}: no {path.name}, which the {fmt.name} layout needs beside "
+                            f"{train_path.name if path == test_path else test_path.name}")
+    train = read_train_csv(train_path, ws.cache_dir, fmt)
+    test = read_test_csv(test_path, ws.cache_dir, fmt)
     if limit_train is not None:
         train = replace(train, images=train.images[:limit_train], labels=train.labels[:limit_train])
     return train, test
 
 
+def class_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """Labels as positions in the sorted classes; -1 for a label outside them."""
+    classes_array = np.asarray(classes)
+    positions = np.clip(np.searchsorted(classes_array, labels), 0, len(classes_array) - 1)
+    return np.where(classes_array[positions] == labels, positions, -1).astype(np.int64)
+
+
+def job_test_labels(ws: Workspace, record: dict) -> np.ndarray | None:
+    """Class indices of the test rows where the layout labels test (Fashion-MNIST, Sign Language MNIST,
+    EMNIST), else None."""
+    spec = JobSpec.from_dict(record["spec"])
+    _, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+    return class_indices(test.labels, spec.classes) if test.labels is not None else None
+
+
 def job_arrays(ws: Workspace, record: dict) -> JobArrays:
     spec = JobSpec.from_dict(record["spec"])
-    train, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train)
+    train, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
     for kind, table, recorded in (("train", train, spec.train_sha256), ("test", test, spec.test_sha256)):
         if table.sha256 != recorded:
             raise JobError(f"{record['data_dir']}/{kind}.csv changed since job {record['name']!r} was "
                            "created (its content hash differs); train a new job for new data")
     split = load_split(ws, record["name"])
     images = train.images[..., None]
-    return JobArrays(images[split["train_index"]], train.labels[split["train_index"]],
-                     images[split["val_index"]], train.labels[split["val_index"]], test.images[..., None])
+    labels = class_indices(train.labels, spec.classes)
+    y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
+    return JobArrays(images[split["train_index"]], labels[split["train_index"]],
+                     images[split["val_index"]], labels[split["val_index"]], test.images[..., None], y_test)

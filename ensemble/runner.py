@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import platform
 import signal
+import statistics
 import time
 from collections import Counter, deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from . import atomic, budget, jobs
 from .data import stratified_split
@@ -64,6 +67,7 @@ class TrainRequest:
     executor: str = "local"
     address: str | None = None     # Ray cluster address
     time_limit: float | None = None  # seconds (budget.parse_duration)
+    task: str | None = None          # the data layout (formats.FORMATS); None: detected from the folder
 
     @property
     def members(self) -> int:
@@ -105,14 +109,20 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
         raise JobError(f"--n must be at least 1, got {request.n}")
     if request.time_limit is not None and request.time_limit <= 0:
         raise JobError(f"--time-limit must be more than 0 seconds, got {request.time_limit}")
-    train, test = jobs.read_job_data(ws, request.data_dir, request.limit_train)
+    fmt = jobs.resolve_format(request.data_dir, request.task)
+    train, test = jobs.read_job_data(ws, request.data_dir, request.limit_train, fmt)
+    classes = np.unique(train.labels)
+    if len(classes) < 2:
+        raise JobError(f"{request.data_dir}: every training row has label {classes[0]}; a classifier needs at "
+                       "least two classes")
     spec = JobSpec.from_options(recipe=request.recipe, model=request.model, epochs=request.epochs,
                                 batch_size=request.batch_size, learning_rate=request.learning_rate,
                                 schedule=request.schedule, augment=request.augment, rotation=request.rotation,
                                 keep=request.keep, snapshots=request.snapshots, tta=request.tta,
                                 precision=request.precision, seed=request.seed, val_split=request.val_split,
                                 limit_train=request.limit_train, train_sha256=train.sha256,
-                                test_sha256=test.sha256, gpu_capabilities=gpu_capabilities)
+                                test_sha256=test.sha256, task=fmt.name, classes=tuple(classes),
+                                gpu_capabilities=gpu_capabilities)
     return spec, train
 
 
@@ -141,7 +151,7 @@ def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRe
     if created:
         record = jobs.new_record(name, spec, Path(request.data_dir).resolve())
         train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
-        jobs.save_split(ws, name, train_index, val_index, train.labels[val_index])
+        jobs.save_split(ws, name, train_index, val_index, jobs.class_indices(train.labels, spec.classes)[val_index])
     else:
         record["data_dir"] = str(Path(request.data_dir).resolve())
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
@@ -220,6 +230,7 @@ class JobRun:
         self.free: list[Slot] = executor.slots_for(cap if deadline else len(todo))
         self.epoch_seconds: dict[tuple[int, int], float] = {}  # (member, epoch) -> seconds, as members report
         self.member_walls: list[float] = []  # whole-member seconds of members finished in this run
+        self.predict_measured: list[float] = []  # seconds finished members spent predicting
         self.not_started = 0
         self.running: dict[int, Launched] = {}
         self.progress: dict[int, dict] = {}  # this attempt's progress file of each running member, read each poll
@@ -348,6 +359,10 @@ class JobRun:
                                "a rerun continues it" if stopped else None)
             self.save()
             self.trained.append(index)
+            snapshots = self.record["spec"].get("snapshots", 1)
+            if metrics.get("predict_ms_per_1k"):  # measured on test (all TTA views); validation costs alike
+                self.predict_measured.append(metrics["predict_ms_per_1k"] / 1e6 * (metrics["n_val"] + metrics["n_test"])
+                                             * (1 + (snapshots if snapshots > 1 else 0)))
             trained_now = metrics["epochs"] - (launched.resumed_from or 0)
             if not stopped and trained_now > 0:
                 self.member_walls.append((time.time() - launched.started) * epochs / trained_now)
@@ -409,13 +424,22 @@ class JobRun:
                 phase=progress.get("phase", "starting")))
         return lines
 
+    def predict_seconds(self) -> float:
+        """A member's prediction time (validation and test, its TTA views and snapshots) as the members that
+        finished in this run measured it; 0 until one has."""
+        return statistics.median(self.predict_measured) if self.predict_measured else 0.0
+
     def overview(self) -> Overview:
         done = sum(self.member(i)["state"] == "done" for i in self.indices)
         epochs_total = self.record["spec"]["epochs"] * len(self.indices)
         epochs_now = self.epochs_done()
         elapsed = time.monotonic() - self.started
+        slots = max(len(self.free) + len(self.running), 1)
+        each = self.predict_seconds()
+        waiting = len(self.indices) - done - len(self.failed)
         return Overview(self.job, done, len(self.indices), len(self.failed), epochs_now, epochs_total, elapsed,
-                        estimate_eta(self.epochs_at_start, epochs_now, epochs_total, elapsed))
+                        estimate_eta(self.epochs_at_start, epochs_now, epochs_total, elapsed,
+                                     len(self.trained) * each / slots, waiting * each / slots))
 
 
 def describe_exit(returncode: int) -> str:
@@ -447,7 +471,7 @@ def sigterm_as_interrupt():
 def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome:
     """Train the first n members of the job the request names (or implies); resumable at any point."""
     started = time.time()
-    deadline = started + request.time_limit if request.time_limit else None
+    deadline = started + request.time_limit - budget.end_margin(request.time_limit) if request.time_limit else None
     reporter = reporter or PlainReporter()
     executor, gpu_capabilities = make_executor(ws, request)
     try:

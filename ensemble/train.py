@@ -312,7 +312,7 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
     """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(spec.precision)
-    model = build_model(spec.model, spec.augmentation, seed)
+    model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
     return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)))
 
 

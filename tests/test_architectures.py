@@ -17,12 +17,12 @@ IDG = Augmentation("idg", 0.1, 0.1, 10.0)
     ("seed004", 41_018),    # 416 + 6,416 + 32,896 + 1,290
 ])
 def test_parameter_counts(name, params):
-    assert build_network(name).count_params() == params
-    assert build_model(name, IDG, seed=0).count_params() == params  # scaling/augmentation add none
+    assert build_network(name, 10).count_params() == params
+    assert build_model(name, 10, IDG, seed=0).count_params() == params  # scaling/augmentation add none
 
 
 def test_cnn11_is_seed_002s_net():
-    network = build_network("cnn11")
+    network = build_network("cnn11", 10)
     convs = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [c.filters for c in convs] == [32, 32, 32, 64, 64, 64, 128, 128, 128]
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
@@ -31,10 +31,10 @@ def test_cnn11_is_seed_002s_net():
 
 
 def test_deotte_net_as_published():
-    convs = [layer for layer in build_network("deotte").layers if isinstance(layer, keras.layers.Conv2D)]
+    convs = [layer for layer in build_network("deotte", 10).layers if isinstance(layer, keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
         (32, 3, 1), (32, 3, 1), (32, 5, 2), (64, 3, 1), (64, 3, 1), (64, 5, 2), (128, 4, 1)]
-    dropouts = [layer.rate for layer in build_network("deotte").layers if isinstance(layer, keras.layers.Dropout)]
+    dropouts = [layer.rate for layer in build_network("deotte", 10).layers if isinstance(layer, keras.layers.Dropout)]
     assert dropouts == [0.4, 0.4, 0.4]
 
 
@@ -60,7 +60,7 @@ def test_every_net_has_its_own_recipe_and_model_alone_picks_it():
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_models_take_raw_pixels_and_output_probabilities(name):
     recipe = get_recipe(name)
-    model = compile_model(build_model(recipe.net, recipe.augmentation, seed=0), recipe.optimizer,
+    model = compile_model(build_model(recipe.net, 10, recipe.augmentation, seed=0), recipe.optimizer,
                           recipe.learning_rate)
     assert model.loss.get_config()["from_logits"] is False  # the seed notebook's from_logits=True bug
     pixels = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 1)).astype("float32")
@@ -69,8 +69,13 @@ def test_models_take_raw_pixels_and_output_probabilities(name):
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
 
 
+def test_the_output_layer_has_one_unit_per_class():
+    assert build_model("cnn11", 24).output_shape == (None, 24)  # Sign Language MNIST's 24 letters
+    assert build_network("seed004", 47).layers[-1].units == 47  # EMNIST balanced
+
+
 def test_unknown_recipe_and_net_are_named():
     with pytest.raises(KeyError, match="unknown recipe 'resnet'; choose one of cnn11, seed, deotte"):
         get_recipe("resnet")
     with pytest.raises(KeyError, match="unknown net 'resnet'"):
-        build_network("resnet")
+        build_network("resnet", 10)

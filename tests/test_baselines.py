@@ -35,11 +35,12 @@ def test_one_search_at_k19_predicts_exactly_as_kneighborsclassifier_for_every_k(
     neighbour_labels = baselines.nearest_labels(index, y_train, x_val, 19)
     for k in range(1, 20, 2):
         expected = KNeighborsClassifier(n_neighbors=k).fit(x_train, y_train).predict(x_val)
-        assert np.array_equal(np.argmax(knn_vote_probabilities(neighbour_labels, k), axis=1), expected), k
-    result = knn_sweep(x_train, y_train, x_val, y_val, x_test)
+        assert np.array_equal(np.argmax(knn_vote_probabilities(neighbour_labels, k, 10), axis=1), expected), k
+    result = knn_sweep(x_train, y_train, x_val, y_val, x_test, n_classes=10)
     best_k = result.choice["k"]
     reference = KNeighborsClassifier(n_neighbors=best_k).fit(x_train, y_train)
-    assert result.sweep[str(best_k)] == max(result.sweep.values())
+    assert result.selection[str(best_k)] == max(result.selection.values())  # chosen on training rows
+    assert len(result.sweep) == 10  # validation accuracy of every k, reported
     assert np.array_equal(np.argmax(result.test_probs, axis=1), reference.predict(x_test))
     assert np.allclose(result.test_probs, reference.predict_proba(x_test))
 
@@ -47,11 +48,12 @@ def test_one_search_at_k19_predicts_exactly_as_kneighborsclassifier_for_every_k(
 def test_warm_started_forest_equals_separate_fits(digits):
     x_train, y_train, x_val, y_val, x_test = digits
     sizes = (4, 8, 12)
-    result = forest_sweep(x_train, y_train, x_val, y_val, x_test, sizes=sizes, seed=3, n_jobs=2)
+    result = forest_sweep(x_train, y_train, x_val, y_val, x_test, n_classes=10, sizes=sizes, seed=3, n_jobs=2)
     for size in sizes:
         separate = RandomForestClassifier(n_estimators=size, random_state=3).fit(x_train, y_train)
         assert result.sweep[str(size)] == separate.score(x_val, y_val), size
     best = result.choice["n_estimators"]
+    assert result.selection[str(best)] == max(result.selection.values())  # chosen out of bag
     separate = RandomForestClassifier(n_estimators=best, random_state=3).fit(x_train, y_train)
     assert np.allclose(result.val_probs, separate.predict_proba(x_val))
     assert np.allclose(result.test_probs, separate.predict_proba(x_test))
@@ -60,7 +62,7 @@ def test_warm_started_forest_equals_separate_fits(digits):
 def test_a_class_missing_from_training_keeps_its_column(digits):
     x_train, y_train, x_val, y_val, x_test = digits
     keep = y_train != 4
-    result = baselines.tree_baseline(x_train[keep], y_train[keep], x_val, y_val, x_test)
+    result = baselines.tree_baseline(x_train[keep], y_train[keep], x_val, y_val, x_test, n_classes=10)
     assert result.val_probs.shape == (300, 10) and (result.val_probs[:, 4] == 0).all()
     assert np.allclose(result.val_probs.sum(axis=1), 1.0)
 
@@ -83,3 +85,18 @@ def test_baselines_on_a_job_reach_sane_accuracy_and_save_like_members(ws, sample
 def test_unknown_baseline_is_named(ws):
     with pytest.raises(JobError, match="unknown baseline 'svm'; choose from knn, tree, forest"):
         baselines.run_baselines(ws, None, ("knn", "svm"))
+
+
+def test_k_is_chosen_by_leave_one_out_on_training_rows(digits, monkeypatch):
+    """The choice never looks at the validation rows: shuffling their labels changes nothing."""
+    x_train, y_train, x_val, y_val, x_test = digits
+    first = knn_sweep(x_train, y_train, x_val, y_val, x_test, n_classes=10)
+    shuffled = knn_sweep(x_train, y_train, x_val, np.random.default_rng(1).permutation(y_val), x_test, n_classes=10)
+    assert first.choice == shuffled.choice and first.selection == shuffled.selection
+    index = baselines.NearestNeighbors(n_neighbors=19, algorithm="brute").fit(x_train)
+    rows = np.arange(len(x_train))
+    loo = baselines.leave_one_out_labels(index, x_train, y_train, rows, 1)
+    for row in (0, 7, 99):  # the nearest *other* row, as sklearn finds it with the row removed
+        others = np.delete(np.arange(len(x_train)), row)
+        nearest = KNeighborsClassifier(n_neighbors=1).fit(x_train[others], y_train[others]).predict(x_train[[row]])
+        assert loo[row, 0] == nearest[0]

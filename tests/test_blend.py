@@ -3,7 +3,11 @@ import math
 import numpy as np
 import pytest
 
-from ensemble.blend import SubmissionError, blend_probabilities, check_submission_text, submission_frame
+from ensemble.blend import (SubmissionError, SubmissionLayout, blend_probabilities, check_submission_text,
+                            label_ranges, submission_frame)
+from ensemble.formats import FORMATS
+
+DIGITS_3 = SubmissionLayout.for_format(FORMATS["digit-recognizer"], None, 3, range(10))
 from ensemble.metrics import accuracy, log_loss
 
 # two members, three rows, three classes (the arithmetic does not care about ten)
@@ -56,9 +60,9 @@ def _text(rows, header="ImageId,Label"):
 
 
 def test_a_correct_submission_passes():
-    text = submission_frame(np.array([3, 0, 9])).to_csv(index=False, lineterminator="\n")
+    text = submission_frame(np.array([3, 0, 9]), DIGITS_3).to_csv(index=False, lineterminator="\n")
     assert text == "ImageId,Label\n1,3\n2,0\n3,9\n"
-    check_submission_text(text, 3)
+    check_submission_text(text, DIGITS_3)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -66,16 +70,16 @@ def test_a_correct_submission_passes():
     (_text([(1, 3)], header="Id,Label"), "line 1: header is 'Id,Label', expected 'ImageId,Label'"),
     (_text([(1, 3), (3, 4), (2, 1)]), "line 3: ImageId is '3', expected 2"),
     (_text([(0, 3), (1, 4), (2, 1)]), "line 2: ImageId is '0', expected 1"),
-    (_text([(1, 3), (2, 10), (3, 1)]), "line 3: Label is '10', expected a digit 0..9"),
-    (_text([(1, 3), (2, "x"), (3, 1)]), "line 3: Label is 'x', expected a digit 0..9"),
-    (_text([(1, 3), (2, -1), (3, 1)]), "line 3: Label is '-1', expected a digit 0..9"),
+    (_text([(1, 3), (2, 10), (3, 1)]), "line 3: Label is '10', expected one of 0..9"),
+    (_text([(1, 3), (2, "x"), (3, 1)]), "line 3: Label is 'x', expected one of 0..9"),
+    (_text([(1, 3), (2, -1), (3, 1)]), "line 3: Label is '-1', expected one of 0..9"),
     (_text([(1, 3), (2, 4)]), "line 4: 2 rows, expected 3"),
     (_text([(1, 3), (2, 4), (3, 1), (4, 1)]), "line 6: 4 rows, expected 3"),
     ("ImageId,Label\n1,3\n2,4,5\n3,1\n", "line 3: 3 fields, expected 2"),
 ])
 def test_submission_checker_names_the_problem(text, message):
     with pytest.raises(SubmissionError) as caught:
-        check_submission_text(text, 3)
+        check_submission_text(text, DIGITS_3)
     assert str(caught.value).startswith(message)
 
 
@@ -109,3 +113,17 @@ def test_every_registered_blend_method_blends_and_scores():
     assert np.allclose(mean.val_probs, PROBS.mean(axis=0)) and mean.val_accuracy == accuracy(PROBS.mean(axis=0), labels)
     with pytest.raises(ValueError, match="unknown blend method 'median'; choose one of mean, geometric, greedy"):
         get_blend_method("median")
+
+
+def test_other_layouts_have_their_own_columns_ids_and_labels():
+    kannada = SubmissionLayout.for_format(FORMATS["kannada-mnist"], np.array([5, 6, 9]), 3, range(10))
+    text = submission_frame(np.array([1, 2, 3]), kannada).to_csv(index=False, lineterminator="\n")
+    assert text == "id,label\n5,1\n6,2\n9,3\n"
+    check_submission_text(text, kannada)
+    with pytest.raises(SubmissionError, match="line 3: id is '7', expected 6 \\(ids follow the test file's id column"):
+        check_submission_text("id,label\n5,1\n7,2\n9,3\n", kannada)
+    sign = SubmissionLayout.for_format(FORMATS["sign-language-mnist"], None, 2, [c for c in range(25) if c != 9])
+    check_submission_text("id,label\n1,24\n2,10\n", sign)  # a dataset: predictions as id,label, ids 1..N
+    with pytest.raises(SubmissionError, match="line 2: label is '9', expected one of 0..8, 10..24"):
+        check_submission_text("id,label\n1,9\n2,10\n", sign)
+    assert label_ranges([0, 1, 2, 5, 7, 8]) == "0..2, 5, 7..8"

@@ -6,7 +6,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ensemble.budget import fits, member_seconds, parse_duration
+from ensemble.budget import end_margin, fits, member_seconds, parse_duration
 from ensemble.cli import main
 from ensemble.jobs import read_history
 
@@ -30,6 +30,7 @@ def test_member_estimates_prefer_whole_members_then_epochs_then_nothing():
     assert member_seconds([], [], epochs=10, remaining_epochs=10) is None
     assert fits(now=0.0, deadline=100.0, estimate=100.0) and not fits(0.0, 100.0, 100.5)
     assert fits(0.0, 100.0, None) and not fits(100.0, 100.0, None)  # unknown: start it, while time is left
+    assert (end_margin(10), end_margin(200), end_margin(7200)) == (2.2, 6.0, 30.0)
 
 
 def invoke(home, *args):
@@ -105,4 +106,5 @@ def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sa
     assert {"member-00", "member-00-snap1", "member-00-snap2", "blend-mean", "blend-greedy"} <= set(rows)
     assert rows["member-00-snap2"][2] == "snapshot" and rows["member-00"][2] == "member"
     assert all(rows[name][4] != "" for name in ("member-00-snap1", "blend-mean"))  # val_acc_tta filled in
+    assert rows["member-00"][5] == ""  # the digit sample's test file is unlabelled: no test accuracy
     assert sorted(int(row[0]) for row in rows.values()) == list(range(1, len(rows) + 1))

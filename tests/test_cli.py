@@ -77,7 +77,7 @@ def test_check_reports_the_line_of_a_bad_submission(tmp_path, sample_dir):
     good = tmp_path / "good.csv"
     good.write_text("ImageId,Label\n" + "".join(f"{i},{v}\n" for i, v in enumerate(labels, 1)))
     result = invoke(tmp_path, "check", good, "--data", sample_dir)
-    assert result.exit_code == 0 and "OK (1000 rows" in result.output
+    assert result.exit_code == 0 and "OK (1000 rows, ImageIds run 1..N in order, labels 0..9)" in result.output
     bad = tmp_path / "bad.csv"
     bad.write_text(good.read_text().replace("\n5,", "\n6,", 1))
     result = invoke(tmp_path, "check", bad, "--data", sample_dir)
@@ -218,8 +218,8 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
     assert board.exit_code == 0, board.output
     rows = [line.split(",") for line in board.output.splitlines() if line and line[0].isdigit()]
     header = board.output.splitlines()[0].split(",")
-    assert header == ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "val_logloss", "fit_s",
-                      "predict_ms_per_1k", "params", "seed", "epochs", "note"]
+    assert header == ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss",
+                      "fit_s", "predict_ms_per_1k", "params", "seed", "epochs", "note"]
     models = {row[1]: row for row in rows}
     assert {"blend-mean", "blend-geometric", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
     assert models["member-00"][4] == ""  # no TTA outputs in this job: no TTA column value

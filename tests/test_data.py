@@ -95,7 +95,7 @@ def test_bad_cell_deep_in_a_test_file_names_its_line(sample_dir, tmp_path):
 def test_parsed_arrays_are_cached_by_content_hash(sample_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     first = data.read_train_csv(sample_dir / "train.csv", cache)
-    assert [p.name for p in cache.iterdir()] == [f"train-{first.sha256}.npz"]
+    assert [p.name for p in cache.iterdir()] == [f"digit-recognizer-train-{first.sha256}.npz"]
 
     def refuse_to_parse(*args):
         raise AssertionError("the cached arrays should have been used")

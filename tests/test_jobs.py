@@ -61,7 +61,8 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=True, precision="float32")
     record = jobs.ensure_members(jobs.new_record("j", spec, tmp_path / "my data"), 2)
     command = jobs.resume_command(record)
-    assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
+    assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --format digit-recognizer "
+                              "--recipe deotte "
                               "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
                               "--rotation 10 --keep last --snapshots 3 --tta --precision float32")
 

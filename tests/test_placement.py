@@ -161,6 +161,9 @@ def test_eta_uses_only_this_runs_pace():
     assert estimate_eta(10.0, 20.0, 50.0, 100.0) == pytest.approx(300.0)
     assert estimate_eta(10.0, 10.0, 50.0, 100.0) is None
     assert estimate_eta(0.0, 50.0, 50.0, 10.0) == 0.0
+    # 40 s of the 100 went into two finished members' predictions; three more members will predict 20 s each
+    assert estimate_eta(10.0, 20.0, 50.0, 100.0, predicting_done_s=40.0, predicting_left_s=60.0) == pytest.approx(
+        30 * 60 / 10 + 60)
     assert [format_duration(s) for s in (None, 59.6, 3600 + 62)] == ["--:--", "01:00", "1:01:02"]
 
 

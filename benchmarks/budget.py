@@ -65,8 +65,10 @@ def run_variant(name: str, args: list[str], data: Path, home: Path, budget: floa
     if budget is not None:
         command += ["--time-limit", f"{budget:.0f}"]
     started = time.time()
+    # this checkout's package, also in the member processes (which never import from the current directory)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{name} failed (exit {result.returncode}); see {log}")
     return time.time() - started

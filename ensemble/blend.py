@@ -314,8 +314,8 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
               only: tuple[str, ...] | None = None, allow_partial: bool = False,
               tta: bool | None = None) -> BlendResult:
     """Blend a job's finished members (their snapshots, where they have them) or the models named in
-    `only`; write submissions/<job>.csv (<job>-<names>.csv with `only`) and the submission (default
-    submissions/submission.csv). tta None: test-time augmented outputs when the job made them.
+    `only`; write a file named after what produced it, submissions/<job>-<method>[-tta][-<names>].csv, and
+    the submission (default submissions/submission.csv, always the latest); blends.json records which is which. tta None: test-time augmented outputs when the job made them.
 
     A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
     by mistake costs a Kaggle submission."""
@@ -339,7 +339,7 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
     test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = job_submission_layout(ws, record)
-    copy_name = record["name"] + (f"-{'+'.join(only)}" if only else "")
+    copy_name = f"{record['name']}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels, layout) for target in targets]
     record_blend(ws, record["name"], {"method": method, "models": outputs.names, "tta": outputs.tta,

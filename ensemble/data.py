@@ -253,9 +253,10 @@ def format_labels_csv(labels: np.ndarray, ids: np.ndarray | None = None, fmt: Ta
 
 
 def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, test_labels,
-                      fmt: TaskFormat = DIGITS) -> dict[str, Path]:
+                      fmt: TaskFormat = DIGITS, force: bool = False) -> dict[str, Path]:
     """A data folder in a layout: its train and test files (test labelled where the layout labels it), and
-    for unlabelled test files the answers as test_labels.csv in the submission's format."""
+    for unlabelled test files the answers as test_labels.csv in the submission's format. Existing files are
+    replaced only with force: they may be the user's own data."""
     from .formats import data_files
 
     out_dir = Path(out_dir)
@@ -264,6 +265,11 @@ def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, te
             "*", "sample")
     else:
         train_path, test_path = data_files(fmt, out_dir)
+    targets = [train_path, test_path] + ([] if fmt.test_labelled else [out_dir / "test_labels.csv"])
+    existing = [str(path) for path in targets if path.exists()]
+    if existing and not force:
+        raise DataError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; not replacing "
+                        "them (they may be your data): choose another --out, or pass --force to overwrite")
     ids = np.arange(len(test_images)) + 100_000 if fmt.ids_from_test else None  # ids that are not row numbers
     paths = {
         "train": atomic.write_text(train_path, format_digit_csv(train_images, train_labels, fmt)),
@@ -283,12 +289,13 @@ def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.asarray(labels, dtype=np.uint8)
 
 
-def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: TaskFormat = DIGITS) -> dict[str, Path]:
+def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: TaskFormat = DIGITS,
+                force: bool = False) -> dict[str, Path]:
     """The sample as Kaggle files in a layout: 4000 train rows, 1000 test rows and their answers (in the test
     file where the layout labels test, else in test_labels.csv)."""
     images, labels = sample_digits()
     train, test = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
-    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test], fmt)
+    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test], fmt, force)
 
 
 IDX_FILES = {
@@ -334,13 +341,13 @@ def load_idx_folder(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def make_from_idx(directory: Path, out_dir: Path, seed: int = 0) -> dict[str, Path]:
+def make_from_idx(directory: Path, out_dir: Path, seed: int = 0, force: bool = False) -> dict[str, Path]:
     """Kaggle-shaped CSVs from an IDX folder: a seeded shuffle of all 70000, then 42000 train / 28000 test."""
     images, labels = load_idx_folder(directory)
     order = np.random.default_rng(seed).permutation(len(images))
     n_train = int(round(len(images) * IDX_TRAIN_FRACTION))
     train, test = order[:n_train], order[n_train:]
-    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test])
+    return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test], force=force)
 
 
 def read_labels_csv(path: Path, fmt: TaskFormat = DIGITS) -> np.ndarray:

@@ -7,6 +7,7 @@ settings), so a crash or an out-of-memory in one member touches no other.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -47,6 +48,32 @@ def list_gpus() -> dict[int, float]:
             except ValueError:
                 gpus[int(index)] = 0.0
     return gpus
+
+
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def configured_backend(environ=None, config_path: Path | None = None) -> str:
+    """The Keras backend members will run on: KERAS_BACKEND, else ~/.keras/keras.json, else tensorflow
+    (read without importing Keras, which would load the backend)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("KERAS_BACKEND"):
+        return environ["KERAS_BACKEND"]
+    path = config_path or Path(environ.get("KERAS_HOME", Path.home() / ".keras")) / "keras.json"
+    try:
+        return json.loads(Path(path).read_text()).get("backend", "tensorflow")
+    except (OSError, ValueError):
+        return "tensorflow"
+
+
+def check_backend(environ=None, config_path: Path | None = None) -> str:
+    """Refuse, before anything is written, a backend the members are not built and tested for."""
+    backend = configured_backend(environ, config_path)
+    if backend not in SUPPORTED_BACKENDS:
+        raise PlacementError(f"Keras backend {backend!r} is not supported (KERAS_BACKEND or ~/.keras/keras.json): "
+                             f"members are built and tested on {' and '.join(SUPPORTED_BACKENDS)}; "
+                             "set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax")
+    return backend
 
 
 def resolve_precision(requested: str, gpus: list[float] | None = None, flags: set[str] | None = None) -> str:

@@ -26,7 +26,14 @@ _PR_SET_PDEATHSIG = 1
 
 
 def member_command(home: Path, job: str, index: int) -> list[str]:
-    return [sys.executable, "-m", "ensemble.train", "--home", str(home), "--job", job, "--member", str(index)]
+    """The member process. `python -m` would put the current directory first on the import path, so a folder
+    named `ensemble` there (the parent of a clone, say) would be imported instead of this package: -P (3.11+)
+    leaves it off; before 3.11 the member's first import-path entry is dropped by hand."""
+    args = ["--home", str(home), "--job", job, "--member", str(index)]
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "ensemble.train", *args]
+    return [sys.executable, "-c", "import runpy, sys; del sys.path[0]; sys.argv[0] = 'ensemble.train'; "
+            "runpy.run_module('ensemble.train', run_name='__main__')", *args]
 
 
 def member_environment(overrides: dict[str, str]) -> dict[str, str]:

@@ -113,7 +113,7 @@ class JobSpec:
                    recipe=base.name, schedule=schedule or base.schedule, zoom=augmentation.zoom,
                    shift=augmentation.shift,
                    rotation=float(augmentation.rotation if rotation is None else rotation),
-                   keep=keep or base.keep, snapshots=snapshots, tta=bool(tta), task=task,
+                   keep=keep or base.keep, snapshots=snapshots, tta=base.tta if tta is None else bool(tta), task=task,
                    classes=tuple(int(c) for c in classes))
 
     @classmethod
@@ -145,7 +145,7 @@ def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
 def resume_command(record: dict) -> str:
     """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
     spec = JobSpec.from_dict(record["spec"])
-    parts = ["ensemble train", f"--job {record['name']}", f"--n {len(record['members'])}",
+    parts = ["ensemble train", f"--job {shlex.quote(record['name'])}", f"--n {len(record['members'])}",
              f"--data {shlex.quote(record['data_dir'])}", f"--format {spec.task}"]
     if spec.recipe is not None:
         parts.append(f"--recipe {spec.recipe}")
@@ -186,8 +186,18 @@ def record_path(ws: Workspace, job: str) -> Path:
 
 
 def load_record(ws: Workspace, job: str) -> dict | None:
+    """A job's record, None when there is none; a damaged one is a JobError that names its file."""
     path = record_path(ws, job)
-    return atomic.read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        record = atomic.read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise JobError(f"{path}: the job record is damaged ({type(error).__name__}: {error}); other jobs are "
+                       "unaffected. Its trained members are still in " + str(ws.models_dir / job)) from None
+    if not isinstance(record, dict) or not {"name", "spec", "members"} <= set(record):
+        raise JobError(f"{path}: the job record is damaged (not a job record); other jobs are unaffected")
+    return record
 
 
 def require_record(ws: Workspace, job: str | None) -> dict:
@@ -207,12 +217,24 @@ def save_record(ws: Workspace, record: dict) -> Path:
     return atomic.write_json(record_path(ws, record["name"]), record)
 
 
-def job_names(ws: Workspace) -> list[str]:
-    """Jobs oldest first, by creation time in their record."""
+def readable_records(ws: Workspace) -> tuple[list[dict], dict[str, str]]:
+    """Every job's record, oldest first by creation time, and {job: what is wrong} for damaged records."""
+    records, damaged = [], {}
     if not ws.jobs_dir.is_dir():
-        return []
-    records = [load_record(ws, path.name) for path in ws.jobs_dir.iterdir() if (path / "job.json").is_file()]
-    return [record["name"] for record in sorted(records, key=lambda r: (r["created"], r["name"]))]
+        return records, damaged
+    for path in sorted(ws.jobs_dir.iterdir()):
+        if not (path / "job.json").is_file():
+            continue
+        try:
+            records.append(load_record(ws, path.name))
+        except JobError as error:
+            damaged[path.name] = str(error)
+    return sorted(records, key=lambda r: (str(r.get("created")), r["name"])), damaged
+
+
+def job_names(ws: Workspace) -> list[str]:
+    """Jobs oldest first, by creation time in their record; a damaged record is left out (never fatal)."""
+    return [record["name"] for record in readable_records(ws)[0]]
 
 
 def latest_job_name(ws: Workspace) -> str | None:
@@ -222,9 +244,9 @@ def latest_job_name(ws: Workspace) -> str | None:
 
 def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
     """Where a bare `ensemble train` rerun continues: the newest job with an identical spec."""
-    for name in reversed(job_names(ws)):
-        if JobSpec.from_dict(load_record(ws, name)["spec"]) == spec:
-            return name
+    for record in reversed(readable_records(ws)[0]):
+        if JobSpec.from_dict(record["spec"]) == spec:
+            return record["name"]
     return None
 
 

@@ -308,7 +308,7 @@ def kaggle_scores(ws, job: str) -> dict[str, float]:
 
 def submitted_blend(ws, record: dict, y_val: np.ndarray) -> tuple[str, np.ndarray] | None:
     """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
-    from .jobs import JobSpec
+    from .jobs import JobError, JobSpec
 
     submission = str(ws.submissions_dir / "submission.csv")
     latest = next((entry for entry in reversed(read_blend_records(ws, record["name"]))
@@ -317,7 +317,7 @@ def submitted_blend(ws, record: dict, y_val: np.ndarray) -> tuple[str, np.ndarra
         return None
     try:
         outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"])
-    except Exception:  # noqa: BLE001 - a model it used is gone since: the report falls back to the mean blend
+    except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
         return None
     blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, JobSpec.from_dict(record["spec"]).seed)
     return f"blend-{latest['method']}{' with TTA' if latest['tta'] else ''} (in submission.csv)", blended.val_probs

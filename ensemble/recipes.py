@@ -42,16 +42,17 @@ class Recipe:
     source: str
     precision: str = "auto"   # "auto": bf16 where the hardware has it (devices.resolve_precision)
     keep: str = "best"
+    tta: bool = False         # members also predict under the fixed test-time views
 
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        # The default. Its schedule, rate and epochs are what benchmarks/budget.py found most accurate at
+        # The default. Its schedule, rate, epochs and TTA are what benchmarks/budget.py found most accurate at
         # equal wall time (BENCHMARKS.md, "Accuracy per compute"); the net is seed 002's.
         Recipe("cnn11", "cnn11", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
                "seed 002's 11-conv net, trained fast: one-cycle Adam to 2e-3, 12 epochs, IDG zoom/shift in "
-               "the graph, bf16 where the hardware has it"),
+               "the graph, bf16 where the hardware has it, test-time augmentation", tta=True),
         Recipe("seed", "cnn11", "adam", 1e-4, 50, 64, "plateau", Augmentation("legacy-idg"),
                "seed 002 as the notebook ran it: Adam 1e-4, ReduceLROnPlateau(val acc, 3, 0.5, 1e-5), 50 "
                "epochs, batch 64, the legacy ImageDataGenerator, float32, the final epoch's weights",

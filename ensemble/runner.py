@@ -22,7 +22,7 @@ import numpy as np
 
 from . import atomic, budget, jobs
 from .data import stratified_split
-from .devices import Slot, list_gpus, parse_gpus, plan_slots
+from .devices import Slot, check_backend, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
 from .jobs import JobError, JobSpec
 from .locks import LockHeld, PidLock
@@ -206,6 +206,11 @@ def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[fl
         raise JobError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
     if request.retries < 0:
         raise JobError(f"--retries must be 0 or more, got {request.retries}")
+    check_backend()
+    if request.executor == "ray" and request.time_limit:
+        # Ray queues every task it is given, so members would start whenever the cluster frees up, past the
+        # limit too; the budget needs to decide each start itself
+        raise JobError("--time-limit runs members on this machine (--executor local); with Ray, give --n instead")
     if request.executor == "ray":
         return RayExecutor(ws, request.gpus, request.per_gpu, request.address), None
     if request.address:

@@ -74,6 +74,11 @@ def job_row(record: dict, states: pd.Series, runner: dict, best: float | None) -
             "best_val_acc": val_text(best), "runner": f"pid {runner['pid']}" if runner else "-"}
 
 
+def damaged_jobs(ws: Workspace) -> dict[str, str]:
+    """Jobs whose record cannot be read, with the reason (naming the file)."""
+    return jobs.readable_records(ws)[1]
+
+
 def jobs_table(ws: Workspace) -> pd.DataFrame:
     rows = []
     for name in jobs.job_names(ws):

@@ -36,9 +36,9 @@ PROGRESS_EVERY_S = 1.0
 # A member process killed with its runner may take a moment to go; a new one waits that long for its lock.
 MEMBER_LOCK_WAIT_S = 15.0
 MODEL_LOAD_S = 2.0  # loading a saved model before predicting with it, about, on 2 CPU cores
-# Predicting measured 1.1-1.9x slower than the validation pass suggests (batch-1024 predict vs the pass
-# inside fit, a second process on the cores): the time limit plans for that rather than overshoot.
-PREDICT_MARGIN = 2.0
+# Predicting measured 0.55x (batch 1024, quiet machine) to 1.9x (another process on the cores) of what the
+# validation pass inside fit suggests: the time limit plans for some slowdown rather than overshoot.
+PREDICT_MARGIN = 1.25
 
 
 def current_learning_rate(model) -> float:
@@ -94,28 +94,34 @@ class Deadline(keras.callbacks.Callback):
     Estimates use the fastest epoch so far (the first one also traces the graph) and, for predicting,
     what finished members of the job measured, else the fastest validation pass of this one."""
 
-    def __init__(self, deadline: float, n_val: int, n_outputs: int, models: int, views: int,
+    def __init__(self, deadline: float, n_val: int, n_outputs: int, views: int, snapshot_ends: tuple[int, ...] = (),
                  predict_seconds_per_image: float | None = None, clock=time.time):
         super().__init__()
-        self.deadline, self.n_val, self.n_outputs, self.models, self.views = deadline, n_val, n_outputs, models, views
+        self.deadline, self.n_val, self.n_outputs, self.views = deadline, n_val, n_outputs, views
+        self.snapshot_ends = snapshot_ends  # 1-based epochs after which a snapshot model is saved
         self.predict_seconds_per_image = predict_seconds_per_image
         self.clock = clock
         self.epoch_seconds: list[float] = []
         self.validation_seconds: list[float] = []
         self.stopped_at: int | None = None
 
-    def seconds_needed(self, logs: dict) -> float:
-        """Another epoch, then loading and predicting with every model the member leaves."""
+    def models_after(self, epochs: int) -> int:
+        """The member's kept weights and the snapshots it has after `epochs` epochs: what it must predict with."""
+        return 1 + sum(end <= epochs for end in self.snapshot_ends)
+
+    def seconds_needed(self, logs: dict, epochs_done: int) -> float:
+        """Another epoch, then loading and predicting with every model the member will then have."""
         self.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
         if "validation_seconds" in logs:
             self.validation_seconds.append(logs["validation_seconds"])
         per_image = self.predict_seconds_per_image
         if per_image is None:
             per_image = min(self.validation_seconds, default=0.0) / max(self.n_val, 1) * self.views
-        return min(self.epoch_seconds) + self.models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+        models = self.models_after(epochs_done + 1)
+        return min(self.epoch_seconds) + models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.clock() + self.seconds_needed(logs or {}) > self.deadline:
+        if self.clock() + self.seconds_needed(logs or {}, epoch + 1) > self.deadline:
             self.stopped_at = epoch + 1
             self.model.stop_training = True
 
@@ -283,6 +289,8 @@ def _reset_if_not_resumable(member_dir: Path, epochs: int) -> list[dict]:
         for name in ("history.csv", "best.keras"):
             (member_dir / name).unlink(missing_ok=True)
         shutil.rmtree(member_dir / "snapshots", ignore_errors=True)
+        for snapshot in member_dir.parent.glob(f"{member_dir.name}-snap*"):  # models of the run being discarded
+            shutil.rmtree(snapshot, ignore_errors=True)
         return []
     return history
 
@@ -381,15 +389,15 @@ def member_deadline(ws: Workspace, record: dict, spec: JobSpec, arrays) -> Deadl
                 for m in record["members"] if member_is_complete(ws.member_dir(record["name"], m["index"]))]
     measured = [value for value in measured if value]
     return Deadline(deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
-                    models=1 + (spec.snapshots if spec.snapshots > 1 else 0),
                     views=len(TTA_VIEWS) if spec.tta else 1,
+                    snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),
                     predict_seconds_per_image=min(measured) / 1e6 if measured else None)
 
 
 def _out_of_time(deadline: Deadline | None, history: list[dict]) -> bool:
     """A resumed member with epochs behind it starts no epoch that its deadline cannot hold."""
     return bool(deadline and history
-                and deadline.clock() + deadline.seconds_needed(dict(history[-1])) > deadline.deadline)
+                and deadline.clock() + deadline.seconds_needed(dict(history[-1]), len(history)) > deadline.deadline)
 
 
 def write_member_outputs(member_dir: Path, config: dict, spec: JobSpec, index: int, arrays,

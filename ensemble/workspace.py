@@ -6,10 +6,25 @@ can run `ensemble` from any folder of their own.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 HOME_ENV = "ENSEMBLE_HOME"
+# A job name becomes a folder under jobs/ and models/ and a word in printed commands: letters, digits, '.',
+# '_' and '-', starting with a letter, digit or '_' (so never '.', '..', a hidden folder or an option).
+JOB_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+class JobNameError(ValueError):
+    """A job name that could leave the workspace or read as an option; the message says the rule."""
+
+
+def check_job_name(name: str) -> str:
+    if not JOB_NAME.fullmatch(name or ""):
+        raise JobNameError(f"job name {name!r} is not allowed: use 1-100 letters, digits, '.', '_' or '-', "
+                           "starting with a letter, digit or '_' (e.g. first, cnn11-20ep)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -42,20 +57,21 @@ class Workspace:
         return self.home / ".cache" / "ensemble"
 
     def job_dir(self, job: str) -> Path:
-        return self.jobs_dir / job
+        return self.jobs_dir / check_job_name(job)
 
     def member_dir(self, job: str, index: int) -> Path:
-        return self.models_dir / job / member_name(index)
+        return self.models_dir / check_job_name(job) / member_name(index)
 
     def baseline_dir(self, job: str, name: str) -> Path:
-        return self.models_dir / job / f"baseline-{name}"
+        return self.models_dir / check_job_name(job) / f"baseline-{name}"
 
     def model_dir(self, job: str, name: str) -> Path:
         """A finished model's folder by its leaderboard name: member-XX, or a baseline (knn, tree, forest)."""
-        return self.models_dir / job / name if name.startswith("member-") else self.baseline_dir(job, name)
+        folder = self.models_dir / check_job_name(job)
+        return folder / name if name.startswith("member-") else self.baseline_dir(job, name)
 
     def report_dir(self, job: str) -> Path:
-        return self.submissions_dir / job
+        return self.submissions_dir / check_job_name(job)
 
 
 def member_name(index: int) -> str:

@@ -40,13 +40,17 @@ def test_one_warp_equals_idgs_own_affine_transform(digit, zx, zy, tx, ty, theta)
     assert np.abs(got - expected).max() < 1e-3 * 255  # same map, same fill; float rounding only
 
 
-def _geometry(images):
-    """Per image: intensity centroid (row, col) and spread (row, col) = sqrt of the second central moment."""
+def _centres(images):
+    """Per image (batch, 28, 28, 1): pixels as float64, row and column grids, mass, intensity centroid."""
     images = images[..., 0].astype("float64")
     rows, cols = np.mgrid[:28, :28]
     mass = images.sum(axis=(1, 2))
-    centre_r = (images * rows).sum(axis=(1, 2)) / mass
-    centre_c = (images * cols).sum(axis=(1, 2)) / mass
+    return images, rows, cols, mass, (images * rows).sum(axis=(1, 2)) / mass, (images * cols).sum(axis=(1, 2)) / mass
+
+
+def _geometry(images):
+    """Per image: intensity centroid (row, col) and spread (row, col) = sqrt of the second central moment."""
+    images, rows, cols, mass, centre_r, centre_c = _centres(images)
     spread_r = np.sqrt((images * (rows - centre_r[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
     spread_c = np.sqrt((images * (cols - centre_c[:, None, None]) ** 2).sum(axis=(1, 2)) / mass)
     return centre_r, centre_c, spread_r, spread_c
@@ -129,11 +133,7 @@ ROTATION_STD = ROTATION * UNIFORM_STD
 
 def _orientation_degrees(images):
     """Per image: the angle of the intensity's principal axis (from its second central moments), degrees."""
-    images = images[..., 0].astype("float64")
-    rows, cols = np.mgrid[:28, :28]
-    mass = images.sum(axis=(1, 2))
-    centre_r = (images * rows).sum(axis=(1, 2)) / mass
-    centre_c = (images * cols).sum(axis=(1, 2)) / mass
+    images, rows, cols, mass, centre_r, centre_c = _centres(images)
     dr, dc = rows - centre_r[:, None, None], cols - centre_c[:, None, None]
     mu_rr, mu_cc = (images * dr ** 2).sum(axis=(1, 2)) / mass, (images * dc ** 2).sum(axis=(1, 2)) / mass
     mu_rc = (images * dr * dc).sum(axis=(1, 2)) / mass

@@ -100,7 +100,12 @@ def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sa
     plain = invoke(tmp_path, "blend", "--job", "snap", "--no-tta")
     assert "without test-time augmentation" in plain.output and "with TTA  val accuracy" in plain.output
     only = invoke(tmp_path, "blend", "--job", "snap", "--only", "member-00-snap1,member-00")
-    assert only.exit_code == 0 and (tmp_path / "submissions/snap-member-00-snap1+member-00.csv").is_file()
+    assert only.exit_code == 0 and (tmp_path / "submissions/snap-mean-tta-member-00-snap1+member-00.csv").is_file()
+    assert (tmp_path / "submissions/snap-mean-tta.csv").is_file() and (tmp_path / "submissions/snap-mean.csv").is_file()
+    blends = json.loads((tmp_path / "jobs/snap/blends.json").read_text())
+    assert [(b["method"], b["tta"], b["models"]) for b in blends] == [
+        ("mean", True, ["member-00-snap1", "member-00-snap2"]), ("mean", False, ["member-00-snap1", "member-00-snap2"]),
+        ("mean", True, ["member-00-snap1", "member-00"])]
     board = invoke(tmp_path, "leaderboard", "--job", "snap", "--format", "csv")
     rows = {line.split(",")[1]: line.split(",") for line in board.output.splitlines()[1:]}
     assert {"member-00", "member-00-snap1", "member-00-snap2", "blend-mean", "blend-greedy"} <= set(rows)
@@ -108,3 +113,11 @@ def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sa
     assert all(rows[name][4] != "" for name in ("member-00-snap1", "blend-mean"))  # val_acc_tta filled in
     assert rows["member-00"][5] == ""  # the digit sample's test file is unlabelled: no test accuracy
     assert sorted(int(row[0]) for row in rows.values()) == list(range(1, len(rows) + 1))
+
+
+def test_a_time_limit_with_ray_or_a_bad_duration_is_refused_before_anything_is_written(tmp_path, sample_dir):
+    ray = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "1h", "--executor", "ray")
+    assert ray.exit_code == 1 and "--time-limit runs members on this machine" in ray.output
+    bad = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "2 hours")
+    assert bad.exit_code == 2 and "write a duration like 2h, 90m, 1h30m, 45s or 600" in bad.output
+    assert not (tmp_path / "jobs").exists()

@@ -11,9 +11,15 @@ from click.testing import CliRunner
 from ensemble import data as data_module
 from ensemble.cli import main
 from ensemble.devices import resolve_precision
-from ensemble.outputs import MEMBER_FILES
+from ensemble.outputs import MEMBER_FILES, TTA_FILES
 
 TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
+
+
+def keras_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
 
 
 def invoke(home, *args):
@@ -112,7 +118,8 @@ def test_train_writes_every_member_artifact(trained):
     assert (len(split["train_index"]), len(split["val_index"])) == (270, 30)
     for index in (0, 1):
         member = home / f"models/e2e/member-{index:02d}"
-        assert sorted(p.name for p in member.iterdir()) == sorted([*MEMBER_FILES, "history.csv"])
+        # cnn11's recipe predicts with test-time augmentation too
+        assert sorted(p.name for p in member.iterdir()) == sorted([*MEMBER_FILES, *TTA_FILES, "history.csv"])
         assert np.load(member / "val_probs.npy").shape == (30, 10)
         test_probs = np.load(member / "test_probs.npy")
         assert test_probs.dtype == np.float32 and test_probs.shape == (1000, 10)
@@ -120,7 +127,7 @@ def test_train_writes_every_member_artifact(trained):
         metrics = json.loads((member / "metrics.json").read_text())
         config = json.loads((member / "config.json").read_text())
         assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 1_284_426
-        assert metrics["backend"] == "tensorflow" and metrics["device"] == "cpu"
+        assert metrics["backend"] == keras_backend() and metrics["device"] == "cpu"
         assert metrics["precision"] == resolve_precision("auto") == config["spec"]["precision"]
         assert 0 <= metrics["val_accuracy"] <= 1 and metrics["fit_seconds"] > 0
         assert {"keras", "numpy", "python"} <= set(metrics["versions"])
@@ -130,13 +137,14 @@ def test_train_writes_every_member_artifact(trained):
 
 def test_blend_writes_checked_submissions(trained, sample_dir):
     home, _, output = trained
-    assert "mean blend of 2 (member-00, member-01)" in output and "best single  val accuracy" in output
+    assert "mean blend of 2 (member-00, member-01), with test-time augmentation" in output
+    assert "best single  val accuracy" in output and "without TTA  val accuracy" in output
     assert "report " in output and output.strip().endswith("submissions/e2e/leaderboard.html")
-    main_file, job_file = home / "submissions/submission.csv", home / "submissions/e2e.csv"
+    main_file, job_file = home / "submissions/submission.csv", home / "submissions/e2e-mean-tta.csv"
     assert main_file.read_bytes() == job_file.read_bytes()
     lines = main_file.read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 1001 and lines[1].startswith("1,")
-    probs = [np.load(home / f"models/e2e/member-{i:02d}/test_probs.npy") for i in (0, 1)]
+    probs = [np.load(home / f"models/e2e/member-{i:02d}/test_probs_tta.npy") for i in (0, 1)]  # cnn11: TTA
     expected = np.argmax((probs[0].astype(np.float64) + probs[1]) / 2, axis=1)
     assert [int(line.split(",")[1]) for line in lines[1:]] == expected.tolist()
     checked = invoke(home, "check", main_file, "--data", sample_dir)
@@ -222,7 +230,7 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
                       "fit_s", "predict_ms_per_1k", "params", "seed", "epochs", "note"]
     models = {row[1]: row for row in rows}
     assert {"blend-mean", "blend-geometric", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
-    assert models["member-00"][4] == ""  # no TTA outputs in this job: no TTA column value
+    assert models["member-00"][4] != "" and models["knn"][4] == ""  # TTA accuracy for members, none for knn
     accuracies = [float(row[3]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
@@ -247,7 +255,7 @@ def test_blend_only_a_baseline_writes_its_submission(trained, sample_dir):
     result = invoke(home, "blend", "--job", "e2e", "--only", "knn", "--out", home / "knn.csv")
     assert result.exit_code == 0, result.output
     expected = np.argmax(np.load(home / "models/e2e/baseline-knn/test_probs.npy"), axis=1)
-    for path in (home / "knn.csv", home / "submissions/e2e-knn.csv"):
+    for path in (home / "knn.csv", home / "submissions/e2e-mean-knn.csv"):  # knn has no TTA outputs
         assert [int(line.split(",")[1]) for line in path.read_text().splitlines()[1:]] == expected.tolist()
     missing = invoke(home, "blend", "--job", "e2e", "--only", "forest")
     assert missing.exit_code == 1 and "no finished 'forest'" in missing.output
@@ -286,3 +294,34 @@ def test_status_and_jobs_show_the_ledger(trained):
     row = next(line for line in listed.output.splitlines() if "│ e2e" in line)
     assert re.search(rf"│ cnn11 +│ +1 │ +{len(rows)} │ +0 │ +0 │ +0 │ +0\.\d{{4}} │ - +│", row), row
     assert invoke(home / "empty", "jobs").output.startswith("no jobs in")
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", ".", "..", "-x", "", ".hidden", "has space",
+                                  "x" * 101])
+def test_unsafe_job_names_are_refused_where_they_enter(tmp_path, sample_dir, name):
+    for command in (["train", "--n", "1", "--data", sample_dir], ["status"], ["blend"], ["leaderboard"]):
+        result = invoke(tmp_path / "home", *command, "--job", name)
+        assert result.exit_code == 2, (command, result.output)
+        assert "job name" in result.output and "is not allowed" in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "home").exists() and not (tmp_path / "x").exists()
+
+
+def test_data_commands_never_replace_csvs_without_force(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "train.csv").write_text("label,pixel0\n1,0\n")
+    result = invoke(tmp_path, "data", "sample", "--out", out)
+    assert result.exit_code == 1 and f"{out}/train.csv already exists; not replacing" in result.output
+    assert (out / "train.csv").read_text() == "label,pixel0\n1,0\n" and not (out / "test.csv").exists()
+    forced = invoke(tmp_path, "data", "sample", "--out", out, "--force")
+    assert forced.exit_code == 0 and (out / "test.csv").is_file()
+
+
+def test_a_folder_with_train_csv_but_no_test_csv_gets_no_overwriting_advice(tmp_path, sample_dir):
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "train.csv").write_bytes((sample_dir / "train.csv").read_bytes())
+    result = invoke(tmp_path, "train", "--n", "1", "--data", folder)
+    assert result.exit_code == 1 and "data sample" not in result.output
+    assert "no known 28x28 CSV layout" in result.output and "train.csv starts 'label,pixel0,pixel1,...'" in result.output

@@ -27,3 +27,18 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
     assert cpu_flags(cpuinfo) == {"fpu", "avx512f", "avx512_bf16"}
     assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_an_unsupported_backend_is_refused_up_front(tmp_path):
+    from ensemble.devices import PlacementError, check_backend, configured_backend
+
+    assert configured_backend({"KERAS_BACKEND": "jax"}) == "jax"
+    config = tmp_path / "keras.json"
+    config.write_text('{"backend": "torch", "floatx": "float32"}')
+    assert configured_backend({}, config) == "torch"
+    assert configured_backend({}, tmp_path / "missing.json") == "tensorflow"
+    assert check_backend({"KERAS_BACKEND": "tensorflow"}) == "tensorflow"
+    with pytest.raises(PlacementError, match="Keras backend 'torch' is not supported .* set KERAS_BACKEND=tensorflow"):
+        check_backend({"KERAS_BACKEND": "torch"})
+    with pytest.raises(PlacementError, match="'torch'"):
+        check_backend({}, config)

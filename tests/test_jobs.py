@@ -28,7 +28,8 @@ def test_recipe_flags_and_overrides_are_frozen_into_the_spec():
     default = JobSpec.from_options(precision="float32")
     assert (default.recipe, default.model, default.schedule, default.learning_rate, default.epochs,
             default.augment, default.rotation, default.keep, default.snapshots, default.tta) == (
-        "cnn11", "cnn11", "onecycle", 2e-3, 12, "idg", 0.0, "best", 1, False)
+        "cnn11", "cnn11", "onecycle", 2e-3, 12, "idg", 0.0, "best", 1, True)
+    assert JobSpec.from_options(precision="float32", tta=False).tta is False
     seed = JobSpec.from_options(recipe="seed")
     assert (seed.schedule, seed.learning_rate, seed.epochs, seed.augment, seed.precision, seed.keep) == (
         "plateau", 1e-4, 50, "legacy-idg", "float32", "last")
@@ -102,3 +103,29 @@ def test_missing_job_is_a_clear_error(ws):
     jobs.save_record(ws, jobs.new_record("a", JobSpec.from_options(), ws.home))
     with pytest.raises(JobError, match=r"no job named 'b' .*\(jobs: a\)"):
         jobs.require_record(ws, "b")
+
+
+def test_a_damaged_record_is_reported_with_its_path_and_other_jobs_keep_working(ws, tmp_path):
+    from click.testing import CliRunner
+
+    from ensemble.cli import main
+
+    for name, created in (("good", "2026-01-01T00:00:00"), ("bad", "2026-01-02T00:00:00")):
+        record = jobs.ensure_members(jobs.new_record(name, JobSpec.from_options(precision="float32"), tmp_path), 1)
+        record["created"] = created
+        jobs.save_record(ws, record)
+    bad = jobs.record_path(ws, "bad")
+    bad.write_text(bad.read_text()[:40])  # truncated, as a full disk or a kill mid-copy leaves it
+    assert jobs.job_names(ws) == ["good"]
+    assert jobs.require_record(ws, None)["name"] == "good"
+    with pytest.raises(JobError, match=f"{bad}: the job record is damaged \\(JSONDecodeError"):
+        jobs.require_record(ws, "bad")
+
+    def run(*args):
+        return CliRunner().invoke(main, ["--home", str(ws.home), *args])  # click 8.2+: stdout and stderr apart
+
+    listed = run("jobs")
+    assert listed.exit_code == 0 and "good" in listed.stdout and f"job bad: {bad}: the job record is damaged" in listed.stderr
+    assert run("status", "--job", "good").exit_code == 0
+    refused = run("status", "--job", "bad")
+    assert refused.exit_code == 1 and str(bad) in refused.stderr and "Traceback" not in refused.stderr

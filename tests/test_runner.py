@@ -191,3 +191,17 @@ def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_d
     again = subprocess.run(train_command(home, sample_dir, "ray", "--n", "2", "--epochs", "1", "--executor", "ray",
                                          "--gpus", "cpu"), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0 and "trained 0, already done 2" in again.stdout
+
+
+def test_members_start_from_a_folder_that_holds_a_directory_named_ensemble(tmp_path, sample_dir):
+    """The parent of a clone has an `ensemble` folder; members must import this package, not that one."""
+    decoy = tmp_path / "cwd" / "ensemble"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy ensemble package was imported')\n")
+    (decoy / "train.py").write_text("raise SystemExit('the decoy train module ran')\n")
+    console_script = os.path.join(os.path.dirname(sys.executable), "ensemble")  # as a user runs it
+    command = [console_script, *train_command(tmp_path / "home", sample_dir, "cwd", "--n", "1", "--epochs", "1")[3:]]
+    result = subprocess.run(command, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ledger(tmp_path / "home", "cwd")["members"][0]["state"] == "done"
+    assert "decoy" not in (tmp_path / "home/jobs/cwd/logs/member-00.log").read_text()

@@ -180,14 +180,17 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
         stop_training = False
 
     now = [1000.0]
-    deadline = Deadline(deadline=1100.0, n_val=100, n_outputs=1000, models=2, views=1, clock=lambda: now[0])
+    # a snapshot after epoch 1: from then on the member predicts with 2 models
+    deadline = Deadline(deadline=1100.0, n_val=100, n_outputs=1000, views=1, snapshot_ends=(1,),
+                        clock=lambda: now[0])
     deadline.set_model(FakeModel())
-    # the first epoch also traced the graph: 40 s, and its validation pass 1 s (10 ms per image)
-    deadline.on_epoch_end(0, {"epoch_seconds": 40.0, "validation_seconds": 1.0})
-    assert not deadline.model.stop_training             # 1000 + 40 + 2 * (1000 * 0.01 * 2 + 2) = 1084 <= 1100
+    # the first epoch also traced the graph: 40 s; its validation pass 1.6 s (16 ms per image):
+    # 2 models x (1000 x 16 ms x 1.25 + 2 s load) = 44 s
+    deadline.on_epoch_end(0, {"epoch_seconds": 40.0, "validation_seconds": 1.6})
+    assert not deadline.model.stop_training             # 1000 + 40 + 44 = 1084 <= 1100
     now[0] = 1020.0
-    logs = {"epoch_seconds": 30.0, "validation_seconds": 0.5}  # 5 ms per image: 2 * (10 s + 2 s load) = 24 s
-    assert deadline.seconds_needed(dict(logs)) == pytest.approx(30.0 + 24.0)  # the fastest epoch, fastest pass
+    logs = {"epoch_seconds": 30.0, "validation_seconds": 0.8}  # 8 ms per image: 2 x (10 s + 2 s) = 24 s
+    assert deadline.seconds_needed(dict(logs), 2) == pytest.approx(30.0 + 24.0)  # the fastest epoch and pass
     deadline.on_epoch_end(1, logs)
     assert not deadline.model.stop_training             # 1020 + 54 <= 1100
     now[0] = 1047.0
@@ -195,7 +198,10 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
     assert deadline.model.stop_training and deadline.stopped_at == 3   # 1047 + 54 > 1100
 
 
-def test_deadline_prefers_the_prediction_speed_finished_members_measured():
-    deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, models=1, views=8, predict_seconds_per_image=0.002)
-    assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}) == pytest.approx(
-        10.0 + 1000 * 0.002 * 2 + 2.0)  # with the prediction margin
+def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured_prediction_speed():
+    deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=8, snapshot_ends=(4, 8, 12),
+                        predict_seconds_per_image=0.002)
+    assert [deadline.models_after(epochs) for epochs in (1, 4, 5, 8, 12)] == [1, 2, 2, 3, 4]
+    # after epoch 4 the next epoch is 5: the member and one snapshot to predict, at the measured 2 ms per image
+    assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}, 4) == pytest.approx(
+        10.0 + 2 * (1000 * 0.002 * 1.25 + 2.0))

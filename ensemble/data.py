@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ PIXEL_COLUMNS = DIGITS.pixel_columns
 TRAIN_COLUMNS = DIGITS.train_columns
 TEST_COLUMNS = DIGITS.test_columns
 MAX_ID = 2**31 - 1
-_WHOLE_NUMBER = re.compile(r"\s*\d+(\.0*)?\s*")
-_RAGGED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+_PLAIN_WHOLE_NUMBER = re.compile(r" *[0-9]+(\.0*)? *")  # 17, 17.0 or 17. with spaces around: nothing else
+# The bytes a data line may hold. Anything else (letters in 1e2 or inf, signs, quotes, tabs, NUL, non-ASCII)
+# sends the file to the exact cell-by-cell check, which names the cell.
+_DATA_BYTES = np.zeros(256, dtype=bool)
+_DATA_BYTES[list(b"0123456789,. \r\n")] = True
 
 
 class DataError(ValueError):
@@ -76,26 +80,57 @@ def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | Non
     return table
 
 
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text (a BOM allowed), or a DataError that says which encoding it looks like and where."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or raw[:200].count(b"\x00") > 20:
+            raise DataError(f"{path}, line 1: not UTF-8 text: it looks like UTF-16; save it as UTF-8") from None
+        line = raw[:error.start].count(b"\n") + 1
+        column = raw[:error.start].split(b"\n")[-1].count(b",") + 1
+        raise DataError(f"{path}, line {line}, column {column}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+                        "save the file as UTF-8") from None
+
+
+def _only_plain_bytes(data: bytes, n_fields: int) -> bool:
+    """Whether the data lines hold nothing but digits, commas, dots, spaces and line ends (a lone carriage
+    return was refused before), each line exactly n_fields fields: else the exact check finds the fault.
+    (The CSV reader would quietly turn a line's extra leading fields into an index.)"""
+    codes = np.frombuffer(data.rstrip(b"\r\n"), dtype=np.uint8)
+    if not _DATA_BYTES[codes].all():
+        return False
+    line_of_each_byte = np.cumsum(codes == ord("\n"))
+    commas_per_line = np.bincount(line_of_each_byte[codes == ord(",")], minlength=line_of_each_byte[-1] + 1)
+    return bool((commas_per_line == n_fields - 1).all())
+
+
 def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str, fmt: TaskFormat) -> DigitTable:
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _decode(path, raw)
     if not text.strip():
         what = f"a header line '{expected[0]},{expected[1]},...'" if fmt.header else "rows of label,784 pixels"
         raise DataError(f"{path}: the file is empty (expected {what})")
+    lone_return = re.search("\r(?!\n)", text)
+    if lone_return:  # the CSV reader would end a line there, where a person sees none
+        line = text[:lone_return.start()].count("\n") + 1
+        raise DataError(f"{path}, line {line}: a carriage return inside the line (old Mac line ends?); save the file "
+                        "with \\n or \\r\\n line ends")
     if fmt.header:
-        header = [name.strip().strip('"') for name in text.splitlines()[0].split(",")]
+        # the first line as the CSV reader splits lines: at newlines only (str.splitlines also splits at \x0b)
+        header = [name.strip(" \t\r").strip('"') for name in text.split("\n", 1)[0].split(",")]
         _check_header(path, header, expected)
+    limits = _column_limits(expected, fmt)
+    body = text.split("\n", 1)[1] if fmt.header and "\n" in text else "" if fmt.header else text
+    if not body.strip():
+        raise DataError(f"{path}: has a header but no data rows")
+    if not _only_plain_bytes(body.encode("utf-8"), len(expected)):
+        _raise_first_bad_cell(path, text, expected, limits, fmt)
     try:
         frame = pd.read_csv(io.StringIO(text), header=0 if fmt.header else None, skip_blank_lines=False)
-    except pd.errors.ParserError as error:
-        raise _ragged_row_error(path, error) from None
-    if len(frame) == 0:
-        raise DataError(f"{path}: has a header but no data rows")
-    if not fmt.header and frame.shape[1] != len(expected):
-        raise DataError(f"{path}, line 1, column {min(frame.shape[1], len(expected)) + 1}: {frame.shape[1]} fields, "
-                        f"expected {len(expected)} (label, then {fmt.side * fmt.side} pixels)")
-    limits = _column_limits(expected, fmt)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        _raise_first_bad_cell(path, text, expected, limits, fmt)
     values = frame.to_numpy()
-    if not _all_whole_numbers_in_range(values, limits):
+    if frame.shape[1] != len(expected) or not _all_whole_numbers_in_range(values, limits):
         _raise_first_bad_cell(path, text, expected, limits, fmt)
     values = values.astype(np.int64)
     first_pixel = len(expected) - fmt.side * fmt.side
@@ -145,15 +180,6 @@ def _check_header(path: Path, header: list[str], expected: tuple[str, ...]) -> N
                         f"{len(header)} columns, expected {len(expected)}")
 
 
-def _ragged_row_error(path: Path, error: Exception) -> DataError:
-    match = _RAGGED.search(str(error))
-    if not match:
-        return DataError(f"{path}: not a readable CSV ({error})")
-    want, line, saw = match.groups()
-    return DataError(f"{path}, line {line}, column {int(want) + 1}: {saw} fields, expected {want} "
-                     "(extra field)")
-
-
 def _all_whole_numbers_in_range(values: np.ndarray, limits: np.ndarray) -> bool:
     if values.dtype.kind not in "iuf":
         return False
@@ -164,49 +190,49 @@ def _all_whole_numbers_in_range(values: np.ndarray, limits: np.ndarray) -> bool:
 
 def _raise_first_bad_cell(path: Path, text: str, expected: tuple[str, ...], limits: np.ndarray,
                           fmt: TaskFormat) -> None:
-    """Re-read every cell as text (slow, but only for a file already known to be bad) to point at it."""
-    frame = pd.read_csv(io.StringIO(text), header=0 if fmt.header else None, dtype=str, keep_default_na=False,
-                        na_filter=False, skip_blank_lines=False)
-    cells = frame.to_numpy(dtype=object)
-    for column in range(cells.shape[1]):
-        column_cells = pd.Series(cells[:, column])
-        whole = column_cells.str.fullmatch(_WHOLE_NUMBER).fillna(False).to_numpy(dtype=bool)
-        numbers = pd.to_numeric(column_cells.where(whole), errors="coerce").to_numpy()
-        cells[:, column] = whole & ~(numbers > limits[column])
-    bad = ~cells.astype(bool)
-    row, column = np.unravel_index(np.argmax(bad), bad.shape)
-    if not bad[row, column]:
-        raise DataError(f"{path}: could not read the values as whole numbers")
-    raw_row = frame.iloc[row]
-    line = row + (2 if fmt.header else 1)  # line 1 is the header, where there is one
-    name = expected[column]
-    cell = raw_row.iloc[column]
-    if all(isinstance(value, str) and not value.strip() for value in raw_row.fillna("")):
-        raise DataError(f"{path}, line {line}: blank line")
-    n_fields = text.splitlines()[line - 1].count(",") + 1
-    if n_fields < len(expected):
-        raise DataError(f"{path}, line {line}, column {n_fields + 1}: {n_fields} fields, expected "
-                        f"{len(expected)} (missing field)")
-    raise DataError(f"{path}, line {line}, column {column + 1} ('{name}'): "
-                    f"{_describe_bad_cell(cell, name, int(limits[column]))}")
+    """Walk the text cell by cell (slow, but only for a file already known to be bad) to the first cell,
+    line or field count that is wrong, and say where it is and what is wrong with it."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    first = 1 if fmt.header else 0
+    for number, line in enumerate(lines[first:], start=first + 1):
+        line = line[:-1] if line.endswith("\r") else line
+        if not line.strip():
+            raise DataError(f"{path}, line {number}: blank line")
+        cells = line.split(",")
+        for column, (cell, limit) in enumerate(zip(cells, limits)):
+            if not _PLAIN_WHOLE_NUMBER.fullmatch(cell) or int(cell.split(".")[0]) > limit:
+                raise DataError(f"{path}, line {number}, column {column + 1} ('{expected[column]}'): "
+                                f"{_describe_bad_cell(cell, expected[column], int(limit))}")
+        if len(cells) != len(expected):
+            extra = "extra field" if len(cells) > len(expected) else "missing field"
+            raise DataError(f"{path}, line {number}, column {min(len(cells), len(expected)) + 1}: {len(cells)} "
+                            f"fields, expected {len(expected)} ({extra})")
+    raise DataError(f"{path}: could not read the values as whole numbers")
 
 
-def _describe_bad_cell(cell, column_name: str, limit: int) -> str:
-    if not cell.strip():
+def _describe_bad_cell(cell: str, column_name: str, limit: int) -> str:
+    shown = cell.strip()
+    if not shown:
         return "blank cell"
     try:
-        number = float(cell)
+        number = float(shown)
     except ValueError:
-        return f"not a number: '{cell.strip()}'"
-    if np.isnan(number):
-        return f"NaN ('{cell.strip()}'): every cell needs a whole number"
+        return f"not a number: '{shown}'"
+    if math.isnan(number):
+        return f"NaN ('{shown}'): every cell needs a whole number"
+    if not math.isfinite(number):
+        return f"not a finite number: '{shown}'"
     if number != round(number):
-        return f"not a whole number: '{cell.strip()}'"
+        return f"not a whole number: '{shown}'"
+    if not _PLAIN_WHOLE_NUMBER.fullmatch(cell) and not shown.startswith("-"):
+        return f"not a plain whole number: '{shown}' (write {int(number)})"
     if column_name == "label":
-        return f"label {cell.strip()} is outside 0..{limit}"
+        return f"label {shown} is outside 0..{limit}"
     if limit != 255:
-        return f"{column_name} {cell.strip()} is outside 0..{limit}"
-    return f"value {cell.strip()} is outside 0..255"
+        return f"{column_name} {shown} is outside 0..{limit}"
+    return f"value {shown} is outside 0..255"
 
 
 # --- the validation split -------------------------------------------------------------------------

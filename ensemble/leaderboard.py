@@ -144,7 +144,7 @@ def plot_learning_curves(histories: dict[str, pd.DataFrame]) -> bytes:
         axes.plot(history["epoch"] + 1, history["val_accuracy"], marker=".", label=name)
     axes.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no ticks at 1.2, 1.4
-    if len(histories) <= 12:
+    if 0 < len(histories) <= 12:
         axes.legend(loc="lower right", fontsize="small")
     return _png(figure)
 
@@ -222,7 +222,9 @@ figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figcaptio
 
 
 def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
-    paths = {name: ws.model_dir(job, name) / "history.csv" for name in names}
+    """Each model's member's history.csv: a snapshot is a moment of its member's run, shown once as that run."""
+    members = dict.fromkeys(name.split("-snap")[0] for name in names)
+    paths = {name: ws.model_dir(job, name) / "history.csv" for name in members}
     return {name: pd.read_csv(path).drop_duplicates("epoch", keep="last") for name, path in paths.items()
             if path.is_file()}
 

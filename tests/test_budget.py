@@ -72,13 +72,13 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
 
 def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir):
     """No --n: members are added one after another until the next would not fit; none is left pending."""
-    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "40s", "--epochs", "2",
+    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "60s", "--epochs", "2", "--no-tta",
                     "--limit-train", "200", "--job", "grow", "--precision", "float32")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "jobs/grow/job.json").read_text())
     states = [member["state"] for member in record["members"]]
     assert len(states) >= 2 and set(states) == {"done"}, states
-    assert re.search(r"time limit 0m40s: fitted \d+ complete members?", result.output), result.output
+    assert re.search(r"time limit 1m00s: fitted \d+ complete members?", result.output), result.output
     blended = invoke(tmp_path, "blend", "--job", "grow")
     assert blended.exit_code == 0 and f"mean blend of {len(states)}" in blended.output
 
@@ -107,7 +107,7 @@ def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sa
         ("mean", True, ["member-00-snap1", "member-00-snap2"]), ("mean", False, ["member-00-snap1", "member-00-snap2"]),
         ("mean", True, ["member-00-snap1", "member-00"])]
     board = invoke(tmp_path, "leaderboard", "--job", "snap", "--format", "csv")
-    rows = {line.split(",")[1]: line.split(",") for line in board.output.splitlines()[1:]}
+    rows = {line.split(",")[1]: line.split(",") for line in board.stdout.splitlines()[1:]}
     assert {"member-00", "member-00-snap1", "member-00-snap2", "blend-mean", "blend-greedy"} <= set(rows)
     assert rows["member-00-snap2"][2] == "snapshot" and rows["member-00"][2] == "member"
     assert all(rows[name][4] != "" for name in ("member-00-snap1", "blend-mean"))  # val_acc_tta filled in

@@ -151,7 +151,8 @@ def test_submit_waits_for_the_score_and_records_it(standin, blended_home, monkey
 @pytest.mark.parametrize("env, message", [
     ({"STANDIN_NOAUTH": "1"}, "the kaggle CLI has no valid credentials: put your API token in ~/.kaggle/kaggle.json"),
     ({"STANDIN_REFUSE": "1"}, "`kaggle competitions submit` failed (exit 1): 400 Client Error: Bad Request"),
-    ({"STANDIN_STATUS": "SubmissionStatus.ERROR"}, "Kaggle could not score the submission"),
+    ({"STANDIN_STATUS": "SubmissionStatus.ERROR", "STANDIN_POLLS_TO_SCORE": "1"},
+     "Kaggle could not score the submission"),
     ({"STANDIN_POLLS_TO_SCORE": "1000"}, "no score after 0 s: the submission"),
 ])
 def test_failures_say_what_happened_and_leave_the_job_untouched(standin, blended_home, monkeypatch, env, message):

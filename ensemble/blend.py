@@ -45,11 +45,12 @@ def geometric_blend(probs: np.ndarray) -> np.ndarray:
 
 
 def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
-    """An unweighted blend by name (mean or geometric)."""
-    combine = {"mean": mean_blend, "geometric": geometric_blend}.get(method)
-    if combine is None:
-        raise ValueError(f"unknown blend method {method!r} for an unweighted blend; choose mean or geometric")
-    return combine(probs)
+    """An unweighted blend by name (a registered UnweightedBlend: mean or geometric)."""
+    blender = BLEND_METHODS.get(method)
+    if not isinstance(blender, UnweightedBlend):
+        unweighted = [name for name, m in BLEND_METHODS.items() if isinstance(m, UnweightedBlend)]
+        raise ValueError(f"unknown blend method {method!r} for an unweighted blend; choose {' or '.join(unweighted)}")
+    return blender.combine(probs)
 
 
 def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
@@ -283,10 +284,10 @@ def write_submission(path: Path, labels: np.ndarray, layout: SubmissionLayout) -
 
 def job_submission_layout(ws, record: dict) -> SubmissionLayout:
     """The submission layout of a job: its format's columns, its test file's ids, its classes."""
-    from .jobs import JobSpec, read_job_data
+    from .jobs import JobSpec, read_job_test
 
     spec = JobSpec.from_dict(record["spec"])
-    _, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+    test = read_job_test(ws, record)  # the train file is not needed: ids and row count are the test file's
     return SubmissionLayout.for_format(spec.format, test.ids, len(test), spec.classes)
 
 

@@ -382,12 +382,24 @@ def class_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
     return np.where(classes_array[positions] == labels, positions, -1).astype(np.int64)
 
 
+def read_job_test(ws: Workspace, record: dict):
+    """A job's test file alone (its ids and, where the layout has them, labels), through the cache."""
+    from .data import read_test_csv
+
+    spec = JobSpec.from_dict(record["spec"])
+    try:
+        test_path = data_files(spec.format, Path(record["data_dir"]))[1]
+    except FormatError as error:
+        raise JobError(str(error)) from None
+    return read_test_csv(test_path, ws.cache_dir, spec.format)
+
+
 def job_test_labels(ws: Workspace, record: dict) -> np.ndarray | None:
     """Class indices of the test rows where the layout labels test (Fashion-MNIST, Sign Language MNIST,
     EMNIST), else None."""
-    spec = JobSpec.from_dict(record["spec"])
-    _, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
-    return class_indices(test.labels, spec.classes) if test.labels is not None else None
+    test = read_job_test(ws, record)
+    classes = JobSpec.from_dict(record["spec"]).classes
+    return class_indices(test.labels, classes) if test.labels is not None else None
 
 
 def job_arrays(ws: Workspace, record: dict) -> JobArrays:

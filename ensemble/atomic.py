@@ -1,16 +1,74 @@
 """The one place files are written: every write goes to a temp file in the same folder, then renames.
 
-A crash mid-write leaves the old file (or none), never half a submission or a torn job record.
+A crash mid-write leaves the old file (or none), never half a submission or a torn job record. A full disk
+is a NoSpace error that names the path and the space left, with the temp file already gone.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+_NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# A write that fails with less than this free beside it ran out of disk, whatever the library said (HDF5 and
+# TensorFlow do not always pass ENOSPC on, and may crash outright); a member process that runs out exits with
+# NO_SPACE_EXIT, and the runner stops the job rather than retrying it.
+LOW_SPACE_BYTES = 16 * 2**20
+NO_SPACE_EXIT = 28
+
+
+class NoSpace(Exception):
+    """The disk is full: which path could not be written and how much space is left there."""
+
+    def __init__(self, path: Path, what: str = "writing"):
+        self.path = Path(path)
+        self.free = free_bytes(self.path)
+        free = "unknown space" if self.free is None else format_bytes(self.free)
+        super().__init__(f"no space left on device {what} {self.path} ({free} free there); free some space and "
+                         "rerun the same command: everything finished so far is kept")
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the file system that holds path (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def low_on_space(path: Path) -> bool:
+    free = free_bytes(path)
+    return free is not None and free < LOW_SPACE_BYTES
+
+
+def format_bytes(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def is_no_space(error: BaseException | None) -> bool:
+    """Whether an error (or one it came from) is a full disk: the OS's errno, or the words libraries such as
+    HDF5 wrap it in."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, NoSpace) or (isinstance(error, OSError) and error.errno in _NO_SPACE_ERRNOS) \
+                or "No space left on device" in str(error) or "errno = 28" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _current_umask() -> int:
@@ -21,17 +79,21 @@ def _current_umask() -> int:
 
 def write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file its normal mode
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if is_no_space(error) and not isinstance(error, NoSpace):
+            raise NoSpace(path) from None
         raise
     return path
 

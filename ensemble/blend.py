@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import atomic
 from .metrics import PROB_FLOOR, accuracy, log_loss
-from .outputs import ModelKind, ensemble_models, finished_models, has_tta, load_probs, member_is_complete
+from .outputs import JobModels, ModelKind, ensemble_models, finished_models, has_tta, load_probs, survey_models
 
 GREEDY_ROUNDS = 25  # AutoGluon's ensemble_size
 
@@ -254,16 +254,22 @@ def default_blend_names(ws, record: dict) -> list[str]:
     return ensemble_models(finished_models(ws, record))
 
 
-def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: bool = False) -> ModelOutputs:
+def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: bool = False,
+                 survey: JobModels | None = None) -> ModelOutputs:
     """Saved probabilities of the job's ensemble (default) or of the named models; with tta, the test-time
-    augmented outputs of every model that has them."""
+    augmented outputs of every model that has them. Only models whose files passed the checks are read."""
     from .jobs import JobError
 
-    models = finished_models(ws, record)
+    survey = survey or survey_models(ws, record)
+    models = survey.finished
     available = [model.name for model in models]
     if only is None and not any(model.kind is not ModelKind.BASELINE for model in models):
         raise JobError(f"job {record['name']!r} has no finished members yet; "
                        f"run `ensemble train --job {record['name']}` first")
+    damaged = [f"{name}: {survey.damaged[name]}" for name in only or () if name in survey.damaged]
+    if damaged:
+        raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record['name']}` rebuilds a "
+                       "member's outputs; `ensemble baselines` a baseline's")
     missing = [name for name in only or () if name not in available]
     if missing:
         raise JobError(f"job {record['name']!r} has no finished {', '.join(map(repr, missing))} "
@@ -305,10 +311,20 @@ def record_blend(ws, job: str, entry: dict) -> Path:
     return atomic.write_json(blends_path(ws, job), read_blend_records(ws, job) + [entry])
 
 
-def unfinished_members(ws, record: dict) -> list[str]:
-    """'member-03 (running)' for each ledger member whose directory is not complete, whatever the ledger says."""
-    return [f"{member['name']} ({'pending' if member['state'] == 'done' else member['state']})"
-            for member in record["members"] if not member_is_complete(ws.member_dir(record["name"], member["index"]))]
+def unfinished_members(record: dict, survey: JobModels) -> list[str]:
+    """'member-03 (running)' for each ledger member whose files are not finished, whatever the ledger says;
+    'member-03 (damaged: <file>: <what>)' for one whose files, or its snapshots' files, fail their checks."""
+    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
+    unfinished = []
+    for member in record["members"]:
+        name = member["name"]
+        faults = [survey.damaged[model] for model in survey.damaged
+                  if model == name or model.startswith(f"{name}-snap")]
+        if faults:
+            unfinished.append(f"{name} (damaged: {faults[0]})")
+        elif name not in finished:
+            unfinished.append(f"{name} ({'pending' if member['state'] == 'done' else member['state']})")
+    return unfinished
 
 
 def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
@@ -326,17 +342,18 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     record = require_record(ws, job)
     spec = JobSpec.from_dict(record["spec"])
     tta = spec.tta if tta is None else tta
-    unfinished = unfinished_members(ws, record) if only is None else []
+    survey = survey_models(ws, record)  # every input checked before anything is blended or written
+    unfinished = unfinished_members(record, survey) if only is None else []
     if unfinished and not allow_partial:
         finished = len(record["members"]) - len(unfinished)
         raise JobError(f"job {record['name']!r} has {len(unfinished)} unfinished of {len(record['members'])} "
                        f"members: {', '.join(unfinished)}. Finish them with `{resume_command(record)}` "
                        f"(`ensemble status --job {record['name']}` shows where they are), or blend the "
                        f"{finished} finished ones with --allow-partial.")
-    outputs = load_outputs(ws, record, only, tta)
-    y_val = load_split(ws, record["name"])["val_labels"]
+    outputs = load_outputs(ws, record, only, tta, survey)
+    y_val = load_split(ws, record)["val_labels"]
     blended = blender.blend(outputs, y_val, spec.seed)
-    other = load_outputs(ws, record, only, not outputs.tta)
+    other = load_outputs(ws, record, only, not outputs.tta, survey)
     other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
     test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = job_submission_layout(ws, record)

@@ -8,6 +8,7 @@ import click
 
 from . import __version__
 from .architectures import NETS
+from .atomic import NoSpace
 from .blend import BLEND_METHODS, SubmissionError
 from .competition import KaggleError
 from .data import DataError
@@ -21,7 +22,8 @@ from .budget import parse_duration
 from .recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
 from .workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
-USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError, JobNameError)
+USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError, JobNameError,
+               NoSpace)
 
 
 def checked_by(convert, prefix: str = ""):
@@ -179,10 +181,11 @@ def data_idx(ctx, directory, out, seed, force):
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,
               help="auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
                    "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Job seed: member i trains with seed+i; the validation split uses it too.")
-@click.option("--val-split", type=float, default=0.1, show_default=True, help="Stratified validation share.")
-@job_option("Job name (default: continue the newest job with the same options, else a timestamp).")
+@click.option("--seed", type=int, default=None,
+              help="Job seed: member i trains with seed+i; the validation split uses it too (default 0).")
+@click.option("--val-split", type=float, default=None, help="Stratified validation share (default 0.1).")
+@job_option("Job name (default: continue the newest job with the same options, else a timestamp). An existing "
+            "job named alone (ensemble train --job J) continues with its own options and data.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the train and test CSVs, e.g. train.csv and test.csv (default: data/).")
 @FORMAT_OPTION
@@ -215,7 +218,7 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
     from .runner import TrainRequest, run_job
 
     ws = workspace(ctx)
-    request = TrainRequest(n=n, data_dir=data_dir or ws.data_dir, job=job, recipe=recipe, model=model,
+    request = TrainRequest(n=n, data_dir=data_dir, job=job, recipe=recipe, model=model,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, schedule=schedule,
                            augment=augment, rotation=rotation, keep=keep, snapshots=snapshots, tta=tta,
                            precision=precision, seed=seed, val_split=val_split, limit_train=limit_train, gpus=gpus,
@@ -442,6 +445,10 @@ def leaderboard(ctx, job, fmt):
     from .leaderboard import render_markdown, render_table, write_report
 
     report = write_report(workspace(ctx), job)
+    if report.damaged:
+        from .leaderboard import damaged_note
+
+        click.echo(damaged_note(report.damaged, report.job), err=True)
     if fmt == "table":
         click.echo(render_table(report.frame, title=f"job {report.job}"), nl=False)
     elif fmt == "md":

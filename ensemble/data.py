@@ -11,6 +11,7 @@ import hashlib
 import io
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,15 +69,21 @@ def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | Non
     kind = "train" if expected[0] == "label" else "test"
     cached = cache_dir / f"{fmt.name}-{kind}-{sha}.npz" if cache_dir else None
     if cached is not None and cached.is_file():
-        with np.load(cached) as arrays:
-            return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
-                              arrays["ids"] if "ids" in arrays else None)
+        try:
+            with np.load(cached) as arrays:
+                return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
+                                  arrays["ids"] if "ids" in arrays else None)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            cached.unlink(missing_ok=True)  # a damaged cache entry: parse the CSV again
     table = _parse_digit_csv(path, raw, expected, sha, fmt)
     if cached is not None:
         buffer = io.BytesIO()
         extra = {name: value for name, value in (("labels", table.labels), ("ids", table.ids)) if value is not None}
         np.savez(buffer, images=table.images, **extra)
-        atomic.write_bytes(cached, buffer.getvalue())
+        try:
+            atomic.write_bytes(cached, buffer.getvalue())
+        except atomic.NoSpace:
+            pass  # the cache only saves parsing time; the write that matters will say the disk is full
     return table
 
 

@@ -74,6 +74,7 @@ class Launched:
     pid: int | None = None
     started: float = field(default_factory=time.time)
     resumed_from: int = 0  # epochs the member had finished before this attempt
+    notes_seen: int = 0    # the member's notes (progress file) already shown
 
 
 class LocalExecutor:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shlex
 import time
+import zipfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -194,10 +196,60 @@ def load_record(ws: Workspace, job: str) -> dict | None:
         record = atomic.read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise JobError(f"{path}: the job record is damaged ({type(error).__name__}: {error}); other jobs are "
-                       "unaffected. Its trained members are still in " + str(ws.models_dir / job)) from None
+                       f"unaffected. Its trained members are still in {ws.models_dir / job}; `ensemble train --job "
+                       f"{shlex.quote(job)}` rebuilds the record from them") from None
     if not isinstance(record, dict) or not {"name", "spec", "members"} <= set(record):
-        raise JobError(f"{path}: the job record is damaged (not a job record); other jobs are unaffected")
+        raise JobError(f"{path}: the job record is damaged (not a job record); other jobs are unaffected; "
+                       f"`ensemble train --job {shlex.quote(job)}` rebuilds it from its member folders")
     return record
+
+
+def rebuild_record(ws: Workspace, job: str) -> dict | None:
+    """A job record made again from its member folders: each member's config.json holds the job's whole spec
+    and data folder, so the record is exact when they agree. None when no member says, or they disagree.
+    Per-member state is left to the runner's reconcile, which reads it from the files."""
+    configs = {}
+    for path in sorted((ws.models_dir / job).glob("member-*/config.json")):
+        if "-snap" in path.parent.name:
+            continue
+        try:
+            config = atomic.read_json(path)
+            configs[int(config["member"])] = (config["spec"], config["data_dir"], path.stat().st_mtime)
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue
+    described = {json.dumps([spec, data_dir], sort_keys=True) for spec, data_dir, _ in configs.values()}
+    if len(described) != 1:
+        return None
+    spec, data_dir, _ = next(iter(configs.values()))
+    record = new_record(job, JobSpec.from_dict(spec), Path(data_dir))
+    record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(min(m for *_, m in configs.values())))
+    record["rebuilt"] = now()
+    return ensure_members(record, max(configs) + 1)
+
+
+def recover_record(ws: Workspace, job: str, say) -> dict | None:
+    """The job's record; a damaged one is set aside and rebuilt from the member folders (saying so) where
+    that is exact, else the JobError says what to do. None when the job does not exist."""
+    from .locks import LockHeld, PidLock
+
+    try:
+        return load_record(ws, job)
+    except JobError as damaged:
+        rebuilt = rebuild_record(ws, job)
+        if rebuilt is None:
+            raise JobError(f"{damaged}".split("; `ensemble train")[0] + ". Its member folders do not say how it was "
+                           f"made, so it cannot be rebuilt: move {ws.job_dir(job)} aside and train a new job") from None
+    try:
+        with PidLock(lock_path(ws, job)):  # job.json has one writer at a time
+            aside = record_path(ws, job).with_name(f"job.json.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            record_path(ws, job).rename(aside)
+            save_record(ws, rebuilt)
+    except LockHeld as held:
+        raise JobError(f"job {job!r} is being trained by pid {held.holder.get('pid', '?')}; its record reads as "
+                       "damaged: rerun once that process ends") from None
+    say(f"{record_path(ws, job)} was damaged: set aside as {aside.name} and rebuilt from "
+        f"{len(rebuilt['members'])} member folders ({ws.models_dir / job})")
+    return rebuilt
 
 
 def require_record(ws: Workspace, job: str | None) -> dict:
@@ -295,12 +347,17 @@ def read_history(path: Path) -> list[dict]:
 
 
 def resumable_epochs(member_dir: Path, epochs: int) -> int:
-    """Finished epochs the member's next attempt keeps: all of them when training ended (only outputs may be
-    missing), those in history.csv when a BackupAndRestore state can continue them, else none."""
-    finished = len(read_history(member_dir / "history.csv"))
+    """Finished epochs the member's next attempt likely keeps (for estimates and messages; the member itself
+    decides by loading): all of them when training ended, else those of its newest training state."""
+    from .checkpoints import committed_epochs
+
+    try:
+        finished = len(read_history(member_dir / "history.csv"))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError):
+        finished = 0
     if finished >= epochs and (member_dir / "best.keras").is_file():
         return finished
-    return finished if (member_dir / "backup").is_dir() else 0
+    return max(committed_epochs(member_dir / "backup"), default=0)
 
 
 # --- the validation split, shared by every member of a job ----------------------------------------
@@ -317,12 +374,42 @@ def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.n
     return atomic.write_bytes(split_path(ws, job), buffer.getvalue())
 
 
-def load_split(ws: Workspace, job: str) -> dict[str, np.ndarray]:
-    path = split_path(ws, job)
-    if not path.is_file():
-        raise JobError(f"job {job!r} has no split file {path}; rerun `ensemble train --job {job}`")
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
+SPLIT_KEYS = ("train_index", "val_index", "val_labels")
+
+
+def _read_split(path: Path) -> dict[str, np.ndarray] | None:
+    """The saved split, None when it is missing or does not read as one."""
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            split = {key: arrays[key] for key in SPLIT_KEYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return split if len(split["val_index"]) == len(split["val_labels"]) else None
+
+
+def load_split(ws: Workspace, record: dict, say=None) -> dict[str, np.ndarray]:
+    """The job's validation split. A missing or damaged split.npz is made again, exactly: the split is a
+    function of the recorded seed, share and training data (checked against its recorded hash)."""
+    from .data import DataError, stratified_split
+
+    path = split_path(ws, record["name"])
+    split = _read_split(path)
+    if split is not None:
+        return split
+    spec = JobSpec.from_dict(record["spec"])
+    try:
+        train, _ = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+    except DataError as error:
+        raise JobError(f"{path} is missing or damaged, and the job's data to make it again cannot be read: "
+                       f"{error}") from None
+    if train.sha256 != spec.train_sha256:
+        raise JobError(f"{path} is missing or damaged, and {record['data_dir']} no longer holds the training data "
+                       f"job {record['name']!r} was made from (its hash differs): put that data back to recover it")
+    train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
+    save_split(ws, record["name"], train_index, val_index, class_indices(train.labels, spec.classes)[val_index])
+    if say is not None:
+        say(f"{path} was missing or damaged: made again from the job's seed ({spec.seed}) and data")
+    return _read_split(path)
 
 
 @dataclass(frozen=True)
@@ -409,7 +496,7 @@ def job_arrays(ws: Workspace, record: dict) -> JobArrays:
         if table.sha256 != recorded:
             raise JobError(f"{record['data_dir']}/{kind}.csv changed since job {record['name']!r} was "
                            "created (its content hash differs); train a new job for new data")
-    split = load_split(ws, record["name"])
+    split = load_split(ws, record)
     images = train.images[..., None]
     labels = class_indices(train.labels, spec.classes)
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from . import atomic
 from .blend import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs, load_outputs, read_blend_records
 from .competition import read_submission_records
 from .metrics import accuracy
-from .outputs import ModelKind, finished_models, read_metrics
+from .outputs import ModelKind, read_metrics, survey_models
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss", "fit_s",
            "predict_ms_per_1k", "params", "seed", "epochs", "note"]
@@ -173,6 +173,7 @@ class Report:
     frame: pd.DataFrame
     greedy_weights: dict[str, float]
     paths: dict[str, Path]
+    damaged: dict[str, str] = field(default_factory=dict)  # model -> what is wrong with its files
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -236,8 +237,9 @@ def write_report(ws, job: str | None = None) -> Report:
     record = require_record(ws, job)
     name = record["name"]
     seed = JobSpec.from_dict(record["spec"]).seed
-    y_val = load_split(ws, name)["val_labels"]
-    models = finished_models(ws, record)
+    y_val = load_split(ws, record)["val_labels"]
+    survey = survey_models(ws, record)  # every model's files checked once; the damaged ones are left out, named
+    models = survey.finished
     baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]
     cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE]
     if not cnn_names and not baselines:
@@ -247,11 +249,11 @@ def write_report(ws, job: str | None = None) -> Report:
     cnn_entries = [read_entry(ws, name, n) for n in cnn_names]
     baseline_entries = [read_entry(ws, name, b) for b in baselines]
     if y_test is not None:  # a labelled test file: every model's test accuracy beside its validation accuracy
-        everything = load_outputs(ws, record, tuple(cnn_names + baselines))
+        everything = load_outputs(ws, record, tuple(cnn_names + baselines), survey=survey)
         for entry, test_probs in zip(cnn_entries + baseline_entries, everything.test_probs):
             entry["test_accuracy"] = accuracy(test_probs, y_test)
-    members = load_outputs(ws, record) if cnn_names else None
-    augmented = load_outputs(ws, record, tta=True) if members else None
+    members = load_outputs(ws, record, survey=survey) if cnn_names else None
+    augmented = load_outputs(ws, record, tta=True, survey=survey) if members else None
     augmented = augmented if augmented is not None and augmented.tta else None
     blends, weights = blend_entries(members, augmented, [e for e in cnn_entries if e["model"] in members.names],
                                     y_val, seed, y_test) if members else ([], {})
@@ -261,9 +263,11 @@ def write_report(ws, job: str | None = None) -> Report:
         if score is not None:
             row["note"] += f"; public {score:.5f}"
     frame = rank_entries(blends + cnn_entries + baseline_entries)
-    shown = submitted_blend(ws, record, y_val) if members else None
-    figures = report_figures(ws, record, members, baselines, y_val, seed, shown)
+    shown = submitted_blend(ws, record, y_val, survey) if members else None
+    figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey)
     notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
+    if survey.damaged:
+        notes.append(damaged_note(survey.damaged, name))
     if members is not None:
         notes.append(f"blends average {len(members.names)} models: " + ", ".join(members.names)
                      + (" (each member's snapshots stand in for it)" if any("-snap" in n for n in members.names) else ""))
@@ -296,7 +300,12 @@ def write_report(ws, job: str | None = None) -> Report:
         "csv": atomic.write_text(out / "leaderboard.csv", frame.to_csv(index=False)),
         "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
     }
-    return Report(name, frame, weights, paths)
+    return Report(name, frame, weights, paths, survey.damaged)
+
+
+def damaged_note(damaged: dict[str, str], job: str) -> str:
+    return ("damaged, left out: " + "; ".join(f"{model} ({problem})" for model, problem in damaged.items())
+            + f". `ensemble train --job {job}` makes a member's outputs again; `ensemble baselines` a baseline's.")
 
 
 def kaggle_scores(ws, job: str) -> dict[str, float]:
@@ -308,7 +317,7 @@ def kaggle_scores(ws, job: str) -> dict[str, float]:
     return scores
 
 
-def submitted_blend(ws, record: dict, y_val: np.ndarray) -> tuple[str, np.ndarray] | None:
+def submitted_blend(ws, record: dict, y_val: np.ndarray, survey=None) -> tuple[str, np.ndarray] | None:
     """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
     from .jobs import JobError, JobSpec
 
@@ -318,7 +327,7 @@ def submitted_blend(ws, record: dict, y_val: np.ndarray) -> tuple[str, np.ndarra
     if latest is None:
         return None
     try:
-        outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"])
+        outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"], survey)
     except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
         return None
     blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, JobSpec.from_dict(record["spec"]).seed)
@@ -326,7 +335,7 @@ def submitted_blend(ws, record: dict, y_val: np.ndarray) -> tuple[str, np.ndarra
 
 
 def report_figures(ws, record: dict, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
-                   seed: int, shown: tuple[str, np.ndarray] | None = None) -> dict[str, tuple[str, bytes]]:
+                   seed: int, shown: tuple[str, np.ndarray] | None = None, survey=None) -> dict[str, tuple[str, bytes]]:
     """The report's plots, each as (caption, PNG); member plots only when there are members. The confusion
     matrix and per-class plot show the blend in submissions/submission.csv (`shown`), else the mean blend."""
     from .jobs import JobSpec
@@ -343,7 +352,7 @@ def report_figures(ws, record: dict, members: ModelOutputs | None, baselines: li
         figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
                              plot_learning_curves(read_histories(ws, record["name"], members.names)))
     if members is not None and baselines:
-        others = load_outputs(ws, record, tuple(baselines))
+        others = load_outputs(ws, record, tuple(baselines), survey=survey)
         best = int(np.argmax([accuracy(p, y_val) for p in others.val_probs]))
         figures["classes"] = (f"Per-class accuracy: {label} vs the best baseline ({others.names[best]})",
                               plot_per_class(per_class_accuracy(mean_blend, y_val),

@@ -11,6 +11,8 @@ import socket
 import time
 from pathlib import Path
 
+from .atomic import NoSpace, is_no_space
+
 
 class LockHeld(Exception):
     """Another live process holds the lock; `holder` is what it wrote there (pid, host, since)."""
@@ -62,8 +64,13 @@ class PidLock:
         self.release()
 
     def acquire(self) -> "PidLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            if is_no_space(error):
+                raise NoSpace(self.path) from None
+            raise
         deadline = time.monotonic() + self.wait
         while True:
             try:
@@ -75,10 +82,19 @@ class PidLock:
                     raise LockHeld(self.path, read_holder(self.path)) from None
                 time.sleep(0.2)
         self.previous = read_holder(self.path)  # left there only by a holder that never released
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+            handle.flush()
+        except OSError as error:
+            try:
+                handle.close()  # the lock goes with the handle (closing flushes again, and may fail alike)
+            except OSError:
+                pass
+            if is_no_space(error):
+                raise NoSpace(self.path) from None
+            raise
         self._handle = handle
         return self
 

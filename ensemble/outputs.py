@@ -9,6 +9,7 @@ marks the model finished. Everything here reads or writes those files; callers n
 from __future__ import annotations
 
 import re
+import zipfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -62,8 +63,80 @@ def save_model_outputs(model_dir: Path, config: dict, val_probs: np.ndarray, tes
     return atomic.write_json(model_dir / "metrics.json", metrics)
 
 
+def keras_file_problem(path: Path) -> str | None:
+    """What is wrong with a saved .keras model, None when it is whole: a .keras file is a zip archive, and
+    every member's checksum is verified (a truncated or overwritten file fails), without building the model."""
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            corrupt = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+        return f"{path}: not a complete .keras file ({error})"
+    if corrupt is not None:
+        return f"{path}: {corrupt} inside it is corrupt"
+    if not {"config.json", "model.weights.h5"} <= names:
+        return f"{path}: not a Keras model file (no config.json and model.weights.h5 inside)"
+    return None
+
+
 def has_outputs(model_dir: Path) -> bool:
     return all((model_dir / name).is_file() for name in OUTPUT_FILES)
+
+
+@dataclass(frozen=True)
+class OutputShape:
+    """What a job's saved outputs must be: a row per validation and test image, a column per class."""
+
+    n_val: int
+    n_test: int | None  # None: the test file cannot be read now, so its row count is not checked
+    n_classes: int
+
+
+def _json_object_problem(path: Path) -> str | None:
+    try:
+        value = atomic.read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return f"{path}: not readable JSON ({type(error).__name__}: {error})"
+    return None if isinstance(value, dict) else f"{path}: not a JSON object"
+
+
+def _probs_problem(path: Path, rows: int | None, classes: int) -> str | None:
+    try:
+        probs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        return f"{path}: not a readable .npy array ({error})"
+    if probs.ndim != 2 or probs.shape[1] != classes or (rows is not None and probs.shape[0] != rows):
+        return f"{path}: shape {probs.shape}, expected ({rows if rows is not None else 'rows'}, {classes})"
+    if not np.issubdtype(probs.dtype, np.floating) or not np.isfinite(probs).all():
+        return f"{path}: not finite probabilities ({probs.dtype})"
+    return None
+
+
+def output_problem(model_dir: Path, shape: OutputShape, kind: ModelKind) -> str | None:
+    """The first thing wrong with a model's saved outputs, None when every file a later stage reads is
+    whole: present, parsing, the job's shapes, and for a member a best.keras that is a complete model file.
+    The one check behind "finished": a model that fails it is not finished, whatever else says so."""
+    for name in MEMBER_FILES if kind is ModelKind.MEMBER else OUTPUT_FILES:
+        if not (model_dir / name).is_file():
+            return f"{model_dir}: no {name}"
+    for name in ("config.json", "metrics.json"):
+        if problem := _json_object_problem(model_dir / name):
+            return problem
+    accuracy = read_metrics(model_dir).get("val_accuracy")
+    if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
+        return f"{model_dir / 'metrics.json'}: no val_accuracy"
+    present_tta = [name for name in TTA_FILES if (model_dir / name).is_file()]
+    for name, rows in (("val_probs.npy", shape.n_val), ("test_probs.npy", shape.n_test),
+                       *((name, shape.n_val if name.startswith("val") else shape.n_test) for name in present_tta)):
+        if problem := _probs_problem(model_dir / name, rows, shape.n_classes):
+            return problem
+    if len(present_tta) == 1:
+        return f"{model_dir}: {present_tta[0]} without its other half"
+    if kind is ModelKind.MEMBER:
+        return keras_file_problem(model_dir / "best.keras")
+    return None
 
 
 def has_tta(model_dir: Path) -> bool:
@@ -84,38 +157,72 @@ def load_probs(model_dir: Path, tta: bool = False) -> tuple[np.ndarray, np.ndarr
     return np.load(model_dir / names[0]), np.load(model_dir / names[1])
 
 
-def finished_members(ws: Workspace, record: dict) -> list[int]:
-    return [member["index"] for member in record["members"]
-            if member_is_complete(ws.member_dir(record["name"], member["index"]))]
+def job_output_shape(ws: Workspace, record: dict) -> OutputShape:
+    """The shape every output of a job must have: its split's validation rows, its test file's rows (when
+    the file can be read), its classes."""
+    from .data import DataError
+    from .jobs import JobError, JobSpec, load_split, read_job_test
+
+    n_val = len(load_split(ws, record)["val_index"])
+    try:
+        n_test = len(read_job_test(ws, record))
+    except (DataError, JobError, OSError):
+        n_test = None
+    return OutputShape(n_val, n_test, len(JobSpec.from_dict(record["spec"]).classes))
 
 
-def finished_snapshots(ws: Workspace, job: str, index: int) -> list[str]:
-    """Snapshot model names of a member, by cycle."""
-    pattern = re.compile(rf"^{member_name(index)}-snap(\d+)$")
+@dataclass(frozen=True)
+class JobModels:
+    """A job's models as found on disk: the finished ones, in order, and the damaged ones with what is wrong."""
+
+    finished: list[ModelRef]
+    damaged: dict[str, str]  # model name -> "path: what is wrong"
+
+    @property
+    def names(self) -> list[str]:
+        return [model.name for model in self.finished]
+
+
+def _model_folders(ws: Workspace, record: dict) -> list[tuple[str, ModelKind, str | None]]:
+    """(name, kind, member of a snapshot) of every model folder a job has, members first with their snapshots."""
+    job = record["name"]
     folder = ws.models_dir / job
-    found = [(int(match.group(1)), path.name) for path in folder.glob(f"{member_name(index)}-snap*")
-             if (match := pattern.match(path.name)) and has_outputs(path)] if folder.is_dir() else []
-    return [name for _, name in sorted(found)]
+    found = []
+    for member in record["members"]:
+        index = member["index"]
+        if ws.member_dir(job, index).is_dir():
+            found.append((member_name(index), ModelKind.MEMBER, None))
+        pattern = re.compile(rf"^{member_name(index)}-snap(\d+)$")
+        snapshots = sorted((int(match.group(1)), path.name) for path in folder.glob(f"{member_name(index)}-snap*")
+                           if (match := pattern.match(path.name))) if folder.is_dir() else []
+        found += [(name, ModelKind.SNAPSHOT, member_name(index)) for _, name in snapshots]
+    baselines = sorted(path.name.removeprefix("baseline-") for path in folder.glob("baseline-*")) \
+        if folder.is_dir() else []
+    return found + [(name, ModelKind.BASELINE, None) for name in baselines]
 
 
-def finished_baselines(ws: Workspace, job: str) -> list[str]:
-    job_models = ws.models_dir / job
-    if not job_models.is_dir():
-        return []
-    return sorted(path.name.removeprefix("baseline-") for path in job_models.glob("baseline-*")
-                  if has_outputs(path))
+def survey_models(ws: Workspace, record: dict, shape: OutputShape | None = None) -> JobModels:
+    """Every model of a job, each checked once (output_problem): a snapshot counts only beside a finished
+    member; a folder without metrics.json is simply unfinished, one with it and a fault is damaged."""
+    shape = shape or job_output_shape(ws, record)
+    job = record["name"]
+    finished, damaged = [], {}
+    for name, kind, member in _model_folders(ws, record):
+        if kind is ModelKind.SNAPSHOT and member not in {model.name for model in finished}:
+            continue
+        model_dir = ws.model_dir(job, name)
+        problem = output_problem(model_dir, shape, kind)
+        if problem is None:
+            stopped = kind is ModelKind.MEMBER and bool(read_metrics(model_dir).get("stopped_early"))
+            finished.append(ModelRef(name, kind, member, stopped))
+        elif (model_dir / "metrics.json").is_file():
+            damaged[name] = problem
+    return JobModels(finished, damaged)
 
 
 def finished_models(ws: Workspace, record: dict) -> list[ModelRef]:
     """Every finished model of a job: each finished member followed by its snapshots, then the baselines."""
-    job = record["name"]
-    models = []
-    for index in finished_members(ws, record):
-        stopped = bool(read_metrics(ws.member_dir(job, index)).get("stopped_early"))
-        models.append(ModelRef(member_name(index), ModelKind.MEMBER, stopped_early=stopped))
-        models += [ModelRef(name, ModelKind.SNAPSHOT, member_name(index))
-                   for name in finished_snapshots(ws, job, index)]
-    return models + [ModelRef(name, ModelKind.BASELINE) for name in finished_baselines(ws, job)]
+    return survey_models(ws, record).finished
 
 
 def ensemble_models(models: list[ModelRef]) -> list[str]:

@@ -66,7 +66,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
         plain, augmented, _ = predict_probabilities(model, images, tta)
         new_probs.append(augmented if tta else plain)
-    y_val = load_split(ws, record["name"])["val_labels"]
+    y_val = load_split(ws, record)["val_labels"]
     blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta), y_val, spec.seed)
     labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = SubmissionLayout.for_format(spec.format, table.ids, len(table), spec.classes)

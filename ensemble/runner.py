@@ -14,19 +14,20 @@ import signal
 import statistics
 import time
 from collections import Counter, deque
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic, budget, jobs
+from . import budget, jobs
+from .atomic import NO_SPACE_EXIT, NoSpace, low_on_space
 from .data import stratified_split
 from .devices import Slot, check_backend, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
 from .jobs import JobError, JobSpec
 from .locks import LockHeld, PidLock
-from .outputs import member_is_complete, read_metrics
+from .outputs import ModelKind, job_output_shape, output_problem, read_metrics, survey_models
 from .progress import MemberLine, Overview, PlainReporter, estimate_eta
 from .workspace import Workspace
 
@@ -43,7 +44,7 @@ class MemberFailed(JobError):
 @dataclass(frozen=True)
 class TrainRequest:
     n: int | None              # members; None: 10, or with a time limit as many as fit
-    data_dir: Path
+    data_dir: Path | None      # None: the workspace's data/ (or, continuing a named job, the job's folder)
     job: str | None = None
     recipe: str | None = None  # None: the model's own recipe (cnn11's by default)
     model: str | None = None
@@ -57,8 +58,8 @@ class TrainRequest:
     snapshots: int | None = None
     tta: bool | None = None
     precision: str | None = None
-    seed: int = 0
-    val_split: float = 0.1
+    seed: int | None = None         # None: 0
+    val_split: float | None = None  # None: 0.1
     limit_train: int | None = None
     gpus: str | None = None        # "0,1", "all", "cpu"; None: every GPU there is, else the CPU
     per_gpu: int | None = None     # members sharing one GPU at once
@@ -102,6 +103,30 @@ class TrainOutcome:
                 f"in {budget.format_duration(self.elapsed)}")
 
 
+# What decides a job's spec and data. A request naming an existing job and none of these continues that
+# job exactly as it was created: `ensemble train --job J` is all a rerun needs.
+SPEC_OPTIONS = ("data_dir", "recipe", "model", "epochs", "batch_size", "learning_rate", "schedule", "augment",
+                "rotation", "keep", "snapshots", "tta", "precision", "seed", "val_split", "limit_train", "task")
+
+
+def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> TrainRequest:
+    """The request with nothing left to guess: a bare `--job J` of an existing job takes the job's spec, data
+    folder and member count; anything else gets the documented defaults. A named job's damaged record is
+    rebuilt here, before anything reads it (jobs.recover_record)."""
+    record = jobs.recover_record(ws, request.job, say) if request.job else None
+    if record is not None and all(getattr(request, name) is None for name in SPEC_OPTIONS):
+        spec = JobSpec.from_dict(record["spec"])
+        n = request.n if request.n is not None or request.time_limit else len(record["members"]) or None
+        return replace(request, n=n, data_dir=Path(record["data_dir"]), recipe=spec.recipe, model=spec.model,
+                       epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                       schedule=spec.schedule, augment=spec.augment, rotation=spec.rotation, keep=spec.keep,
+                       snapshots=spec.snapshots, tta=spec.tta, precision=spec.precision, seed=spec.seed,
+                       val_split=spec.val_split, limit_train=spec.limit_train, task=spec.task)
+    return replace(request, data_dir=Path(request.data_dir) if request.data_dir is not None else ws.data_dir,
+                   seed=0 if request.seed is None else request.seed,
+                   val_split=0.1 if request.val_split is None else request.val_split)
+
+
 # --- the job record -----------------------------------------------------------------------------
 
 def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
@@ -139,6 +164,7 @@ def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[flo
                 ) -> tuple[dict, bool]:
     """The job record to run (new or continued) with its split saved; refuses a changed spec.
     Callers that run members hold the job's lock around this (see `run_job`)."""
+    request = resolve_request(ws, request)
     spec, train = request_spec(ws, request, gpu_capabilities)
     name = request.job or jobs.latest_job_with_spec(ws, spec) or jobs.default_job_name()
     return open_record(ws, name, spec, train, request)
@@ -181,19 +207,26 @@ def job_lock(ws: Workspace, job: str, reporter):
 
 
 def reconcile(ws: Workspace, record: dict) -> list[str]:
-    """Make the ledger agree with the disk before a run: the files decide what is done; a member the
-    ledger calls running belongs to a runner that is gone (we hold the lock), so it is pending again."""
+    """Make the ledger agree with the disk before a run: the files decide what is done (every output checked,
+    the member's snapshots' too); a member the ledger calls running belongs to a runner that is gone (we hold
+    the lock), so it is pending again."""
     notes = []
+    survey = survey_models(ws, record)
+    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
     for member in record["members"]:
-        complete = member_is_complete(ws.member_dir(record["name"], member["index"]))
-        if complete and member["state"] != "done":
+        name = member["name"]
+        faults = [problem for model, problem in survey.damaged.items() if model == name or model.startswith(f"{name}-snap")]
+        if faults:
+            member.update(state="pending", pid=None, note=f"damaged: {faults[0]}")
+            notes.append(f"{name}: {faults[0]}; its outputs are made again (it retrains if its kept weights are lost)")
+        elif name in finished and member["state"] != "done":
             member.update(state="done", pid=None)
-        elif not complete and member["state"] == "done":
+        elif name not in finished and member["state"] == "done":
             member.update(state="pending", note="files incomplete (no metrics.json): will finish")
-            notes.append(f"{member['name']}: recorded done but its files are incomplete; it will finish")
+            notes.append(f"{name}: recorded done but its files are incomplete; it will finish")
         elif member["state"] == "running":
             member.update(state="pending", pid=None, note="its runner stopped; resumes")
-            notes.append(f"{member['name']}: its runner stopped while it trained; it resumes from its last epoch")
+            notes.append(f"{name}: its runner stopped while it trained; it resumes from its last epoch")
     return notes
 
 
@@ -245,6 +278,7 @@ class JobRun:
         self.members = record["members"]
         self.started = time.monotonic()
         self.epochs_at_start = self.epochs_done()
+        self.shape = job_output_shape(ws, record)  # what a finished member's outputs must be
 
     # ledger
     def save(self) -> None:
@@ -329,6 +363,10 @@ class JobRun:
         if progress.get("updated", 0) < launched.started - 1:  # an earlier attempt's file: nothing yet
             progress = {}
         self.progress[index] = progress
+        notes = progress.get("notes") or []
+        for note in notes[launched.notes_seen:]:  # what the member found and did about it: damaged files
+            self.reporter.event(f"{member['name']}: {note}")
+        launched.notes_seen = len(notes)
         if progress:
             changed = {}
             if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
@@ -354,7 +392,7 @@ class JobRun:
         member = self.member(index)
         member_dir = self.ws.member_dir(self.job, index)
         member.update(pid=None, ended=jobs.now(), returncode=returncode)
-        if returncode == 0 and member_is_complete(member_dir):
+        if returncode == 0 and output_problem(member_dir, self.shape, ModelKind.MEMBER) is None:
             metrics = read_metrics(member_dir)
             epochs = self.record["spec"]["epochs"]
             stopped = metrics["epochs"] < epochs
@@ -375,6 +413,12 @@ class JobRun:
             self.reporter.event(f"{member['name']} {how}: val_acc {metrics['val_accuracy']:.4f} "
                                 f"(best epoch {metrics['best_epoch']}), {metrics['fit_seconds']:.0f}s fit")
             return
+        if returncode == NO_SPACE_EXIT or (returncode != 0 and low_on_space(member_dir)):
+            # retrying cannot help; the member keeps its committed epochs for the rerun after space is freed
+            member.update(state="pending", note="stopped: the disk is full; resumes from its last committed epoch")
+            with suppress(NoSpace):
+                self.save()
+            raise NoSpace(member_dir, what=f"for {member['name']} in")
         why = describe_exit(returncode)
         if self.tries[index] <= self.retries:
             member.update(state="pending", note=f"attempt {member['attempts']} {why}; retrying")
@@ -392,7 +436,8 @@ class JobRun:
         self.reporter.event(self.failed[index])
 
     def stop(self) -> None:
-        """Ctrl-C: stop every member, leave each pending with its backup, so a rerun resumes."""
+        """Ctrl-C (or a full disk): stop every member, leave each pending with its training state, so a rerun
+        resumes. The ledger is saved where the disk allows; the next run reconciles it with the files anyway."""
         running = list(self.running.values())
         self.executor.stop(running, STOP_GRACE_S)
         for launched in running:
@@ -400,7 +445,8 @@ class JobRun:
                                                note="interrupted; resumes from its last finished epoch")
         self.running.clear()
         self.progress.clear()
-        self.save()
+        with suppress(NoSpace):
+            self.save()
 
     # what the reporter shows
     def epochs_done(self) -> float:
@@ -478,6 +524,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
     started = time.time()
     deadline = started + request.time_limit - budget.end_margin(request.time_limit) if request.time_limit else None
     reporter = reporter or PlainReporter()
+    request = resolve_request(ws, request, reporter.event)
     executor, gpu_capabilities = make_executor(ws, request)
     try:
         spec, train = request_spec(ws, request, gpu_capabilities)
@@ -485,6 +532,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
         check_spec(jobs.load_record(ws, name), spec)  # before taking the lock: a refused run writes nothing
         with job_lock(ws, name, reporter), sigterm_as_interrupt():
             record, created = open_record(ws, name, spec, train, request)
+            jobs.load_split(ws, record, say=reporter.event)  # made again here when missing or damaged
             for note in reconcile(ws, record):
                 reporter.event(note)
             wanted = [member["index"] for member in record["members"][:request.members]]
@@ -512,6 +560,10 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                 interrupted = True
                 run.stop()
                 reporter.event(f"interrupted: members stopped; rerun the same command to resume job {name}")
+            except NoSpace:
+                run.stop()
+                reporter.close(run.overview())
+                raise
             reporter.close(run.overview())
     finally:
         executor.close()

@@ -23,10 +23,14 @@ import numpy as np
 from . import atomic
 from .architectures import build_model, compile_model
 from .augment import TTA_VIEWS, legacy_idg_flow, tta_view
-from .jobs import JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history, resumable_epochs
+from .checkpoints import (MemberState, PlateauState, StateError, clear_incomplete, commit_state, committed_epochs,
+                          history_csv, history_row, load_weights, prune_states, restore_newest, set_aside, state_dir,
+                          states_to_keep)
+from .jobs import JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history
 from .locks import LockHeld, PidLock
 from .metrics import accuracy, log_loss
-from .outputs import has_outputs, member_is_complete, read_metrics, save_model_outputs, snapshot_name
+from .outputs import (ModelKind, OutputShape, has_outputs, keras_file_problem, output_problem, read_metrics,
+                      save_model_outputs, snapshot_name)
 from .schedules import PLATEAU, Schedule, cycle_end_epochs, optimizer_rate
 from .workspace import Workspace
 
@@ -64,23 +68,6 @@ class EpochClock(keras.callbacks.Callback):
             if self._validation_started is not None:
                 logs["validation_seconds"] = now - self._validation_started
             logs["learning_rate"] = self._rate
-
-
-class SnapshotSaver(keras.callbacks.Callback):
-    """Saves the weights at the end of every cosine cycle (snapshots/cycle-K.keras), atomically."""
-
-    def __init__(self, folder: Path, epochs: int, cycles: int):
-        super().__init__()
-        self.folder = folder
-        self.ends = cycle_end_epochs(epochs, cycles)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch + 1 in self.ends:
-            cycle = self.ends.index(epoch + 1) + 1
-            self.folder.mkdir(parents=True, exist_ok=True)
-            temp = self.folder / f".saving-cycle-{cycle}.keras"
-            self.model.save(temp)
-            os.replace(temp, snapshot_path(self.folder, cycle))
 
 
 def snapshot_path(folder: Path, cycle: int) -> Path:
@@ -154,6 +141,13 @@ class ProgressWriter:
         self.state.update(fields, phase=phase)
         atomic.write_json(self.path, {**self.identity, **self.state, "updated": time.time()})
 
+    def note(self, message: str) -> None:
+        """Something the user should know (a damaged file set aside, a restart): in the member's log, and in
+        its progress file for the runner to show."""
+        print(f"note: {message}", flush=True)
+        self.state["notes"] = self.state.get("notes", []) + [message]
+        self.write(self.state.get("phase", "starting"))
+
 
 class ProgressFile(keras.callbacks.Callback):
     """Keeps jobs/<job>/progress/member-XX.json current: the runner's live view reads it (so does Ray's
@@ -191,44 +185,89 @@ class ProgressFile(keras.callbacks.Callback):
 
 
 class ResumableReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose patience carries across a resume (the stock one restarts it at train begin).
+    """ReduceLROnPlateau whose counters carry across a resume (the stock one restarts them at train begin).
 
-    The learning rate itself comes back with the optimizer's weights; the best value and the epochs waited
-    since are replayed from the finished epochs in history.csv.
+    The learning rate itself comes back with the optimizer's weights; the best value, the epochs waited and
+    the cooldown come back from the restored training state, exactly as they stood after its epoch.
     """
 
-    def __init__(self, history: list[dict], **kwargs):
+    def __init__(self, restored: PlateauState | None = None, **kwargs):
         super().__init__(**kwargs)
-        self._history = history
+        self._restored = restored
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        if self._history and self.monitor_op is None:
-            self._set_monitor_op()
-        for row in self._history:  # the same steps as on_epoch_end (cooldown is 0 in the recipe)
-            if bool(self._is_improvement(row[self.monitor], self.best)):
-                self.best, self.wait = row[self.monitor], 0
-            else:
-                self.wait += 1
-                if self.wait >= self.patience and row.get("learning_rate", 0.0) > self.min_lr:
-                    self.wait = 0  # the learning rate was reduced at this epoch
+        if self._restored is not None:
+            self.best, self.wait, self.cooldown_counter = (self._restored.best, self._restored.wait,
+                                                           self._restored.cooldown)
+
+    def counters(self) -> PlateauState:
+        best = None if self.best is None else float(self.best)
+        return PlateauState(best, int(self.wait), int(self.cooldown_counter))
 
 
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that writes a temp file and renames it: a kill mid-save never corrupts best.keras."""
+def save_model_file(model, path: Path) -> Path:
+    """model.save through a temp file and a rename: a kill or a full disk mid-save never leaves a torn model."""
+    temp = path.with_name(".saving-" + path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save(temp)
+        if problem := keras_file_problem(temp):  # a save the disk cut short is never renamed into place
+            raise OSError(problem)
+        os.replace(temp, path)
+    except BaseException as error:
+        temp.unlink(missing_ok=True)
+        if atomic.is_no_space(error) or (not isinstance(error, KeyboardInterrupt) and atomic.low_on_space(path)):
+            raise atomic.NoSpace(path) from None
+        raise
+    return path
 
-    def __init__(self, filepath, **kwargs):
-        super().__init__(filepath, **kwargs)
-        self._final_path = Path(filepath)
-        self._temp_path = self._final_path.with_name(".saving-" + self._final_path.name)
 
-    def _get_file_path(self, epoch, batch, logs):
-        return str(self._temp_path)
 
-    def _save_model(self, epoch, batch, logs):
-        super()._save_model(epoch, batch, logs)
-        if self._temp_path.exists():
-            os.replace(self._temp_path, self._final_path)
+class EpochCommit(keras.callbacks.Callback):
+    """The end of every epoch, in an order that a kill at any point survives: the training state is
+    committed first (checkpoints), then best.keras, the cycle's snapshot and history.csv are published from
+    the same weights. A resume starts from the committed state and republishes, so it is exact."""
+
+    STEPS = ("begin", "weights", "state", "best", "snapshot", "history")
+
+    def __init__(self, member_dir: Path, spec: JobSpec, restored: MemberState | None,
+                 plateau: ResumableReduceLROnPlateau | None = None):
+        super().__init__()
+        self.member_dir, self.backup = member_dir, member_dir / "backup"
+        self.keep_last = spec.keep == "last"
+        self.snapshot_ends = cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else []
+        self.state = restored or MemberState(0, (), 0)
+        self.plateau = plateau
+
+    def after_step(self, step: str, epoch: int) -> None:
+        """Nothing: the seam where tests stop a member at each step of the sequence."""
+
+    def improves(self, row: dict) -> bool:
+        if self.keep_last or self.state.best_epoch == 0:
+            return True
+        best = self.state.history[self.state.best_epoch - 1].get(MONITOR)
+        return row.get(MONITOR) is not None and (best is None or row[MONITOR] > best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.after_step("begin", epoch)
+        row = history_row(epoch, logs or {})
+        previous = self.state
+        improved = self.improves(row)
+        state = MemberState(epoch + 1, previous.history + (row,), epoch + 1 if improved else previous.best_epoch,
+                            self.plateau.counters() if self.plateau else None)
+        commit_state(self.model, self.backup, state, after_weights=lambda: self.after_step("weights", epoch))
+        self.state = state
+        self.after_step("state", epoch)
+        prune_states(self.backup, states_to_keep(state, previous.epoch))
+        if improved:
+            save_model_file(self.model, self.member_dir / "best.keras")
+        self.after_step("best", epoch)
+        if epoch + 1 in self.snapshot_ends:
+            save_model_file(self.model, snapshot_path(self.member_dir / "snapshots", self.snapshot_ends.index(epoch + 1) + 1))
+        self.after_step("snapshot", epoch)
+        atomic.write_text(self.member_dir / "history.csv", history_csv(state.history))
+        self.after_step("history", epoch)
 
 
 def member_config(record: dict, index: int) -> dict:
@@ -256,43 +295,105 @@ def runtime_description() -> dict:
             "visible_devices": devices, "host": platform.node(), "versions": versions}
 
 
-def _callbacks(member_dir: Path, label: str, spec: JobSpec, history: list[dict],
+def _callbacks(member_dir: Path, label: str, spec: JobSpec, restored: MemberState | None,
                progress: ProgressWriter | None = None, deadline: Deadline | None = None) -> list:
-    # Order matters: the clock fills logs before CSVLogger and the deadline read them; the backup goes
-    # last, so an epoch is only ever marked finished after its checkpoint, snapshot and history row exist.
-    best_so_far = max((row[MONITOR] for row in history), default=None)
+    # Order matters: the clock fills logs first; the plateau callback changes the rate before the commit
+    # saves it; the epoch's line is printed before the commit (a kill between shows the epoch twice in the
+    # log, never not at all); progress and the deadline follow the commit.
+    history = list(restored.history) if restored else []
     live = [ProgressFile(progress, spec.epochs, history)] if progress else []
-    plateau = [ResumableReduceLROnPlateau(history, monitor=MONITOR, mode="max", **PLATEAU)] \
-        if spec.schedule == "plateau" else []
-    snapshots = [SnapshotSaver(member_dir / "snapshots", spec.epochs, spec.snapshots)] if spec.snapshots > 1 else []
-    keep_best = spec.keep == "best"
-    return [
-        EpochClock(),
-        *plateau,
-        AtomicModelCheckpoint(str(member_dir / "best.keras"), monitor=MONITOR, mode="max",
-                              save_best_only=keep_best, initial_value_threshold=best_so_far if keep_best else None),
-        *snapshots,
-        keras.callbacks.CSVLogger(str(member_dir / "history.csv"), append=True),
-        EpochPrinter(label, spec.epochs),
-        *live,
-        *([deadline] if deadline else []),
-        # kept at train end: a member stopped by the time limit resumes from it; removed once all epochs ran
-        keras.callbacks.BackupAndRestore(str(member_dir / "backup"), double_checkpoint=True,
-                                         delete_checkpoint=False),
-    ]
+    plateau = ResumableReduceLROnPlateau(restored.plateau if restored else None, monitor=MONITOR, mode="max",
+                                         **PLATEAU) if spec.schedule == "plateau" else None
+    return [EpochClock(), *([plateau] if plateau else []), EpochPrinter(label, spec.epochs),
+            EpochCommit(member_dir, spec, restored, plateau), *live, *([deadline] if deadline else [])]
 
 
-def _reset_if_not_resumable(member_dir: Path, epochs: int) -> list[dict]:
-    """Without a backup, a partial history cannot be continued: start the member clean."""
-    history = read_history(member_dir / "history.csv")
-    if len(history) != resumable_epochs(member_dir, epochs):
-        for name in ("history.csv", "best.keras"):
-            (member_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(member_dir / "snapshots", ignore_errors=True)
-        for snapshot in member_dir.parent.glob(f"{member_dir.name}-snap*"):  # models of the run being discarded
-            shutil.rmtree(snapshot, ignore_errors=True)
-        return []
-    return history
+def _reset_member(member_dir: Path) -> None:
+    """Start the member clean: its history, kept weights, snapshots and the models made from them."""
+    for name in ("history.csv", "best.keras"):
+        (member_dir / name).unlink(missing_ok=True)
+    for folder in (member_dir / "snapshots", *member_dir.parent.glob(f"{member_dir.name}-snap*")):
+        shutil.rmtree(folder, ignore_errors=True)
+    for epoch in committed_epochs(member_dir / "backup"):
+        shutil.rmtree(state_dir(member_dir / "backup", epoch), ignore_errors=True)
+
+
+def _readable_history(member_dir: Path) -> list[dict]:
+    try:
+        return read_history(member_dir / "history.csv")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return []  # rewritten from the training state, or the member restarts
+
+
+def trained_history(member_dir: Path, spec: JobSpec) -> list[dict] | None:
+    """The history of a member whose training ran to its last epoch and whose kept weights load: only its
+    outputs may be missing. None otherwise."""
+    history = _readable_history(member_dir)
+    if len(history) >= spec.epochs and keras_file_problem(member_dir / "best.keras") is None:
+        return history
+    return None
+
+
+def resume_point(member_dir: Path, spec: JobSpec, seed: int, n_train: int, say) -> tuple[object, MemberState | None]:
+    """The member's model, at the newest training state that restores (its files republished from it), or
+    fresh with its files cleared when none does."""
+    clear_incomplete(member_dir)
+    model = build_member_model(spec, seed, n_train)
+    state = restore_newest(model, member_dir / "backup", say)
+    if state is not None:
+        republish(model, member_dir, spec, state, say)
+        return model, state
+    problem = keras_file_problem(member_dir / "best.keras")
+    if _readable_history(member_dir) or (member_dir / "best.keras").exists():
+        why = f"{problem}, and no training state restores" if problem and (member_dir / "best.keras").exists() \
+            else "no training state restores"
+        say(f"{why}: training from epoch 0")
+    _reset_member(member_dir)
+    return build_member_model(spec, seed, n_train), None  # anew: a failed restore may have loaded a part
+
+
+def republish(model, member_dir: Path, spec: JobSpec, state: MemberState, say) -> None:
+    """Make best.keras, the snapshots and history.csv what the restored state says they are: a kill may have
+    come between an epoch's commit and their publication, or published them for an epoch never committed."""
+    backup = member_dir / "backup"
+
+    def publish_from(epoch: int, path: Path) -> bool:
+        """Save the weights of the state after `epoch` as `path`; the model ends at the restored state."""
+        if epoch != state.epoch:
+            try:
+                load_weights(model, backup, epoch)
+            except StateError as error:
+                say(f"cannot rebuild {path} from the state after epoch {epoch} ({error}); set aside as "
+                    f"{set_aside(backup, epoch)}")
+                load_weights(model, backup, state.epoch)
+                return False
+        save_model_file(model, path)
+        if epoch != state.epoch:
+            load_weights(model, backup, state.epoch)
+        return True
+
+    atomic.write_text(member_dir / "history.csv", history_csv(state.history))
+    best = member_dir / "best.keras"
+    if state.best_epoch and not publish_from(state.best_epoch, best) and keras_file_problem(best) is not None:
+        publish_from(state.epoch, best)
+        say(f"{best} now holds the weights after epoch {state.epoch}: those of the best epoch "
+            f"({state.best_epoch}) are lost")
+    ends = cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else []
+    for cycle, end in enumerate(ends, 1):
+        path = snapshot_path(member_dir / "snapshots", cycle)
+        if end > state.epoch:  # published by a run whose later epochs are being trained again
+            path.unlink(missing_ok=True)
+            shutil.rmtree(member_dir.parent / snapshot_name(member_dir_index(member_dir), cycle), ignore_errors=True)
+        elif keras_file_problem(path) is not None and not has_outputs(member_dir.parent / snapshot_name(
+                member_dir_index(member_dir), cycle)):
+            rebuilt = end in committed_epochs(backup) and publish_from(end, path)
+            if not rebuilt:
+                say(f"snapshot {cycle} ({path}) is missing or damaged and its epoch's state is gone: "
+                    "the member will have no model for that cycle")
+
+
+def member_dir_index(member_dir: Path) -> int:
+    return int(member_dir.name.removeprefix("member-"))
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False
@@ -324,14 +425,15 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
     return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)))
 
 
-def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list):
+def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0):
     """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator."""
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
-                         epochs=spec.epochs, validation_data=(arrays.x_val, arrays.y_val),
+                         epochs=spec.epochs, initial_epoch=initial_epoch, validation_data=(arrays.x_val, arrays.y_val),
                          callbacks=callbacks, verbose=0)
     return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
-                     epochs=spec.epochs, validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
+                     epochs=spec.epochs, initial_epoch=initial_epoch,
+                     validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
                      shuffle=True, callbacks=callbacks, verbose=0)
 
 
@@ -353,27 +455,30 @@ def _train_member(ws: Workspace, job: str, index: int) -> dict:
     config = member_config(record, index)
     atomic.write_json(member_dir / "config.json", config)  # now, so an unfinished member says what it is
     arrays = job_arrays(ws, record)
-
-    history = _reset_if_not_resumable(member_dir, spec.epochs)
     label = member_dir.name
-    progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
-                   val_accuracy=history[-1][MONITOR] if history else None)
+
+    history = trained_history(member_dir, spec)  # None: epochs are left to train, or the kept weights are bad
     deadline = member_deadline(ws, record, spec, arrays)
-    if len(history) < spec.epochs and not _out_of_time(deadline, history):
-        # else a crash came after the last epoch (only the outputs are missing), or no epoch fits the time left
-        if history:
-            print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-        model = build_member_model(spec, seed, len(arrays.x_train))
-        fit_member_model(model, spec, arrays, seed, _callbacks(member_dir, label, spec, history, progress, deadline))
-        history = read_history(member_dir / "history.csv")
+    if history is None:
+        model, state = resume_point(member_dir, spec, seed, len(arrays.x_train), progress.note)
+        history = list(state.history) if state else []
+        progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
+                       val_accuracy=history[-1].get(MONITOR) if history else None)
+        if len(history) < spec.epochs and not _out_of_time(deadline, history):
+            # else no epoch fits the time left
+            if history:
+                print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
+            callbacks = _callbacks(member_dir, label, spec, state, progress, deadline)
+            fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history))
+            history = list(next(c for c in callbacks if isinstance(c, EpochCommit)).state.history)
     stopped_early = len(history) < spec.epochs
     if stopped_early:
         print(f"{label} stopped by the time limit after epoch {len(history)}/{spec.epochs}; "
               "a rerun with more time continues it", flush=True)
-    else:
-        shutil.rmtree(member_dir / "backup", ignore_errors=True)
     progress.write("predicting", epoch=len(history), batch=0)
     metrics = write_member_outputs(member_dir, config, spec, index, arrays, history)
+    if not stopped_early:  # everything the state could rebuild now exists and loads
+        shutil.rmtree(member_dir / "backup", ignore_errors=True)
     progress.write("done", val_accuracy=metrics["val_accuracy"])
     print(f"{label} done: val_acc {metrics['val_accuracy']:.4f} (best epoch {metrics['best_epoch']}), "
           f"{metrics['fit_seconds']:.0f}s fit", flush=True)
@@ -385,13 +490,21 @@ def member_deadline(ws: Workspace, record: dict, spec: JobSpec, arrays) -> Deadl
     deadline = (record.get("last_run") or {}).get("deadline")
     if deadline is None:
         return None
-    measured = [read_metrics(ws.member_dir(record["name"], m["index"])).get("predict_ms_per_1k")
-                for m in record["members"] if member_is_complete(ws.member_dir(record["name"], m["index"]))]
-    measured = [value for value in measured if value]
+    measured = [measured_predict_speed(ws.member_dir(record["name"], m["index"])) for m in record["members"]]
+    measured = [value for value in measured if isinstance(value, (int, float)) and value > 0]
     return Deadline(deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
                     views=len(TTA_VIEWS) if spec.tta else 1,
                     snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),
                     predict_seconds_per_image=min(measured) / 1e6 if measured else None)
+
+
+def measured_predict_speed(member_dir: Path) -> float | None:
+    """What a finished member measured predicting (ms per 1000 images); None when it has no readable metrics."""
+    try:
+        metrics = read_metrics(member_dir)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return metrics.get("predict_ms_per_1k") if isinstance(metrics, dict) else None
 
 
 def _out_of_time(deadline: Deadline | None, history: list[dict]) -> bool:
@@ -407,10 +520,16 @@ def write_member_outputs(member_dir: Path, config: dict, spec: JobSpec, index: i
     common = {"seed": spec.member_seed(index), "model": spec.model, "epochs_planned": spec.epochs,
               "n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test),
               "precision": spec.precision, "tta": spec.tta, **runtime}
+    shape = OutputShape(len(arrays.x_val), len(arrays.x_test), len(spec.classes))
     for cycle, end_epoch in enumerate(cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else [], 1):
         path = snapshot_path(member_dir / "snapshots", cycle)
         target = member_dir.parent / snapshot_name(index, cycle)
-        if end_epoch > len(history) or not path.is_file() or has_outputs(target):
+        if end_epoch > len(history) or output_problem(target, shape, ModelKind.SNAPSHOT) is None:
+            continue
+        if problem := keras_file_problem(path):
+            if target.exists():  # outputs that fail their checks, and no weights to make them again
+                shutil.rmtree(target)
+                print(f"note: {target.name} dropped: its outputs are damaged and {problem}", flush=True)
             continue
         target.mkdir(parents=True, exist_ok=True)
         snapshot_metrics = _predict_and_save(path, target, {**config, "snapshot": cycle}, spec, arrays,
@@ -456,12 +575,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", required=True)
     parser.add_argument("--member", type=int, required=True)
     args = parser.parse_args(argv)
+    ws = Workspace.resolve(args.home)
     try:
-        train_member(Workspace.resolve(args.home), args.job, args.member)
+        train_member(ws, args.job, args.member)
     except LockHeld as held:
         print(f"member {args.member} of job {args.job!r} is being trained by pid {held.holder.get('pid', '?')} "
               f"on {held.holder.get('host', '?')} (lock {held.path}); not starting a second copy", flush=True)
         return 3
+    except Exception as error:
+        member_dir = ws.member_dir(args.job, args.member)
+        if not (atomic.is_no_space(error) or atomic.low_on_space(member_dir)):
+            raise
+        no_space = error if isinstance(error, atomic.NoSpace) else atomic.NoSpace(member_dir)
+        try:
+            print(f"member {args.member}: {no_space}", flush=True)
+        except OSError:  # the log is on the full disk too: the exit code says it
+            pass
+        return atomic.NO_SPACE_EXIT
     return 0
 
 

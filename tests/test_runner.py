@@ -11,6 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
+from ensemble.checkpoints import committed_epochs
 from ensemble.cli import main
 
 SLICE = ["--limit-train", "300", "--seed", "3", "--precision", "float32"]
@@ -39,12 +40,8 @@ def ledger(home, job):
 
 
 def finished_epochs(home, job, member):
-    """Epochs member-XX has finished, as its BackupAndRestore state says (0 before the first)."""
-    path = home / f"models/{job}/member-{member:02d}/backup/training_metadata.json"
-    try:
-        return json.loads(path.read_text()).get("epoch", 0)
-    except (OSError, ValueError):
-        return 0
+    """Epochs member-XX has committed, as its newest training state says (0 before the first)."""
+    return max(committed_epochs(home / f"models/{job}/member-{member:02d}/backup"), default=0)
 
 
 def alive(pid):

@@ -4,31 +4,44 @@ import pytest
 
 from ensemble import train
 from ensemble.jobs import JobArrays, JobSpec, load_record, read_history
-from ensemble.outputs import finished_snapshots, has_tta, read_metrics
+from ensemble.outputs import ModelKind, finished_models, has_tta, read_metrics
 from ensemble.recipes import RECIPES
 from ensemble.runner import TrainRequest, prepare_job
-from ensemble.schedules import plateau_rates, rates_per_epoch
+from ensemble.schedules import PLATEAU, plateau_rates, rates_per_epoch
 from ensemble.train import Deadline, ResumableReduceLROnPlateau
 from ensemble.workspace import Workspace
 
 
-def _rows(values, learning_rate=1e-4):
-    return [{"epoch": i, "val_accuracy": v, "learning_rate": learning_rate} for i, v in enumerate(values)]
+def _plateau_rates(values, cut=None):
+    """The rate each epoch ran at under ReduceLROnPlateau; with cut, the callback and the optimizer are
+    rebuilt after `cut` epochs from the counters and rate a training state saves, as a resumed member's are."""
+    def fresh(rate, restored):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.Adam(rate), loss="mse")
+        callback = ResumableReduceLROnPlateau(restored, monitor="val_accuracy", mode="max", **PLATEAU)
+        callback.set_model(model)
+        callback.on_train_begin()
+        return callback
+
+    callback, rates = fresh(1e-4, None), []
+    for epoch, value in enumerate(values):
+        if epoch == cut:
+            callback = fresh(train.current_learning_rate(callback.model), callback.counters())
+        rates.append(train.current_learning_rate(callback.model))
+        callback.on_epoch_end(epoch, {"val_accuracy": value})
+    return rates
 
 
-@pytest.mark.parametrize("values, learning_rate, best, wait", [
-    ([], 1e-4, None, 0),
-    ([0.5, 0.6, 0.6, 0.6], 1e-4, 0.6, 2),          # two epochs without improvement so far
-    ([0.5, 0.5, 0.5, 0.5], 1e-4, 0.5, 0),          # the third stall reduced the rate and restarted patience
-    ([0.5, 0.5, 0.5, 0.5, 0.5], 1e-4, 0.5, 1),
-    ([0.5, 0.5, 0.5, 0.5, 0.5], 1e-5, 0.5, 4),     # at min_lr nothing is reduced, the count runs on
-    ([0.5, 0.4, 0.7, 0.6], 1e-4, 0.7, 1),
+@pytest.mark.parametrize("values", [
+    [0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.7, 0.7, 0.7, 0.7, 0.7],  # two reductions, patience across the cut
+    [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+    [0.5, 0.4, 0.7, 0.6, 0.8, 0.8, 0.8, 0.8, 0.9, 0.1, 0.1, 0.1],
 ])
-def test_reduce_lr_patience_is_replayed_from_history(values, learning_rate, best, wait):
-    callback = ResumableReduceLROnPlateau(_rows(values, learning_rate), monitor="val_accuracy", mode="max",
-                                          patience=3, factor=0.5, min_lr=1e-5)
-    callback.on_train_begin()
-    assert (callback.best, callback.wait) == (best, wait)
+def test_plateau_counters_from_a_training_state_continue_exactly_as_an_uninterrupted_run(values):
+    uninterrupted = _plateau_rates(values)
+    assert uninterrupted == pytest.approx(plateau_rates(values, 1e-4), rel=1e-6)
+    for cut in range(1, len(values)):
+        assert _plateau_rates(values, cut) == pytest.approx(uninterrupted, rel=1e-6), cut
 
 
 def test_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
@@ -105,10 +118,15 @@ def _interrupt_at(monkeypatch, epoch):
     monkeypatch.setattr(train, "_callbacks", lambda *args, **kwargs: [KillAt(), *original(*args, **kwargs)])
 
 
-def _job(tmp_path, sample_dir, **options) -> Workspace:
+def finished_snapshots(ws, job, index):
+    return [model.name for model in finished_models(ws, load_record(ws, job))
+            if model.kind is ModelKind.SNAPSHOT and model.member == f"member-{index:02d}"]
+
+
+def _job(tmp_path, sample_dir, limit_train=256, **options) -> Workspace:
     ws = Workspace.resolve(tmp_path / "home")
-    request = TrainRequest(n=1, data_dir=sample_dir, job="j", model="seed004", batch_size=32, limit_train=256,
-                           precision="float32", **options)
+    request = TrainRequest(n=1, data_dir=sample_dir, job="j", model="seed004", batch_size=32,
+                           limit_train=limit_train, precision="float32", **options)
     prepare_job(ws, request, gpu_capabilities=[])
     return ws
 
@@ -124,21 +142,43 @@ def _train_killed_then_resumed(ws, monkeypatch, kill_at):
     return read_history(ws.member_dir("j", 0) / "history.csv")
 
 
-@pytest.mark.parametrize("schedule", ["constant", "plateau", "exp", "onecycle", "cosine"])
-def test_a_member_killed_mid_schedule_resumes_with_the_rates_of_an_uninterrupted_run(
-        schedule, tmp_path, sample_dir, monkeypatch, restore_dtype_policy):
-    ws = _job(tmp_path, sample_dir, schedule=schedule, epochs=5, learning_rate=1e-3)
-    history = _train_killed_then_resumed(ws, monkeypatch, kill_at=2)
-    assert [int(row["epoch"]) for row in history] == [0, 1, 2, 3, 4]
-    rates = [row["learning_rate"] for row in history]
+def _expected_rates(ws, history):
     spec = JobSpec.from_dict(load_record(ws, "j")["spec"])
-    if schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
-        expected = plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
-    else:                      # a function of the step alone
-        n_train = read_metrics(ws.member_dir("j", 0))["n_train"]
-        expected = rates_per_epoch(train.member_schedule(spec, n_train))
-    assert rates == pytest.approx(expected, rel=1e-5)  # the optimizer computes in float32
-    assert read_metrics(ws.member_dir("j", 0))["epochs"] == 5
+    if spec.schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
+        return plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
+    return rates_per_epoch(train.member_schedule(spec, read_metrics(ws.member_dir("j", 0))["n_train"]))
+
+
+@pytest.mark.parametrize("step", train.EpochCommit.STEPS)
+@pytest.mark.parametrize("schedule, snapshots", [("constant", 1), ("plateau", 1), ("exp", 1), ("onecycle", 1),
+                                                 ("cosine", 1), ("cosine", 3)])
+def test_a_member_killed_at_each_step_of_an_epoch_end_resumes_exactly(
+        schedule, snapshots, step, tmp_path, sample_dir, monkeypatch, capsys, restore_dtype_policy):
+    """The kill lands in epoch 2's end sequence; the resumed member's learning rates, history, kept epoch
+    and snapshots are those of an uninterrupted run, and its log names the epoch Keras really resumes after."""
+    ws = _job(tmp_path, sample_dir, schedule=schedule, snapshots=snapshots, epochs=3, learning_rate=1e-3,
+              limit_train=128)
+
+    def kill(self, at, epoch):
+        if (at, epoch) == (step, 1):
+            raise Killed
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train.EpochCommit, "after_step", kill)
+        with pytest.raises(Killed):
+            train.train_member(ws, "j", 0)
+    capsys.readouterr()
+    train.train_member(ws, "j", 0)
+    committed = 1 if train.EpochCommit.STEPS.index(step) < train.EpochCommit.STEPS.index("state") else 2
+    assert f"member-00 resuming after epoch {committed}/3" in capsys.readouterr().out
+    history = read_history(ws.member_dir("j", 0) / "history.csv")
+    assert [int(row["epoch"]) for row in history] == [0, 1, 2]
+    assert [row["learning_rate"] for row in history] == pytest.approx(_expected_rates(ws, history), rel=1e-5)
+    metrics = read_metrics(ws.member_dir("j", 0))
+    accuracies = [row["val_accuracy"] for row in history]
+    assert metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1 and metrics["epochs"] == 3
+    assert finished_snapshots(ws, "j", 0) == ([f"member-00-snap{k}" for k in (1, 2, 3)] if snapshots > 1 else [])
+    assert not list(ws.member_dir("j", 0).rglob(".*"))  # no temp file or incoming state is left
 
 
 @pytest.mark.parametrize("kill_at", [1, 2], ids=["mid-cycle", "between-cycles"])

@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both build .venv first when it is missing
-# (or older than pyproject.toml); the tests also install the optional Ray extra, which a test runs.
+# (or older than pyproject.toml); the tests also install the optional Ray and JAX extras: a test runs Ray,
+# and the tests marked `jax` (train, kill and resume, blend, augmentation) run a second time on JAX.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,6 +14,7 @@ demo: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m jax
 
 install: $(STAMP)
 
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,ray]'
+	$(BIN)/python -m pip install --quiet -e '.[test,ray,jax]'
 	touch $(TEST_STAMP)
 
 clean:

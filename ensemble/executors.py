@@ -22,6 +22,7 @@ from .workspace import Workspace
 
 EXECUTORS = ("local", "ray")
 RAY_GPU = -1  # a Slot's gpu under Ray: some GPU of the node Ray picks
+RAY_NODE_ENV = "ENSEMBLE_RAY_NODE_ID"  # set for a member that runs as a Ray task: the node it runs on
 _PR_SET_PDEATHSIG = 1
 
 
@@ -60,8 +61,12 @@ def launch_member(home: Path, job: str, index: int, env_overrides: dict[str, str
 
 
 def run_member_to_end(home: str, job: str, index: int, env_overrides: dict[str, str]) -> int:
-    """A member process from start to exit, in the calling process's place: the body of a Ray task."""
-    return launch_member(Path(home), job, index, env_overrides).wait()
+    """A member process from start to exit, in the calling process's place: the body of a Ray task. The
+    member is told its Ray node, which it writes to its progress file for the runner's ledger."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return launch_member(Path(home), job, index, {**env_overrides, RAY_NODE_ENV: node}).wait()
 
 
 @dataclass
@@ -137,9 +142,8 @@ class RayExecutor:
         if self._started_ray:
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            except ConnectionError as error:
-                raise JobError(f"--executor ray: cannot reach a Ray cluster at {address!r} ({error}); "
-                               "start one with `ray start --head`, or leave out --address for a local one")
+            except Exception as error:  # Ray's own AuthenticationError is not a ConnectionError
+                raise ray_start_error(error, address) from None
         try:
             self.template = ray_slot(gpus, per_gpu, ray.cluster_resources().get("GPU", 0))
         except JobError:
@@ -179,6 +183,24 @@ class RayExecutor:
     def close(self) -> None:
         if self._started_ray:
             self.ray.shutdown()
+
+
+_AUTH_WORDS = ("authenticat", "unauthenticated", "auth token", "auth_token", "ray_auth")
+
+
+def ray_start_error(error: Exception, address: str | None) -> Exception:
+    """What a failed ray.init means for the user. A cluster started with token authentication (Ray 2.5x+,
+    RAY_AUTH_MODE=token) refuses a driver without the token; Ray may report that as a connection failure,
+    so the words are looked at too. Anything else that is not a connection failure is Ray's own error."""
+    text = f"{type(error).__name__}: {error}"
+    if type(error).__name__ == "AuthenticationError" or any(word in text.lower() for word in _AUTH_WORDS):
+        return JobError(f"--executor ray: the Ray cluster at {address or 'the default address'} refused this driver's "
+                        f"authentication ({text.splitlines()[0]}). Run with the cluster's token: RAY_AUTH_MODE=token "
+                        "and RAY_AUTH_TOKEN (or the file ~/.ray/auth_token) as on the head node")
+    if isinstance(error, ConnectionError):
+        return JobError(f"--executor ray: cannot reach a Ray cluster at {address!r} ({error}); "
+                        "start one with `ray start --head`, or leave out --address for a local one")
+    return error
 
 
 def ray_slot(gpus: str | None, per_gpu: int | None, cluster_gpus: float) -> Slot:

@@ -372,7 +372,7 @@ class JobRun:
             if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
                 launched.pid = progress["pid"]
                 device = progress.get("cuda_visible_devices")
-                changed.update(pid=progress["pid"], host=progress.get("host"),
+                changed.update(pid=progress["pid"], host=progress.get("host"), ray_node_id=progress.get("ray_node_id"),
                                device=f"gpu:{device}" if device else "cpu")
             for key in ("epoch", "val_accuracy"):
                 if progress.get(key) is not None and progress.get(key) != member.get(key):

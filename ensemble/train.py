@@ -134,7 +134,8 @@ class ProgressWriter:
     def __init__(self, path: Path):
         self.path = path
         self.identity = {"pid": os.getpid(), "host": platform.node(),
-                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+                         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                         "ray_node_id": os.environ.get("ENSEMBLE_RAY_NODE_ID")}  # executors.RAY_NODE_ENV
         self.state: dict = {}
 
     def write(self, phase: str, **fields) -> None:

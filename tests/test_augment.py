@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from keras.src.legacy.preprocessing.image import apply_affine_transform
 
+pytestmark = pytest.mark.jax  # the augmentation layer runs on every backend
+
 from ensemble.augment import IDGAugment, apply_idg_transform, legacy_idg_flow, legacy_image_data_generator
 from ensemble.data import sample_digits
 from ensemble.recipes import Augmentation

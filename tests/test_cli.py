@@ -108,6 +108,7 @@ def trained(tmp_path_factory, sample_dir):
     return home, result.output, blended.output
 
 
+@pytest.mark.jax
 def test_train_writes_every_member_artifact(trained):
     home, output, _ = trained
     assert "job e2e: trained 2, already done 0" in output
@@ -135,6 +136,7 @@ def test_train_writes_every_member_artifact(trained):
         assert (home / f"jobs/e2e/logs/member-{index:02d}.log").read_text().count("epoch 1/1") == 1
 
 
+@pytest.mark.jax
 def test_blend_writes_checked_submissions(trained, sample_dir):
     home, _, output = trained
     assert "mean blend of 2 (member-00, member-01), with test-time augmentation" in output
@@ -172,13 +174,15 @@ def test_a_member_that_died_after_its_last_epoch_only_rebuilds_its_outputs(train
     for name in ("metrics.json", "test_probs.npy", "val_probs.npy"):
         (member / name).unlink()
     # The ledger still says done; the files say otherwise, and the files win everywhere.
-    assert json.loads((home / "jobs/e2e/job.json").read_text())["members"][1]["state"] == "done"
+    members = json.loads((home / "jobs/e2e/job.json").read_text())["members"]
+    assert members[1]["state"] == "done"
+    n = len(members)  # 2, or 3 after the test that grows the job: either way only member-01 is unfinished
     status = invoke(home, "status", "--job", "e2e")
     assert status.exit_code == 0
     assert re.search(r"member-01 +│ pending .*files incomplete \(no metrics.json\)", status.output), status.output
     refused = invoke(home, "blend", "--job", "e2e")
-    assert refused.exit_code == 1 and "has 1 unfinished of 3 members: member-01 (pending)" in refused.output
-    assert "ensemble train --job e2e --n 3 --data" in refused.output and "--allow-partial" in refused.output
+    assert refused.exit_code == 1 and f"has 1 unfinished of {n} members: member-01 (pending)" in refused.output
+    assert f"ensemble train --job e2e --n {n} --data" in refused.output and "--allow-partial" in refused.output
 
     result = invoke(home, "train", "--n", "2", "--data", sample_dir, "--job", "e2e", *TRAIN_OPTIONS)
     assert result.exit_code == 0, result.output
@@ -202,14 +206,16 @@ def test_rerun_with_a_different_spec_is_refused(trained, sample_dir):
 
 
 def test_demo_runs_the_whole_path_and_scores_the_test_labels(tmp_path):
-    result = invoke(tmp_path, "demo", "--members", "1", "--epochs", "1")
+    """A short demo (1 member, 3 of the recipe's epochs) on the 3600 sample digits; measured here: validation
+    0.970, test 0.974. The full demo (3 members x 12 epochs) reaches about 0.988 on test (README)."""
+    result = invoke(tmp_path, "demo", "--members", "1", "--epochs", "3")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "data/sample/test_labels.csv").is_file()
     report = result.output.splitlines()
     assert any(line.startswith("member-00") for line in report)
     blend_line = next(line for line in report if line.startswith("blend (mean)"))
     val_accuracy, test_accuracy = map(float, blend_line.split()[-2:])
-    assert 0 <= val_accuracy <= 1 and 0 <= test_accuracy <= 1
+    assert val_accuracy >= 0.95 and test_accuracy >= 0.95, blend_line  # what a working pipeline reaches
     assert f"submission: {tmp_path}/submissions/submission.csv (checked)" in result.output
 
 

@@ -3,6 +3,7 @@ failing, a second runner on a running job, Ray. Each runs `python -m ensemble.cl
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -67,6 +68,7 @@ def invoke(home, *args):
     return CliRunner().invoke(main, ["--home", str(home), *map(str, args)])
 
 
+@pytest.mark.jax
 def test_a_member_killed_mid_epoch_is_retried_and_only_that_epoch_is_redone(tmp_path, sample_dir):
     home = tmp_path / "home"
     runner = start(train_command(home, sample_dir, "retry", "--n", "2", "--epochs", "3", "--workers", "1"))
@@ -182,12 +184,31 @@ def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_d
     members = ledger(home, "ray")["members"]
     assert [(m["state"], m["executor"], m["device"]) for m in members] == [("done", "ray", "cpu")] * 2
     assert all(m["host"] and m["epoch"] == 1 for m in members)
+    assert all(re.fullmatch(r"[0-9a-f]{56}", m["ray_node_id"] or "") for m in members)  # the node each ran on
     for index in (0, 1):
         assert (home / f"models/ray/member-0{index}/metrics.json").is_file()
         assert epoch_lines(home, "ray", index, 1) == [1]
     again = subprocess.run(train_command(home, sample_dir, "ray", "--n", "2", "--epochs", "1", "--executor", "ray",
                                          "--gpus", "cpu"), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0 and "trained 0, already done 2" in again.stdout
+
+
+def test_a_ray_cluster_that_refuses_the_drivers_token_is_named_as_an_authentication_failure():
+    from ray.exceptions import AuthenticationError
+
+    from ensemble.executors import ray_start_error
+    from ensemble.jobs import JobError
+
+    for error in (AuthenticationError("Authentication token is missing or invalid"),
+                  ConnectionError("Failed to connect to GCS: UNAUTHENTICATED: invalid auth token")):
+        message = str(ray_start_error(error, "ray://head:10001"))
+        assert isinstance(ray_start_error(error, "ray://head:10001"), JobError)
+        assert "refused this driver's authentication" in message and "RAY_AUTH_MODE=token" in message
+        assert "cannot reach" not in message
+    unreachable = ray_start_error(ConnectionError("Could not find any running Ray instance"), "auto")
+    assert "cannot reach a Ray cluster at 'auto'" in str(unreachable)
+    other = RuntimeError("something else")
+    assert ray_start_error(other, None) is other  # not ours to reword
 
 
 def test_members_start_from_a_folder_that_holds_a_directory_named_ensemble(tmp_path, sample_dir):

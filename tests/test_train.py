@@ -93,6 +93,7 @@ def slice_arrays():
     return JobArrays(x[:160], y[:160], x[160:], y[160:], x[:0])
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("recipe", list(RECIPES))
 def test_every_recipe_trains_an_epoch_on_a_slice(recipe, slice_arrays, restore_dtype_policy):
     from ensemble.train import build_member_model, fit_member_model
@@ -149,9 +150,13 @@ def _expected_rates(ws, history):
     return rates_per_epoch(train.member_schedule(spec, read_metrics(ws.member_dir("j", 0))["n_train"]))
 
 
-@pytest.mark.parametrize("step", train.EpochCommit.STEPS)
-@pytest.mark.parametrize("schedule, snapshots", [("constant", 1), ("plateau", 1), ("exp", 1), ("onecycle", 1),
-                                                 ("cosine", 1), ("cosine", 3)])
+ON_JAX_TOO = {("plateau", 1, "weights"), ("plateau", 1, "best"), ("cosine", 3, "snapshot"), ("onecycle", 1, "state")}
+
+
+@pytest.mark.parametrize("schedule, snapshots, step", [
+    pytest.param(schedule, snapshots, step, marks=[pytest.mark.jax] if (schedule, snapshots, step) in ON_JAX_TOO else [])
+    for schedule, snapshots in [("constant", 1), ("plateau", 1), ("exp", 1), ("onecycle", 1), ("cosine", 1), ("cosine", 3)]
+    for step in train.EpochCommit.STEPS])
 def test_a_member_killed_at_each_step_of_an_epoch_end_resumes_exactly(
         schedule, snapshots, step, tmp_path, sample_dir, monkeypatch, capsys, restore_dtype_policy):
     """The kill lands in epoch 2's end sequence; the resumed member's learning rates, history, kept epoch
@@ -181,6 +186,7 @@ def test_a_member_killed_at_each_step_of_an_epoch_end_resumes_exactly(
     assert not list(ws.member_dir("j", 0).rglob(".*"))  # no temp file or incoming state is left
 
 
+@pytest.mark.jax
 @pytest.mark.parametrize("kill_at", [1, 2], ids=["mid-cycle", "between-cycles"])
 def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sample_dir, monkeypatch,
                                                            restore_dtype_policy):

@@ -78,13 +78,18 @@ def _current_umask() -> int:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
+    return write_with(path, lambda handle: handle.write(data))
+
+
+def write_with(path: Path, write) -> Path:
+    """`write(handle)` fills a temp file beside path, which then replaces path: for data too big to hold twice."""
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the file its normal mode

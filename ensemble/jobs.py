@@ -455,10 +455,8 @@ def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None,
         if not path.is_file():
             raise DataError(f"{Path(data_dir)}: no {path.name}, which the {fmt.name} layout needs beside "
                             f"{train_path.name if path == test_path else test_path.name}")
-    train = read_train_csv(train_path, ws.cache_dir, fmt)
+    train = read_train_csv(train_path, ws.cache_dir, fmt, limit=limit_train)  # only the rows it uses
     test = read_test_csv(test_path, ws.cache_dir, fmt)
-    if limit_train is not None:
-        train = replace(train, images=train.images[:limit_train], labels=train.labels[:limit_train])
     return train, test
 
 

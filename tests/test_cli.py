@@ -331,3 +331,15 @@ def test_a_folder_with_train_csv_but_no_test_csv_gets_no_overwriting_advice(tmp_
     result = invoke(tmp_path, "train", "--n", "1", "--data", folder)
     assert result.exit_code == 1 and "data sample" not in result.output
     assert "no known 28x28 CSV layout" in result.output and "train.csv starts 'label,pixel0,pixel1,...'" in result.output
+
+
+def test_training_data_of_one_class_is_refused_before_anything_is_written(tmp_path, sample_lines, sample_dir):
+    data = tmp_path / "one-class"
+    data.mkdir()
+    rows = [sample_lines[0]] + ["3," + line.split(",", 1)[1] for line in sample_lines[1:301]]
+    (data / "train.csv").write_text("\n".join(rows) + "\n")
+    (data / "test.csv").write_text((sample_dir / "test.csv").read_text())
+    result = invoke(tmp_path / "home", "train", "--n", "1", "--epochs", "1", "--data", data)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "every training row has label 3; a classifier needs at least two classes" in result.output
+    assert not (tmp_path / "home/jobs").exists()

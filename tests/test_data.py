@@ -101,6 +101,7 @@ def test_parsed_arrays_are_cached_by_content_hash(sample_dir, tmp_path, monkeypa
         raise AssertionError("the cached arrays should have been used")
 
     monkeypatch.setattr(data, "_parse_digit_csv", refuse_to_parse)
+    monkeypatch.setattr(data, "_parse_in_blocks", refuse_to_parse)
     second = data.read_train_csv(sample_dir / "train.csv", cache)
     assert second.sha256 == first.sha256
     assert np.array_equal(second.images, first.images) and np.array_equal(second.labels, first.labels)
@@ -173,3 +174,52 @@ def test_bad_idx_file_writes_nothing(idx_dir, tmp_path):
 def test_idx_folder_without_files_names_what_it_needs(tmp_path):
     with pytest.raises(DataError, match="no train-images-idx3-ubyte"):
         data.make_from_idx(tmp_path, tmp_path / "out")
+
+
+def _same_table(a, b):
+    assert a.sha256 == b.sha256 and np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+
+
+def test_the_block_reader_equals_the_exact_reader_across_block_boundaries(sample_dir, monkeypatch):
+    """Blocks of ~3 lines (many boundaries, lines split across reads) give exactly what one pass gives."""
+    whole = data._parse_digit_csv(sample_dir / "train.csv", (sample_dir / "train.csv").read_bytes(),
+                                  data.TRAIN_COLUMNS, data.file_sha256(sample_dir / "train.csv"), data.DIGITS)
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    _same_table(data.read_train_csv(sample_dir / "train.csv"), whole)
+
+
+def test_a_bad_cell_in_a_late_block_is_named_at_its_line(sample_lines, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    lines = list(sample_lines)
+    lines[3001] = _cell_replaced(lines[3001], 400, "x")
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"line 3002, column 401"):
+        data.read_train_csv(path)
+
+
+def _cell_replaced(line, column, value):
+    cells = line.split(",")
+    cells[column] = value
+    return ",".join(cells)
+
+
+def test_limit_reads_only_the_rows_it_uses(sample_lines, sample_dir, tmp_path, monkeypatch):
+    """--limit-train 600: the first 600 rows exactly as a full read has them, the whole file's hash (the job
+    records it), and a fault after those rows is not read at all."""
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    full = data.read_train_csv(sample_dir / "train.csv")
+    limited = data.read_train_csv(sample_dir / "train.csv", limit=600)
+    assert len(limited) == 600 and limited.sha256 == full.sha256
+    assert np.array_equal(limited.images, full.images[:600]) and np.array_equal(limited.labels, full.labels[:600])
+    lines = list(sample_lines)
+    lines[2000] = _cell_replaced(lines[2000], 5, "oops")
+    path = tmp_path / "train.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert len(data.read_train_csv(path, limit=600)) == 600
+    with pytest.raises(DataError, match="line 2001"):
+        data.read_train_csv(path)
+    lines[10] = _cell_replaced(lines[10], 5, "oops")  # inside the rows it uses: named as always
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 11, column 6"):
+        data.read_train_csv(path, limit=600)

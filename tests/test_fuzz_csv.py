@@ -83,6 +83,17 @@ def corrupt(steps) -> bytes:
     return raw
 
 
+def outcome_in_small_blocks(path):
+    """The same file read in blocks of 23 bytes (lines split across reads): the table, or the error's text."""
+    default, data.READ_BLOCK_BYTES = data.READ_BLOCK_BYTES, 23
+    try:
+        return data.read_train_csv(path, fmt=TINY)
+    except data.DataError as error:
+        return str(error)
+    finally:
+        data.READ_BLOCK_BYTES = default
+
+
 @settings(max_examples=10000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(corruption, min_size=1, max_size=3))
 def test_any_corruption_is_parsed_exactly_or_refused_with_its_place(tmp_path_factory, steps):
@@ -94,7 +105,10 @@ def test_any_corruption_is_parsed_exactly_or_refused_with_its_place(tmp_path_fac
     except data.DataError as error:
         match = MESSAGE.match(str(error))
         assert match and match.group("path") == str(path), str(error)
+        assert outcome_in_small_blocks(path) == str(error)
         return
+    small_blocks = outcome_in_small_blocks(path)
+    assert np.array_equal(small_blocks.images, table.images) and np.array_equal(small_blocks.labels, table.labels)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

@@ -117,7 +117,7 @@ def _parse_in_blocks(path: Path, expected: tuple[str, ...], sha: str, fmt: TaskF
     (an encoding, a header, a blank line, a letter, a lone carriage return, a value out of range): the
     exact reader then parses the file or names the bad cell, so both readers accept exactly the same files."""
     limits = _column_limits(expected, fmt)
-    parts: list[np.ndarray] = []
+    parts: list[DigitTable] = []  # each block compact at once (uint8 pixels): the int64 parse lives one block
     rows = 0
     with path.open("rb") as handle:
         if fmt.header and not _header_is_clean(handle.readline(), expected):
@@ -134,13 +134,18 @@ def _parse_in_blocks(path: Path, expected: tuple[str, ...], sha: str, fmt: TaskF
                 values = _parse_block(block, expected, limits)
                 if values is None:
                     return None
-                parts.append(values)
+                parts.append(_table_from_values(values, expected, sha, fmt))
                 rows += len(values)
+                del values
             if not chunk:
                 break
     if not rows:
         return None
-    return _table_from_values(np.concatenate(parts) if len(parts) > 1 else parts[0], expected, sha, fmt)
+    if len(parts) == 1:
+        return parts[0]
+    joined = {name: None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+              for name in ("images", "labels", "ids")}
+    return DigitTable(joined["images"], joined["labels"], sha, joined["ids"])
 
 
 def _header_is_clean(line: bytes, expected: tuple[str, ...]) -> bool:

@@ -89,13 +89,13 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
 
     ws = Workspace.resolve(home)
     record = load_record(ws, job)
-    y_val = load_split(ws, job)["val_labels"]
+    y_val = load_split(ws, record)["val_labels"]
     plain = load_outputs(ws, record)
     tta = load_outputs(ws, record, tta=True)
     result = {
         "models": len(plain.names),
-        "members": len(record["members"]),
-        "epochs": [member.get("epoch") for member in record["members"]],
+        "members": len(record.members),
+        "epochs": [member.epoch for member in record.members],
         "holdout": accuracy(plain.test_probs.mean(axis=0), holdout),
         "holdout_tta": accuracy(tta.test_probs.mean(axis=0), holdout) if tta.tta else None,
         "val": accuracy(plain.val_probs.mean(axis=0), y_val),
@@ -104,13 +104,13 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     }
     # timeline: (seconds since start, validation accuracy reachable then)
     timeline = []
-    for member in record["members"]:
-        history = pd.read_csv(ws.member_dir(job, member["index"]) / "history.csv").drop_duplicates("epoch", keep="last")
-        start = parse_time(member["started"]) - run_started
+    for member in record.members:
+        history = pd.read_csv(ws.member_dir(job, member.index) / "history.csv").drop_duplicates("epoch", keep="last")
+        start = parse_time(member.started) - run_started
         for seconds, val in zip(history["epoch_seconds"].cumsum(), history["val_accuracy"]):
             timeline.append((start + seconds, val))
     names = default_blend_names(ws, record)
-    finished = sorted((parse_time(record["members"][read_metrics(ws.model_dir(job, n))["member"]]["ended"])
+    finished = sorted((parse_time(record.members[read_metrics(ws.model_dir(job, n))["member"]].ended)
                        - run_started, n) for n in names)
     for i, (at, _) in enumerate(finished):
         chosen = [n for _, n in finished[: i + 1]]

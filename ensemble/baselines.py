@@ -175,14 +175,14 @@ def baseline_metrics(result: BaselineResult, y_val: np.ndarray, seed: int, n_tes
 def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES, n_jobs: int | None = -1,
                   echo: Callable[[str], None] = print) -> list[dict]:
     """Fit the chosen baselines on a job's split and save each like a member; returns their metrics."""
-    from .jobs import JobError, JobSpec, job_arrays, require_record
+    from .jobs import JobError, job_arrays, require_record
     from .outputs import save_model_outputs
 
     unknown = [name for name in only if name not in BASELINES]
     if unknown:
         raise JobError(f"unknown baseline {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
     record = require_record(ws, job)
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     arrays = job_arrays(ws, record)
     x_train, x_val, x_test = (flat_pixels(x) for x in (arrays.x_train, arrays.x_val, arrays.x_test))
     n_classes = len(spec.classes)
@@ -199,9 +199,9 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
         echo(f"baseline {name}: fitting on {len(x_train)} rows, scoring {len(x_val)} validation rows")
         result = runners[name]()
         metrics = baseline_metrics(result, arrays.y_val, spec.seed, len(x_test))
-        config = {"job": record["name"], "baseline": name, "seed": spec.seed, "data_dir": record["data_dir"],
+        config = {"job": record.name, "baseline": name, "seed": spec.seed, "data_dir": record.data_dir,
                   "candidates": list(result.sweep) or None, "spec": spec.to_dict()}
-        save_model_outputs(ws.baseline_dir(record["name"], name), config, result.val_probs, result.test_probs,
+        save_model_outputs(ws.baseline_dir(record.name, name), config, result.val_probs, result.test_probs,
                            metrics)
         echo(f"baseline {name}: val accuracy {metrics['val_accuracy']:.4f} with {result.choice} "
              f"({result.fit_seconds:.1f}s)")

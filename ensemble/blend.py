@@ -10,13 +10,18 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from . import atomic
 from .metrics import PROB_FLOOR, accuracy, log_loss
+from .ledger import MemberState
 from .outputs import JobModels, ModelKind, ensemble_models, finished_models, has_tta, load_probs, survey_models
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    from .jobs import JobRecord
 
 GREEDY_ROUNDS = 25  # AutoGluon's ensemble_size
 
@@ -244,17 +249,17 @@ def blend_arrays(outputs: ModelOutputs, y_val: np.ndarray, method: str, seed: in
     return get_blend_method(method).blend(outputs, y_val, seed)
 
 
-def available_outputs(ws, record: dict) -> list[str]:
+def available_outputs(ws, record: JobRecord) -> list[str]:
     """Names of a job's finished models: each member then its snapshots, then baselines (knn, tree, forest)."""
     return [model.name for model in finished_models(ws, record)]
 
 
-def default_blend_names(ws, record: dict) -> list[str]:
+def default_blend_names(ws, record: JobRecord) -> list[str]:
     """The CNN models a plain `ensemble blend` averages (outputs.ensemble_models)."""
     return ensemble_models(finished_models(ws, record))
 
 
-def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: bool = False,
+def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta: bool = False,
                  survey: JobModels | None = None) -> ModelOutputs:
     """Saved probabilities of the job's ensemble (default) or of the named models; with tta, the test-time
     augmented outputs of every model that has them. Only models whose files passed the checks are read."""
@@ -264,18 +269,18 @@ def load_outputs(ws, record: dict, only: tuple[str, ...] | None = None, tta: boo
     models = survey.finished
     available = [model.name for model in models]
     if only is None and not any(model.kind is not ModelKind.BASELINE for model in models):
-        raise JobError(f"job {record['name']!r} has no finished members yet; "
-                       f"run `ensemble train --job {record['name']}` first")
+        raise JobError(f"job {record.name!r} has no finished members yet; "
+                       f"run `ensemble train --job {record.name}` first")
     damaged = [f"{name}: {survey.damaged[name]}" for name in only or () if name in survey.damaged]
     if damaged:
-        raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record['name']}` rebuilds a "
+        raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record.name}` rebuilds a "
                        "member's outputs; `ensemble baselines` a baseline's")
     missing = [name for name in only or () if name not in available]
     if missing:
-        raise JobError(f"job {record['name']!r} has no finished {', '.join(map(repr, missing))} "
+        raise JobError(f"job {record.name!r} has no finished {', '.join(map(repr, missing))} "
                        f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
     names = list(only) if only else ensemble_models(models)
-    dirs = [ws.model_dir(record["name"], name) for name in names]
+    dirs = [ws.model_dir(record.name, name) for name in names]
     probs = [load_probs(d, tta) for d in dirs]
     return ModelOutputs(names, np.stack([val for val, _ in probs]), np.stack([test for _, test in probs]),
                         tta and any(has_tta(d) for d in dirs))
@@ -288,11 +293,11 @@ def write_submission(path: Path, labels: np.ndarray, layout: SubmissionLayout) -
     return atomic.write_text(path, text)
 
 
-def job_submission_layout(ws, record: dict) -> SubmissionLayout:
+def job_submission_layout(ws, record: JobRecord) -> SubmissionLayout:
     """The submission layout of a job: its format's columns, its test file's ids, its classes."""
-    from .jobs import JobSpec, read_job_test
+    from .jobs import read_job_test
 
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     test = read_job_test(ws, record)  # the train file is not needed: ids and row count are the test file's
     return SubmissionLayout.for_format(spec.format, test.ids, len(test), spec.classes)
 
@@ -311,19 +316,19 @@ def record_blend(ws, job: str, entry: dict) -> Path:
     return atomic.write_json(blends_path(ws, job), read_blend_records(ws, job) + [entry])
 
 
-def unfinished_members(record: dict, survey: JobModels) -> list[str]:
+def unfinished_members(record: JobRecord, survey: JobModels) -> list[str]:
     """'member-03 (running)' for each ledger member whose files are not finished, whatever the ledger says;
     'member-03 (damaged: <file>: <what>)' for one whose files, or its snapshots' files, fail their checks."""
     finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
     unfinished = []
-    for member in record["members"]:
-        name = member["name"]
+    for member in record.members:
+        name = member.name
         faults = [survey.damaged[model] for model in survey.damaged
                   if model == name or model.startswith(f"{name}-snap")]
         if faults:
             unfinished.append(f"{name} (damaged: {faults[0]})")
         elif name not in finished:
-            unfinished.append(f"{name} ({'pending' if member['state'] == 'done' else member['state']})")
+            unfinished.append(f"{name} ({'pending' if member.state is MemberState.DONE else member.state.value})")
     return unfinished
 
 
@@ -336,19 +341,19 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
 
     A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
     by mistake costs a Kaggle submission."""
-    from .jobs import JobError, JobSpec, load_split, now, require_record, resume_command
+    from .jobs import JobError, load_split, now, require_record, resume_command
 
     blender = get_blend_method(method)
     record = require_record(ws, job)
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     tta = spec.tta if tta is None else tta
     survey = survey_models(ws, record)  # every input checked before anything is blended or written
     unfinished = unfinished_members(record, survey) if only is None else []
     if unfinished and not allow_partial:
-        finished = len(record["members"]) - len(unfinished)
-        raise JobError(f"job {record['name']!r} has {len(unfinished)} unfinished of {len(record['members'])} "
+        finished = len(record.members) - len(unfinished)
+        raise JobError(f"job {record.name!r} has {len(unfinished)} unfinished of {len(record.members)} "
                        f"members: {', '.join(unfinished)}. Finish them with `{resume_command(record)}` "
-                       f"(`ensemble status --job {record['name']}` shows where they are), or blend the "
+                       f"(`ensemble status --job {record.name}` shows where they are), or blend the "
                        f"{finished} finished ones with --allow-partial.")
     outputs = load_outputs(ws, record, only, tta, survey)
     y_val = load_split(ws, record)["val_labels"]
@@ -357,15 +362,15 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
     test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = job_submission_layout(ws, record)
-    copy_name = f"{record['name']}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
+    copy_name = f"{record.name}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels, layout) for target in targets]
-    record_blend(ws, record["name"], {"method": method, "models": outputs.names, "tta": outputs.tta,
+    record_blend(ws, record.name, {"method": method, "models": outputs.names, "tta": outputs.tta,
                                       "weights": [float(w) for w in blended.weights],
                                       "val_accuracy": blended.val_accuracy, "files": [str(p) for p in paths],
                                       "sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest(),
                                       "written": now()})
-    return BlendResult(record["name"], method, outputs.names, [float(w) for w in blended.weights],
+    return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
                        outputs.tta, other_accuracy)

@@ -231,7 +231,7 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
     if time_limit:
         from .jobs import load_record
 
-        click.echo(outcome.budget_summary(time_limit, load_record(ws, outcome.job)["spec"]["epochs"]))
+        click.echo(outcome.budget_summary(time_limit, load_record(ws, outcome.job).spec.epochs))
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
 
@@ -254,9 +254,8 @@ def status(ctx, job):
     record, frame, runner = job_status(workspace(ctx), job)
     holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
               if runner else "not running")
-    spec = record["spec"]
-    click.echo(render_frame(frame, title=f"job {record['name']}: {len(record['members'])} x {spec['model']}, "
-                                         f"{spec['epochs']} epochs; {holder}", text_columns=STATUS_TEXT), nl=False)
+    click.echo(render_frame(frame, title=f"job {record.name}: {len(record.members)} x {record.spec.model}, "
+                                         f"{record.spec.epochs} epochs; {holder}", text_columns=STATUS_TEXT), nl=False)
 
 
 @main.command("jobs")

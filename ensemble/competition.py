@@ -233,27 +233,27 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
     """Check a job's submission file, upload it, and (with wait) poll until Kaggle scores it; record it in
     jobs/<job>/submissions.json. Any failure raises KaggleError and records nothing."""
     from .blend import SubmissionError, check_submission_text, job_submission_layout, read_blend_records
-    from .jobs import JobSpec, now, require_record
+    from .jobs import now, require_record
 
     record = require_record(ws, job)
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     target = competition_for(spec.format, competition)
     path = Path(file) if file else ws.submissions_dir / "submission.csv"
     if not path.is_file():
-        raise KaggleError(f"{path}: no such file; write one with `ensemble blend --job {record['name']}`")
+        raise KaggleError(f"{path}: no such file; write one with `ensemble blend --job {record.name}`")
     try:
         check_submission_text(path.read_text(encoding="utf-8", errors="replace"), job_submission_layout(ws, record))
     except SubmissionError as error:
         raise KaggleError(f"{path}, {error}; not uploaded") from None
     digest = file_sha256(path)
-    origin = next((blend for blend in reversed(read_blend_records(ws, record["name"]))
+    origin = next((blend for blend in reversed(read_blend_records(ws, record.name))
                    if blend.get("sha256") == digest), None)
-    description = unique_message(record["name"], message)
+    description = unique_message(record.name, message)
     run(submit_args(target, path, description))
     status, public, private = "submitted", None, None
     if wait:
         row = wait_for_score(target, description, run, poll_s, timeout_s, sleep=sleep)
         status, public, private = row.status, row.public_score, row.private_score
     entry = SubmissionRecord(target, str(path), digest, description, now(), status, public, private, origin)
-    add_submission_record(ws, record["name"], entry)
+    add_submission_record(ws, record.name, entry)
     return entry

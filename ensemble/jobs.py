@@ -13,7 +13,7 @@ import json
 import shlex
 import time
 import zipfile
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +22,11 @@ from . import atomic
 from .architectures import NETS
 from .devices import resolve_precision
 from .formats import DEFAULT_FORMAT, FormatError, TaskFormat, data_files, detect_format, get_format
+from .ledger import LastRun, MemberEntry
 from .recipes import AUGMENTATIONS, KEEP, SCHEDULES, Augmentation, recipe_for
 from .workspace import Workspace, member_name
 
 RECORD_VERSION = 1
-MEMBER_STATES = ("pending", "running", "done", "failed")
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net).
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
@@ -144,11 +144,11 @@ def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
             for name, value in recorded.to_dict().items() if getattr(requested, name) != value]
 
 
-def resume_command(record: dict) -> str:
+def resume_command(record: "JobRecord") -> str:
     """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
-    spec = JobSpec.from_dict(record["spec"])
-    parts = ["ensemble train", f"--job {shlex.quote(record['name'])}", f"--n {len(record['members'])}",
-             f"--data {shlex.quote(record['data_dir'])}", f"--format {spec.task}"]
+    spec = record.spec
+    parts = ["ensemble train", f"--job {shlex.quote(record.name)}", f"--n {len(record.members)}",
+             f"--data {shlex.quote(record.data_dir)}", f"--format {spec.task}"]
     if spec.recipe is not None:
         parts.append(f"--recipe {spec.recipe}")
     parts += [f"--model {spec.model}", f"--epochs {spec.epochs}", f"--batch {spec.batch_size}",
@@ -169,25 +169,56 @@ def default_job_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
-def new_record(name: str, spec: JobSpec, data_dir: Path) -> dict:
-    return {"version": RECORD_VERSION, "name": name, "spec": spec.to_dict(), "data_dir": str(data_dir),
-            "created": now(), "updated": now(), "members": []}
+@dataclass
+class JobRecord:
+    """jobs/<job>/job.json: the frozen spec, the data folder, the ledger and the latest run."""
+
+    name: str
+    spec: JobSpec
+    data_dir: str
+    created: str
+    updated: str
+    members: list[MemberEntry] = field(default_factory=list)
+    last_run: LastRun | None = None
+    rebuilt: str | None = None  # when the record was rebuilt from member folders (jobs.rebuild_record)
+    version: int = RECORD_VERSION
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def ensure_members(self, n: int) -> "JobRecord":
+        """Grow the ledger to n members (never shrinks: finished members stay part of the job)."""
+        for index in range(len(self.members), n):
+            self.members.append(MemberEntry(index, member_name(index), self.spec.member_seed(index)))
+        return self
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "name": self.name, "spec": self.spec.to_dict(), "data_dir": self.data_dir,
+                "created": self.created, "updated": self.updated, "members": [m.to_dict() for m in self.members],
+                "last_run": asdict(self.last_run) if self.last_run else None,
+                **({"rebuilt": self.rebuilt} if self.rebuilt else {})}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "JobRecord":
+        """Raises KeyError, TypeError or ValueError for anything that is not a job record."""
+        last_run = values.get("last_run")
+        return cls(name=str(values["name"]), spec=JobSpec.from_dict(values["spec"]), data_dir=str(values["data_dir"]),
+                   created=str(values.get("created", "")), updated=str(values.get("updated", "")),
+                   members=[MemberEntry.from_dict(m) for m in values["members"]],
+                   last_run=LastRun(**last_run) if last_run else None, rebuilt=values.get("rebuilt"),
+                   version=int(values.get("version", RECORD_VERSION)))
 
 
-def ensure_members(record: dict, n: int) -> dict:
-    """Grow the ledger to n members (never shrinks: finished members stay part of the job)."""
-    spec = JobSpec.from_dict(record["spec"])
-    for index in range(len(record["members"]), n):
-        record["members"].append({"index": index, "name": member_name(index), "seed": spec.member_seed(index),
-                                  "state": "pending", "attempts": 0})
-    return record
+def new_record(name: str, spec: JobSpec, data_dir: Path) -> JobRecord:
+    return JobRecord(name, spec, str(data_dir), created=now(), updated=now())
 
 
 def record_path(ws: Workspace, job: str) -> Path:
     return ws.job_dir(job) / "job.json"
 
 
-def load_record(ws: Workspace, job: str) -> dict | None:
+def load_record(ws: Workspace, job: str) -> JobRecord | None:
     """A job's record, None when there is none; a damaged one is a JobError that names its file."""
     path = record_path(ws, job)
     if not path.is_file():
@@ -198,13 +229,15 @@ def load_record(ws: Workspace, job: str) -> dict | None:
         raise JobError(f"{path}: the job record is damaged ({type(error).__name__}: {error}); other jobs are "
                        f"unaffected. Its trained members are still in {ws.models_dir / job}; `ensemble train --job "
                        f"{shlex.quote(job)}` rebuilds the record from them") from None
-    if not isinstance(record, dict) or not {"name", "spec", "members"} <= set(record):
-        raise JobError(f"{path}: the job record is damaged (not a job record); other jobs are unaffected; "
-                       f"`ensemble train --job {shlex.quote(job)}` rebuilds it from its member folders")
-    return record
+    try:
+        return JobRecord.from_dict(record)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise JobError(f"{path}: the job record is damaged (not a job record: {type(error).__name__} {error}); other "
+                       f"jobs are unaffected; `ensemble train --job {shlex.quote(job)}` rebuilds it from its member "
+                       "folders") from None
 
 
-def rebuild_record(ws: Workspace, job: str) -> dict | None:
+def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     """A job record made again from its member folders: each member's config.json holds the job's whole spec
     and data folder, so the record is exact when they agree. None when no member says, or they disagree.
     Per-member state is left to the runner's reconcile, which reads it from the files."""
@@ -222,12 +255,12 @@ def rebuild_record(ws: Workspace, job: str) -> dict | None:
         return None
     spec, data_dir, _ = next(iter(configs.values()))
     record = new_record(job, JobSpec.from_dict(spec), Path(data_dir))
-    record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(min(m for *_, m in configs.values())))
-    record["rebuilt"] = now()
-    return ensure_members(record, max(configs) + 1)
+    record.created = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(min(m for *_, m in configs.values())))
+    record.rebuilt = now()
+    return record.ensure_members(max(configs) + 1)
 
 
-def recover_record(ws: Workspace, job: str, say) -> dict | None:
+def recover_record(ws: Workspace, job: str, say) -> JobRecord | None:
     """The job's record; a damaged one is set aside and rebuilt from the member folders (saying so) where
     that is exact, else the JobError says what to do. None when the job does not exist."""
     from .locks import LockHeld, PidLock
@@ -248,11 +281,11 @@ def recover_record(ws: Workspace, job: str, say) -> dict | None:
         raise JobError(f"job {job!r} is being trained by pid {held.holder.get('pid', '?')}; its record reads as "
                        "damaged: rerun once that process ends") from None
     say(f"{record_path(ws, job)} was damaged: set aside as {aside.name} and rebuilt from "
-        f"{len(rebuilt['members'])} member folders ({ws.models_dir / job})")
+        f"{len(rebuilt.members)} member folders ({ws.models_dir / job})")
     return rebuilt
 
 
-def require_record(ws: Workspace, job: str | None) -> dict:
+def require_record(ws: Workspace, job: str | None) -> JobRecord:
     """The named job, or the most recent one; a clear error when there is none."""
     name = job or latest_job_name(ws)
     if name is None:
@@ -264,12 +297,12 @@ def require_record(ws: Workspace, job: str | None) -> dict:
     return record
 
 
-def save_record(ws: Workspace, record: dict) -> Path:
-    record["updated"] = now()
-    return atomic.write_json(record_path(ws, record["name"]), record)
+def save_record(ws: Workspace, record: JobRecord) -> Path:
+    record.updated = now()
+    return atomic.write_json(record_path(ws, record.name), record.to_dict())
 
 
-def readable_records(ws: Workspace) -> tuple[list[dict], dict[str, str]]:
+def readable_records(ws: Workspace) -> tuple[list[JobRecord], dict[str, str]]:
     """Every job's record, oldest first by creation time, and {job: what is wrong} for damaged records."""
     records, damaged = [], {}
     if not ws.jobs_dir.is_dir():
@@ -281,12 +314,12 @@ def readable_records(ws: Workspace) -> tuple[list[dict], dict[str, str]]:
             records.append(load_record(ws, path.name))
         except JobError as error:
             damaged[path.name] = str(error)
-    return sorted(records, key=lambda r: (str(r.get("created")), r["name"])), damaged
+    return sorted(records, key=lambda r: (r.created, r.name)), damaged
 
 
 def job_names(ws: Workspace) -> list[str]:
     """Jobs oldest first, by creation time in their record; a damaged record is left out (never fatal)."""
-    return [record["name"] for record in readable_records(ws)[0]]
+    return [record.name for record in readable_records(ws)[0]]
 
 
 def latest_job_name(ws: Workspace) -> str | None:
@@ -297,8 +330,8 @@ def latest_job_name(ws: Workspace) -> str | None:
 def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
     """Where a bare `ensemble train` rerun continues: the newest job with an identical spec."""
     for record in reversed(readable_records(ws)[0]):
-        if JobSpec.from_dict(record["spec"]) == spec:
-            return record["name"]
+        if record.spec == spec:
+            return record.name
     return None
 
 
@@ -387,26 +420,26 @@ def _read_split(path: Path) -> dict[str, np.ndarray] | None:
     return split if len(split["val_index"]) == len(split["val_labels"]) else None
 
 
-def load_split(ws: Workspace, record: dict, say=None) -> dict[str, np.ndarray]:
+def load_split(ws: Workspace, record: JobRecord, say=None) -> dict[str, np.ndarray]:
     """The job's validation split. A missing or damaged split.npz is made again, exactly: the split is a
     function of the recorded seed, share and training data (checked against its recorded hash)."""
     from .data import DataError, stratified_split
 
-    path = split_path(ws, record["name"])
+    path = split_path(ws, record.name)
     split = _read_split(path)
     if split is not None:
         return split
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     try:
-        train, _ = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+        train, _ = read_job_data(ws, record.data_path, spec.limit_train, spec.format)
     except DataError as error:
         raise JobError(f"{path} is missing or damaged, and the job's data to make it again cannot be read: "
                        f"{error}") from None
     if train.sha256 != spec.train_sha256:
-        raise JobError(f"{path} is missing or damaged, and {record['data_dir']} no longer holds the training data "
-                       f"job {record['name']!r} was made from (its hash differs): put that data back to recover it")
+        raise JobError(f"{path} is missing or damaged, and {record.data_dir} no longer holds the training data "
+                       f"job {record.name!r} was made from (its hash differs): put that data back to recover it")
     train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
-    save_split(ws, record["name"], train_index, val_index, class_indices(train.labels, spec.classes)[val_index])
+    save_split(ws, record.name, train_index, val_index, class_indices(train.labels, spec.classes)[val_index])
     if say is not None:
         say(f"{path} was missing or damaged: made again from the job's seed ({spec.seed}) and data")
     return _read_split(path)
@@ -467,32 +500,32 @@ def class_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
     return np.where(classes_array[positions] == labels, positions, -1).astype(np.int64)
 
 
-def read_job_test(ws: Workspace, record: dict):
+def read_job_test(ws: Workspace, record: JobRecord):
     """A job's test file alone (its ids and, where the layout has them, labels), through the cache."""
     from .data import read_test_csv
 
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     try:
-        test_path = data_files(spec.format, Path(record["data_dir"]))[1]
+        test_path = data_files(spec.format, record.data_path)[1]
     except FormatError as error:
         raise JobError(str(error)) from None
     return read_test_csv(test_path, ws.cache_dir, spec.format)
 
 
-def job_test_labels(ws: Workspace, record: dict) -> np.ndarray | None:
+def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
     """Class indices of the test rows where the layout labels test (Fashion-MNIST, Sign Language MNIST,
     EMNIST), else None."""
     test = read_job_test(ws, record)
-    classes = JobSpec.from_dict(record["spec"]).classes
+    classes = record.spec.classes
     return class_indices(test.labels, classes) if test.labels is not None else None
 
 
-def job_arrays(ws: Workspace, record: dict) -> JobArrays:
-    spec = JobSpec.from_dict(record["spec"])
-    train, test = read_job_data(ws, Path(record["data_dir"]), spec.limit_train, spec.format)
+def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
+    spec = record.spec
+    train, test = read_job_data(ws, record.data_path, spec.limit_train, spec.format)
     for kind, table, recorded in (("train", train, spec.train_sha256), ("test", test, spec.test_sha256)):
         if table.sha256 != recorded:
-            raise JobError(f"{record['data_dir']}/{kind}.csv changed since job {record['name']!r} was "
+            raise JobError(f"{record.data_dir}/{kind}.csv changed since job {record.name!r} was "
                            "created (its content hash differs); train a new job for new data")
     split = load_split(ws, record)
     images = train.images[..., None]

@@ -10,6 +10,7 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,9 @@ from .blend import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs, load_outputs, rea
 from .competition import read_submission_records
 from .metrics import accuracy
 from .outputs import ModelKind, read_metrics, survey_models
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    from .jobs import JobRecord
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss", "fit_s",
            "predict_ms_per_1k", "params", "seed", "epochs", "note"]
@@ -232,11 +236,11 @@ def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
 
 def write_report(ws, job: str | None = None) -> Report:
     """Rank every finished model of a job and write the report files; returns what it wrote."""
-    from .jobs import JobError, JobSpec, job_test_labels, load_split, require_record
+    from .jobs import JobError, job_test_labels, load_split, require_record
 
     record = require_record(ws, job)
-    name = record["name"]
-    seed = JobSpec.from_dict(record["spec"]).seed
+    name = record.name
+    seed = record.spec.seed
     y_val = load_split(ws, record)["val_labels"]
     survey = survey_models(ws, record)  # every model's files checked once; the damaged ones are left out, named
     models = survey.finished
@@ -317,12 +321,12 @@ def kaggle_scores(ws, job: str) -> dict[str, float]:
     return scores
 
 
-def submitted_blend(ws, record: dict, y_val: np.ndarray, survey=None) -> tuple[str, np.ndarray] | None:
+def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None) -> tuple[str, np.ndarray] | None:
     """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
-    from .jobs import JobError, JobSpec
+    from .jobs import JobError
 
     submission = str(ws.submissions_dir / "submission.csv")
-    latest = next((entry for entry in reversed(read_blend_records(ws, record["name"]))
+    latest = next((entry for entry in reversed(read_blend_records(ws, record.name))
                    if submission in entry.get("files", [])), None)
     if latest is None:
         return None
@@ -330,17 +334,17 @@ def submitted_blend(ws, record: dict, y_val: np.ndarray, survey=None) -> tuple[s
         outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"], survey)
     except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
         return None
-    blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, JobSpec.from_dict(record["spec"]).seed)
+    blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, record.spec.seed)
     return f"blend-{latest['method']}{' with TTA' if latest['tta'] else ''} (in submission.csv)", blended.val_probs
 
 
-def report_figures(ws, record: dict, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
+def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
                    seed: int, shown: tuple[str, np.ndarray] | None = None, survey=None) -> dict[str, tuple[str, bytes]]:
     """The report's plots, each as (caption, PNG); member plots only when there are members. The confusion
     matrix and per-class plot show the blend in submissions/submission.csv (`shown`), else the mean blend."""
-    from .jobs import JobSpec
 
-    spec = JobSpec.from_dict(record["spec"])
+
+    spec = record.spec
     class_names = [spec.format.class_name(label) for label in spec.classes]
     figures = {}
     if members is not None:
@@ -350,7 +354,7 @@ def report_figures(ws, record: dict, members: ModelOutputs | None, baselines: li
         figures["members"] = ("Validation accuracy vs number of members blended",
                               plot_members_curve(accuracy_by_members_blended(members.val_probs, y_val, seed=seed)))
         figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
-                             plot_learning_curves(read_histories(ws, record["name"], members.names)))
+                             plot_learning_curves(read_histories(ws, record.name, members.names)))
     if members is not None and baselines:
         others = load_outputs(ws, record, tuple(baselines), survey=survey)
         best = int(np.argmax([accuracy(p, y_val) for p in others.val_probs]))

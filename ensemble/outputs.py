@@ -13,11 +13,15 @@ import zipfile
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import atomic
 from .workspace import Workspace, member_name
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    from .jobs import JobRecord
 
 OUTPUT_FILES = ("config.json", "val_probs.npy", "test_probs.npy", "metrics.json")
 MEMBER_FILES = ("config.json", "best.keras", "val_probs.npy", "test_probs.npy", "metrics.json")
@@ -157,18 +161,18 @@ def load_probs(model_dir: Path, tta: bool = False) -> tuple[np.ndarray, np.ndarr
     return np.load(model_dir / names[0]), np.load(model_dir / names[1])
 
 
-def job_output_shape(ws: Workspace, record: dict) -> OutputShape:
+def job_output_shape(ws: Workspace, record: JobRecord) -> OutputShape:
     """The shape every output of a job must have: its split's validation rows, its test file's rows (when
     the file can be read), its classes."""
     from .data import DataError
-    from .jobs import JobError, JobSpec, load_split, read_job_test
+    from .jobs import JobError, load_split, read_job_test
 
     n_val = len(load_split(ws, record)["val_index"])
     try:
         n_test = len(read_job_test(ws, record))
     except (DataError, JobError, OSError):
         n_test = None
-    return OutputShape(n_val, n_test, len(JobSpec.from_dict(record["spec"]).classes))
+    return OutputShape(n_val, n_test, len(record.spec.classes))
 
 
 @dataclass(frozen=True)
@@ -183,13 +187,13 @@ class JobModels:
         return [model.name for model in self.finished]
 
 
-def _model_folders(ws: Workspace, record: dict) -> list[tuple[str, ModelKind, str | None]]:
+def _model_folders(ws: Workspace, record: JobRecord) -> list[tuple[str, ModelKind, str | None]]:
     """(name, kind, member of a snapshot) of every model folder a job has, members first with their snapshots."""
-    job = record["name"]
+    job = record.name
     folder = ws.models_dir / job
     found = []
-    for member in record["members"]:
-        index = member["index"]
+    for member in record.members:
+        index = member.index
         if ws.member_dir(job, index).is_dir():
             found.append((member_name(index), ModelKind.MEMBER, None))
         pattern = re.compile(rf"^{member_name(index)}-snap(\d+)$")
@@ -201,11 +205,11 @@ def _model_folders(ws: Workspace, record: dict) -> list[tuple[str, ModelKind, st
     return found + [(name, ModelKind.BASELINE, None) for name in baselines]
 
 
-def survey_models(ws: Workspace, record: dict, shape: OutputShape | None = None) -> JobModels:
+def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = None) -> JobModels:
     """Every model of a job, each checked once (output_problem): a snapshot counts only beside a finished
     member; a folder without metrics.json is simply unfinished, one with it and a fault is damaged."""
     shape = shape or job_output_shape(ws, record)
-    job = record["name"]
+    job = record.name
     finished, damaged = [], {}
     for name, kind, member in _model_folders(ws, record):
         if kind is ModelKind.SNAPSHOT and member not in {model.name for model in finished}:
@@ -220,7 +224,7 @@ def survey_models(ws: Workspace, record: dict, shape: OutputShape | None = None)
     return JobModels(finished, damaged)
 
 
-def finished_models(ws: Workspace, record: dict) -> list[ModelRef]:
+def finished_models(ws: Workspace, record: JobRecord) -> list[ModelRef]:
     """Every finished model of a job: each finished member followed by its snapshots, then the baselines."""
     return survey_models(ws, record).finished
 

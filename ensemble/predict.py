@@ -13,7 +13,7 @@ import numpy as np
 
 from .blend import ModelOutputs, SubmissionLayout, get_blend_method, load_outputs, write_submission
 from .data import DataError, read_test_csv
-from .jobs import JobError, JobSpec, load_split, require_record
+from .jobs import JobError, load_split, require_record
 from .outputs import ModelKind, model_kind
 from .workspace import Workspace
 
@@ -49,14 +49,14 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     from .train import predict_probabilities
 
     record = require_record(ws, job)
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     tta = spec.tta if tta is None else tta
     blender = get_blend_method(method)
     saved = load_outputs(ws, record, only, tta)  # the validation side, as `blend` uses it
-    paths = [model_file(ws, record["name"], name) for name in saved.names]
+    paths = [model_file(ws, record.name, name) for name in saved.names]
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise JobError(f"job {record['name']!r}: no saved model at {', '.join(missing)}")
+        raise JobError(f"job {record.name!r}: no saved model at {', '.join(missing)}")
     table = read_test_csv(Path(csv_path), ws.cache_dir, spec.format)
     if len(table) == 0:
         raise DataError(f"{csv_path}: no rows to predict")
@@ -70,5 +70,5 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta), y_val, spec.seed)
     labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = SubmissionLayout.for_format(spec.format, table.ids, len(table), spec.classes)
-    target = Path(out) if out else ws.submissions_dir / f"{record['name']}-predict-{Path(csv_path).stem}.csv"
-    return Prediction(record["name"], saved.names, method, tta, len(table), write_submission(target, labels, layout))
+    target = Path(out) if out else ws.submissions_dir / f"{record.name}-predict-{Path(csv_path).stem}.csv"
+    return Prediction(record.name, saved.names, method, tta, len(table), write_submission(target, labels, layout))

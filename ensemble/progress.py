@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .ledger import MemberState
+
 PLAIN_OVERALL_EVERY_S = 60.0
 
 
@@ -51,6 +53,44 @@ def estimate_eta(epochs_at_start: float, epochs_now: float, epochs_total: float,
     if gained <= 0 or training_s <= 0:
         return None
     return max(0.0, (epochs_total - epochs_now) * training_s / gained) + predicting_left_s
+
+
+def epochs_done(members, progress: dict[int, dict], epochs: int) -> float:
+    """Epochs finished by the members (ledger.MemberEntry), with the running ones' current epoch counted
+    by the share of its batches done (from their progress files)."""
+    total = 0.0
+    for member in members:
+        if member.state is MemberState.DONE:
+            total += epochs
+        else:
+            live = progress.get(member.index, {})
+            batch_share = live["batch"] / live["batches"] if live.get("batches") else 0.0
+            total += min(epochs, member.epoch or 0) + batch_share
+    return total
+
+
+def member_lines(running, progress: dict[int, dict], epochs: int) -> list[MemberLine]:
+    """A line per running member: running is [(MemberEntry, the slot's label)]."""
+    lines = []
+    for member, slot_label in running:
+        live = progress.get(member.index, {})
+        lines.append(MemberLine(name=member.name, device=member.slot or member.device or slot_label,
+                                epoch=member.epoch or 0, epochs=epochs, batch=live.get("batch", 0),
+                                batches=live.get("batches"), val_accuracy=member.val_accuracy,
+                                attempt=member.attempts, phase=live.get("phase", "starting")))
+    return lines
+
+
+def job_overview(job: str, members, failed: int, progress: dict[int, dict], epochs: int, elapsed_s: float,
+                 epochs_at_start: float, predicted_s: float, predict_each_s: float) -> Overview:
+    """The overall line: members done of those the run answers for, epochs, elapsed time and ETA (the
+    predictions still to come at predict_each_s per waiting member, per slot)."""
+    done = sum(member.state is MemberState.DONE for member in members)
+    epochs_now = epochs_done(members, progress, epochs)
+    waiting = len(members) - done - failed
+    return Overview(job, done, len(members), failed, epochs_now, epochs * len(members), elapsed_s,
+                    estimate_eta(epochs_at_start, epochs_now, epochs * len(members), elapsed_s, predicted_s,
+                                 waiting * predict_each_s))
 
 
 def format_duration(seconds: float | None) -> str:

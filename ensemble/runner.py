@@ -25,10 +25,11 @@ from .atomic import NO_SPACE_EXIT, NoSpace, low_on_space
 from .data import stratified_split
 from .devices import Slot, check_backend, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
-from .jobs import JobError, JobSpec
+from .jobs import JobError, JobRecord, JobSpec
+from .ledger import LastRun, MemberEntry, MemberState
 from .locks import LockHeld, PidLock
 from .outputs import ModelKind, job_output_shape, output_problem, read_metrics, survey_models
-from .progress import MemberLine, Overview, PlainReporter, estimate_eta
+from .progress import MemberLine, Overview, PlainReporter, epochs_done, job_overview, member_lines
 from .workspace import Workspace
 
 LOG_TAIL_LINES = 15
@@ -115,9 +116,9 @@ def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> TrainReq
     rebuilt here, before anything reads it (jobs.recover_record)."""
     record = jobs.recover_record(ws, request.job, say) if request.job else None
     if record is not None and all(getattr(request, name) is None for name in SPEC_OPTIONS):
-        spec = JobSpec.from_dict(record["spec"])
-        n = request.n if request.n is not None or request.time_limit else len(record["members"]) or None
-        return replace(request, n=n, data_dir=Path(record["data_dir"]), recipe=spec.recipe, model=spec.model,
+        spec = record.spec
+        n = request.n if request.n is not None or request.time_limit else len(record.members) or None
+        return replace(request, n=n, data_dir=record.data_path, recipe=spec.recipe, model=spec.model,
                        epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                        schedule=spec.schedule, augment=spec.augment, rotation=spec.rotation, keep=spec.keep,
                        snapshots=spec.snapshots, tta=spec.tta, precision=spec.precision, seed=spec.seed,
@@ -151,17 +152,17 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
     return spec, train
 
 
-def check_spec(record: dict | None, spec: JobSpec) -> None:
+def check_spec(record: JobRecord | None, spec: JobSpec) -> None:
     if record is None:
         return
-    differences = jobs.spec_differences(JobSpec.from_dict(record["spec"]), spec)
+    differences = jobs.spec_differences(record.spec, spec)
     if differences:
-        raise JobError(f"job {record['name']!r} exists with a different spec:\n  " + "\n  ".join(differences)
+        raise JobError(f"job {record.name!r} exists with a different spec:\n  " + "\n  ".join(differences)
                        + "\nRerun with the job's options, or pick a new name with --job.")
 
 
 def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None = None
-                ) -> tuple[dict, bool]:
+                ) -> tuple[JobRecord, bool]:
     """The job record to run (new or continued) with its split saved; refuses a changed spec.
     Callers that run members hold the job's lock around this (see `run_job`)."""
     request = resolve_request(ws, request)
@@ -170,7 +171,7 @@ def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[flo
     return open_record(ws, name, spec, train, request)
 
 
-def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRequest) -> tuple[dict, bool]:
+def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRequest) -> tuple[JobRecord, bool]:
     record = jobs.load_record(ws, name)
     check_spec(record, spec)
     created = record is None
@@ -179,9 +180,9 @@ def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRe
         train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
         jobs.save_split(ws, name, train_index, val_index, jobs.class_indices(train.labels, spec.classes)[val_index])
     else:
-        record["data_dir"] = str(Path(request.data_dir).resolve())
+        record.data_dir = str(Path(request.data_dir).resolve())
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
-        jobs.ensure_members(record, request.members)
+        record.ensure_members(request.members)
     jobs.save_record(ws, record)
     return record, created
 
@@ -206,27 +207,19 @@ def job_lock(ws: Workspace, job: str, reporter):
         lock.release()
 
 
-def reconcile(ws: Workspace, record: dict) -> list[str]:
+def reconcile(ws: Workspace, record: JobRecord) -> list[str]:
     """Make the ledger agree with the disk before a run: the files decide what is done (every output checked,
     the member's snapshots' too); a member the ledger calls running belongs to a runner that is gone (we hold
     the lock), so it is pending again."""
     notes = []
     survey = survey_models(ws, record)
     finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
-    for member in record["members"]:
-        name = member["name"]
-        faults = [problem for model, problem in survey.damaged.items() if model == name or model.startswith(f"{name}-snap")]
-        if faults:
-            member.update(state="pending", pid=None, note=f"damaged: {faults[0]}")
-            notes.append(f"{name}: {faults[0]}; its outputs are made again (it retrains if its kept weights are lost)")
-        elif name in finished and member["state"] != "done":
-            member.update(state="done", pid=None)
-        elif name not in finished and member["state"] == "done":
-            member.update(state="pending", note="files incomplete (no metrics.json): will finish")
-            notes.append(f"{name}: recorded done but its files are incomplete; it will finish")
-        elif member["state"] == "running":
-            member.update(state="pending", pid=None, note="its runner stopped; resumes")
-            notes.append(f"{name}: its runner stopped while it trained; it resumes from its last epoch")
+    for member in record.members:
+        faults = [problem for model, problem in survey.damaged.items()
+                  if model == member.name or model.startswith(f"{member.name}-snap")]
+        note = member.reconcile(member.name in finished, faults[0] if faults else None)
+        if note:
+            notes.append(note)
     return notes
 
 
@@ -256,12 +249,14 @@ def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[fl
 # --- one run ------------------------------------------------------------------------------------
 
 class JobRun:
-    """Trains the listed members on the executor's slots; the ledger follows every change."""
+    """Trains the listed members on the executor's slots: the poll loop. Every change of a member goes
+    through its ledger transition (ledger.MemberEntry) and is saved; what the user sees is progress.py's."""
 
-    def __init__(self, ws: Workspace, record: dict, executor, reporter, retries: int, wanted: list[int],
+    def __init__(self, ws: Workspace, record: JobRecord, executor, reporter, retries: int, wanted: list[int],
                  todo: list[int], deadline: float | None = None, cap: int | None = None):
         self.ws, self.record, self.executor, self.reporter, self.retries = ws, record, executor, reporter, retries
-        self.job = record["name"]
+        self.job = record.name
+        self.epochs = record.spec.epochs
         self.indices = wanted  # the members this run answers for (the first n of the ledger)
         self.queue = deque(todo)
         self.deadline, self.cap = deadline, cap  # --time-limit: members are added while time is left
@@ -275,17 +270,19 @@ class JobRun:
         self.tries: Counter[int] = Counter()
         self.trained: list[int] = []
         self.failed: dict[int, str] = {}
-        self.members = record["members"]
         self.started = time.monotonic()
-        self.epochs_at_start = self.epochs_done()
+        self.epochs_at_start = epochs_done(self.wanted_members(), self.progress, self.epochs)
         self.shape = job_output_shape(ws, record)  # what a finished member's outputs must be
 
     # ledger
     def save(self) -> None:
         jobs.save_record(self.ws, self.record)
 
-    def member(self, index: int) -> dict:
-        return self.members[index]
+    def member(self, index: int) -> MemberEntry:
+        return self.record.members[index]
+
+    def wanted_members(self) -> list[MemberEntry]:
+        return [self.member(index) for index in self.indices]
 
     # the loop
     def run(self) -> None:
@@ -315,11 +312,11 @@ class JobRun:
 
     # the time budget
     def may_grow(self) -> bool:
-        return self.deadline is not None and len(self.members) < self.cap and time.time() < self.deadline
+        return self.deadline is not None and len(self.record.members) < self.cap and time.time() < self.deadline
 
     def add_member(self) -> int:
-        jobs.ensure_members(self.record, len(self.members) + 1)
-        index = len(self.members) - 1
+        self.record.ensure_members(len(self.record.members) + 1)
+        index = len(self.record.members) - 1
         self.indices.append(index)
         self.queue.append(index)
         self.save()
@@ -330,31 +327,27 @@ class JobRun:
         fits what is left."""
         if self.deadline is None:
             return True
-        epochs = self.record["spec"]["epochs"]
-        done = 0 if index is None else jobs.resumable_epochs(self.ws.member_dir(self.job, index), epochs)
-        remaining = epochs - done
-        estimate = budget.member_seconds(self.member_walls, list(self.epoch_seconds.values()), epochs,
+        done = 0 if index is None else jobs.resumable_epochs(self.ws.member_dir(self.job, index), self.epochs)
+        remaining = self.epochs - done
+        estimate = budget.member_seconds(self.member_walls, list(self.epoch_seconds.values()), self.epochs,
                                          max(remaining, 1))
         return budget.fits(time.time(), self.deadline, estimate)
 
     def start(self, index: int, slot: Slot) -> None:
         member = self.member(index)
-        epochs = self.record["spec"]["epochs"]
-        finished = jobs.resumable_epochs(self.ws.member_dir(self.job, index), epochs)
+        finished = jobs.resumable_epochs(self.ws.member_dir(self.job, index), self.epochs)
         launched = self.executor.start(self.job, index, slot)
         launched.resumed_from = finished
         self.tries[index] += 1
         self.running[index] = launched
-        member.update(state="running", attempts=member.get("attempts", 0) + 1, device=slot.device,
-                      slot=slot.label, executor=self.executor.name, pid=launched.pid,
-                      host=platform.node() if launched.pid else None, started=jobs.now(), ended=None,
-                      epoch=finished, note=None)
+        member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
+                     host=platform.node() if launched.pid else None, epoch=finished, when=jobs.now())
         self.save()
         where = f"on {slot.label}" if self.executor.name == "local" else f"as a Ray task ({slot.label})"
-        resumed = ("writes its outputs (all epochs trained)" if finished >= epochs
-                   else f"resumes after epoch {finished}/{epochs}" if finished else "starts")
-        self.reporter.event(f"{member['name']} (seed {member['seed']}) {resumed} {where}, attempt "
-                            f"{member['attempts']}; log {jobs.log_path(self.ws, self.job, index)}")
+        resumed = ("writes its outputs (all epochs trained)" if finished >= self.epochs
+                   else f"resumes after epoch {finished}/{self.epochs}" if finished else "starts")
+        self.reporter.event(f"{member.name} (seed {member.seed}) {resumed} {where}, attempt "
+                            f"{member.attempts}; log {jobs.log_path(self.ws, self.job, index)}")
 
     def follow(self, index: int) -> None:
         launched = self.running[index]
@@ -365,22 +358,20 @@ class JobRun:
         self.progress[index] = progress
         notes = progress.get("notes") or []
         for note in notes[launched.notes_seen:]:  # what the member found and did about it: damaged files
-            self.reporter.event(f"{member['name']}: {note}")
+            self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(notes)
         if progress:
-            changed = {}
+            changed = False
             if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
                 launched.pid = progress["pid"]
                 device = progress.get("cuda_visible_devices")
-                changed.update(pid=progress["pid"], host=progress.get("host"), ray_node_id=progress.get("ray_node_id"),
-                               device=f"gpu:{device}" if device else "cpu")
-            for key in ("epoch", "val_accuracy"):
-                if progress.get(key) is not None and progress.get(key) != member.get(key):
-                    changed[key] = progress[key]
+                member.placed(pid=progress["pid"], host=progress.get("host"), device=f"gpu:{device}" if device else "cpu",
+                              ray_node_id=progress.get("ray_node_id"))
+                changed = True
+            changed = member.report(progress.get("epoch"), progress.get("val_accuracy")) or changed
             if progress.get("epoch_seconds") and progress.get("epoch"):
                 self.epoch_seconds[(index, progress["epoch"])] = progress["epoch_seconds"]
             if changed:
-                member.update(changed)
                 self.save()
         returncode = self.executor.poll(launched)
         if returncode is not None:
@@ -391,49 +382,48 @@ class JobRun:
     def finish(self, index: int, returncode: int, launched: Launched) -> None:
         member = self.member(index)
         member_dir = self.ws.member_dir(self.job, index)
-        member.update(pid=None, ended=jobs.now(), returncode=returncode)
         if returncode == 0 and output_problem(member_dir, self.shape, ModelKind.MEMBER) is None:
-            metrics = read_metrics(member_dir)
-            epochs = self.record["spec"]["epochs"]
-            stopped = metrics["epochs"] < epochs
-            member.update(state="done", val_accuracy=metrics["val_accuracy"], epoch=metrics["epochs"],
-                          best_epoch=metrics["best_epoch"], stopped_early=stopped,
-                          note=f"stopped early by the time limit at epoch {metrics['epochs']}/{epochs}; "
-                               "a rerun continues it" if stopped else None)
-            self.save()
-            self.trained.append(index)
-            snapshots = self.record["spec"].get("snapshots", 1)
-            if metrics.get("predict_ms_per_1k"):  # measured on test (all TTA views); validation costs alike
-                self.predict_measured.append(metrics["predict_ms_per_1k"] / 1e6 * (metrics["n_val"] + metrics["n_test"])
-                                             * (1 + (snapshots if snapshots > 1 else 0)))
-            trained_now = metrics["epochs"] - (launched.resumed_from or 0)
-            if not stopped and trained_now > 0:
-                self.member_walls.append((time.time() - launched.started) * epochs / trained_now)
-            how = f"stopped early at epoch {metrics['epochs']}/{epochs} (time limit)" if stopped else "done"
-            self.reporter.event(f"{member['name']} {how}: val_acc {metrics['val_accuracy']:.4f} "
-                                f"(best epoch {metrics['best_epoch']}), {metrics['fit_seconds']:.0f}s fit")
+            self.finished(index, member, read_metrics(member_dir), launched)
             return
         if returncode == NO_SPACE_EXIT or (returncode != 0 and low_on_space(member_dir)):
             # retrying cannot help; the member keeps its committed epochs for the rerun after space is freed
-            member.update(state="pending", note="stopped: the disk is full; resumes from its last committed epoch")
+            member.retry("stopped: the disk is full; resumes from its last committed epoch", returncode=returncode,
+                         when=jobs.now())
             with suppress(NoSpace):
                 self.save()
-            raise NoSpace(member_dir, what=f"for {member['name']} in")
+            raise NoSpace(member_dir, what=f"for {member.name} in")
         why = describe_exit(returncode)
         if self.tries[index] <= self.retries:
-            member.update(state="pending", note=f"attempt {member['attempts']} {why}; retrying")
+            member.retry(f"attempt {member.attempts} {why}; retrying", returncode=returncode, when=jobs.now())
             self.save()
-            self.queue.appendleft(index)  # its slot is free now; it resumes from its backup
-            self.reporter.event(f"{member['name']} {why} on attempt {member['attempts']}; "
+            self.queue.appendleft(index)  # its slot is free now; it resumes from its training state
+            self.reporter.event(f"{member.name} {why} on attempt {member.attempts}; "
                                 f"retry {self.tries[index]} of {self.retries}, from its last finished epoch")
             return
         log = jobs.log_path(self.ws, self.job, index)
         tail = jobs.log_tail(log, LOG_TAIL_LINES)
-        member.update(state="failed", note=f"{why} after {self.tries[index]} attempts in this run")
+        member.fail(f"{why} after {self.tries[index]} attempts in this run", returncode=returncode, when=jobs.now())
         self.save()
-        self.failed[index] = (f"{member['name']} {why} after {self.tries[index]} attempts. Last lines of {log}:\n  "
+        self.failed[index] = (f"{member.name} {why} after {self.tries[index]} attempts. Last lines of {log}:\n  "
                               + "\n  ".join(tail))
         self.reporter.event(self.failed[index])
+
+    def finished(self, index: int, member: MemberEntry, metrics: dict, launched: Launched) -> None:
+        member.finish(epoch=metrics["epochs"], epochs=self.epochs, val_accuracy=metrics["val_accuracy"],
+                      best_epoch=metrics["best_epoch"], returncode=0, when=jobs.now())
+        self.save()
+        self.trained.append(index)
+        snapshots = self.record.spec.snapshots
+        if metrics.get("predict_ms_per_1k"):  # measured on test (all TTA views); validation costs alike
+            self.predict_measured.append(metrics["predict_ms_per_1k"] / 1e6 * (metrics["n_val"] + metrics["n_test"])
+                                         * (1 + (snapshots if snapshots > 1 else 0)))
+        trained_now = metrics["epochs"] - (launched.resumed_from or 0)
+        if not member.stopped_early and trained_now > 0:
+            self.member_walls.append((time.time() - launched.started) * self.epochs / trained_now)
+        how = (f"stopped early at epoch {metrics['epochs']}/{self.epochs} (time limit)" if member.stopped_early
+               else "done")
+        self.reporter.event(f"{member.name} {how}: val_acc {metrics['val_accuracy']:.4f} "
+                            f"(best epoch {metrics['best_epoch']}), {metrics['fit_seconds']:.0f}s fit")
 
     def stop(self) -> None:
         """Ctrl-C (or a full disk): stop every member, leave each pending with its training state, so a rerun
@@ -441,39 +431,16 @@ class JobRun:
         running = list(self.running.values())
         self.executor.stop(running, STOP_GRACE_S)
         for launched in running:
-            self.member(launched.index).update(state="pending", pid=None, ended=jobs.now(),
-                                               note="interrupted; resumes from its last finished epoch")
+            self.member(launched.index).interrupt(when=jobs.now())
         self.running.clear()
         self.progress.clear()
         with suppress(NoSpace):
             self.save()
 
-    # what the reporter shows
-    def epochs_done(self) -> float:
-        total = 0.0
-        for index in self.indices:
-            member = self.member(index)
-            epochs = self.record["spec"]["epochs"]
-            if member["state"] == "done":
-                total += epochs
-            else:
-                progress = self.progress.get(index, {})
-                batch_share = progress["batch"] / progress["batches"] if progress.get("batches") else 0.0
-                total += min(epochs, member.get("epoch") or 0) + batch_share
-        return total
-
+    # what the reporter shows (progress.py draws it)
     def lines(self) -> list[MemberLine]:
-        lines = []
-        for index, launched in sorted(self.running.items()):
-            member = self.member(index)
-            progress = self.progress.get(index, {})
-            lines.append(MemberLine(
-                name=member["name"], device=member.get("slot") or member.get("device") or launched.slot.label,
-                epoch=member.get("epoch") or 0, epochs=self.record["spec"]["epochs"],
-                batch=progress.get("batch", 0), batches=progress.get("batches"),
-                val_accuracy=member.get("val_accuracy"), attempt=member["attempts"],
-                phase=progress.get("phase", "starting")))
-        return lines
+        return member_lines([(self.member(index), launched.slot.label) for index, launched in sorted(self.running.items())],
+                            self.progress, self.epochs)
 
     def predict_seconds(self) -> float:
         """A member's prediction time (validation and test, its TTA views and snapshots) as the members that
@@ -481,16 +448,11 @@ class JobRun:
         return statistics.median(self.predict_measured) if self.predict_measured else 0.0
 
     def overview(self) -> Overview:
-        done = sum(self.member(i)["state"] == "done" for i in self.indices)
-        epochs_total = self.record["spec"]["epochs"] * len(self.indices)
-        epochs_now = self.epochs_done()
-        elapsed = time.monotonic() - self.started
         slots = max(len(self.free) + len(self.running), 1)
-        each = self.predict_seconds()
-        waiting = len(self.indices) - done - len(self.failed)
-        return Overview(self.job, done, len(self.indices), len(self.failed), epochs_now, epochs_total, elapsed,
-                        estimate_eta(self.epochs_at_start, epochs_now, epochs_total, elapsed,
-                                     len(self.trained) * each / slots, waiting * each / slots))
+        return job_overview(self.job, self.wanted_members(), len(self.failed), self.progress, self.epochs,
+                            time.monotonic() - self.started, self.epochs_at_start,
+                            predicted_s=len(self.trained) * self.predict_seconds() / slots,
+                            predict_each_s=self.predict_seconds() / slots)
 
 
 def describe_exit(returncode: int) -> str:
@@ -535,13 +497,13 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             jobs.load_split(ws, record, say=reporter.event)  # made again here when missing or damaged
             for note in reconcile(ws, record):
                 reporter.event(note)
-            wanted = [member["index"] for member in record["members"][:request.members]]
+            wanted = [member.index for member in record.members[:request.members]]
             # a member the time limit stopped early is finished but not complete: a rerun continues it
-            todo = [index for index in wanted if record["members"][index]["state"] != "done"
-                    or record["members"][index].get("stopped_early")]
-            record["last_run"] = {"pid": os.getpid(), "host": platform.node(), "started": jobs.now(),
-                                  "executor": executor.name, "members": request.members, "retries": request.retries,
-                                  "time_limit": request.time_limit, "deadline": deadline}
+            todo = [index for index in wanted if record.members[index].state is not MemberState.DONE
+                    or record.members[index].stopped_early]
+            record.last_run = LastRun(pid=os.getpid(), host=platform.node(), started=jobs.now(), executor=executor.name,
+                                      members=request.members, retries=request.retries,
+                                      time_limit=request.time_limit, deadline=deadline)
             jobs.save_record(ws, record)
             size = (f"up to {request.members}" if request.n else "as many") + " members in " \
                 f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
@@ -567,7 +529,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             reporter.close(run.overview())
     finally:
         executor.close()
-    stopped = {i: run.member(i)["epoch"] for i in run.trained if run.member(i).get("stopped_early")}
+    stopped = {i: run.member(i).epoch for i in run.trained if run.member(i).stopped_early}
     outcome = TrainOutcome(name, run.trained, [i for i in wanted if i not in todo], created,
                            sorted(run.failed), interrupted, stopped, run.not_started, time.time() - started)
     if run.failed and not interrupted:

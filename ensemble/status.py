@@ -8,6 +8,8 @@ from __future__ import annotations
 import pandas as pd
 
 from . import jobs
+from .jobs import JobRecord
+from .ledger import MemberEntry, MemberState
 from .locks import is_held, read_holder
 from .outputs import member_is_complete
 from .progress import val_text
@@ -20,12 +22,12 @@ JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed"
 JOBS_TEXT = ("job", "created", "model", "runner")
 
 
-def shown_state(member: dict, complete: bool, runner_alive: bool) -> tuple[str, str]:
+def shown_state(member: MemberEntry, complete: bool, runner_alive: bool) -> tuple[str, str]:
     """The state a person should see, and why it differs from the ledger when it does: the files decide
     'done', and 'running' needs a live runner."""
-    state, note = member["state"], member.get("note") or ""
+    state, note = member.state.value, member.note or ""
     if complete:
-        return "done", note if member.get("stopped_early") or state != "done" else ""
+        return "done", note if member.stopped_early or state != "done" else ""
     if state == "done":
         return "pending", "files incomplete (no metrics.json)"
     if state == "running" and not runner_alive:
@@ -33,44 +35,43 @@ def shown_state(member: dict, complete: bool, runner_alive: bool) -> tuple[str, 
     return state, note
 
 
-def member_rows(record: dict, progress: dict[int, dict], complete: dict[int, bool], runner_alive: bool) -> pd.DataFrame:
-    epochs = record["spec"]["epochs"]
+def member_rows(record: JobRecord, progress: dict[int, dict], complete: dict[int, bool],
+                runner_alive: bool) -> pd.DataFrame:
+    epochs = record.spec.epochs
     rows = []
-    for member in record["members"]:
-        index = member["index"]
-        state, note = shown_state(member, complete[index], runner_alive)
-        live = progress.get(index, {}) if state == "running" else {}
-        epoch = member.get("epoch") or 0
+    for member in record.members:
+        state, note = shown_state(member, complete[member.index], runner_alive)
+        live = progress.get(member.index, {}) if state == "running" else {}
+        epoch = member.epoch or 0
         if live.get("batches") and live.get("phase") == "training":
             epoch_text = f"{epoch}/{epochs} (+{live.get('batch', 0)}/{live['batches']})"
         else:
             epoch_text = f"{epoch}/{epochs}"
-        rows.append({"member": member["name"], "state": state, "attempts": member.get("attempts", 0),
-                     "device": member.get("device") or "-", "pid": member.get("pid") if state == "running" else None,
-                     "epoch": epoch_text, "val_acc": val_text(member.get("val_accuracy")),
-                     "started": member.get("started") or "-", "ended": member.get("ended") or "-", "note": note})
+        rows.append({"member": member.name, "state": state, "attempts": member.attempts,
+                     "device": member.device or "-", "pid": member.pid if state == "running" else None,
+                     "epoch": epoch_text, "val_acc": val_text(member.val_accuracy),
+                     "started": member.started or "-", "ended": member.ended or "-", "note": note})
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     frame["pid"] = frame["pid"].map(lambda pid: "-" if pd.isna(pid) else str(int(pid)))
     return frame
 
 
-def job_status(ws: Workspace, job: str | None = None) -> tuple[dict, pd.DataFrame, dict]:
+def job_status(ws: Workspace, job: str | None = None) -> tuple[JobRecord, pd.DataFrame, dict]:
     """The record, its member table and the runner holding its lock ({} when none runs)."""
     record = jobs.require_record(ws, job)
-    name = record["name"]
+    name = record.name
     lock = jobs.lock_path(ws, name)
     runner = read_holder(lock) if is_held(lock) else {}
-    indices = [member["index"] for member in record["members"]]
+    indices = [member.index for member in record.members]
     frame = member_rows(record, {i: jobs.read_progress(ws, name, i) for i in indices},
                         {i: member_is_complete(ws.member_dir(name, i)) for i in indices}, bool(runner))
     return record, frame, runner
 
 
-def job_row(record: dict, states: pd.Series, runner: dict, best: float | None) -> dict:
+def job_row(record: JobRecord, states: pd.Series, runner: dict, best: float | None) -> dict:
     counts = states.value_counts()
-    return {"job": record["name"], "created": record["created"], "model": record["spec"]["model"],
-            "epochs": record["spec"]["epochs"], **{state: int(counts.get(state, 0))
-                                                   for state in jobs.MEMBER_STATES},
+    return {"job": record.name, "created": record.created, "model": record.spec.model,
+            "epochs": record.spec.epochs, **{state.value: int(counts.get(state.value, 0)) for state in MemberState},
             "best_val_acc": val_text(best), "runner": f"pid {runner['pid']}" if runner else "-"}
 
 
@@ -83,8 +84,8 @@ def jobs_table(ws: Workspace) -> pd.DataFrame:
     rows = []
     for name in jobs.job_names(ws):
         record, frame, runner = job_status(ws, name)
-        done = [m.get("val_accuracy") for m, state in zip(record["members"], frame["state"])
-                if state == "done" and m.get("val_accuracy") is not None]
+        done = [m.val_accuracy for m, state in zip(record.members, frame["state"])
+                if state == "done" and m.val_accuracy is not None]
         rows.append(job_row(record, frame["state"], runner, max(done) if done else None))
     return pd.DataFrame(rows, columns=JOBS_COLUMNS)
 

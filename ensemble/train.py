@@ -26,7 +26,7 @@ from .augment import TTA_VIEWS, legacy_idg_flow, tta_view
 from .checkpoints import (MemberState, PlateauState, StateError, clear_incomplete, commit_state, committed_epochs,
                           history_csv, history_row, load_weights, prune_states, restore_newest, set_aside, state_dir,
                           states_to_keep)
-from .jobs import JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history
+from .jobs import JobRecord, JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history
 from .locks import LockHeld, PidLock
 from .metrics import accuracy, log_loss
 from .outputs import (ModelKind, OutputShape, has_outputs, keras_file_problem, output_problem, read_metrics,
@@ -271,13 +271,13 @@ class EpochCommit(keras.callbacks.Callback):
         self.after_step("history", epoch)
 
 
-def member_config(record: dict, index: int) -> dict:
-    spec = JobSpec.from_dict(record["spec"])
+def member_config(record: JobRecord, index: int) -> dict:
+    spec = record.spec
     schedule = {"kind": spec.schedule, "learning_rate": spec.learning_rate, "cycles": spec.snapshots}
     if spec.schedule == "plateau":
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
-    return {"job": record["name"], "member": index, "seed": spec.member_seed(index),
-            "data_dir": record["data_dir"], "spec": spec.to_dict(),
+    return {"job": record.name, "member": index, "seed": spec.member_seed(index),
+            "data_dir": record.data_dir, "spec": spec.to_dict(),
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
                        "tta_views": [list(view) for view in TTA_VIEWS] if spec.tta else None}}
 
@@ -449,7 +449,7 @@ def train_member(ws: Workspace, job: str, index: int) -> dict:
 def _train_member(ws: Workspace, job: str, index: int) -> dict:
     progress = ProgressWriter(progress_path(ws, job, index))
     record = load_record(ws, job)
-    spec = JobSpec.from_dict(record["spec"])
+    spec = record.spec
     seed = spec.member_seed(index)
     member_dir = ws.member_dir(job, index)
     member_dir.mkdir(parents=True, exist_ok=True)
@@ -486,12 +486,12 @@ def _train_member(ws: Workspace, job: str, index: int) -> dict:
     return metrics
 
 
-def member_deadline(ws: Workspace, record: dict, spec: JobSpec, arrays) -> Deadline | None:
+def member_deadline(ws: Workspace, record: JobRecord, spec: JobSpec, arrays) -> Deadline | None:
     """The job's --time-limit as a callback, when this run has one."""
-    deadline = (record.get("last_run") or {}).get("deadline")
+    deadline = record.last_run.deadline if record.last_run else None
     if deadline is None:
         return None
-    measured = [measured_predict_speed(ws.member_dir(record["name"], m["index"])) for m in record["members"]]
+    measured = [measured_predict_speed(ws.member_dir(record.name, m.index)) for m in record.members]
     measured = [value for value in measured if isinstance(value, (int, float)) and value > 0]
     return Deadline(deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
                     views=len(TTA_VIEWS) if spec.tta else 1,

@@ -188,9 +188,9 @@ def test_a_damaged_job_record_is_named_then_rebuilt_exactly_from_its_member_fold
     assert f"{record_file} was damaged: set aside as job.json.damaged-" in rerun.output
     assert "0 to train, 2 already done" in rerun.output  # the members' files say they are finished
     rebuilt = load_record(Workspace(home), "d")
-    assert rebuilt["spec"] == original["spec"] and rebuilt["data_dir"] == original["data_dir"]
-    assert [(m["name"], m["seed"], m["state"]) for m in rebuilt["members"]] == \
-        [(m["name"], m["seed"], "done") for m in original["members"]]
+    assert rebuilt.spec == original.spec and rebuilt.data_dir == original.data_dir
+    assert [(m.name, m.seed, m.state.value) for m in rebuilt.members] == \
+        [(m.name, m.seed, "done") for m in original.members]
     assert len(list((home / "jobs/d").glob("job.json.damaged-*"))) == 1
     assert invoke(home, "blend", "--job", "d").exit_code == 0
 

@@ -70,7 +70,7 @@ def test_training_that_runs_out_of_disk_stops_cleanly_and_finishes_after_space_i
     assert 1 <= committed < 6
     survey = survey_models(ws, load_record(ws, "full"))
     assert survey.finished == [] and survey.damaged == {}  # nothing half-written counts
-    assert load_record(ws, "full")["members"][0]["state"] == "pending"
+    assert load_record(ws, "full").members[0].state.value == "pending"
 
     ballast.unlink()
     rerun = ensemble(home, "train", "--job", "full")

@@ -60,7 +60,7 @@ def test_a_record_written_before_recipes_reads_as_what_it_meant():
 
 def test_resume_command_carries_every_recipe_choice(tmp_path):
     spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=True, precision="float32")
-    record = jobs.ensure_members(jobs.new_record("j", spec, tmp_path / "my data"), 2)
+    record = jobs.new_record("j", spec, tmp_path / "my data").ensure_members(2)
     command = jobs.resume_command(record)
     assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --format digit-recognizer "
                               "--recipe deotte "
@@ -78,9 +78,9 @@ def test_spec_differences_name_each_field():
 
 def test_members_get_consecutive_seeds_and_the_ledger_only_grows(tmp_path):
     record = jobs.new_record("j", JobSpec.from_options(seed=40), tmp_path)
-    jobs.ensure_members(record, 3)
-    jobs.ensure_members(record, 2)
-    assert [(m["name"], m["seed"], m["state"]) for m in record["members"]] == [
+    record.ensure_members(3)
+    record.ensure_members(2)
+    assert [(m.name, m.seed, m.state.value) for m in record.members] == [
         ("member-00", 40, "pending"), ("member-01", 41, "pending"), ("member-02", 42, "pending")]
 
 
@@ -89,7 +89,7 @@ def test_rerun_without_a_name_continues_the_newest_job_with_the_same_spec(ws, tm
     for name, spec, created in (("old", spec_a, "2026-01-01T00:00:00"), ("other", spec_b, "2026-01-02T00:00:00"),
                                 ("new", spec_a, "2026-01-03T00:00:00")):
         record = jobs.new_record(name, spec, tmp_path)
-        record["created"] = created
+        record.created = created
         jobs.save_record(ws, record)
     assert jobs.job_names(ws) == ["old", "other", "new"]
     assert jobs.latest_job_with_spec(ws, spec_a) == "new"
@@ -111,13 +111,13 @@ def test_a_damaged_record_is_reported_with_its_path_and_other_jobs_keep_working(
     from ensemble.cli import main
 
     for name, created in (("good", "2026-01-01T00:00:00"), ("bad", "2026-01-02T00:00:00")):
-        record = jobs.ensure_members(jobs.new_record(name, JobSpec.from_options(precision="float32"), tmp_path), 1)
-        record["created"] = created
+        record = jobs.new_record(name, JobSpec.from_options(precision="float32"), tmp_path).ensure_members(1)
+        record.created = created
         jobs.save_record(ws, record)
     bad = jobs.record_path(ws, "bad")
     bad.write_text(bad.read_text()[:40])  # truncated, as a full disk or a kill mid-copy leaves it
     assert jobs.job_names(ws) == ["good"]
-    assert jobs.require_record(ws, None)["name"] == "good"
+    assert jobs.require_record(ws, None).name == "good"
     with pytest.raises(JobError, match=f"{bad}: the job record is damaged \\(JSONDecodeError"):
         jobs.require_record(ws, "bad")
 

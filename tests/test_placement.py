@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 from ensemble import jobs
 from ensemble.cli import main
 from ensemble.devices import PlacementError, Slot, list_gpus, parse_gpus, plan_slots, slot_environment
+from ensemble.ledger import MemberEntry, MemberState
 from ensemble.locks import LockHeld, PidLock, is_held, read_holder
 from ensemble.progress import (LiveReporter, MemberLine, Overview, PlainReporter, estimate_eta, format_duration,
                                make_reporter)
@@ -115,8 +117,8 @@ def test_members_are_pinned_to_their_gpus_and_a_terminal_gets_a_live_view(tmp_pa
         [sys.executable, "-m", "ensemble.cli", "--home", str(home), "train", "--n", "2", "--gpus", "0,1",
          "--job", "pinned", "--data", str(sample_dir), "--epochs", "1", "--limit-train", "300"], env)
     assert code == 0, output
-    members = jobs.load_record(jobs.Workspace.resolve(home), "pinned")["members"]
-    assert [(m["state"], m["device"]) for m in members] == [("done", "gpu:0"), ("done", "gpu:1")]
+    members = jobs.load_record(jobs.Workspace.resolve(home), "pinned").members
+    assert [(m.state.value, m.device) for m in members] == [("done", "gpu:0"), ("done", "gpu:1")]
     seen = [jobs.atomic.read_json(home / f"jobs/pinned/progress/member-0{i}.json") for i in (0, 1)]
     assert [p["cuda_visible_devices"] for p in seen] == ["0", "1"]
     assert "member-00 (seed 0) starts on gpu:0" in output and "member-01 (seed 1) starts on gpu:1" in output
@@ -217,16 +219,18 @@ def test_live_reporter_draws_one_row_per_running_member_and_the_overall_line():
 ])
 def test_shown_state_trusts_files_and_the_lock(state, complete, runner_alive, expected):
     note = "" if state in ("done", "running") else "boom"
-    assert shown_state({"state": state, "note": note}, complete, runner_alive) == expected
+    member = MemberEntry(0, "member-00", 0, state=MemberState(state), note=note)
+    assert shown_state(member, complete, runner_alive) == expected
 
 
 def test_status_rows_show_live_batches_for_running_members():
-    record = {"spec": {"epochs": 50}, "members": [
-        {"index": 0, "name": "member-00", "state": "done", "attempts": 1, "device": "gpu:0", "pid": None,
-         "epoch": 50, "val_accuracy": 0.9961, "started": "s", "ended": "e"},
-        {"index": 1, "name": "member-01", "state": "running", "attempts": 2, "device": "gpu:1", "pid": 4242,
-         "epoch": 7, "val_accuracy": 0.991, "started": "s"},
-        {"index": 2, "name": "member-02", "state": "pending", "attempts": 0}]}
+    record = jobs.new_record("j", jobs.JobSpec.from_options(epochs=50, precision="float32"), Path("data"))
+    record.members = [
+        MemberEntry(0, "member-00", 0, MemberState.DONE, attempts=1, device="gpu:0", epoch=50, val_accuracy=0.9961,
+                    started="s", ended="e"),
+        MemberEntry(1, "member-01", 1, MemberState.RUNNING, attempts=2, device="gpu:1", pid=4242, epoch=7,
+                    val_accuracy=0.991, started="s"),
+        MemberEntry(2, "member-02", 2)]
     frame = member_rows(record, {1: {"phase": "training", "batch": 120, "batches": 591}},
                         {0: True, 1: False, 2: False}, runner_alive=True)
     assert frame.to_dict("records") == [

@@ -144,7 +144,7 @@ def _train_killed_then_resumed(ws, monkeypatch, kill_at):
 
 
 def _expected_rates(ws, history):
-    spec = JobSpec.from_dict(load_record(ws, "j")["spec"])
+    spec = load_record(ws, "j").spec
     if spec.schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
         return plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
     return rates_per_epoch(train.member_schedule(spec, read_metrics(ws.member_dir("j", 0))["n_train"]))
@@ -192,7 +192,7 @@ def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sa
                                                            restore_dtype_policy):
     ws = _job(tmp_path, sample_dir, snapshots=2, epochs=4, tta=True)
     history = _train_killed_then_resumed(ws, monkeypatch, kill_at=kill_at)
-    spec = JobSpec.from_dict(load_record(ws, "j")["spec"])
+    spec = load_record(ws, "j").spec
     n_train = read_metrics(ws.member_dir("j", 0))["n_train"]
     assert [row["learning_rate"] for row in history] == pytest.approx(
         rates_per_epoch(train.member_schedule(spec, n_train)), rel=1e-5)

@@ -42,7 +42,7 @@ class PlateauState:
 
 
 @dataclass(frozen=True)
-class MemberState:
+class TrainingState:
     epoch: int                   # epochs finished
     history: tuple[dict, ...]    # one row per finished epoch, as history.csv has them
     best_epoch: int              # the finished epoch (1-based) whose weights best.keras holds; 0: none yet
@@ -53,7 +53,7 @@ class MemberState:
                 "plateau": None if self.plateau is None else vars(self.plateau)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "MemberState":
+    def from_dict(cls, values: dict) -> "TrainingState":
         """Refuses anything but a consistent state: a StateError saying what is wrong."""
         try:
             epoch, history, best_epoch = int(values["epoch"]), tuple(values["history"]), int(values["best_epoch"])
@@ -104,7 +104,7 @@ def committed_epochs(backup: Path) -> list[int]:
     return sorted(found, reverse=True)
 
 
-def commit_state(model, backup: Path, state: MemberState, after_weights=lambda: None) -> Path:
+def commit_state(model, backup: Path, state: TrainingState, after_weights=lambda: None) -> Path:
     """Write the state to an incoming folder, then rename it into place: the epoch's commit point."""
     final = state_dir(backup, state.epoch)
     incoming = backup / f"{INCOMING_PREFIX}{final.name}"
@@ -147,18 +147,18 @@ def prune_states(backup: Path, keep: set[int]) -> None:
             shutil.rmtree(state_dir(backup, epoch), ignore_errors=True)
 
 
-def states_to_keep(state: MemberState, previous: int | None) -> set[int]:
+def states_to_keep(state: TrainingState, previous: int | None) -> set[int]:
     return {state.epoch, state.best_epoch, *([previous] if previous else [])} - {0}
 
 
-def read_state(backup: Path, epoch: int) -> MemberState:
+def read_state(backup: Path, epoch: int) -> TrainingState:
     path = state_dir(backup, epoch) / STATE_FILE
     try:
         values = atomic.read_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise StateError(f"{path}: {type(error).__name__}: {error}") from None
     try:
-        state = MemberState.from_dict(values if isinstance(values, dict) else {})
+        state = TrainingState.from_dict(values if isinstance(values, dict) else {})
     except StateError as error:
         raise StateError(f"{path}: {error}") from None
     if state.epoch != epoch:
@@ -198,7 +198,7 @@ def clear_incomplete(member_dir: Path) -> list[Path]:
     return leftovers
 
 
-def restore_newest(model, backup: Path, say=print) -> MemberState | None:
+def restore_newest(model, backup: Path, say=print) -> TrainingState | None:
     """Load the newest state that restores into the model; each one that does not is set aside, saying why.
     None: no state restores (the model may hold a failed load's leftovers: build it anew)."""
     for epoch in committed_epochs(backup):

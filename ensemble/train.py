@@ -23,7 +23,7 @@ import numpy as np
 from . import atomic
 from .architectures import build_model, compile_model
 from .augment import TTA_VIEWS, legacy_idg_flow, tta_view
-from .checkpoints import (MemberState, PlateauState, StateError, clear_incomplete, commit_state, committed_epochs,
+from .checkpoints import (PlateauState, StateError, TrainingState, clear_incomplete, commit_state, committed_epochs,
                           history_csv, history_row, load_weights, prune_states, restore_newest, set_aside, state_dir,
                           states_to_keep)
 from .jobs import JobRecord, JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history
@@ -232,13 +232,13 @@ class EpochCommit(keras.callbacks.Callback):
 
     STEPS = ("begin", "weights", "state", "best", "snapshot", "history")
 
-    def __init__(self, member_dir: Path, spec: JobSpec, restored: MemberState | None,
+    def __init__(self, member_dir: Path, spec: JobSpec, restored: TrainingState | None,
                  plateau: ResumableReduceLROnPlateau | None = None):
         super().__init__()
         self.member_dir, self.backup = member_dir, member_dir / "backup"
         self.keep_last = spec.keep == "last"
         self.snapshot_ends = cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else []
-        self.state = restored or MemberState(0, (), 0)
+        self.state = restored or TrainingState(0, (), 0)
         self.plateau = plateau
 
     def after_step(self, step: str, epoch: int) -> None:
@@ -255,7 +255,7 @@ class EpochCommit(keras.callbacks.Callback):
         row = history_row(epoch, logs or {})
         previous = self.state
         improved = self.improves(row)
-        state = MemberState(epoch + 1, previous.history + (row,), epoch + 1 if improved else previous.best_epoch,
+        state = TrainingState(epoch + 1, previous.history + (row,), epoch + 1 if improved else previous.best_epoch,
                             self.plateau.counters() if self.plateau else None)
         commit_state(self.model, self.backup, state, after_weights=lambda: self.after_step("weights", epoch))
         self.state = state
@@ -296,7 +296,7 @@ def runtime_description() -> dict:
             "visible_devices": devices, "host": platform.node(), "versions": versions}
 
 
-def _callbacks(member_dir: Path, label: str, spec: JobSpec, restored: MemberState | None,
+def _callbacks(member_dir: Path, label: str, spec: JobSpec, restored: TrainingState | None,
                progress: ProgressWriter | None = None, deadline: Deadline | None = None) -> list:
     # Order matters: the clock fills logs first; the plateau callback changes the rate before the commit
     # saves it; the epoch's line is printed before the commit (a kill between shows the epoch twice in the
@@ -335,7 +335,7 @@ def trained_history(member_dir: Path, spec: JobSpec) -> list[dict] | None:
     return None
 
 
-def resume_point(member_dir: Path, spec: JobSpec, seed: int, n_train: int, say) -> tuple[object, MemberState | None]:
+def resume_point(member_dir: Path, spec: JobSpec, seed: int, n_train: int, say) -> tuple[object, TrainingState | None]:
     """The member's model, at the newest training state that restores (its files republished from it), or
     fresh with its files cleared when none does."""
     clear_incomplete(member_dir)
@@ -353,7 +353,7 @@ def resume_point(member_dir: Path, spec: JobSpec, seed: int, n_train: int, say) 
     return build_member_model(spec, seed, n_train), None  # anew: a failed restore may have loaded a part
 
 
-def republish(model, member_dir: Path, spec: JobSpec, state: MemberState, say) -> None:
+def republish(model, member_dir: Path, spec: JobSpec, state: TrainingState, say) -> None:
     """Make best.keras, the snapshots and history.csv what the restored state says they are: a kill may have
     come between an epoch's commit and their publication, or published them for an epoch never committed."""
     backup = member_dir / "backup"

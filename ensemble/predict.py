@@ -14,7 +14,7 @@ import numpy as np
 from .blend import ModelOutputs, SubmissionLayout, get_blend_method, load_outputs, write_submission
 from .data import DataError, read_test_csv
 from .jobs import JobError, load_split, require_record
-from .outputs import ModelKind, model_kind
+from .outputs import ModelKind, keras_file_problem, model_kind, survey_models
 from .workspace import Workspace
 
 
@@ -52,11 +52,15 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     spec = record.spec
     tta = spec.tta if tta is None else tta
     blender = get_blend_method(method)
-    saved = load_outputs(ws, record, only, tta)  # the validation side, as `blend` uses it
+    survey = survey_models(ws, record)  # every saved output checked before anything is predicted or written
+    damaged = [f"{name}: {problem}" for name, problem in survey.damaged.items() if name.startswith("member-")]
+    if damaged and only is None:
+        raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record.name}` makes them again")
+    saved = load_outputs(ws, record, only, tta, survey)  # the validation side, as `blend` uses it
     paths = [model_file(ws, record.name, name) for name in saved.names]
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise JobError(f"job {record.name!r}: no saved model at {', '.join(missing)}")
+    problems = [problem for path in paths if (problem := keras_file_problem(path))]
+    if problems:
+        raise JobError(f"job {record.name!r}: {'; '.join(problems)}")
     table = read_test_csv(Path(csv_path), ws.cache_dir, spec.format)
     if len(table) == 0:
         raise DataError(f"{csv_path}: no rows to predict")

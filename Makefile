@@ -13,8 +13,8 @@ demo: $(STAMP)
 	$(BIN)/ensemble demo
 
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m jax
+	$(BIN)/python -m pytest --durations=15
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -m jax --durations=5
 
 install: $(STAMP)
 

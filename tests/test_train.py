@@ -93,8 +93,8 @@ def slice_arrays():
     return JobArrays(x[:160], y[:160], x[160:], y[160:], x[:0])
 
 
-@pytest.mark.jax
-@pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.parametrize("recipe", [pytest.param(name, marks=[pytest.mark.jax] if name in ("cnn11", "deotte") else [])
+                                    for name in RECIPES])
 def test_every_recipe_trains_an_epoch_on_a_slice(recipe, slice_arrays, restore_dtype_policy):
     from ensemble.train import build_member_model, fit_member_model
 
@@ -186,7 +186,6 @@ def test_a_member_killed_at_each_step_of_an_epoch_end_resumes_exactly(
     assert not list(ws.member_dir("j", 0).rglob(".*"))  # no temp file or incoming state is left
 
 
-@pytest.mark.jax
 @pytest.mark.parametrize("kill_at", [1, 2], ids=["mid-cycle", "between-cycles"])
 def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sample_dir, monkeypatch,
                                                            restore_dtype_policy):

@@ -231,14 +231,17 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
     deadline.set_model(FakeModel())
     # the first epoch also traced the graph: 40 s; its validation pass 1.6 s (16 ms per image):
     # 2 models x (1000 x 16 ms x 1.25 + 2 s load) = 44 s
+    deadline.on_epoch_begin(0)
     deadline.on_epoch_end(0, {"epoch_seconds": 40.0, "validation_seconds": 1.6})
     assert not deadline.model.stop_training             # 1000 + 40 + 44 = 1084 <= 1100
     now[0] = 1020.0
     logs = {"epoch_seconds": 30.0, "validation_seconds": 0.8}  # 8 ms per image: 2 x (10 s + 2 s) = 24 s
     assert deadline.seconds_needed(dict(logs), 2) == pytest.approx(30.0 + 24.0)  # the fastest epoch and pass
+    deadline.on_epoch_begin(1)
     deadline.on_epoch_end(1, logs)
     assert not deadline.model.stop_training             # 1020 + 54 <= 1100
     now[0] = 1047.0
+    deadline.on_epoch_begin(2)
     deadline.on_epoch_end(2, logs)
     assert deadline.model.stop_training and deadline.stopped_at == 3   # 1047 + 54 > 1100
 

@@ -365,8 +365,8 @@ class JobRun:
             if launched.pid is None and progress.get("pid"):  # Ray: the member says where it runs
                 launched.pid = progress["pid"]
                 device = progress.get("cuda_visible_devices")
-                member.placed(pid=progress["pid"], host=progress.get("host"), device=f"gpu:{device}" if device else "cpu",
-                              ray_node_id=progress.get("ray_node_id"))
+                member.placed(pid=progress["pid"], host=progress.get("host"),
+                              device=f"gpu:{device}" if device else "cpu", ray_node_id=progress.get("ray_node_id"))
                 changed = True
             changed = member.report(progress.get("epoch"), progress.get("val_accuracy")) or changed
             if progress.get("epoch_seconds") and progress.get("epoch"):
@@ -439,8 +439,8 @@ class JobRun:
 
     # what the reporter shows (progress.py draws it)
     def lines(self) -> list[MemberLine]:
-        return member_lines([(self.member(index), launched.slot.label) for index, launched in sorted(self.running.items())],
-                            self.progress, self.epochs)
+        running = [(self.member(index), launched.slot.label) for index, launched in sorted(self.running.items())]
+        return member_lines(running, self.progress, self.epochs)
 
     def predict_seconds(self) -> float:
         """A member's prediction time (validation and test, its TTA views and snapshots) as the members that

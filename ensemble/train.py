@@ -262,7 +262,7 @@ class EpochCommit(keras.callbacks.Callback):
         previous = self.state
         improved = self.improves(row)
         state = TrainingState(epoch + 1, previous.history + (row,), epoch + 1 if improved else previous.best_epoch,
-                            self.plateau.counters() if self.plateau else None)
+                              self.plateau.counters() if self.plateau else None)
         commit_state(self.model, self.backup, state, after_weights=lambda: self.after_step("weights", epoch))
         self.state = state
         self.after_step("state", epoch)
@@ -271,7 +271,8 @@ class EpochCommit(keras.callbacks.Callback):
             save_model_file(self.model, self.member_dir / "best.keras")
         self.after_step("best", epoch)
         if epoch + 1 in self.snapshot_ends:
-            save_model_file(self.model, snapshot_path(self.member_dir / "snapshots", self.snapshot_ends.index(epoch + 1) + 1))
+            cycle = self.snapshot_ends.index(epoch + 1) + 1
+            save_model_file(self.model, snapshot_path(self.member_dir / "snapshots", cycle))
         self.after_step("snapshot", epoch)
         atomic.write_text(self.member_dir / "history.csv", history_csv(state.history))
         self.after_step("history", epoch)

@@ -46,7 +46,8 @@ def ensemble(home, *args):
 
 def leftovers(home):
     """Temp files of atomic writes, half-saved models and uncommitted training states."""
-    return [path for path in home.rglob("*") if path.name.endswith(".tmp") or path.name.startswith((".saving-", ".incoming-"))]
+    return [path for path in home.rglob("*")
+            if path.name.endswith(".tmp") or path.name.startswith((".saving-", ".incoming-"))]
 
 
 def assert_one_line_about_space(result, where):

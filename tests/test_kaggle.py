@@ -87,7 +87,7 @@ def invoke(home, *args):
 @pytest.mark.parametrize("with_ref", [False, True])
 def test_the_submissions_table_is_read_with_and_without_the_ref_column(with_ref):
     ref = "ref," if with_ref else ""
-    text = (f"{ref}{HEADER}\n" + (f"123," if with_ref else "") + 'sub.csv,2026-11-22 04:00:00,"mine [x]",'
+    text = (f"{ref}{HEADER}\n" + ("123," if with_ref else "") + 'sub.csv,2026-11-22 04:00:00,"mine [x]",'
             "SubmissionStatus.COMPLETE,0.99100,\n" + ("124," if with_ref else "")
             + "b.csv,2026-11-22 04:01:00,other,pending,,\n")
     rows = parse_submissions(text)

@@ -154,8 +154,10 @@ ON_JAX_TOO = {("plateau", 1, "weights"), ("plateau", 1, "best"), ("cosine", 3, "
 
 
 @pytest.mark.parametrize("schedule, snapshots, step", [
-    pytest.param(schedule, snapshots, step, marks=[pytest.mark.jax] if (schedule, snapshots, step) in ON_JAX_TOO else [])
-    for schedule, snapshots in [("constant", 1), ("plateau", 1), ("exp", 1), ("onecycle", 1), ("cosine", 1), ("cosine", 3)]
+    pytest.param(schedule, snapshots, step,
+                 marks=[pytest.mark.jax] if (schedule, snapshots, step) in ON_JAX_TOO else [])
+    for schedule, snapshots in [("constant", 1), ("plateau", 1), ("exp", 1), ("onecycle", 1), ("cosine", 1),
+                                ("cosine", 3)]
     for step in train.EpochCommit.STEPS])
 def test_a_member_killed_at_each_step_of_an_epoch_end_resumes_exactly(
         schedule, snapshots, step, tmp_path, sample_dir, monkeypatch, capsys, restore_dtype_policy):

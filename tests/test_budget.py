@@ -64,7 +64,7 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
     board = invoke(tmp_path, "leaderboard", "--job", "tl", "--format", "csv")
     assert f"stopped early at epoch {trained}/20 (time limit)" in board.output
 
-    again = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "60s", *TINY)  # room for more epochs
+    again = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "35s", *TINY)  # room for more epochs
     assert again.exit_code == 0, again.output
     assert f"member-00 (seed 0) resumes after epoch {trained}/20" in again.output
     assert len(read_history(member / "history.csv")) > trained
@@ -72,7 +72,7 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
 
 def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir):
     """No --n: members are added one after another until the next would not fit; none is left pending."""
-    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "60s", "--epochs", "2", "--no-tta",
+    result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "40s", "--epochs", "2", "--no-tta",
                     "--limit-train", "200", "--job", "grow", "--precision", "float32")
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "jobs/grow/job.json").read_text())

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from ensemble import checkpoints, train
 from ensemble.cli import main
 from ensemble.jobs import load_record, read_history
-from ensemble.outputs import ModelKind, keras_file_problem, read_metrics, survey_models
+from ensemble.outputs import (ModelKind, job_output_shape, keras_file_problem, output_problem, read_metrics,
+                              survey_models)
 from ensemble.runner import TrainRequest, prepare_job
 from ensemble.workspace import Workspace
 
@@ -147,6 +148,21 @@ FILE_DAMAGES = {
 
 
 @pytest.mark.parametrize("damage", FILE_DAMAGES)
+def test_every_damage_is_found_by_the_one_check_and_named(damage, finished_job, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(finished_job, home)
+    name, spoil, _ = FILE_DAMAGES[damage]
+    member_dir = home / "models/d/member-01"
+    ws = Workspace(home)
+    shape = job_output_shape(ws, load_record(ws, "d"))
+    assert output_problem(member_dir, shape, ModelKind.MEMBER) is None
+    spoil(member_dir / name)
+    assert output_problem(member_dir, shape, ModelKind.MEMBER).startswith(str(member_dir / name))
+    assert survey_models(ws, load_record(ws, "d")).damaged.keys() == {"member-01"}
+
+
+# the three ways back: kept weights lost (retrain), metrics unreadable and outputs of the wrong shape (predict again)
+@pytest.mark.parametrize("damage", ["best.keras truncated", "metrics.json cut", "val_probs of the wrong shape"])
 def test_a_finished_member_with_a_damaged_file_is_not_done_until_a_rerun_rebuilds_it(damage, finished_job, tmp_path,
                                                                                      sample_dir):
     home = tmp_path / "home"

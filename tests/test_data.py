@@ -181,15 +181,15 @@ def _same_table(a, b):
 
 
 def test_the_block_reader_equals_the_exact_reader_across_block_boundaries(sample_dir, monkeypatch):
-    """Blocks of ~3 lines (many boundaries, lines split across reads) give exactly what one pass gives."""
+    """Blocks of ~90 lines (dozens of boundaries, lines split across reads) give exactly what one pass gives."""
     whole = data._parse_digit_csv(sample_dir / "train.csv", (sample_dir / "train.csv").read_bytes(),
                                   data.TRAIN_COLUMNS, data.file_sha256(sample_dir / "train.csv"), data.DIGITS)
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
     _same_table(data.read_train_csv(sample_dir / "train.csv"), whole)
 
 
 def test_a_bad_cell_in_a_late_block_is_named_at_its_line(sample_lines, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
     lines = list(sample_lines)
     lines[3001] = _cell_replaced(lines[3001], 400, "x")
     path = tmp_path / "train.csv"
@@ -207,7 +207,7 @@ def _cell_replaced(line, column, value):
 def test_limit_reads_only_the_rows_it_uses(sample_lines, sample_dir, tmp_path, monkeypatch):
     """--limit-train 600: the first 600 rows exactly as a full read has them, the whole file's hash (the job
     records it), and a fault after those rows is not read at all."""
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 5000)
+    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
     full = data.read_train_csv(sample_dir / "train.csv")
     limited = data.read_train_csv(sample_dir / "train.csv", limit=600)
     assert len(limited) == 600 and limited.sha256 == full.sha256

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from ensemble.checkpoints import committed_epochs
 from ensemble.cli import main
 
-SLICE = ["--limit-train", "300", "--seed", "3", "--precision", "float32"]
+SLICE = ["--limit-train", "300", "--seed", "3", "--precision", "float32", "--no-tta"]  # TTA: test_cli, test_budget
 
 
 def train_command(home, sample_dir, job, *options):
@@ -68,7 +68,6 @@ def invoke(home, *args):
     return CliRunner().invoke(main, ["--home", str(home), *map(str, args)])
 
 
-@pytest.mark.jax
 def test_a_member_killed_mid_epoch_is_retried_and_only_that_epoch_is_redone(tmp_path, sample_dir):
     home = tmp_path / "home"
     runner = start(train_command(home, sample_dir, "retry", "--n", "2", "--epochs", "3", "--workers", "1"))

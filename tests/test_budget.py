@@ -78,7 +78,7 @@ def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir
     record = json.loads((tmp_path / "jobs/grow/job.json").read_text())
     states = [member["state"] for member in record["members"]]
     assert len(states) >= 2 and set(states) == {"done"}, states
-    assert re.search(r"time limit 1m00s: fitted \d+ complete members?", result.output), result.output
+    assert re.search(r"time limit 0m40s: fitted \d+ complete members?", result.output), result.output
     blended = invoke(tmp_path, "blend", "--job", "grow")
     assert blended.exit_code == 0 and f"mean blend of {len(states)}" in blended.output
 

@@ -249,11 +249,6 @@ def blend_arrays(outputs: ModelOutputs, y_val: np.ndarray, method: str, seed: in
     return get_blend_method(method).blend(outputs, y_val, seed)
 
 
-def available_outputs(ws, record: JobRecord) -> list[str]:
-    """Names of a job's finished models: each member then its snapshots, then baselines (knn, tree, forest)."""
-    return [model.name for model in finished_models(ws, record)]
-
-
 def default_blend_names(ws, record: JobRecord) -> list[str]:
     """The CNN models a plain `ensemble blend` averages (outputs.ensemble_models)."""
     return ensemble_models(finished_models(ws, record))

@@ -379,15 +379,20 @@ def read_history(path: Path) -> list[dict]:
     return [rows[epoch] for epoch in sorted(rows)]
 
 
+def readable_history(path: Path) -> list[dict]:
+    """read_history, or [] for a file that does not parse: a training state rewrites it, or the member restarts."""
+    try:
+        return read_history(path)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return []
+
+
 def resumable_epochs(member_dir: Path, epochs: int) -> int:
     """Finished epochs the member's next attempt likely keeps (for estimates and messages; the member itself
     decides by loading): all of them when training ended, else those of its newest training state."""
     from .checkpoints import committed_epochs
 
-    try:
-        finished = len(read_history(member_dir / "history.csv"))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError):
-        finished = 0
+    finished = len(readable_history(member_dir / "history.csv"))
     if finished >= epochs and (member_dir / "best.keras").is_file():
         return finished
     return max(committed_epochs(member_dir / "backup"), default=0)

@@ -28,7 +28,7 @@ from .executors import EXECUTORS, Launched, LocalExecutor, RayExecutor
 from .jobs import JobError, JobRecord, JobSpec
 from .ledger import LastRun, MemberEntry, MemberState
 from .locks import LockHeld, PidLock
-from .outputs import ModelKind, job_output_shape, output_problem, read_metrics, survey_models
+from .outputs import ModelKind, OutputShape, job_output_shape, output_problem, read_metrics, survey_models
 from .progress import MemberLine, Overview, PlainReporter, epochs_done, job_overview, member_lines
 from .workspace import Workspace
 
@@ -207,12 +207,12 @@ def job_lock(ws: Workspace, job: str, reporter):
         lock.release()
 
 
-def reconcile(ws: Workspace, record: JobRecord) -> list[str]:
+def reconcile(ws: Workspace, record: JobRecord, shape: OutputShape) -> list[str]:
     """Make the ledger agree with the disk before a run: the files decide what is done (every output checked,
     the member's snapshots' too); a member the ledger calls running belongs to a runner that is gone (we hold
     the lock), so it is pending again."""
     notes = []
-    survey = survey_models(ws, record)
+    survey = survey_models(ws, record, shape)
     finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
     for member in record.members:
         faults = [problem for model, problem in survey.damaged.items()
@@ -253,7 +253,7 @@ class JobRun:
     through its ledger transition (ledger.MemberEntry) and is saved; what the user sees is progress.py's."""
 
     def __init__(self, ws: Workspace, record: JobRecord, executor, reporter, retries: int, wanted: list[int],
-                 todo: list[int], deadline: float | None = None, cap: int | None = None):
+                 todo: list[int], shape: OutputShape, deadline: float | None = None, cap: int | None = None):
         self.ws, self.record, self.executor, self.reporter, self.retries = ws, record, executor, reporter, retries
         self.job = record.name
         self.epochs = record.spec.epochs
@@ -272,7 +272,7 @@ class JobRun:
         self.failed: dict[int, str] = {}
         self.started = time.monotonic()
         self.epochs_at_start = epochs_done(self.wanted_members(), self.progress, self.epochs)
-        self.shape = job_output_shape(ws, record)  # what a finished member's outputs must be
+        self.shape = shape  # what a finished member's outputs must be
 
     # ledger
     def save(self) -> None:
@@ -495,7 +495,8 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
         with job_lock(ws, name, reporter), sigterm_as_interrupt():
             record, created = open_record(ws, name, spec, train, request)
             jobs.load_split(ws, record, say=reporter.event)  # made again here when missing or damaged
-            for note in reconcile(ws, record):
+            shape = job_output_shape(ws, record)  # what every finished output of the job must be
+            for note in reconcile(ws, record, shape):
                 reporter.event(note)
             wanted = [member.index for member in record.members[:request.members]]
             # a member the time limit stopped early is finished but not complete: a rerun continues it
@@ -513,7 +514,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                            + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
                            + (", TTA" if spec.tta else "")
                            + f"; {len(todo)} to train, {len(wanted) - len(todo)} already done")
-            run = JobRun(ws, record, executor, reporter, request.retries, list(wanted), todo, deadline,
+            run = JobRun(ws, record, executor, reporter, request.retries, list(wanted), todo, shape, deadline,
                          request.members)
             interrupted = False
             try:

@@ -26,7 +26,7 @@ from .augment import TTA_VIEWS, legacy_idg_flow, tta_view
 from .checkpoints import (PlateauState, StateError, TrainingState, clear_incomplete, commit_state, committed_epochs,
                           history_csv, history_row, load_weights, prune_states, restore_newest, set_aside, state_dir,
                           states_to_keep)
-from .jobs import JobRecord, JobSpec, job_arrays, load_record, member_lock_path, progress_path, read_history
+from .jobs import JobRecord, JobSpec, job_arrays, load_record, member_lock_path, progress_path, readable_history
 from .locks import LockHeld, PidLock
 from .metrics import accuracy, log_loss
 from .outputs import (ModelKind, OutputShape, has_outputs, keras_file_problem, output_problem, read_metrics,
@@ -326,17 +326,10 @@ def _reset_member(member_dir: Path) -> None:
         shutil.rmtree(state_dir(member_dir / "backup", epoch), ignore_errors=True)
 
 
-def _readable_history(member_dir: Path) -> list[dict]:
-    try:
-        return read_history(member_dir / "history.csv")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return []  # rewritten from the training state, or the member restarts
-
-
 def trained_history(member_dir: Path, spec: JobSpec) -> list[dict] | None:
     """The history of a member whose training ran to its last epoch and whose kept weights load: only its
     outputs may be missing. None otherwise."""
-    history = _readable_history(member_dir)
+    history = readable_history(member_dir / "history.csv")
     if len(history) >= spec.epochs and keras_file_problem(member_dir / "best.keras") is None:
         return history
     return None
@@ -352,7 +345,7 @@ def resume_point(member_dir: Path, spec: JobSpec, seed: int, n_train: int, say) 
         republish(model, member_dir, spec, state, say)
         return model, state
     problem = keras_file_problem(member_dir / "best.keras")
-    if _readable_history(member_dir) or (member_dir / "best.keras").exists():
+    if readable_history(member_dir / "history.csv") or (member_dir / "best.keras").exists():
         why = f"{problem}, and no training state restores" if problem and (member_dir / "best.keras").exists() \
             else "no training state restores"
         say(f"{why}: training from epoch 0")

@@ -6,7 +6,6 @@ and out. Reading model outputs and writing CSVs happen in `load_outputs` and `wr
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .metrics import PROB_FLOOR, accuracy, log_loss
 from .ledger import MemberState
+from .metrics import PROB_FLOOR, accuracy, log_loss
 from .outputs import JobModels, ModelKind, ensemble_models, finished_models, has_tta, load_probs, survey_models
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -336,6 +335,7 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
 
     A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
     by mistake costs a Kaggle submission."""
+    from .data import file_sha256
     from .jobs import JobError, load_split, now, require_record, resume_command
 
     blender = get_blend_method(method)
@@ -363,7 +363,7 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     record_blend(ws, record.name, {"method": method, "models": outputs.names, "tta": outputs.tta,
                                       "weights": [float(w) for w in blended.weights],
                                       "val_accuracy": blended.val_accuracy, "files": [str(p) for p in paths],
-                                      "sha256": hashlib.sha256(paths[0].read_bytes()).hexdigest(),
+                                      "sha256": file_sha256(paths[0]),
                                       "written": now()})
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,

@@ -10,7 +10,6 @@ makes unique. Parsing is pure; running the CLI happens in `run_cli` only.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import atomic
+from .data import file_sha256
 
 CLI_TIMEOUT_S = 600          # one CLI call (a download of a competition's data included)
 POLL_S = 10.0
@@ -207,10 +207,6 @@ def wait_for_score(competition: str, message: str, run: Callable[[list[str]], st
             raise KaggleError(f"no score after {timeout_s:.0f} s: the submission {message!r} {where}. Its score "
                               f"will show at https://www.kaggle.com/competitions/{competition}/submissions")
         sleep(poll_s)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def competition_for(fmt, competition: str | None) -> str:

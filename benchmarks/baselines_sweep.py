@@ -22,8 +22,15 @@ import sklearn
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from ensemble.baselines import FOREST_SIZES, KNN_KS, flat_pixels, forest_sweep, knn_sweep
-from ensemble.data import read_test_csv, read_train_csv, stratified_split
+from ensemble.blend.baselines import (
+    FOREST_SIZES,
+    KNN_KS,
+    flat_pixels,
+    forest_sweep,
+    knn_sweep,
+)
+from ensemble.data.split import stratified_split
+from ensemble.data.tables import read_test_csv, read_train_csv
 
 
 def seed_knn_loop(x_train, y_train, x_val, y_val, n_jobs):

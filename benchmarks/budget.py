@@ -81,11 +81,12 @@ def parse_time(text: str) -> float:
 def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float) -> dict:
     """Holdout accuracy of the mean blend (plain and TTA), and a timeline of validation accuracy."""
     sys.path.insert(0, str(ROOT))
-    from ensemble.blend import default_blend_names, load_outputs
-    from ensemble.jobs import load_record, load_split
-    from ensemble.metrics import accuracy
-    from ensemble.outputs import read_metrics
-    from ensemble.workspace import Workspace
+    from ensemble.blend.blending import default_blend_names, load_outputs
+    from ensemble.job.outputs import read_metrics
+    from ensemble.job.record import load_record
+    from ensemble.job.split import load_split
+    from ensemble.nets.metrics import accuracy
+    from ensemble.store.workspace import Workspace
 
     ws = Workspace.resolve(home)
     record = load_record(ws, job)

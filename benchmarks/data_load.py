@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ensemble.data import read_train_csv
+from ensemble.data.tables import read_train_csv
 
 
 def main(path: str) -> None:

@@ -49,7 +49,7 @@ print(json.dumps({{"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 
 def write_big_csv(out: Path, gigabytes: float) -> tuple[Path, int]:
     sys.path.insert(0, str(ROOT))
-    from ensemble.data import format_digit_csv, load_idx_folder
+    from ensemble.data.sources import format_digit_csv, load_idx_folder
 
     images, labels = load_idx_folder(FASHION)
     chunk = format_digit_csv(images[:10000], labels[:10000]).encode()

@@ -36,8 +36,9 @@ VARIANTS = ("A", "B", "B-float32")
 def load_arrays(data_dir: Path, limit: int | None):
     import numpy as np
 
-    from ensemble.data import read_train_csv, stratified_split
-    from ensemble.jobs import JobArrays
+    from ensemble.data.split import stratified_split
+    from ensemble.data.tables import read_train_csv
+    from ensemble.job.arrays import JobArrays
 
     train = read_train_csv(data_dir / "train.csv")
     images, labels = train.images[:limit, ..., None], train.labels[:limit]
@@ -49,9 +50,9 @@ def load_arrays(data_dir: Path, limit: int | None):
 def run_seed_recipe(arrays, epochs: int, seed: int) -> dict:
     import keras
 
-    from ensemble.architectures import build_network
-    from ensemble.augment import legacy_image_data_generator
-    from ensemble.train import EpochClock
+    from ensemble.member.callbacks.clock import EpochClock
+    from ensemble.nets.architectures import build_network
+    from ensemble.nets.augment import legacy_image_data_generator
 
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy("float32")
@@ -69,9 +70,10 @@ def run_seed_recipe(arrays, epochs: int, seed: int) -> dict:
 
 
 def run_member(arrays, epochs: int, seed: int, precision: str) -> dict:
-    from ensemble.jobs import JobSpec
-    from ensemble.jobs import read_history
-    from ensemble.train import _callbacks, build_member_model, fit_member_model
+    from ensemble.job.layout import read_history
+    from ensemble.job.spec import JobSpec
+    from ensemble.member.model import build_member_model, fit_member_model
+    from ensemble.member.process import _callbacks
 
     spec = JobSpec.from_options(model="cnn11", epochs=epochs, precision=precision)
     model = build_member_model(spec, seed)
@@ -91,7 +93,7 @@ def run_trial(variant: str, data_dir: Path, limit: int | None, epochs: int, seed
         result = run_member(arrays, epochs, seed, precision)
     import keras
 
-    from ensemble.train import runtime_description
+    from ensemble.member.model import runtime_description
 
     runtime = runtime_description()
     return {"variant": variant, "seed": seed, "n_train": len(arrays.x_train), "n_val": len(arrays.x_val),

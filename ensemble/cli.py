@@ -7,20 +7,34 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .architectures import NETS
-from .atomic import NoSpace
-from .blend import BLEND_METHODS, SubmissionError
-from .competition import KaggleError
-from .data import DataError
-from .devices import PRECISIONS, PlacementError
-from .executors import EXECUTORS
-from .formats import FORMATS as LAYOUTS
-from .formats import FormatError
-from .jobs import JobError
-from .leaderboard import FORMATS as REPORT_FORMATS
-from .budget import parse_duration
-from .recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
-from .workspace import HOME_ENV, JobNameError, Workspace, check_job_name
+from .blend.baselines import BASELINES, run_baselines
+from .blend.blending import blend_job
+from .blend.methods import BLEND_METHODS
+from .blend.predict import predict_csv
+from .data.formats import FORMATS as LAYOUTS
+from .data.formats import FormatError, get_format
+from .data.sources import make_from_idx, make_sample
+from .data.tables import DataError
+from .demo import DEMO_EPOCHS, run_demo
+from .job.errors import JobError
+from .job.record import load_record
+from .kaggle.competition import KaggleError, download, submit_job
+from .kaggle.submission import SubmissionError, check_submission_file, label_ranges
+from .nets.architectures import NETS
+from .nets.precision import PRECISIONS
+from .nets.recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
+from .report.leaderboard import damaged_note, write_report
+from .report.render import FORMATS as REPORT_FORMATS
+from .report.render import render_markdown, render_table
+from .run.budget import parse_duration
+from .run.devices import PlacementError
+from .run.executors import EXECUTORS
+from .run.progress import make_reporter
+from .run.runner import TrainRequest, run_job
+from .run.status import JOBS_TEXT, STATUS_TEXT, damaged_jobs, job_status, jobs_table
+from .run.view import render_frame
+from .store.atomic import NoSpace
+from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
 USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError, JobNameError,
                NoSpace)
@@ -102,9 +116,6 @@ def data_sample(ctx, out, task, force):
     Example:
         ensemble data sample --out data/
     """
-    from .data import make_sample
-    from .formats import get_format
-
     paths = make_sample(out or workspace(ctx).data_dir, fmt=get_format(task), force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
@@ -122,8 +133,6 @@ def data_kaggle(ctx, competition, out):
     Example:
         ensemble data kaggle digit-recognizer --out data/
     """
-    from .competition import download
-
     files = download(competition, out or workspace(ctx).data_dir)
     for path in files:
         click.echo(f"unpacked     {path}")
@@ -143,8 +152,6 @@ def data_idx(ctx, directory, out, seed, force):
     Example:
         ensemble data idx /usr/share/datasets/fashion-mnist --out data/fashion/
     """
-    from .data import make_from_idx
-
     paths = make_from_idx(directory, out or workspace(ctx).data_dir, seed=seed, force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
@@ -214,9 +221,6 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
     Example:
         ensemble train --n 10 --gpus 0,1 --data data/ --job first
     """
-    from .progress import make_reporter
-    from .runner import TrainRequest, run_job
-
     ws = workspace(ctx)
     request = TrainRequest(n=n, data_dir=data_dir, job=job, recipe=recipe, model=model,
                            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, schedule=schedule,
@@ -229,8 +233,6 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
         ctx.exit(130)
     if time_limit:
-        from .jobs import load_record
-
         click.echo(outcome.budget_summary(time_limit, load_record(ws, outcome.job).spec.epochs))
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
@@ -249,8 +251,6 @@ def status(ctx, job):
     Example:
         ensemble status --job first
     """
-    from .status import STATUS_TEXT, job_status, render_frame
-
     record, frame, runner = job_status(workspace(ctx), job)
     holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
               if runner else "not running")
@@ -267,8 +267,6 @@ def jobs_command(ctx):
     Example:
         ensemble jobs
     """
-    from .status import JOBS_TEXT, damaged_jobs, jobs_table, render_frame
-
     table = jobs_table(workspace(ctx))
     damaged = damaged_jobs(workspace(ctx))
     if table.empty and not damaged:
@@ -301,9 +299,6 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
     Example:
         ensemble blend --job first --method mean
     """
-    from .blend import blend_job
-    from .leaderboard import write_report
-
     ws = workspace(ctx)
     result = blend_job(ws, job, method, out, only=parse_names(only), allow_partial=allow_partial, tta=tta)
     best_name, best_accuracy = result.best_member
@@ -343,8 +338,6 @@ def check(ctx, file, data_dir, task):
     Example:
         ensemble check submissions/submission.csv --data data/
     """
-    from .blend import check_submission_file, label_ranges
-
     ws = workspace(ctx)
     n_rows, layout = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir, task)
     click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
@@ -367,8 +360,6 @@ def predict(ctx, csv_file, job, out, only, method, tta):
     Example:
         ensemble predict --job first new.csv --out preds.csv
     """
-    from .predict import predict_csv
-
     result = predict_csv(workspace(ctx), job, csv_file, out, parse_names(only), method, tta)
     click.echo(f"job {result.job}: {result.method} blend of {len(result.models)} ({', '.join(result.models)}), "
                f"{'with' if result.tta else 'without'} test-time augmentation, on {result.rows} rows")
@@ -391,8 +382,6 @@ def submit(ctx, job, message, file, wait, competition, timeout):
     Example:
         ensemble submit --job first -m "10 x cnn11" --wait
     """
-    from .competition import submit_job
-
     entry = submit_job(workspace(ctx), job, message, file, wait, competition, timeout_s=timeout)
     click.echo(f"submitted {entry.file} to {entry.competition} as {entry.message!r}")
     if entry.public_score is not None:
@@ -418,9 +407,6 @@ def baselines(ctx, job, only, n_jobs):
     Example:
         ensemble baselines --job first --only knn,forest
     """
-    from .baselines import BASELINES, run_baselines
-    from .leaderboard import write_report
-
     ws = workspace(ctx)
     results = run_baselines(ws, job, parse_names(only) or BASELINES, n_jobs=n_jobs, echo=click.echo)
     report = write_report(ws, job)
@@ -441,12 +427,8 @@ def leaderboard(ctx, job, fmt):
     Example:
         ensemble leaderboard --job first --format md
     """
-    from .leaderboard import render_markdown, render_table, write_report
-
     report = write_report(workspace(ctx), job)
     if report.damaged:
-        from .leaderboard import damaged_note
-
         click.echo(damaged_note(report.damaged, report.job), err=True)
     if fmt == "table":
         click.echo(render_table(report.frame, title=f"job {report.job}"), nl=False)
@@ -469,8 +451,6 @@ def demo(ctx, members, epochs):
     Example:
         ensemble demo
     """
-    from .demo import DEMO_EPOCHS, run_demo
-
     report = run_demo(workspace(ctx), members=members, epochs=epochs or DEMO_EPOCHS, echo=click.echo)
     click.echo(report)
 

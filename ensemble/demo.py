@@ -6,14 +6,15 @@ from typing import Callable
 
 import numpy as np
 
-from .blend import blend_job, load_outputs
-from .data import make_sample, read_labels_csv
-from .jobs import require_record
-from .leaderboard import write_report
-from .metrics import accuracy
-from .progress import make_reporter
-from .runner import TrainRequest, run_job
-from .workspace import Workspace
+from .blend.blending import blend_job, load_outputs
+from .data.sources import make_sample
+from .data.tables import read_labels_csv
+from .job.record import require_record
+from .nets.metrics import accuracy
+from .report.leaderboard import write_report
+from .run.progress import make_reporter
+from .run.runner import TrainRequest, run_job
+from .store.workspace import Workspace
 
 # 12 epochs of the cnn11 recipe (one-cycle Adam to 2e-3) on the 3600 sample training digits, 3 members, in a
 # few minutes on 2 CPU cores.

@@ -8,8 +8,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ensemble.data import make_sample  # noqa: E402
-from ensemble.workspace import Workspace  # noqa: E402
+from ensemble.data.sources import make_sample
+from ensemble.store.workspace import Workspace
 
 
 @pytest.fixture(scope="session")

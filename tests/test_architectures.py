@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
-from ensemble.architectures import NETS, build_model, build_network, compile_model
-from ensemble.recipes import RECIPES, Augmentation, get_recipe, recipe_for
+from ensemble.nets.architectures import NETS, build_model, build_network, compile_model
+from ensemble.nets.recipes import RECIPES, Augmentation, get_recipe, recipe_for
 
 IDG = Augmentation("idg", 0.1, 0.1, 10.0)
 

@@ -5,10 +5,15 @@ import pytest
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from ensemble import baselines
-from ensemble.baselines import flat_pixels, forest_sweep, knn_sweep, knn_vote_probabilities
-from ensemble.data import sample_digits
-from ensemble.jobs import JobError
+from ensemble.blend import baselines
+from ensemble.blend.baselines import (
+    flat_pixels,
+    forest_sweep,
+    knn_sweep,
+    knn_vote_probabilities,
+)
+from ensemble.data.sources import sample_digits
+from ensemble.job.errors import JobError
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def test_a_class_missing_from_training_keeps_its_column(digits):
 
 
 def test_baselines_on_a_job_reach_sane_accuracy_and_save_like_members(ws, sample_dir):
-    from ensemble.runner import TrainRequest, prepare_job
+    from ensemble.run.runner import TrainRequest, prepare_job
 
     prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="base", limit_train=2000))
     results = {m["model"]: m for m in baselines.run_baselines(ws, "base", ("knn", "tree"), echo=lambda _: None)}

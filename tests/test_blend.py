@@ -3,12 +3,18 @@ import math
 import numpy as np
 import pytest
 
-from ensemble.blend import (SubmissionError, SubmissionLayout, blend_probabilities, check_submission_text,
-                            label_ranges, submission_frame)
-from ensemble.formats import FORMATS
+from ensemble.blend.methods import blend_probabilities
+from ensemble.data.formats import FORMATS
+from ensemble.kaggle.submission import (
+    SubmissionError,
+    SubmissionLayout,
+    check_submission_text,
+    label_ranges,
+    submission_frame,
+)
 
 DIGITS_3 = SubmissionLayout.for_format(FORMATS["digit-recognizer"], None, 3, range(10))
-from ensemble.metrics import accuracy, log_loss
+from ensemble.nets.metrics import accuracy, log_loss
 
 # two members, three rows, three classes (the arithmetic does not care about ten)
 MEMBER_A = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]])
@@ -84,7 +90,13 @@ def test_submission_checker_names_the_problem(text, message):
 
 
 def test_a_plain_blend_uses_each_members_snapshots_in_its_place():
-    from ensemble.outputs import ModelKind, ModelRef, ensemble_models, model_kind, snapshot_name
+    from ensemble.job.outputs import (
+        ModelKind,
+        ModelRef,
+        ensemble_models,
+        model_kind,
+        snapshot_name,
+    )
 
     member, snapshot, baseline = ModelKind.MEMBER, ModelKind.SNAPSHOT, ModelKind.BASELINE
     models = [ModelRef("member-00", member), ModelRef("member-00-snap1", snapshot, "member-00"),
@@ -99,7 +111,7 @@ def test_a_plain_blend_uses_each_members_snapshots_in_its_place():
 
 
 def test_every_registered_blend_method_blends_and_scores():
-    from ensemble.blend import BLEND_METHODS, ModelOutputs, get_blend_method
+    from ensemble.blend.methods import BLEND_METHODS, ModelOutputs, get_blend_method
 
     outputs = ModelOutputs(["a", "b"], PROBS, PROBS[:, :2])
     labels = np.array([0, 1, 1])

@@ -6,9 +6,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ensemble.budget import end_margin, fits, member_seconds, parse_duration
 from ensemble.cli import main
-from ensemble.jobs import read_history
+from ensemble.job.layout import read_history
+from ensemble.run.budget import end_margin, fits, member_seconds, parse_duration
 
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45),

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ensemble import data as data_module
 from ensemble.cli import main
-from ensemble.devices import resolve_precision
-from ensemble.outputs import MEMBER_FILES, TTA_FILES
+from ensemble.data import tables as data_module
+from ensemble.job.outputs import MEMBER_FILES, TTA_FILES
+from ensemble.nets.precision import resolve_precision
 
 TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
 
@@ -276,8 +276,8 @@ def test_greedy_blend_says_how_it_was_scored(trained):
 
 def test_leaderboard_and_baselines_errors(tmp_path, sample_dir):
     assert "no jobs in" in invoke(tmp_path, "leaderboard").output
-    from ensemble.runner import TrainRequest, prepare_job
-    from ensemble.workspace import Workspace
+    from ensemble.run.runner import TrainRequest, prepare_job
+    from ensemble.store.workspace import Workspace
 
     prepare_job(Workspace.resolve(tmp_path), TrainRequest(n=1, data_dir=sample_dir, job="empty", limit_train=300))
     empty = invoke(tmp_path, "leaderboard", "--job", "empty")

@@ -8,13 +8,22 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ensemble import checkpoints, train
 from ensemble.cli import main
-from ensemble.jobs import load_record, read_history
-from ensemble.outputs import (ModelKind, job_output_shape, keras_file_problem, output_problem, read_metrics,
-                              survey_models)
-from ensemble.runner import TrainRequest, prepare_job
-from ensemble.workspace import Workspace
+from ensemble.job.layout import read_history
+from ensemble.job.outputs import (
+    ModelKind,
+    job_output_shape,
+    keras_file_problem,
+    output_problem,
+    read_metrics,
+    survey_models,
+)
+from ensemble.job.record import load_record
+from ensemble.member import checkpoints
+from ensemble.member.callbacks.commit import EpochCommit
+from ensemble.member.process import train_member
+from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.store.workspace import Workspace
 
 SLICE = ["--limit-train", "300", "--seed", "5", "--precision", "float32", "--model", "seed004", "--batch", "32"]
 
@@ -43,9 +52,9 @@ def _train_until(ws, monkeypatch, epochs_committed):
             raise Killed
 
     with monkeypatch.context() as patched:
-        patched.setattr(train.EpochCommit, "after_step", kill)
+        patched.setattr(EpochCommit, "after_step", kill)
         with pytest.raises(Killed):
-            train.train_member(ws, "j", 0)
+            train_member(ws, "j", 0)
 
 
 def _truncate(path, keep=0.5):
@@ -74,7 +83,7 @@ def test_a_newest_state_that_does_not_restore_is_set_aside_and_the_member_resume
     DAMAGES[damage](checkpoints.state_dir(member_dir / "backup", 2))
     capsys.readouterr()
 
-    train.train_member(ws, "j", 0)
+    train_member(ws, "j", 0)
     out = capsys.readouterr().out
     assert "note: the training state after epoch 2 does not restore" in out
     assert "member-00 resuming after epoch 1/3" in out
@@ -92,7 +101,7 @@ def test_when_no_state_restores_the_member_says_so_and_trains_from_epoch_0(tmp_p
     for epoch in checkpoints.committed_epochs(backup):
         _truncate(checkpoints.state_dir(backup, epoch) / checkpoints.WEIGHTS_FILE)
     capsys.readouterr()
-    train.train_member(ws, "j", 0)
+    train_member(ws, "j", 0)
     out = capsys.readouterr().out
     assert "no training state restores: training from epoch 0" in out and "resuming" not in out
     assert out.count("member-00 epoch ") == 3
@@ -109,14 +118,14 @@ def test_a_kill_during_the_first_save_leaves_nothing_that_counts(tmp_path, sampl
             raise Killed
 
     with monkeypatch.context() as patched:
-        patched.setattr(train.EpochCommit, "after_step", kill)
+        patched.setattr(EpochCommit, "after_step", kill)
         patched.setattr(checkpoints.shutil, "rmtree", lambda *args, **kwargs: None)  # as SIGKILL: no clean-up
         with pytest.raises(Killed):
-            train.train_member(ws, "j", 0)
+            train_member(ws, "j", 0)
     backup = ws.member_dir("j", 0) / "backup"
     assert [path.name for path in backup.iterdir()] == [".incoming-epoch-0001"]
     capsys.readouterr()
-    train.train_member(ws, "j", 0)
+    train_member(ws, "j", 0)
     out = capsys.readouterr().out
     assert "note:" not in out and out.count("member-00 epoch ") == 2
     assert not list(ws.member_dir("j", 0).rglob(".*"))

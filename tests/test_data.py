@@ -3,15 +3,26 @@ import gzip
 import numpy as np
 import pytest
 
-from ensemble import data
-from ensemble.data import DataError
+from ensemble.data import tables
+from ensemble.data.sources import make_from_idx, sample_digits
+from ensemble.data.split import stratified_split
+from ensemble.data.tables import (
+    DIGITS,
+    TRAIN_COLUMNS,
+    DataError,
+    _parse_digit_csv,
+    file_sha256,
+    read_labels_csv,
+    read_test_csv,
+    read_train_csv,
+)
 
 
 def test_sample_round_trips_exactly_through_kaggle_csvs(sample_dir):
-    images, labels = data.sample_digits()
-    train = data.read_train_csv(sample_dir / "train.csv")
-    test = data.read_test_csv(sample_dir / "test.csv")
-    answers = data.read_labels_csv(sample_dir / "test_labels.csv")
+    images, labels = sample_digits()
+    train = read_train_csv(sample_dir / "train.csv")
+    test = read_test_csv(sample_dir / "test.csv")
+    answers = read_labels_csv(sample_dir / "test_labels.csv")
     assert (len(train), len(test), len(answers)) == (4000, 1000, 1000)
     assert train.images.dtype == np.uint8 and train.images.shape == (4000, 28, 28)
     assert test.labels is None
@@ -69,7 +80,7 @@ def test_bad_train_file_is_rejected_with_file_line_and_column(sample_lines, tmp_
     path = _mutated(sample_lines[:8], tmp_path, mutate)
     cache = tmp_path / "cache"
     with pytest.raises(DataError) as caught:
-        data.read_train_csv(path, cache)
+        read_train_csv(path, cache)
     separator = ", " if message.startswith("line") else ": "
     assert str(caught.value).startswith(f"{path}{separator}{message}")
     assert not cache.exists()  # nothing is written for bad input
@@ -78,7 +89,7 @@ def test_bad_train_file_is_rejected_with_file_line_and_column(sample_lines, tmp_
 def test_test_file_with_a_label_column_is_rejected(sample_lines, tmp_path):
     path = _mutated(sample_lines[:4], tmp_path, lambda ls: ls, "test.csv")
     with pytest.raises(DataError, match=r"line 1, column 1: a test file must not have a 'label' column"):
-        data.read_test_csv(path)
+        read_test_csv(path)
 
 
 def test_bad_cell_deep_in_a_test_file_names_its_line(sample_dir, tmp_path):
@@ -88,35 +99,35 @@ def test_bad_cell_deep_in_a_test_file_names_its_line(sample_dir, tmp_path):
     path = tmp_path / "test.csv"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError) as caught:
-        data.read_test_csv(path)
+        read_test_csv(path)
     assert str(caught.value) == f"{path}, line 701, column {column} ('pixel{column - 1}'): not a number: 'x'"
 
 
 def test_parsed_arrays_are_cached_by_content_hash(sample_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
-    first = data.read_train_csv(sample_dir / "train.csv", cache)
+    first = read_train_csv(sample_dir / "train.csv", cache)
     assert [p.name for p in cache.iterdir()] == [f"digit-recognizer-train-{first.sha256}.npz"]
 
     def refuse_to_parse(*args):
         raise AssertionError("the cached arrays should have been used")
 
-    monkeypatch.setattr(data, "_parse_digit_csv", refuse_to_parse)
-    monkeypatch.setattr(data, "_parse_in_blocks", refuse_to_parse)
-    second = data.read_train_csv(sample_dir / "train.csv", cache)
+    monkeypatch.setattr(tables, "_parse_digit_csv", refuse_to_parse)
+    monkeypatch.setattr(tables, "_parse_in_blocks", refuse_to_parse)
+    second = read_train_csv(sample_dir / "train.csv", cache)
     assert second.sha256 == first.sha256
     assert np.array_equal(second.images, first.images) and np.array_equal(second.labels, first.labels)
 
     changed = tmp_path / "train.csv"
     changed.write_text((sample_dir / "train.csv").read_text().replace("\n6,", "\n7,", 1))
     with pytest.raises(AssertionError, match="cached arrays"):  # new content, new key: parsed again
-        data.read_train_csv(changed, cache)
+        read_train_csv(changed, cache)
 
 
 def test_stratified_split_is_seeded_disjoint_and_keeps_class_shares(sample_dir):
-    labels = data.read_train_csv(sample_dir / "train.csv").labels
-    train, val = data.stratified_split(labels, 0.1, seed=3)
-    again_train, again_val = data.stratified_split(labels, 0.1, seed=3)
-    other_train, other_val = data.stratified_split(labels, 0.1, seed=4)
+    labels = read_train_csv(sample_dir / "train.csv").labels
+    train, val = stratified_split(labels, 0.1, seed=3)
+    again_train, again_val = stratified_split(labels, 0.1, seed=3)
+    other_train, other_val = stratified_split(labels, 0.1, seed=4)
     assert np.array_equal(val, again_val) and np.array_equal(train, again_train)
     assert not np.array_equal(val, other_val)
     assert len(val) == 400 and len(train) == 3600
@@ -126,7 +137,7 @@ def test_stratified_split_is_seeded_disjoint_and_keeps_class_shares(sample_dir):
 
 def test_split_refuses_a_fraction_outside_0_1():
     with pytest.raises(DataError, match="between 0 and 1"):
-        data.stratified_split(np.arange(10) % 2, 1.5, seed=0)
+        stratified_split(np.arange(10) % 2, 1.5, seed=0)
 
 
 def _write_idx(path, array, magic_dims):
@@ -138,7 +149,7 @@ def _write_idx(path, array, magic_dims):
 @pytest.fixture
 def idx_dir(tmp_path):
     """An MNIST-format folder holding 500 real sample digits (gzipped train files, plain t10k files)."""
-    images, labels = data.sample_digits()
+    images, labels = sample_digits()
     folder = tmp_path / "idx"
     folder.mkdir()
     _write_idx(folder / "train-images-idx3-ubyte.gz", images[:300], 3)
@@ -149,31 +160,31 @@ def idx_dir(tmp_path):
 
 
 def test_idx_folder_becomes_shuffled_kaggle_csvs(idx_dir, tmp_path):
-    paths = data.make_from_idx(idx_dir, tmp_path / "out", seed=5)
-    train = data.read_train_csv(paths["train"])
-    test = data.read_test_csv(paths["test"])
-    answers = data.read_labels_csv(paths["test_labels"])
+    paths = make_from_idx(idx_dir, tmp_path / "out", seed=5)
+    train = read_train_csv(paths["train"])
+    test = read_test_csv(paths["test"])
+    answers = read_labels_csv(paths["test_labels"])
     assert (len(train), len(test), len(answers)) == (300, 200, 200)  # 60% / 40%, as 42000 / 28000
-    images, labels = data.sample_digits()
+    images, labels = sample_digits()
     source = {image.tobytes(): label for image, label in zip(images[:500], labels[:500])}
     written = list(zip(train.images, train.labels)) + list(zip(test.images, answers))
     assert sorted(source[i.tobytes()] for i, _ in written) == sorted(source.values())
     assert all(source[image.tobytes()] == label for image, label in written)
     assert not np.array_equal(train.images[:300], images[:300])  # shuffled
-    again = data.make_from_idx(idx_dir, tmp_path / "again", seed=5)
+    again = make_from_idx(idx_dir, tmp_path / "again", seed=5)
     assert again["train"].read_bytes() == paths["train"].read_bytes()
 
 
 def test_bad_idx_file_writes_nothing(idx_dir, tmp_path):
     (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x09\x01" + b"\x00" * 8)
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte: not an IDX file"):
-        data.make_from_idx(idx_dir, tmp_path / "out")
+        make_from_idx(idx_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_idx_folder_without_files_names_what_it_needs(tmp_path):
     with pytest.raises(DataError, match="no train-images-idx3-ubyte"):
-        data.make_from_idx(tmp_path, tmp_path / "out")
+        make_from_idx(tmp_path, tmp_path / "out")
 
 
 def _same_table(a, b):
@@ -182,20 +193,20 @@ def _same_table(a, b):
 
 def test_the_block_reader_equals_the_exact_reader_across_block_boundaries(sample_dir, monkeypatch):
     """Blocks of ~90 lines (dozens of boundaries, lines split across reads) give exactly what one pass gives."""
-    whole = data._parse_digit_csv(sample_dir / "train.csv", (sample_dir / "train.csv").read_bytes(),
-                                  data.TRAIN_COLUMNS, data.file_sha256(sample_dir / "train.csv"), data.DIGITS)
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
-    _same_table(data.read_train_csv(sample_dir / "train.csv"), whole)
+    whole = _parse_digit_csv(sample_dir / "train.csv", (sample_dir / "train.csv").read_bytes(),
+                                  TRAIN_COLUMNS, file_sha256(sample_dir / "train.csv"), DIGITS)
+    monkeypatch.setattr(tables, "READ_BLOCK_BYTES", 200_000)
+    _same_table(read_train_csv(sample_dir / "train.csv"), whole)
 
 
 def test_a_bad_cell_in_a_late_block_is_named_at_its_line(sample_lines, tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
+    monkeypatch.setattr(tables, "READ_BLOCK_BYTES", 200_000)
     lines = list(sample_lines)
     lines[3001] = _cell_replaced(lines[3001], 400, "x")
     path = tmp_path / "train.csv"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"line 3002, column 401"):
-        data.read_train_csv(path)
+        read_train_csv(path)
 
 
 def _cell_replaced(line, column, value):
@@ -207,19 +218,19 @@ def _cell_replaced(line, column, value):
 def test_limit_reads_only_the_rows_it_uses(sample_lines, sample_dir, tmp_path, monkeypatch):
     """--limit-train 600: the first 600 rows exactly as a full read has them, the whole file's hash (the job
     records it), and a fault after those rows is not read at all."""
-    monkeypatch.setattr(data, "READ_BLOCK_BYTES", 200_000)
-    full = data.read_train_csv(sample_dir / "train.csv")
-    limited = data.read_train_csv(sample_dir / "train.csv", limit=600)
+    monkeypatch.setattr(tables, "READ_BLOCK_BYTES", 200_000)
+    full = read_train_csv(sample_dir / "train.csv")
+    limited = read_train_csv(sample_dir / "train.csv", limit=600)
     assert len(limited) == 600 and limited.sha256 == full.sha256
     assert np.array_equal(limited.images, full.images[:600]) and np.array_equal(limited.labels, full.labels[:600])
     lines = list(sample_lines)
     lines[2000] = _cell_replaced(lines[2000], 5, "oops")
     path = tmp_path / "train.csv"
     path.write_text("\n".join(lines) + "\n")
-    assert len(data.read_train_csv(path, limit=600)) == 600
+    assert len(read_train_csv(path, limit=600)) == 600
     with pytest.raises(DataError, match="line 2001"):
-        data.read_train_csv(path)
+        read_train_csv(path)
     lines[10] = _cell_replaced(lines[10], 5, "oops")  # inside the rows it uses: named as always
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match="line 11, column 6"):
-        data.read_train_csv(path, limit=600)
+        read_train_csv(path, limit=600)

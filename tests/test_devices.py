@@ -1,6 +1,6 @@
 import pytest
 
-from ensemble.devices import cpu_flags, resolve_precision
+from ensemble.nets.precision import cpu_flags, resolve_precision
 
 
 @pytest.mark.parametrize("gpus, flags, expected", [
@@ -30,7 +30,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 def test_an_unsupported_backend_is_refused_up_front(tmp_path):
-    from ensemble.devices import PlacementError, check_backend, configured_backend
+    from ensemble.run.devices import PlacementError, check_backend, configured_backend
 
     assert configured_backend({"KERAS_BACKEND": "jax"}) == "jax"
     config = tmp_path / "keras.json"

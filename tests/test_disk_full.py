@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from ensemble.checkpoints import committed_epochs
-from ensemble.jobs import load_record, read_history
-from ensemble.outputs import survey_models
-from ensemble.runner import TrainRequest, prepare_job
-from ensemble.workspace import Workspace
+from ensemble.job.layout import read_history
+from ensemble.job.outputs import survey_models
+from ensemble.job.record import load_record
+from ensemble.member.checkpoints import committed_epochs
+from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.store.workspace import Workspace
 
 STATE_BYTES = 600_000  # a seed004 training state (weights and Adam's moments), about; best.keras is alike
 

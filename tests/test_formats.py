@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from ensemble import data
-from ensemble.formats import FORMATS, FormatError, data_files, detect_format, get_format
+from ensemble.data.formats import (
+    FORMATS,
+    FormatError,
+    data_files,
+    detect_format,
+    get_format,
+)
+from ensemble.data.sources import make_sample
+from ensemble.data.tables import DataError, read_test_csv, read_train_csv
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +18,7 @@ def layouts(tmp_path_factory):
     """Every built-in layout, written from the same sample digits by `make_sample`."""
     root = tmp_path_factory.mktemp("layouts")
     for name, fmt in FORMATS.items():
-        data.make_sample(root / name, fmt=fmt)
+        make_sample(root / name, fmt=fmt)
     return root
 
 
@@ -21,8 +28,8 @@ def test_each_layout_is_detected_and_reads_back_the_same_digits(name, layouts, s
     fmt = detect_format(folder)
     assert fmt.name == name
     train_path, test_path = data_files(fmt, folder)
-    train, test = data.read_train_csv(train_path, fmt=fmt), data.read_test_csv(test_path, fmt=fmt)
-    reference = data.read_train_csv(sample_dir / "train.csv")
+    train, test = read_train_csv(train_path, fmt=fmt), read_test_csv(test_path, fmt=fmt)
+    reference = read_train_csv(sample_dir / "train.csv")
     assert np.array_equal(train.images, reference.images)  # the right way round, EMNIST's transposed storage too
     assert np.array_equal(train.labels, reference.labels)
     assert len(test) == 1000
@@ -44,8 +51,8 @@ def test_emnist_images_are_stored_transposed(layouts, sample_dir):
     fmt = FORMATS["emnist"]
     train_path, _ = data_files(fmt, layouts / "emnist")
     first_row = np.array(train_path.read_text().splitlines()[0].split(","), dtype=int)
-    original = data.read_train_csv(sample_dir / "train.csv").images[0]
-    assert first_row[0] == data.read_train_csv(sample_dir / "train.csv").labels[0]
+    original = read_train_csv(sample_dir / "train.csv").images[0]
+    assert first_row[0] == read_train_csv(sample_dir / "train.csv").labels[0]
     assert np.array_equal(first_row[1:].reshape(28, 28), original.T)
 
 
@@ -75,10 +82,10 @@ def test_label_range_and_bad_cells_follow_the_layout(tmp_path):
     pixels = ",".join(["0"] * 784)
     path = tmp_path / "sign_mnist_train.csv"
     path.write_text(",".join(fmt.train_columns) + f"\n24,{pixels}\n25,{pixels}\n")
-    with pytest.raises(data.DataError, match="line 3, column 1 \\('label'\\): label 25 is outside 0..24"):
-        data.read_train_csv(path, fmt=fmt)
+    with pytest.raises(DataError, match="line 3, column 1 \\('label'\\): label 25 is outside 0..24"):
+        read_train_csv(path, fmt=fmt)
     emnist = FORMATS["emnist"]
     path = tmp_path / "emnist-x-train.csv"
     path.write_text(f"3,{pixels}\n4,{pixels[:-2]}\n")
-    with pytest.raises(data.DataError, match="line 2"):
-        data.read_train_csv(path, fmt=emnist)
+    with pytest.raises(DataError, match="line 2"):
+        read_train_csv(path, fmt=emnist)

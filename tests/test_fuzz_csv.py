@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ensemble import data
-from ensemble.formats import TaskFormat
+from ensemble.data import tables as data
+from ensemble.data.formats import TaskFormat
 
 # the digit layout at 2x2 pixels: the same reader, small enough to corrupt thousands of times a minute
 TINY = TaskFormat("tiny", "2x2 test layout", ("ImageId", "Label"), side=2)

@@ -1,7 +1,15 @@
 import pytest
 
-from ensemble import jobs
-from ensemble.jobs import JobError, JobSpec
+from ensemble.job.errors import JobError
+from ensemble.job.record import (
+    job_names,
+    latest_job_with_spec,
+    new_record,
+    record_path,
+    require_record,
+    save_record,
+)
+from ensemble.job.spec import JobSpec, resume_command, spec_differences
 
 
 def test_spec_takes_missing_values_from_the_recipe():
@@ -60,8 +68,8 @@ def test_a_record_written_before_recipes_reads_as_what_it_meant():
 
 def test_resume_command_carries_every_recipe_choice(tmp_path):
     spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=True, precision="float32")
-    record = jobs.new_record("j", spec, tmp_path / "my data").ensure_members(2)
-    command = jobs.resume_command(record)
+    record = new_record("j", spec, tmp_path / "my data").ensure_members(2)
+    command = resume_command(record)
     assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --format digit-recognizer "
                               "--recipe deotte "
                               "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
@@ -71,13 +79,13 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
 def test_spec_differences_name_each_field():
     recorded = JobSpec.from_options(epochs=1)
     requested = JobSpec.from_options(epochs=2, augment="none")  # precision auto resolves alike for both
-    assert jobs.spec_differences(recorded, requested) == [
+    assert spec_differences(recorded, requested) == [
         "epochs: job has 1, this run asks 2", "augment: job has 'idg', this run asks 'none'"]
-    assert jobs.spec_differences(recorded, recorded) == []
+    assert spec_differences(recorded, recorded) == []
 
 
 def test_members_get_consecutive_seeds_and_the_ledger_only_grows(tmp_path):
-    record = jobs.new_record("j", JobSpec.from_options(seed=40), tmp_path)
+    record = new_record("j", JobSpec.from_options(seed=40), tmp_path)
     record.ensure_members(3)
     record.ensure_members(2)
     assert [(m.name, m.seed, m.state.value) for m in record.members] == [
@@ -88,21 +96,21 @@ def test_rerun_without_a_name_continues_the_newest_job_with_the_same_spec(ws, tm
     spec_a, spec_b = JobSpec.from_options(epochs=1), JobSpec.from_options(epochs=2)
     for name, spec, created in (("old", spec_a, "2026-01-01T00:00:00"), ("other", spec_b, "2026-01-02T00:00:00"),
                                 ("new", spec_a, "2026-01-03T00:00:00")):
-        record = jobs.new_record(name, spec, tmp_path)
+        record = new_record(name, spec, tmp_path)
         record.created = created
-        jobs.save_record(ws, record)
-    assert jobs.job_names(ws) == ["old", "other", "new"]
-    assert jobs.latest_job_with_spec(ws, spec_a) == "new"
-    assert jobs.latest_job_with_spec(ws, spec_b) == "other"
-    assert jobs.latest_job_with_spec(ws, JobSpec.from_options(epochs=3)) is None
+        save_record(ws, record)
+    assert job_names(ws) == ["old", "other", "new"]
+    assert latest_job_with_spec(ws, spec_a) == "new"
+    assert latest_job_with_spec(ws, spec_b) == "other"
+    assert latest_job_with_spec(ws, JobSpec.from_options(epochs=3)) is None
 
 
 def test_missing_job_is_a_clear_error(ws):
     with pytest.raises(JobError, match="no jobs in .*train one first"):
-        jobs.require_record(ws, None)
-    jobs.save_record(ws, jobs.new_record("a", JobSpec.from_options(), ws.home))
+        require_record(ws, None)
+    save_record(ws, new_record("a", JobSpec.from_options(), ws.home))
     with pytest.raises(JobError, match=r"no job named 'b' .*\(jobs: a\)"):
-        jobs.require_record(ws, "b")
+        require_record(ws, "b")
 
 
 def test_a_damaged_record_is_reported_with_its_path_and_other_jobs_keep_working(ws, tmp_path):
@@ -111,15 +119,15 @@ def test_a_damaged_record_is_reported_with_its_path_and_other_jobs_keep_working(
     from ensemble.cli import main
 
     for name, created in (("good", "2026-01-01T00:00:00"), ("bad", "2026-01-02T00:00:00")):
-        record = jobs.new_record(name, JobSpec.from_options(precision="float32"), tmp_path).ensure_members(1)
+        record = new_record(name, JobSpec.from_options(precision="float32"), tmp_path).ensure_members(1)
         record.created = created
-        jobs.save_record(ws, record)
-    bad = jobs.record_path(ws, "bad")
+        save_record(ws, record)
+    bad = record_path(ws, "bad")
     bad.write_text(bad.read_text()[:40])  # truncated, as a full disk or a kill mid-copy leaves it
-    assert jobs.job_names(ws) == ["good"]
-    assert jobs.require_record(ws, None).name == "good"
+    assert job_names(ws) == ["good"]
+    assert require_record(ws, None).name == "good"
     with pytest.raises(JobError, match=f"{bad}: the job record is damaged \\(JSONDecodeError"):
-        jobs.require_record(ws, "bad")
+        require_record(ws, "bad")
 
     def run(*args):
         return CliRunner().invoke(main, ["--home", str(ws.home), *args])  # click 8.2+: stdout and stderr apart

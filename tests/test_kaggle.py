@@ -9,9 +9,9 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from ensemble import competition
 from ensemble.cli import main
-from ensemble.competition import KaggleError, parse_submissions
+from ensemble.kaggle import competition
+from ensemble.kaggle.competition import KaggleError, parse_submissions
 
 HEADER = "fileName,date,description,status,publicScore,privateScore"
 STANDIN = textwrap.dedent('''\
@@ -171,7 +171,7 @@ def test_missing_cli_code_competitions_and_datasets_are_refused_up_front(blended
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = invoke(blended_home, "submit", "--job", "k")
     assert result.exit_code == 1 and "the kaggle CLI is not installed: pip install 'ensemble[kaggle]'" in result.output
-    from ensemble.formats import FORMATS
+    from ensemble.data.formats import FORMATS
 
     with pytest.raises(KaggleError, match="Kannada-MNIST is a code competition: Kaggle scores it only from a notebook"):
         competition.competition_for(FORMATS["kannada-mnist"], None)

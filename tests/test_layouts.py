@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ensemble import data
 from ensemble.cli import main
-from ensemble.formats import FORMATS, data_files
+from ensemble.data.formats import FORMATS, data_files
+from ensemble.data.sources import make_sample, sample_digits, write_kaggle_csvs
+from ensemble.data.tables import read_train_csv
 
 SIGN_LABELS = np.array([label for label in range(25) if label != 9])  # 24 letters: no J (9), no Z (25)
 
@@ -21,10 +22,10 @@ def write_layout(folder, name):
     label present in the first 300 rows."""
     fmt = FORMATS[name]
     if name != "sign-language-mnist":
-        return data.make_sample(folder, fmt=fmt)
-    images, _ = data.sample_digits()
+        return make_sample(folder, fmt=fmt)
+    images, _ = sample_digits()
     labels = SIGN_LABELS[np.random.default_rng(0).permutation(len(images)) % len(SIGN_LABELS)].astype(np.uint8)
-    return data.write_kaggle_csvs(folder, images[:4000], labels[:4000], images[4000:], labels[4000:], fmt)
+    return write_kaggle_csvs(folder, images[:4000], labels[:4000], images[4000:], labels[4000:], fmt)
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
@@ -63,17 +64,18 @@ def test_a_layout_goes_from_csv_to_a_checked_submission_and_predictions(name, tm
 
 def test_emnist_style_images_come_out_the_right_way_round_in_a_job(tmp_path, sample_dir):
     """No header, transposed storage: the job's arrays equal the original digits."""
-    from ensemble.jobs import job_arrays, load_record
-    from ensemble.runner import TrainRequest, prepare_job
-    from ensemble.workspace import Workspace
+    from ensemble.job.arrays import job_arrays
+    from ensemble.job.record import load_record
+    from ensemble.run.runner import TrainRequest, prepare_job
+    from ensemble.store.workspace import Workspace
 
     folder = tmp_path / "emnist"
-    data.make_sample(folder, fmt=FORMATS["emnist"])
+    make_sample(folder, fmt=FORMATS["emnist"])
     ws = Workspace.resolve(tmp_path / "home")
     prepare_job(ws, TrainRequest(n=1, data_dir=folder, job="e", limit_train=200, precision="float32"),
                 gpu_capabilities=[])
     arrays = job_arrays(ws, load_record(ws, "e"))
-    original = data.read_train_csv(sample_dir / "train.csv").images[:200]
+    original = read_train_csv(sample_dir / "train.csv").images[:200]
     seen = np.concatenate([arrays.x_train, arrays.x_val])[..., 0]
     assert sorted(map(bytes, seen)) == sorted(map(bytes, original))
 

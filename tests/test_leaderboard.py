@@ -1,7 +1,12 @@
 import numpy as np
 import pandas as pd
 
-from ensemble.leaderboard import COLUMNS, accuracy_by_members_blended, per_class_accuracy, rank_entries
+from ensemble.report.rank import (
+    COLUMNS,
+    accuracy_by_members_blended,
+    per_class_accuracy,
+    rank_entries,
+)
 
 
 def entry(model, kind, acc, loss, **extra):

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from ensemble.jobs import JobRecord, JobSpec, new_record
-from ensemble.ledger import LastRun, LedgerError, MemberEntry, MemberState
+from ensemble.job.ledger import LastRun, LedgerError, MemberEntry, MemberState
+from ensemble.job.record import JobRecord, new_record
+from ensemble.job.spec import JobSpec
 
 
 def member() -> MemberEntry:

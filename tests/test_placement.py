@@ -12,14 +12,32 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ensemble import jobs
 from ensemble.cli import main
-from ensemble.devices import PlacementError, Slot, list_gpus, parse_gpus, plan_slots, slot_environment
-from ensemble.ledger import MemberEntry, MemberState
-from ensemble.locks import LockHeld, PidLock, is_held, read_holder
-from ensemble.progress import (LiveReporter, MemberLine, Overview, PlainReporter, estimate_eta, format_duration,
-                               make_reporter)
-from ensemble.status import member_rows, shown_state
+from ensemble.job.errors import JobError
+from ensemble.job.ledger import MemberEntry, MemberState
+from ensemble.job.record import load_record, new_record
+from ensemble.job.spec import JobSpec
+from ensemble.run.devices import (
+    PlacementError,
+    Slot,
+    list_gpus,
+    parse_gpus,
+    plan_slots,
+    slot_environment,
+)
+from ensemble.run.progress import (
+    LiveReporter,
+    MemberLine,
+    Overview,
+    PlainReporter,
+    estimate_eta,
+    format_duration,
+    make_reporter,
+)
+from ensemble.run.status import member_rows, shown_state
+from ensemble.store import atomic
+from ensemble.store.locks import LockHeld, PidLock, is_held, read_holder
+from ensemble.store.workspace import Workspace
 
 TWO_GPUS = {0: 9.0, 1: 9.0}
 
@@ -117,9 +135,9 @@ def test_members_are_pinned_to_their_gpus_and_a_terminal_gets_a_live_view(tmp_pa
         [sys.executable, "-m", "ensemble.cli", "--home", str(home), "train", "--n", "2", "--gpus", "0,1",
          "--job", "pinned", "--data", str(sample_dir), "--epochs", "1", "--limit-train", "300"], env)
     assert code == 0, output
-    members = jobs.load_record(jobs.Workspace.resolve(home), "pinned").members
+    members = load_record(Workspace.resolve(home), "pinned").members
     assert [(m.state.value, m.device) for m in members] == [("done", "gpu:0"), ("done", "gpu:1")]
-    seen = [jobs.atomic.read_json(home / f"jobs/pinned/progress/member-0{i}.json") for i in (0, 1)]
+    seen = [atomic.read_json(home / f"jobs/pinned/progress/member-0{i}.json") for i in (0, 1)]
     assert [p["cuda_visible_devices"] for p in seen] == ["0", "1"]
     assert "member-00 (seed 0) starts on gpu:0" in output and "member-01 (seed 1) starts on gpu:1" in output
     assert "\x1b[1A" in output and "\x1b[2K" in output  # cursor up, erase line: redrawn in place
@@ -224,7 +242,7 @@ def test_shown_state_trusts_files_and_the_lock(state, complete, runner_alive, ex
 
 
 def test_status_rows_show_live_batches_for_running_members():
-    record = jobs.new_record("j", jobs.JobSpec.from_options(epochs=50, precision="float32"), Path("data"))
+    record = new_record("j", JobSpec.from_options(epochs=50, precision="float32"), Path("data"))
     record.members = [
         MemberEntry(0, "member-00", 0, MemberState.DONE, attempts=1, device="gpu:0", epoch=50, val_accuracy=0.9961,
                     started="s", ended="e"),
@@ -249,19 +267,19 @@ def test_status_rows_show_live_batches_for_running_members():
     ({"executor": "dask"}, "unknown executor 'dask'"),
 ])
 def test_impossible_runs_are_refused_before_anything_starts(ws, options, message):
-    from ensemble.runner import TrainRequest, make_executor
+    from ensemble.run.runner import TrainRequest, make_executor
 
-    with pytest.raises(jobs.JobError, match=message):
+    with pytest.raises(JobError, match=message):
         make_executor(ws, TrainRequest(n=1, data_dir=ws.data_dir, **options))
 
 
 def test_ray_members_ask_for_a_gpu_share_or_a_cpu():
-    from ensemble.executors import RAY_GPU, ray_slot
+    from ensemble.run.executors import RAY_GPU, ray_slot
 
     assert ray_slot(None, None, cluster_gpus=0) == Slot(None, 0, 1)
     assert ray_slot(None, 4, cluster_gpus=8) == Slot(RAY_GPU, 0, 4)
     assert ray_slot("cpu", None, cluster_gpus=8) == Slot(None, 0, 1)
-    with pytest.raises(jobs.JobError, match="with --executor ray, Ray chooses the GPUs"):
+    with pytest.raises(JobError, match="with --executor ray, Ray chooses the GPUs"):
         ray_slot("0,1", None, cluster_gpus=8)
-    with pytest.raises(jobs.JobError, match="the Ray cluster reports no GPUs"):
+    with pytest.raises(JobError, match="the Ray cluster reports no GPUs"):
         ray_slot("all", None, cluster_gpus=0)

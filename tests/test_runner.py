@@ -12,8 +12,8 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from ensemble.checkpoints import committed_epochs
 from ensemble.cli import main
+from ensemble.member.checkpoints import committed_epochs
 
 SLICE = ["--limit-train", "300", "--seed", "3", "--precision", "float32", "--no-tta"]  # TTA: test_cli, test_budget
 
@@ -195,8 +195,8 @@ def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_d
 def test_a_ray_cluster_that_refuses_the_drivers_token_is_named_as_an_authentication_failure():
     from ray.exceptions import AuthenticationError
 
-    from ensemble.executors import ray_start_error
-    from ensemble.jobs import JobError
+    from ensemble.job.errors import JobError
+    from ensemble.run.executors import ray_start_error
 
     for error in (AuthenticationError("Authentication token is missing or invalid"),
                   ConnectionError("Failed to connect to GCS: UNAUTHENTICATED: invalid auth token")):
@@ -215,7 +215,8 @@ def test_members_start_from_a_folder_that_holds_a_directory_named_ensemble(tmp_p
     decoy = tmp_path / "cwd" / "ensemble"
     decoy.mkdir(parents=True)
     (decoy / "__init__.py").write_text("raise ImportError('the decoy ensemble package was imported')\n")
-    (decoy / "train.py").write_text("raise SystemExit('the decoy train module ran')\n")
+    (decoy / "member").mkdir()
+    (decoy / "member" / "__main__.py").write_text("raise SystemExit('the decoy member module ran')\n")
     console_script = os.path.join(os.path.dirname(sys.executable), "ensemble")  # as a user runs it
     command = [console_script, *train_command(tmp_path / "home", sample_dir, "cwd", "--n", "1", "--epochs", "1")[3:]]
     result = subprocess.run(command, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300)

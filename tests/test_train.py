@@ -4,14 +4,23 @@ import keras
 import numpy as np
 import pytest
 
-from ensemble import train
-from ensemble.jobs import JobArrays, JobSpec, load_record, read_history
-from ensemble.outputs import ModelKind, finished_models, has_tta, read_metrics
-from ensemble.recipes import RECIPES
-from ensemble.runner import TrainRequest, prepare_job
-from ensemble.schedules import PLATEAU, plateau_rates, rates_per_epoch
-from ensemble.train import Deadline, ResumableReduceLROnPlateau
-from ensemble.workspace import Workspace
+from ensemble.job.arrays import JobArrays
+from ensemble.job.layout import read_history
+from ensemble.job.outputs import ModelKind, finished_models, has_tta, read_metrics
+from ensemble.job.record import load_record
+from ensemble.job.spec import JobSpec
+from ensemble.member import process
+from ensemble.member.callbacks.clock import current_learning_rate
+from ensemble.member.callbacks.commit import EpochCommit
+from ensemble.member.callbacks.deadline import Deadline
+from ensemble.member.callbacks.plateau import ResumableReduceLROnPlateau
+from ensemble.member.model import build_member_model, member_schedule
+from ensemble.member.predict import predict_probabilities
+from ensemble.member.process import _callbacks, train_member
+from ensemble.nets.recipes import RECIPES
+from ensemble.nets.schedules import PLATEAU, plateau_rates, rates_per_epoch
+from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.store.workspace import Workspace
 
 
 def _plateau_rates(values, cut=None):
@@ -28,8 +37,8 @@ def _plateau_rates(values, cut=None):
     callback, rates = fresh(1e-4, None), []
     for epoch, value in enumerate(values):
         if epoch == cut:
-            callback = fresh(train.current_learning_rate(callback.model), callback.counters())
-        rates.append(train.current_learning_rate(callback.model))
+            callback = fresh(current_learning_rate(callback.model), callback.counters())
+        rates.append(current_learning_rate(callback.model))
         callback.on_epoch_end(epoch, {"val_accuracy": value})
     return rates
 
@@ -66,9 +75,10 @@ def restore_dtype_policy():
 def test_each_precision_trains_a_member_model_on_cpu(precision, restore_dtype_policy):
     import numpy as np
 
-    from ensemble.data import sample_digits
-    from ensemble.jobs import JobArrays, JobSpec
-    from ensemble.train import build_member_model, fit_member_model
+    from ensemble.data.sources import sample_digits
+    from ensemble.job.arrays import JobArrays
+    from ensemble.job.spec import JobSpec
+    from ensemble.member.model import build_member_model, fit_member_model
 
     images, labels = sample_digits()
     order = np.random.default_rng(0).permutation(len(labels))[:160]
@@ -87,7 +97,7 @@ def test_each_precision_trains_a_member_model_on_cpu(precision, restore_dtype_po
 
 @pytest.fixture(scope="module")
 def slice_arrays():
-    from ensemble.data import sample_digits
+    from ensemble.data.sources import sample_digits
 
     images, labels = sample_digits()
     order = np.random.default_rng(0).permutation(len(labels))[:192]
@@ -98,7 +108,7 @@ def slice_arrays():
 @pytest.mark.parametrize("recipe", [pytest.param(name, marks=[pytest.mark.jax] if name in ("cnn11", "deotte") else [])
                                     for name in RECIPES])
 def test_every_recipe_trains_an_epoch_on_a_slice(recipe, slice_arrays, restore_dtype_policy):
-    from ensemble.train import build_member_model, fit_member_model
+    from ensemble.member.model import build_member_model, fit_member_model
 
     spec = JobSpec.from_options(recipe=recipe, epochs=1, precision="float32")
     model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
@@ -117,8 +127,8 @@ def _interrupt_at(monkeypatch, epoch):
             if current == epoch:
                 raise Killed
 
-    original = train._callbacks
-    monkeypatch.setattr(train, "_callbacks", lambda *args, **kwargs: [KillAt(), *original(*args, **kwargs)])
+    original = _callbacks
+    monkeypatch.setattr(process, "_callbacks", lambda *args, **kwargs: [KillAt(), *original(*args, **kwargs)])
 
 
 def finished_snapshots(ws, job, index):
@@ -138,10 +148,10 @@ def _train_killed_then_resumed(ws, monkeypatch, kill_at):
     with monkeypatch.context() as patched:
         _interrupt_at(patched, kill_at)
         with pytest.raises(Killed):
-            train.train_member(ws, "j", 0)
+            train_member(ws, "j", 0)
     history_before = read_history(ws.member_dir("j", 0) / "history.csv")
     assert len(history_before) == kill_at and (ws.member_dir("j", 0) / "backup").is_dir()
-    train.train_member(ws, "j", 0)
+    train_member(ws, "j", 0)
     return read_history(ws.member_dir("j", 0) / "history.csv")
 
 
@@ -149,7 +159,7 @@ def _expected_rates(ws, history):
     spec = load_record(ws, "j").spec
     if spec.schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
         return plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
-    return rates_per_epoch(train.member_schedule(spec, read_metrics(ws.member_dir("j", 0))["n_train"]))
+    return rates_per_epoch(member_schedule(spec, read_metrics(ws.member_dir("j", 0))["n_train"]))
 
 
 @pytest.mark.parametrize("schedule, snapshots", [
@@ -160,7 +170,7 @@ def test_a_member_killed_at_each_step_of_the_epoch_end_resumes_exactly_every_tim
     """One member's life with a kill at every step of the epoch-end sequence in turn: at step k of epoch k's
     end, then a resume. The member's learning rates, history, kept epoch and snapshots are those of an
     uninterrupted run, each resume's log names the epoch Keras really resumes after, nothing is left over."""
-    steps = train.EpochCommit.STEPS
+    steps = EpochCommit.STEPS
     ws = _job(tmp_path, sample_dir, schedule=schedule, snapshots=snapshots, epochs=len(steps) + 1,
               learning_rate=1e-3, limit_train=96)
     kills = {epoch: step for epoch, step in enumerate(steps)}  # epoch index -> the step its end is killed at
@@ -172,10 +182,10 @@ def test_a_member_killed_at_each_step_of_the_epoch_end_resumes_exactly_every_tim
 
     resumed_after = []
     with monkeypatch.context() as patched:
-        patched.setattr(train.EpochCommit, "after_step", kill)
+        patched.setattr(EpochCommit, "after_step", kill)
         for attempt in range(len(steps) + 1):
             try:
-                train.train_member(ws, "j", 0)
+                train_member(ws, "j", 0)
                 break
             except Killed:
                 pass
@@ -205,7 +215,7 @@ def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sa
     spec = load_record(ws, "j").spec
     n_train = read_metrics(ws.member_dir("j", 0))["n_train"]
     assert [row["learning_rate"] for row in history] == pytest.approx(
-        rates_per_epoch(train.member_schedule(spec, n_train)), rel=1e-5)
+        rates_per_epoch(member_schedule(spec, n_train)), rel=1e-5)
     assert finished_snapshots(ws, "j", 0) == ["member-00-snap1", "member-00-snap2"]
     for cycle, name in enumerate(finished_snapshots(ws, "j", 0), 1):
         metrics = read_metrics(ws.model_dir("j", name))
@@ -216,12 +226,12 @@ def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sa
 
 
 def test_test_time_augmentation_is_deterministic(slice_arrays, restore_dtype_policy):
-    from ensemble.augment import TTA_VIEWS, tta_view
+    from ensemble.nets.augment import TTA_VIEWS, tta_view
 
     spec = JobSpec.from_options(recipe="seed004", epochs=1, precision="float32")
-    model = train.build_member_model(spec, seed=0, n_train=160)
-    first = train.predict_probabilities(model, slice_arrays.x_val, tta=True)
-    second = train.predict_probabilities(model, slice_arrays.x_val, tta=True)
+    model = build_member_model(spec, seed=0, n_train=160)
+    first = predict_probabilities(model, slice_arrays.x_val, tta=True)
+    second = predict_probabilities(model, slice_arrays.x_val, tta=True)
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
     assert not np.array_equal(first[0], first[1])  # the views change the answer, a little
     assert np.allclose(first[1].sum(axis=1), 1.0, atol=1e-5)

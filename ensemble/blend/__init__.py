@@ -1,0 +1,1 @@
+"""The blend stage: blend methods, `ensemble blend`, `ensemble predict` and the baselines."""

@@ -1,0 +1,142 @@
+"""`ensemble blend`: a job's finished models, read through the one artifact check, blended into checked
+submissions, recorded in blends.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..data.tables import file_sha256
+from ..job.errors import JobError
+from ..job.ledger import MemberState
+from ..job.outputs import (
+    JobModels,
+    ModelKind,
+    ensemble_models,
+    finished_models,
+    has_tta,
+    load_probs,
+    survey_models,
+)
+from ..job.record import now, require_record
+from ..job.records import record_blend
+from ..job.spec import resume_command
+from ..job.split import load_split
+from ..kaggle.submission import job_submission_layout, write_submission
+from ..nets.metrics import accuracy
+from .methods import ModelOutputs, get_blend_method
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    from ..job.record import JobRecord
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    job: str
+    method: str
+    members: list[str]
+    weights: list[float]
+    val_accuracy: float
+    val_logloss: float
+    member_val_accuracy: dict[str, float]
+    paths: list[Path]
+    tta: bool = False                          # the submission came from test-time augmented outputs
+    other_val_accuracy: float | None = None    # the same blend the other way (without TTA, or with it)
+
+    @property
+    def best_member(self) -> tuple[str, float]:
+        return max(self.member_val_accuracy.items(), key=lambda item: item[1])
+
+    @property
+    def mean_member_accuracy(self) -> float:
+        return float(np.mean(list(self.member_val_accuracy.values())))
+
+
+def default_blend_names(ws, record: JobRecord) -> list[str]:
+    """The CNN models a plain `ensemble blend` averages (outputs.ensemble_models)."""
+    return ensemble_models(finished_models(ws, record))
+
+
+def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta: bool = False,
+                 survey: JobModels | None = None) -> ModelOutputs:
+    """Saved probabilities of the job's ensemble (default) or of the named models; with tta, the test-time
+    augmented outputs of every model that has them. Only models whose files passed the checks are read."""
+    survey = survey or survey_models(ws, record)
+    models = survey.finished
+    available = [model.name for model in models]
+    if only is None and not any(model.kind is not ModelKind.BASELINE for model in models):
+        raise JobError(f"job {record.name!r} has no finished members yet; "
+                       f"run `ensemble train --job {record.name}` first")
+    damaged = [f"{name}: {survey.damaged[name]}" for name in only or () if name in survey.damaged]
+    if damaged:
+        raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record.name}` rebuilds a "
+                       "member's outputs; `ensemble baselines` a baseline's")
+    missing = [name for name in only or () if name not in available]
+    if missing:
+        raise JobError(f"job {record.name!r} has no finished {', '.join(map(repr, missing))} "
+                       f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
+    names = list(only) if only else ensemble_models(models)
+    dirs = [ws.model_dir(record.name, name) for name in names]
+    probs = [load_probs(d, tta) for d in dirs]
+    return ModelOutputs(names, np.stack([val for val, _ in probs]), np.stack([test for _, test in probs]),
+                        tta and any(has_tta(d) for d in dirs))
+
+
+def unfinished_members(record: JobRecord, survey: JobModels) -> list[str]:
+    """'member-03 (running)' for each ledger member whose files are not finished, whatever the ledger says;
+    'member-03 (damaged: <file>: <what>)' for one whose files, or its snapshots' files, fail their checks."""
+    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
+    unfinished = []
+    for member in record.members:
+        name = member.name
+        faults = [survey.damaged[model] for model in survey.damaged
+                  if model == name or model.startswith(f"{name}-snap")]
+        if faults:
+            unfinished.append(f"{name} (damaged: {faults[0]})")
+        elif name not in finished:
+            unfinished.append(f"{name} ({'pending' if member.state is MemberState.DONE else member.state.value})")
+    return unfinished
+
+
+def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
+              only: tuple[str, ...] | None = None, allow_partial: bool = False,
+              tta: bool | None = None) -> BlendResult:
+    """Blend a job's finished members (their snapshots, where they have them) or the models named in
+    `only`; write a file named after what produced it, submissions/<job>-<method>[-tta][-<names>].csv, and
+    the submission (default submissions/submission.csv, always the latest); blends.json records which is which. tta None: test-time augmented outputs when the job made them.
+
+    A job with unfinished members is refused unless allow_partial: a blend of 3 of 10 members submitted
+    by mistake costs a Kaggle submission."""
+    blender = get_blend_method(method)
+    record = require_record(ws, job)
+    spec = record.spec
+    tta = spec.tta if tta is None else tta
+    survey = survey_models(ws, record)  # every input checked before anything is blended or written
+    unfinished = unfinished_members(record, survey) if only is None else []
+    if unfinished and not allow_partial:
+        finished = len(record.members) - len(unfinished)
+        raise JobError(f"job {record.name!r} has {len(unfinished)} unfinished of {len(record.members)} "
+                       f"members: {', '.join(unfinished)}. Finish them with `{resume_command(record)}` "
+                       f"(`ensemble status --job {record.name}` shows where they are), or blend the "
+                       f"{finished} finished ones with --allow-partial.")
+    outputs = load_outputs(ws, record, only, tta, survey)
+    y_val = load_split(ws, record)["val_labels"]
+    blended = blender.blend(outputs, y_val, spec.seed)
+    other = load_outputs(ws, record, only, not outputs.tta, survey)
+    other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
+    test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
+    layout = job_submission_layout(ws, record)
+    copy_name = f"{record.name}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
+    targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
+    paths = [write_submission(target, test_labels, layout) for target in targets]
+    record_blend(ws, record.name, {"method": method, "models": outputs.names, "tta": outputs.tta,
+                                      "weights": [float(w) for w in blended.weights],
+                                      "val_accuracy": blended.val_accuracy, "files": [str(p) for p in paths],
+                                      "sha256": file_sha256(paths[0]),
+                                      "written": now()})
+    return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
+                       blended.val_accuracy, blended.val_logloss,
+                       {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
+                       outputs.tta, other_accuracy)

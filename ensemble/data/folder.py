@@ -1,0 +1,47 @@
+"""A data folder as the job reads it: its layout (named or detected), its train and test tables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..store.workspace import Workspace
+from .formats import FormatError, TaskFormat, data_files, detect_format, get_format
+from .tables import DataError, read_test_csv, read_train_csv
+
+
+def resolve_format(data_dir: Path, name: str | None = None) -> TaskFormat:
+    """The layout a data folder is read as: the one named, else the one its files and headers show."""
+    data_dir = Path(data_dir)
+    try:
+        if name is not None:
+            return get_format(name)
+        if not data_dir.is_dir() or not any(data_dir.glob("*.csv")):
+            raise DataError(f"{data_dir}: no train.csv (make one with `ensemble data sample --out {data_dir}` "
+                            "or put Kaggle's train.csv and test.csv there)")
+        return detect_format(data_dir)
+    except FormatError as error:
+        raise DataError(str(error)) from None
+
+
+def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None, fmt: TaskFormat | None = None):
+    """The train and test CSV of a data folder (train's first limit_train rows when given), through the cache."""
+    fmt = fmt or resolve_format(data_dir)
+    try:
+        train_path, test_path = data_files(fmt, data_dir)
+    except FormatError as error:
+        raise DataError(str(error)) from None
+    for path in (train_path, test_path):
+        if not path.is_file():
+            raise DataError(f"{Path(data_dir)}: no {path.name}, which the {fmt.name} layout needs beside "
+                            f"{train_path.name if path == test_path else test_path.name}")
+    train = read_train_csv(train_path, ws.cache_dir, fmt, limit=limit_train)  # only the rows it uses
+    test = read_test_csv(test_path, ws.cache_dir, fmt)
+    return train, test
+
+def class_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
+    """Labels as positions in the sorted classes; -1 for a label outside them."""
+    classes_array = np.asarray(classes)
+    positions = np.clip(np.searchsorted(classes_array, labels), 0, len(classes_array) - 1)
+    return np.where(classes_array[positions] == labels, positions, -1).astype(np.int64)
+

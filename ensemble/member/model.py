@@ -1,0 +1,59 @@
+"""A member's net as it trains: seeded and compiled under the job's precision, its schedule sized to its
+rows, fitted on whole arrays (augmentation in the graph) or through the legacy generator."""
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import platform
+
+import keras
+import numpy as np
+
+from ..job.spec import JobSpec
+from ..nets.architectures import build_model, compile_model
+from ..nets.augment import legacy_idg_flow
+from ..nets.schedules import Schedule, optimizer_rate
+
+MONITOR = "val_accuracy"
+
+
+def runtime_description() -> dict:
+    backend = keras.backend.backend()
+    backend_package = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend)
+    versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": np.__version__}
+    try:
+        versions[backend_package] = importlib.metadata.version(backend_package)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    devices = keras.distribution.list_devices() or []
+    accelerators = [device for device in devices if not device.lower().startswith("cpu")]
+    return {"backend": backend, "device": accelerators[0] if accelerators else "cpu",
+            "visible_devices": devices, "host": platform.node(), "versions": versions}
+
+
+def steps_per_epoch(spec: JobSpec, n_train: int) -> int:
+    return math.ceil(n_train / spec.batch_size)
+
+
+def member_schedule(spec: JobSpec, n_train: int) -> Schedule:
+    return Schedule(spec.schedule, spec.learning_rate, spec.epochs, steps_per_epoch(spec, n_train), spec.snapshots)
+
+
+def build_member_model(spec: JobSpec, seed: int, n_train: int):
+    """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
+    keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy(spec.precision)
+    model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
+    return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)))
+
+
+def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0):
+    """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator."""
+    if spec.augment == "legacy-idg":
+        return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
+                         epochs=spec.epochs, initial_epoch=initial_epoch, validation_data=(arrays.x_val, arrays.y_val),
+                         callbacks=callbacks, verbose=0)
+    return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
+                     epochs=spec.epochs, initial_epoch=initial_epoch,
+                     validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
+                     shuffle=True, callbacks=callbacks, verbose=0)

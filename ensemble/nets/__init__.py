@@ -1,0 +1,1 @@
+"""The nets stage: architectures, recipes, learning-rate schedules, augmentation, precision, scoring."""

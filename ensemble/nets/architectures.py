@@ -1,0 +1,163 @@
+"""Named network builders: every net of the seed notebooks and Deotte's, as published.
+
+Every model takes raw pixels (batch, 28, 28, 1) in 0..255 and ends in a softmax over the job's classes
+(formats.py: they come from the training labels), so a saved
+`.keras` file predicts from a CSV row with no preprocessing outside it. How each net was trained is its
+recipe (recipes.py). Keras is imported inside the builders: the registry itself is read by commands
+(blend, check, the job ledger) that never build a model and should not pay for loading a backend.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..data.formats import SIDE
+from .recipes import NO_AUGMENTATION, Augmentation
+
+INPUT_SHAPE = (SIDE, SIDE, 1)
+
+
+def _softmax_output(n_classes: int):
+    from keras import layers
+
+    # float32 even under a mixed-precision policy: softmax and the loss need the range (Keras' own advice)
+    return layers.Dense(n_classes, activation="softmax", dtype="float32")
+
+
+def _cnn11(n_classes: int) -> list:
+    from keras import layers
+
+    def conv(filters):
+        return layers.Conv2D(filters, 3, padding="same", activation="relu")
+
+    return [
+        conv(32), conv(32), conv(32), layers.MaxPooling2D(),
+        conv(64), conv(64), conv(64), layers.MaxPooling2D(),
+        conv(128), conv(128), conv(128),
+        layers.Flatten(), layers.Dropout(0.2),
+        layers.Dense(128, activation="relu"),
+        _softmax_output(n_classes),
+    ]
+
+
+def _bn_cnn(n_classes: int) -> list:
+    from keras import layers
+
+    def block(filters):
+        return [
+            layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+            layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
+            layers.Conv2D(filters, 5, strides=2, padding="same", activation="relu"),
+            layers.BatchNormalization(), layers.Dropout(0.4),
+        ]
+
+    return [
+        *block(32), *block(64),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.BatchNormalization(), layers.Dropout(0.4),
+        _softmax_output(n_classes),
+    ]
+
+
+def _keras_mnist(n_classes: int) -> list:
+    from keras import layers
+
+    return [
+        layers.Conv2D(32, 3, activation="relu"),
+        layers.Conv2D(64, 3, activation="relu"),
+        layers.MaxPooling2D(), layers.Dropout(0.25),
+        layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.5),
+        _softmax_output(n_classes),
+    ]
+
+
+def _deotte(n_classes: int) -> list:
+    """Deotte's "25 Million Images" net: two 3x3 convs then a strided 5x5 in place of pooling, BN, dropout 0.4."""
+    from keras import layers
+
+    def conv_bn(filters, size, **kwargs):
+        return [layers.Conv2D(filters, size, activation="relu", **kwargs), layers.BatchNormalization()]
+
+    def block(filters):
+        return [*conv_bn(filters, 3), *conv_bn(filters, 3), *conv_bn(filters, 5, strides=2, padding="same"),
+                layers.Dropout(0.4)]
+
+    return [*block(32), *block(64), *conv_bn(128, 4), layers.Flatten(), layers.Dropout(0.4), _softmax_output(n_classes)]
+
+
+def _seed001(n_classes: int) -> list:
+    """Seed 001's final net; its Dense(128) comes before Flatten, so it acts per position (as published)."""
+    from keras import layers
+
+    return [
+        layers.Conv2D(64, 5, activation="relu"), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.2), layers.Flatten(), _softmax_output(n_classes),
+    ]
+
+
+def _seed004(n_classes: int) -> list:
+    from keras import layers
+
+    return [
+        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Dropout(0.2), layers.Flatten(),
+        layers.Dense(128, activation="relu"), layers.Dropout(0.2),
+        _softmax_output(n_classes),
+    ]
+
+
+NETS: dict[str, Callable[[int], list]] = {
+    "cnn11": _cnn11, "deotte": _deotte, "bn_cnn": _bn_cnn, "keras_mnist": _keras_mnist,
+    "seed001": _seed001, "seed004": _seed004,
+}
+
+
+def net_body(name: str, n_classes: int) -> list:
+    if name not in NETS:
+        raise KeyError(f"unknown net {name!r}; choose one of {', '.join(NETS)}")
+    return NETS[name](n_classes)
+
+
+def build_network(name: str, n_classes: int):
+    """The bare architecture on 0..1 inputs, as published (for parameter counts and inspection)."""
+    import keras
+
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *net_body(name, n_classes)], name=name)
+
+
+def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGMENTATION, seed: int | None = None):
+    """The trainable model: raw 0..255 pixels -> scale -> augmentation (training only) -> the network."""
+    import keras
+    from keras import layers
+
+    from .augment import augmentation_layers
+
+    return keras.Sequential([
+        keras.Input(INPUT_SHAPE),
+        layers.Rescaling(1.0 / 255, name="scale_to_unit"),
+        *augmentation_layers(augmentation, seed),
+        *net_body(name, n_classes),
+    ], name=name)
+
+
+OPTIMIZERS = ("adam", "adadelta", "rmsprop")
+
+
+def make_optimizer(name: str, learning_rate):
+    """learning_rate: a float, or a keras LearningRateSchedule (schedules.optimizer_rate)."""
+    import keras
+
+    optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
+                  "rmsprop": keras.optimizers.RMSprop}
+    return optimizers[name](learning_rate=learning_rate)
+
+
+def compile_model(model, optimizer: str, learning_rate):
+    import keras
+
+    # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                  metrics=["accuracy"])
+    return model

@@ -1,0 +1,1 @@
+"""The report stage: the leaderboard's ranking, plots and renderings."""

@@ -1,0 +1,185 @@
+"""The leaderboard: blends, members and baselines of a job ranked on the same validation split.
+
+Ranking and the plot data are pure (entries and arrays in, DataFrames and arrays out); `write_report` is
+the one place that reads a job's outputs and writes submissions/<job>/leaderboard.{md,csv,html}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..blend.blending import load_outputs
+from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
+from ..job.arrays import job_test_labels
+from ..job.errors import JobError
+from ..job.outputs import ModelKind, survey_models
+from ..job.record import require_record
+from ..job.records import read_blend_records, read_submission_records
+from ..job.split import load_split
+from ..nets.metrics import accuracy
+from ..store import atomic
+from .plots import (
+    plot_confusion,
+    plot_learning_curves,
+    plot_members_curve,
+    plot_per_class,
+)
+from .rank import (
+    accuracy_by_members_blended,
+    blend_entries,
+    per_class_accuracy,
+    rank_entries,
+    read_entry,
+)
+from .render import render_html, render_markdown
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    from ..job.record import JobRecord
+
+
+@dataclass(frozen=True)
+class Report:
+    job: str
+    frame: pd.DataFrame
+    greedy_weights: dict[str, float]
+    paths: dict[str, Path]
+    damaged: dict[str, str] = field(default_factory=dict)  # model -> what is wrong with its files
+
+
+def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
+    """Each model's member's history.csv: a snapshot is a moment of its member's run, shown once as that run."""
+    members = dict.fromkeys(name.split("-snap")[0] for name in names)
+    paths = {name: ws.model_dir(job, name) / "history.csv" for name in members}
+    return {name: pd.read_csv(path).drop_duplicates("epoch", keep="last") for name, path in paths.items()
+            if path.is_file()}
+
+
+def write_report(ws, job: str | None = None) -> Report:
+    """Rank every finished model of a job and write the report files; returns what it wrote."""
+    record = require_record(ws, job)
+    name = record.name
+    seed = record.spec.seed
+    y_val = load_split(ws, record)["val_labels"]
+    survey = survey_models(ws, record)  # every model's files checked once; the damaged ones are left out, named
+    models = survey.finished
+    baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]
+    cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE]
+    if not cnn_names and not baselines:
+        raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
+                       f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
+    y_test = job_test_labels(ws, record)
+    cnn_entries = [read_entry(ws, name, n) for n in cnn_names]
+    baseline_entries = [read_entry(ws, name, b) for b in baselines]
+    if y_test is not None:  # a labelled test file: every model's test accuracy beside its validation accuracy
+        everything = load_outputs(ws, record, tuple(cnn_names + baselines), survey=survey)
+        for entry, test_probs in zip(cnn_entries + baseline_entries, everything.test_probs):
+            entry["test_accuracy"] = accuracy(test_probs, y_test)
+    members = load_outputs(ws, record, survey=survey) if cnn_names else None
+    augmented = load_outputs(ws, record, tta=True, survey=survey) if members else None
+    augmented = augmented if augmented is not None and augmented.tta else None
+    blends, weights = blend_entries(members, augmented, [e for e in cnn_entries if e["model"] in members.names],
+                                    y_val, seed, y_test) if members else ([], {})
+    scored = kaggle_scores(ws, name)
+    for row in blends:
+        score = scored.get(row["model"])
+        if score is not None:
+            row["note"] += f"; public {score:.5f}"
+    frame = rank_entries(blends + cnn_entries + baseline_entries)
+    shown = submitted_blend(ws, record, y_val, survey) if members else None
+    figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey)
+    notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
+    if survey.damaged:
+        notes.append(damaged_note(survey.damaged, name))
+    if members is not None:
+        notes.append(f"blends average {len(members.names)} models: " + ", ".join(members.names)
+                     + (" (each member's snapshots stand in for it)" if any("-snap" in n for n in members.names) else ""))
+    if y_test is not None:
+        notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file, which no model trained "
+                     "or was chosen on.")
+    if augmented is not None:
+        notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
+                     "(augment.TTA_VIEWS), averaged; ranking uses plain validation accuracy.")
+    if weights:
+        notes += [f"blend-greedy: Caruana ensemble selection ({GREEDY_ROUNDS} rounds, with replacement, on log-loss); its "
+                  "validation scores are cross-fitted (weights fitted on one half of the validation rows, "
+                  "scored on the other, both ways), never scored on the rows its weights were fitted to.",
+                  "greedy weights (fitted on all validation rows, used for a greedy submission): "
+                  + ", ".join(f"{n} {w:.2f}" for n, w in weights.items() if w)]
+    for entry in read_submission_records(ws, name):
+        origin = (f"blend-{entry.blend['method']}{' with TTA' if entry.blend['tta'] else ''}, val accuracy "
+                  f"{entry.blend['val_accuracy']:.4f}" if entry.blend else "not written by `ensemble blend`")
+        score = f"public {entry.public_score:.5f}" if entry.public_score is not None else entry.status
+        notes.append(f"Kaggle submission {entry.submitted}: {Path(entry.file).name} ({origin}) to "
+                     f"{entry.competition}: {score}")
+    if not baselines:
+        notes.append("no baselines yet: `ensemble baselines` adds KNN, decision tree and random forest.")
+    if not members:
+        notes.append("no CNN members yet: `ensemble train` adds them, and the blends with them.")
+    out = ws.report_dir(name)
+    paths = {
+        "md": atomic.write_text(out / "leaderboard.md", f"# Leaderboard: job {name}\n\n{render_markdown(frame)}\n\n"
+                                + "\n".join(f"- {note}" for note in notes) + "\n"),
+        "csv": atomic.write_text(out / "leaderboard.csv", frame.to_csv(index=False)),
+        "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
+    }
+    return Report(name, frame, weights, paths, survey.damaged)
+
+
+def damaged_note(damaged: dict[str, str], job: str) -> str:
+    return ("damaged, left out: " + "; ".join(f"{model} ({problem})" for model, problem in damaged.items())
+            + f". `ensemble train --job {job}` makes a member's outputs again; `ensemble baselines` a baseline's.")
+
+
+def kaggle_scores(ws, job: str) -> dict[str, float]:
+    """The latest public score of each blend row (blend-mean, ...) that was submitted and scored."""
+    scores = {}
+    for entry in read_submission_records(ws, job):
+        if entry.blend and entry.public_score is not None:
+            scores[f"blend-{entry.blend['method']}"] = entry.public_score
+    return scores
+
+
+def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None) -> tuple[str, np.ndarray] | None:
+    """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
+    submission = str(ws.submissions_dir / "submission.csv")
+    latest = next((entry for entry in reversed(read_blend_records(ws, record.name))
+                   if submission in entry.get("files", [])), None)
+    if latest is None:
+        return None
+    try:
+        outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"], survey)
+    except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
+        return None
+    blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, record.spec.seed)
+    return f"blend-{latest['method']}{' with TTA' if latest['tta'] else ''} (in submission.csv)", blended.val_probs
+
+
+def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
+                   seed: int, shown: tuple[str, np.ndarray] | None = None, survey=None) -> dict[str, tuple[str, bytes]]:
+    """The report's plots, each as (caption, PNG); member plots only when there are members. The confusion
+    matrix and per-class plot show the blend in submissions/submission.csv (`shown`), else the mean blend."""
+
+
+    spec = record.spec
+    class_names = [spec.format.class_name(label) for label in spec.classes]
+    figures = {}
+    if members is not None:
+        label, mean_blend = shown or ("blend-mean", members.val_probs.mean(axis=0))
+        figures["confusion"] = (f"Confusion matrix of {label} (validation)",
+                                plot_confusion(y_val, mean_blend, f"{label}, validation", class_names))
+        figures["members"] = ("Validation accuracy vs number of members blended",
+                              plot_members_curve(accuracy_by_members_blended(members.val_probs, y_val, seed=seed)))
+        figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
+                             plot_learning_curves(read_histories(ws, record.name, members.names)))
+    if members is not None and baselines:
+        others = load_outputs(ws, record, tuple(baselines), survey=survey)
+        best = int(np.argmax([accuracy(p, y_val) for p in others.val_probs]))
+        figures["classes"] = (f"Per-class accuracy: {label} vs the best baseline ({others.names[best]})",
+                              plot_per_class(per_class_accuracy(mean_blend, y_val),
+                                             per_class_accuracy(others.val_probs[best], y_val), others.names[best],
+                                             class_names, label))
+    return figures

@@ -1,0 +1,87 @@
+"""Ranking and the numbers behind the plots: pure functions of entries and arrays."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..blend.methods import BLEND_METHODS, ModelOutputs
+from ..job.outputs import read_metrics
+from ..nets.metrics import accuracy
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    pass
+
+
+COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss", "fit_s",
+           "predict_ms_per_1k", "params", "seed", "epochs", "note"]
+RANDOM_ORDERS = 20
+
+
+def rank_entries(entries: list[dict]) -> pd.DataFrame:
+    """Rows sorted by validation accuracy (higher first), ties by log-loss (lower first), then by name."""
+    frame = pd.DataFrame(entries, columns=COLUMNS[1:])
+    frame = frame.sort_values(["val_accuracy", "val_logloss", "model"], ascending=[False, True, True],
+                              kind="mergesort").reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def model_entry(name: str, metrics: dict) -> dict:
+    stopped = metrics.get("stopped_early")
+    return {"model": name, "kind": metrics.get("kind", "member"), "val_accuracy": metrics["val_accuracy"],
+            "val_acc_tta": metrics.get("val_accuracy_tta"), "test_accuracy": None,
+            "val_logloss": metrics["val_logloss"], "fit_s": metrics.get("fit_seconds"),
+            "predict_ms_per_1k": metrics.get("predict_ms_per_1k"), "params": metrics.get("params"),
+            "seed": metrics.get("seed"), "epochs": metrics.get("epochs"),
+            "note": f"stopped early at epoch {metrics['epochs']}/{metrics.get('epochs_planned', '?')} (time limit)"
+            if stopped else ""}
+
+
+def read_entry(ws, job: str, name: str) -> dict:
+    return model_entry(name, read_metrics(ws.model_dir(job, name)))
+
+
+def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_entries: list[dict],
+                  y_val: np.ndarray, seed: int, y_test: np.ndarray | None = None) -> tuple[list[dict], dict[str, float]]:
+    """A row per blend method (weighted ones only with two or more models; their validation scores
+    cross-fitted), without and, where the models have TTA outputs, with test-time augmentation; returns
+    them with the greedy weights of the plain outputs."""
+    costs = {key: sum(entry[key] or 0 for entry in member_entries)
+             for key in ("fit_s", "predict_ms_per_1k", "params")}
+    rows, weights = [], {}
+    for method in BLEND_METHODS.values():
+        if method.name != "mean" and len(plain.names) < 2:
+            continue
+        blended = method.blend(plain, y_val, seed)
+        with_tta = method.blend(augmented, y_val, seed).val_accuracy if augmented is not None else None
+        rows.append({"model": f"blend-{method.name}", "kind": "blend", "val_accuracy": blended.val_accuracy,
+                     "val_acc_tta": with_tta,
+                     "test_accuracy": accuracy(blended.test_probs, y_test) if y_test is not None else None,
+                     "val_logloss": blended.val_logloss, **costs, "seed": None,
+                     "epochs": None, "note": f"{len(plain.names)} models"})
+        if method.name == "greedy":
+            weights = {name: float(w) for name, w in zip(plain.names, blended.weights)}
+    return rows, weights
+
+
+def accuracy_by_members_blended(val_probs: np.ndarray, y_val: np.ndarray, orders: int = RANDOM_ORDERS,
+                                seed: int = 0) -> pd.DataFrame:
+    """Mean-blend accuracy of the first m members, m = 1..M: in job order, and min/mean/max over random orders."""
+    def curve(order):
+        running = np.cumsum(val_probs[order], axis=0)
+        return [accuracy(running[m], y_val) for m in range(len(order))]
+
+    rng = np.random.default_rng(seed)
+    shuffled = np.array([curve(rng.permutation(len(val_probs))) for _ in range(orders)])
+    return pd.DataFrame({"members": np.arange(1, len(val_probs) + 1), "in_order": curve(np.arange(len(val_probs))),
+                         "random_min": shuffled.min(axis=0), "random_mean": shuffled.mean(axis=0),
+                         "random_max": shuffled.max(axis=0)})
+
+
+def per_class_accuracy(probs: np.ndarray, y_val: np.ndarray) -> np.ndarray:
+    """Accuracy on the rows of each class (one per softmax column); NaN for a class with no rows."""
+    predicted = np.argmax(probs, axis=1)
+    return np.array([np.mean(predicted[y_val == c] == c) if np.any(y_val == c) else np.nan
+                     for c in range(probs.shape[1])])

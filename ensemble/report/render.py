@@ -1,0 +1,61 @@
+"""The leaderboard as text: a terminal table, Markdown and a self-contained HTML page."""
+from __future__ import annotations
+
+import base64
+import html
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from ..run.view import render_frame
+from .rank import COLUMNS
+
+if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+    pass
+
+
+FORMATS = ("table", "md", "csv", "html")
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame.copy()
+    for column, digits in (("val_accuracy", 4), ("val_acc_tta", 4), ("test_accuracy", 4), ("val_logloss", 4), ("fit_s", 1),
+                           ("predict_ms_per_1k", 1)):
+        shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
+    for column in ("params", "seed", "epochs"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{int(v):,}")
+    return shown
+
+
+def render_table(frame: pd.DataFrame, title: str = "") -> str:
+    return render_frame(display_frame(frame)[COLUMNS], title, text_columns=("model", "kind", "note"))
+
+
+def render_markdown(frame: pd.DataFrame) -> str:
+    return display_frame(frame).to_markdown(index=False, disable_numparse=True,
+                                            colalign=["right", "left", "left"] + ["right"] * 9 + ["left"])
+
+
+def render_html(job: str, frame: pd.DataFrame, figures: dict[str, tuple[str, bytes]], notes: list[str]) -> str:
+    images = "\n".join(
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+        for title, png in figures.values())
+    notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    table = display_frame(frame).to_html(index=False, border=0, classes="board")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>ensemble leaderboard: {html.escape(job)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table.board {{ border-collapse: collapse; }} table.board th, table.board td {{ padding: .3rem .7rem; }}
+table.board td {{ text-align: right; font-variant-numeric: tabular-nums; }}
+table.board td:nth-child(2), table.board td:nth-child(3) {{ text-align: left; }}
+table.board tr:nth-child(even) {{ background: #f3f5f8; }} table.board th {{ border-bottom: 2px solid #999; }}
+figure {{ display: inline-block; margin: 1rem; vertical-align: top; }} figcaption {{ text-align: center; }}
+</style></head><body>
+<h1>Leaderboard: job {html.escape(job)}</h1>
+{table}
+<ul>{notes_html}</ul>
+{images}
+</body></html>
+"""

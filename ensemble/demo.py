@@ -13,7 +13,8 @@ from .job.record import require_record
 from .nets.metrics import accuracy
 from .report.leaderboard import write_report
 from .run.progress import make_reporter
-from .run.runner import TrainRequest, run_job
+from .run.request import TrainRequest
+from .run.runner import run_job
 from .store.workspace import Workspace
 
 # 12 epochs of the cnn11 recipe (one-cycle Adam to 2e-3) on the 3600 sample training digits, 3 members, in a

@@ -14,6 +14,7 @@ from ensemble.blend.baselines import (
 )
 from ensemble.data.sources import sample_digits
 from ensemble.job.errors import JobError
+from ensemble.job.spec import JobSpec
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +74,10 @@ def test_a_class_missing_from_training_keeps_its_column(digits):
 
 
 def test_baselines_on_a_job_reach_sane_accuracy_and_save_like_members(ws, sample_dir):
-    from ensemble.run.runner import TrainRequest, prepare_job
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import prepare_job
 
-    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="base", limit_train=2000))
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="base", spec=JobSpec(limit_train=2000)))
     results = {m["model"]: m for m in baselines.run_baselines(ws, "base", ("knn", "tree"), echo=lambda _: None)}
     assert results["knn"]["val_accuracy"] > 0.85  # 1800 training digits, 200 validation
     assert results["tree"]["val_accuracy"] > 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ensemble.blend.methods import blend_probabilities
-from ensemble.data.formats import FORMATS
+from ensemble.data.layouts import LAYOUTS
 from ensemble.kaggle.submission import (
     SubmissionError,
     SubmissionLayout,
@@ -13,7 +13,7 @@ from ensemble.kaggle.submission import (
     submission_frame,
 )
 
-DIGITS_3 = SubmissionLayout.for_format(FORMATS["digit-recognizer"], None, 3, range(10))
+DIGITS_3 = SubmissionLayout.for_layout(LAYOUTS["digit-recognizer"], None, 3, range(10))
 from ensemble.nets.metrics import accuracy, log_loss
 
 # two members, three rows, three classes (the arithmetic does not care about ten)
@@ -128,13 +128,13 @@ def test_every_registered_blend_method_blends_and_scores():
 
 
 def test_other_layouts_have_their_own_columns_ids_and_labels():
-    kannada = SubmissionLayout.for_format(FORMATS["kannada-mnist"], np.array([5, 6, 9]), 3, range(10))
+    kannada = SubmissionLayout.for_layout(LAYOUTS["kannada-mnist"], np.array([5, 6, 9]), 3, range(10))
     text = submission_frame(np.array([1, 2, 3]), kannada).to_csv(index=False, lineterminator="\n")
     assert text == "id,label\n5,1\n6,2\n9,3\n"
     check_submission_text(text, kannada)
     with pytest.raises(SubmissionError, match="line 3: id is '7', expected 6 \\(ids follow the test file's id column"):
         check_submission_text("id,label\n5,1\n7,2\n9,3\n", kannada)
-    sign = SubmissionLayout.for_format(FORMATS["sign-language-mnist"], None, 2, [c for c in range(25) if c != 9])
+    sign = SubmissionLayout.for_layout(LAYOUTS["sign-language-mnist"], None, 2, [c for c in range(25) if c != 9])
     check_submission_text("id,label\n1,24\n2,10\n", sign)  # a dataset: predictions as id,label, ids 1..N
     with pytest.raises(SubmissionError, match="line 2: label is '9', expected one of 0..8, 10..24"):
         check_submission_text("id,label\n1,9\n2,10\n", sign)

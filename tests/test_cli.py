@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ensemble.cli import main
 from ensemble.data import tables as data_module
 from ensemble.job.outputs import MEMBER_FILES, TTA_FILES
+from ensemble.job.spec import JobSpec
 from ensemble.nets.precision import resolve_precision
 
 TRAIN_OPTIONS = ["--epochs", "1", "--limit-train", "300", "--seed", "7"]
@@ -276,10 +277,11 @@ def test_greedy_blend_says_how_it_was_scored(trained):
 
 def test_leaderboard_and_baselines_errors(tmp_path, sample_dir):
     assert "no jobs in" in invoke(tmp_path, "leaderboard").output
-    from ensemble.run.runner import TrainRequest, prepare_job
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import prepare_job
     from ensemble.store.workspace import Workspace
 
-    prepare_job(Workspace.resolve(tmp_path), TrainRequest(n=1, data_dir=sample_dir, job="empty", limit_train=300))
+    prepare_job(Workspace.resolve(tmp_path), TrainRequest(n=1, data_dir=sample_dir, job="empty", spec=JobSpec(limit_train=300)))
     empty = invoke(tmp_path, "leaderboard", "--job", "empty")
     assert empty.exit_code == 1 and "job 'empty' has nothing finished to rank yet" in empty.output
     unknown = invoke(tmp_path, "baselines", "--job", "empty", "--only", "svm")

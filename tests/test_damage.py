@@ -19,10 +19,12 @@ from ensemble.job.outputs import (
     survey_models,
 )
 from ensemble.job.record import load_record
+from ensemble.job.spec import JobSpec
 from ensemble.member import checkpoints
 from ensemble.member.callbacks.commit import EpochCommit
 from ensemble.member.process import train_member
-from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.run.request import TrainRequest
+from ensemble.run.runner import prepare_job
 from ensemble.store.workspace import Workspace
 
 SLICE = ["--limit-train", "300", "--seed", "5", "--precision", "float32", "--model", "seed004", "--batch", "32"]
@@ -40,8 +42,7 @@ def restore_dtype_policy():
 
 def _job(tmp_path, sample_dir, epochs=3) -> Workspace:
     ws = Workspace.resolve(tmp_path / "home")
-    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="j", model="seed004", batch_size=32, limit_train=128,
-                                 epochs=epochs, precision="float32", schedule="plateau"), gpu_capabilities=[])
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="j", spec=JobSpec(model="seed004", batch_size=32, limit_train=128, epochs=epochs, precision="float32", schedule="plateau")), gpu_capabilities=[])
     return ws
 
 

@@ -10,8 +10,10 @@ import pytest
 from ensemble.job.layout import read_history
 from ensemble.job.outputs import survey_models
 from ensemble.job.record import load_record
+from ensemble.job.spec import JobSpec
 from ensemble.member.checkpoints import committed_epochs
-from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.run.request import TrainRequest
+from ensemble.run.runner import prepare_job
 from ensemble.store.workspace import Workspace
 
 STATE_BYTES = 600_000  # a seed004 training state (weights and Adam's moments), about; best.keras is alike
@@ -60,8 +62,7 @@ def assert_one_line_about_space(result, where):
 def test_training_that_runs_out_of_disk_stops_cleanly_and_finishes_after_space_is_freed(small_disk, sample_dir):
     home = small_disk / "home"
     ws = Workspace.resolve(home)
-    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="full", model="seed004", epochs=6, batch_size=32,
-                                 limit_train=300, precision="float32", tta=False), gpu_capabilities=[])
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="full", spec=JobSpec(model="seed004", epochs=6, batch_size=32, limit_train=300, precision="float32", tta=False)), gpu_capabilities=[])
     ballast = fill(small_disk, leave=int(2.5 * STATE_BYTES))  # the first epoch fits, the job does not
 
     result = ensemble(home, "train", "--job", "full")

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 
-from ensemble.data.formats import (
-    FORMATS,
-    FormatError,
+from ensemble.data.layouts import (
+    LAYOUTS,
+    LayoutError,
     data_files,
-    detect_format,
-    get_format,
+    detect_layout,
+    get_layout,
 )
 from ensemble.data.sources import make_sample
 from ensemble.data.tables import DataError, read_test_csv, read_train_csv
@@ -17,15 +17,15 @@ from ensemble.data.tables import DataError, read_test_csv, read_train_csv
 def layouts(tmp_path_factory):
     """Every built-in layout, written from the same sample digits by `make_sample`."""
     root = tmp_path_factory.mktemp("layouts")
-    for name, fmt in FORMATS.items():
+    for name, fmt in LAYOUTS.items():
         make_sample(root / name, fmt=fmt)
     return root
 
 
-@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("name", list(LAYOUTS))
 def test_each_layout_is_detected_and_reads_back_the_same_digits(name, layouts, sample_dir):
     folder = layouts / name
-    fmt = detect_format(folder)
+    fmt = detect_layout(folder)
     assert fmt.name == name
     train_path, test_path = data_files(fmt, folder)
     train, test = read_train_csv(train_path, fmt=fmt), read_test_csv(test_path, fmt=fmt)
@@ -39,16 +39,16 @@ def test_each_layout_is_detected_and_reads_back_the_same_digits(name, layouts, s
 
 
 def test_files_name_the_layout():
-    header = ",".join(FORMATS["kannada-mnist"].test_columns[:3])
+    header = ",".join(LAYOUTS["kannada-mnist"].test_columns[:3])
     assert header == "id,pixel0,pixel1"
-    assert FORMATS["fashion-mnist"].train_columns[:2] == ("label", "pixel1")
-    assert FORMATS["fashion-mnist"].class_name(9) == "Ankle boot"
-    assert FORMATS["sign-language-mnist"].class_name(10) == "K" and 9 not in FORMATS["sign-language-mnist"].class_names
-    assert FORMATS["emnist"].class_name(12) == "12"
+    assert LAYOUTS["fashion-mnist"].train_columns[:2] == ("label", "pixel1")
+    assert LAYOUTS["fashion-mnist"].class_name(9) == "Ankle boot"
+    assert LAYOUTS["sign-language-mnist"].class_name(10) == "K" and 9 not in LAYOUTS["sign-language-mnist"].class_names
+    assert LAYOUTS["emnist"].class_name(12) == "12"
 
 
 def test_emnist_images_are_stored_transposed(layouts, sample_dir):
-    fmt = FORMATS["emnist"]
+    fmt = LAYOUTS["emnist"]
     train_path, _ = data_files(fmt, layouts / "emnist")
     first_row = np.array(train_path.read_text().splitlines()[0].split(","), dtype=int)
     original = read_train_csv(sample_dir / "train.csv").images[0]
@@ -61,8 +61,8 @@ def test_unknown_and_ambiguous_folders_list_what_was_seen_and_the_choices(tmp_pa
     odd.mkdir()
     (odd / "train.csv").write_text("target,p0,p1\n1,0,0\n")
     (odd / "test.csv").write_text("p0,p1\n0,0\n")
-    with pytest.raises(FormatError) as caught:
-        detect_format(odd)
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(odd)
     message = str(caught.value)
     assert "no known 28x28 CSV layout (test.csv starts 'p0,p1'; train.csv starts 'target,p0,p1')" in message
     assert "digit-recognizer, kannada-mnist, fashion-mnist, sign-language-mnist, emnist" in message
@@ -71,20 +71,20 @@ def test_unknown_and_ambiguous_folders_list_what_was_seen_and_the_choices(tmp_pa
     for source in ("fashion-mnist", "sign-language-mnist"):
         for path in (layouts / source).iterdir():
             (both / path.name).write_bytes(path.read_bytes())
-    with pytest.raises(FormatError, match="fits several layouts \\(fashion-mnist, sign-language-mnist;"):
-        detect_format(both)
-    with pytest.raises(FormatError, match="unknown --format 'cifar'"):
-        get_format("cifar")
+    with pytest.raises(LayoutError, match="fits several layouts \\(fashion-mnist, sign-language-mnist;"):
+        detect_layout(both)
+    with pytest.raises(LayoutError, match="unknown --format 'cifar'"):
+        get_layout("cifar")
 
 
 def test_label_range_and_bad_cells_follow_the_layout(tmp_path):
-    fmt = FORMATS["sign-language-mnist"]
+    fmt = LAYOUTS["sign-language-mnist"]
     pixels = ",".join(["0"] * 784)
     path = tmp_path / "sign_mnist_train.csv"
     path.write_text(",".join(fmt.train_columns) + f"\n24,{pixels}\n25,{pixels}\n")
     with pytest.raises(DataError, match="line 3, column 1 \\('label'\\): label 25 is outside 0..24"):
         read_train_csv(path, fmt=fmt)
-    emnist = FORMATS["emnist"]
+    emnist = LAYOUTS["emnist"]
     path = tmp_path / "emnist-x-train.csv"
     path.write_text(f"3,{pixels}\n4,{pixels[:-2]}\n")
     with pytest.raises(DataError, match="line 2"):

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ensemble.data import tables as data
-from ensemble.data.formats import TaskFormat
+from ensemble.data.layouts import Layout
 
 # the digit layout at 2x2 pixels: the same reader, small enough to corrupt thousands of times a minute
-TINY = TaskFormat("tiny", "2x2 test layout", ("ImageId", "Label"), side=2)
+TINY = Layout("tiny", "2x2 test layout", ("ImageId", "Label"), side=2)
 COLUMNS = TINY.train_columns  # label, pixel0..pixel3
 ROWS = [[3, 0, 255, 17, 4], [9, 1, 2, 3, 200], [0, 0, 0, 0, 0]]
 VALID = ",".join(COLUMNS) + "\n" + "".join(",".join(map(str, row)) + "\n" for row in ROWS)

@@ -7,9 +7,10 @@ from ensemble.job.record import (
     new_record,
     record_path,
     require_record,
+    resume_command,
     save_record,
 )
-from ensemble.job.spec import JobSpec, resume_command, spec_differences
+from ensemble.job.spec import JobSpec, spec_differences
 
 
 def test_spec_takes_missing_values_from_the_recipe():
@@ -70,17 +71,17 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=True, precision="float32")
     record = new_record("j", spec, tmp_path / "my data").ensure_members(2)
     command = resume_command(record)
-    assert command.startswith(f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --format digit-recognizer "
-                              "--recipe deotte "
-                              "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
-                              "--rotation 10 --keep last --snapshots 3 --tta --precision float32")
+    assert command == (f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
+                       "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
+                       "--rotation 10 --keep last --snapshots 3 --tta --precision float32 --seed 0 --val-split 0.1 "
+                       "--format digit-recognizer")
 
 
 def test_spec_differences_name_each_field():
     recorded = JobSpec.from_options(epochs=1)
     requested = JobSpec.from_options(epochs=2, augment="none")  # precision auto resolves alike for both
     assert spec_differences(recorded, requested) == [
-        "epochs: job has 1, this run asks 2", "augment: job has 'idg', this run asks 'none'"]
+        "--epochs: job has 1, this run asks 2", "--augment: job has 'idg', this run asks 'none'"]
     assert spec_differences(recorded, recorded) == []
 
 

@@ -171,13 +171,13 @@ def test_missing_cli_code_competitions_and_datasets_are_refused_up_front(blended
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = invoke(blended_home, "submit", "--job", "k")
     assert result.exit_code == 1 and "the kaggle CLI is not installed: pip install 'ensemble[kaggle]'" in result.output
-    from ensemble.data.formats import FORMATS
+    from ensemble.data.layouts import LAYOUTS
 
     with pytest.raises(KaggleError, match="Kannada-MNIST is a code competition: Kaggle scores it only from a notebook"):
-        competition.competition_for(FORMATS["kannada-mnist"], None)
+        competition.competition_for(LAYOUTS["kannada-mnist"], None)
     with pytest.raises(KaggleError, match="the fashion-mnist layout is a Kaggle dataset, not a competition"):
-        competition.competition_for(FORMATS["fashion-mnist"], None)
-    assert competition.competition_for(FORMATS["fashion-mnist"], "my-comp") == "my-comp"
+        competition.competition_for(LAYOUTS["fashion-mnist"], None)
+    assert competition.competition_for(LAYOUTS["fashion-mnist"], "my-comp") == "my-comp"
 
 
 def test_a_bad_file_is_not_uploaded(standin, blended_home, tmp_path):

@@ -6,9 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.data.formats import FORMATS, data_files
+from ensemble.data.layouts import LAYOUTS, data_files
 from ensemble.data.sources import make_sample, sample_digits, write_kaggle_csvs
 from ensemble.data.tables import read_train_csv
+from ensemble.job.spec import JobSpec
 
 SIGN_LABELS = np.array([label for label in range(25) if label != 9])  # 24 letters: no J (9), no Z (25)
 
@@ -20,7 +21,7 @@ def invoke(home, *args):
 def write_layout(folder, name):
     """The sample digits in a layout; for Sign Language MNIST relabelled with its 24 sparse labels, every
     label present in the first 300 rows."""
-    fmt = FORMATS[name]
+    fmt = LAYOUTS[name]
     if name != "sign-language-mnist":
         return make_sample(folder, fmt=fmt)
     images, _ = sample_digits()
@@ -28,15 +29,15 @@ def write_layout(folder, name):
     return write_kaggle_csvs(folder, images[:4000], labels[:4000], images[4000:], labels[4000:], fmt)
 
 
-@pytest.mark.parametrize("name", list(FORMATS))
+@pytest.mark.parametrize("name", list(LAYOUTS))
 def test_a_layout_goes_from_csv_to_a_checked_submission_and_predictions(name, tmp_path):
-    fmt, folder, home = FORMATS[name], tmp_path / "data", tmp_path / "home"
+    fmt, folder, home = LAYOUTS[name], tmp_path / "data", tmp_path / "home"
     write_layout(folder, name)
     trained = invoke(home, "train", "--n", "1", "--epochs", "1", "--model", "seed004", "--limit-train", "300",
                      "--data", folder, "--job", "j", "--precision", "float32")
     assert trained.exit_code == 0, trained.output
     spec = json.loads((home / "jobs/j/job.json").read_text())["spec"]
-    assert spec["task"] == name
+    assert spec["layout"] == name
     expected_classes = SIGN_LABELS.tolist() if name == "sign-language-mnist" else list(range(10))
     assert spec["classes"] == expected_classes
     assert np.load(home / "models/j/member-00/test_probs.npy").shape == (1000, len(expected_classes))
@@ -66,13 +67,14 @@ def test_emnist_style_images_come_out_the_right_way_round_in_a_job(tmp_path, sam
     """No header, transposed storage: the job's arrays equal the original digits."""
     from ensemble.job.arrays import job_arrays
     from ensemble.job.record import load_record
-    from ensemble.run.runner import TrainRequest, prepare_job
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import prepare_job
     from ensemble.store.workspace import Workspace
 
     folder = tmp_path / "emnist"
-    make_sample(folder, fmt=FORMATS["emnist"])
+    make_sample(folder, fmt=LAYOUTS["emnist"])
     ws = Workspace.resolve(tmp_path / "home")
-    prepare_job(ws, TrainRequest(n=1, data_dir=folder, job="e", limit_train=200, precision="float32"),
+    prepare_job(ws, TrainRequest(n=1, data_dir=folder, job="e", spec=JobSpec(limit_train=200, precision="float32")),
                 gpu_capabilities=[])
     arrays = job_arrays(ws, load_record(ws, "e"))
     original = read_train_csv(sample_dir / "train.csv").images[:200]

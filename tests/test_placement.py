@@ -267,7 +267,8 @@ def test_status_rows_show_live_batches_for_running_members():
     ({"executor": "dask"}, "unknown executor 'dask'"),
 ])
 def test_impossible_runs_are_refused_before_anything_starts(ws, options, message):
-    from ensemble.run.runner import TrainRequest, make_executor
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import make_executor
 
     with pytest.raises(JobError, match=message):
         make_executor(ws, TrainRequest(n=1, data_dir=ws.data_dir, **options))

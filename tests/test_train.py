@@ -19,7 +19,8 @@ from ensemble.member.predict import predict_probabilities
 from ensemble.member.process import _callbacks, train_member
 from ensemble.nets.recipes import RECIPES
 from ensemble.nets.schedules import PLATEAU, plateau_rates, rates_per_epoch
-from ensemble.run.runner import TrainRequest, prepare_job
+from ensemble.run.request import TrainRequest
+from ensemble.run.runner import prepare_job
 from ensemble.store.workspace import Workspace
 
 
@@ -138,8 +139,9 @@ def finished_snapshots(ws, job, index):
 
 def _job(tmp_path, sample_dir, limit_train=256, **options) -> Workspace:
     ws = Workspace.resolve(tmp_path / "home")
-    request = TrainRequest(n=1, data_dir=sample_dir, job="j", model="seed004", batch_size=32,
-                           limit_train=limit_train, precision="float32", **options)
+    spec = JobSpec(**{"model": "seed004", "batch_size": 32, "limit_train": limit_train, "precision": "float32",
+                      **options})
+    request = TrainRequest(n=1, data_dir=sample_dir, job="j", spec=spec)
     prepare_job(ws, request, gpu_capabilities=[])
     return ws
 

@@ -20,9 +20,8 @@ from ..job.outputs import (
     load_probs,
     survey_models,
 )
-from ..job.record import now, require_record
+from ..job.record import now, require_record, resume_command
 from ..job.records import record_blend
-from ..job.spec import resume_command
 from ..job.split import load_split
 from ..kaggle.submission import job_submission_layout, write_submission
 from ..nets.metrics import accuracy

@@ -64,7 +64,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     problems = [problem for path in paths if (problem := keras_file_problem(path))]
     if problems:
         raise JobError(f"job {record.name!r}: {'; '.join(problems)}")
-    table = read_test_csv(Path(csv_path), ws.cache_dir, spec.format)
+    table = read_test_csv(Path(csv_path), ws.cache_dir, spec.data_layout)
     if len(table) == 0:
         raise DataError(f"{csv_path}: no rows to predict")
     images = table.images[..., None]
@@ -76,6 +76,6 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     y_val = load_split(ws, record)["val_labels"]
     blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta), y_val, spec.seed)
     labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
-    layout = SubmissionLayout.for_format(spec.format, table.ids, len(table), spec.classes)
+    layout = SubmissionLayout.for_layout(spec.data_layout, table.ids, len(table), spec.classes)
     target = Path(out) if out else ws.submissions_dir / f"{record.name}-predict-{Path(csv_path).stem}.csv"
     return Prediction(record.name, saved.names, method, tta, len(table), write_submission(target, labels, layout))

@@ -6,30 +6,30 @@ from pathlib import Path
 import numpy as np
 
 from ..store.workspace import Workspace
-from .formats import FormatError, TaskFormat, data_files, detect_format, get_format
+from .layouts import Layout, LayoutError, data_files, detect_layout, get_layout
 from .tables import DataError, read_test_csv, read_train_csv
 
 
-def resolve_format(data_dir: Path, name: str | None = None) -> TaskFormat:
+def resolve_layout(data_dir: Path, name: str | None = None) -> Layout:
     """The layout a data folder is read as: the one named, else the one its files and headers show."""
     data_dir = Path(data_dir)
     try:
         if name is not None:
-            return get_format(name)
+            return get_layout(name)
         if not data_dir.is_dir() or not any(data_dir.glob("*.csv")):
             raise DataError(f"{data_dir}: no train.csv (make one with `ensemble data sample --out {data_dir}` "
                             "or put Kaggle's train.csv and test.csv there)")
-        return detect_format(data_dir)
-    except FormatError as error:
+        return detect_layout(data_dir)
+    except LayoutError as error:
         raise DataError(str(error)) from None
 
 
-def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None, fmt: TaskFormat | None = None):
+def read_job_data(ws: Workspace, data_dir: Path, limit_train: int | None = None, fmt: Layout | None = None):
     """The train and test CSV of a data folder (train's first limit_train rows when given), through the cache."""
-    fmt = fmt or resolve_format(data_dir)
+    fmt = fmt or resolve_layout(data_dir)
     try:
         train_path, test_path = data_files(fmt, data_dir)
-    except FormatError as error:
+    except LayoutError as error:
         raise DataError(str(error)) from None
     for path in (train_path, test_path):
         if not path.is_file():

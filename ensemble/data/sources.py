@@ -8,13 +8,13 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from ..store import atomic
-from .formats import SIDE, TaskFormat, data_files
+from .layouts import SIDE, Layout, data_files
 from .tables import DIGITS, DataError
 
 _NUMBER_TEXT = np.array([str(value) for value in range(256)], dtype=object)
 
 
-def format_digit_csv(images: np.ndarray, labels: np.ndarray | None, fmt: TaskFormat = DIGITS,
+def format_digit_csv(images: np.ndarray, labels: np.ndarray | None, fmt: Layout = DIGITS,
                      ids: np.ndarray | None = None) -> str:
     """A layout's CSV text for uint8 images (N, 28, 28) seen the right way round: a leading label column
     when labels are given, else the id column where the layout's test file has one; images stored as the
@@ -30,7 +30,7 @@ def format_digit_csv(images: np.ndarray, labels: np.ndarray | None, fmt: TaskFor
     return "\n".join(lines) + "\n"
 
 
-def format_labels_csv(labels: np.ndarray, ids: np.ndarray | None = None, fmt: TaskFormat = DIGITS) -> str:
+def format_labels_csv(labels: np.ndarray, ids: np.ndarray | None = None, fmt: Layout = DIGITS) -> str:
     """Answers in the layout's submission format, so a submission can be scored against them."""
     ids = np.arange(1, len(labels) + 1) if ids is None else ids
     rows = (f"{image_id},{label}" for image_id, label in zip(ids, labels))
@@ -38,7 +38,7 @@ def format_labels_csv(labels: np.ndarray, ids: np.ndarray | None = None, fmt: Ta
 
 
 def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, test_labels,
-                      fmt: TaskFormat = DIGITS, force: bool = False) -> dict[str, Path]:
+                      fmt: Layout = DIGITS, force: bool = False) -> dict[str, Path]:
     """A data folder in a layout: its train and test files (test labelled where the layout labels it), and
     for unlabelled test files the answers as test_labels.csv in the submission's format. Existing files are
     replaced only with force: they may be the user's own data."""
@@ -72,7 +72,7 @@ def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.asarray(labels, dtype=np.uint8)
 
 
-def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: TaskFormat = DIGITS,
+def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: Layout = DIGITS,
                 force: bool = False) -> dict[str, Path]:
     """The sample as Kaggle files in a layout: 4000 train rows, 1000 test rows and their answers (in the test
     file where the layout labels test, else in test_labels.csv)."""

@@ -1,6 +1,6 @@
 """Read and validate the 28x28 family's train/test CSVs, split, and make CSVs from other sources.
 
-Layouts are formats.TaskFormat (Digit Recognizer's by default: train.csv = `label,pixel0..pixel783`,
+Layouts are formats.Layout (Digit Recognizer's by default: train.csv = `label,pixel0..pixel783`,
 test.csv = `pixel0..pixel783`, values 0..255). Every rejection names the file, the line and the column,
 and nothing is written when input is bad.
 """
@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from ..store import atomic
-from .formats import DEFAULT_FORMAT, FORMATS, SIDE, TaskFormat
+from .layouts import DEFAULT_LAYOUT, LAYOUTS, SIDE, Layout
 
-DIGITS = FORMATS[DEFAULT_FORMAT]
+DIGITS = LAYOUTS[DEFAULT_LAYOUT]
 N_PIXELS = SIDE * SIDE
 PIXEL_COLUMNS = DIGITS.pixel_columns
 TRAIN_COLUMNS = DIGITS.train_columns
@@ -51,14 +51,14 @@ class DigitTable:
         return len(self.images)
 
 
-def read_train_csv(path: Path, cache_dir: Path | None = None, fmt: TaskFormat = DIGITS,
+def read_train_csv(path: Path, cache_dir: Path | None = None, fmt: Layout = DIGITS,
                    limit: int | None = None) -> DigitTable:
     """A train file, parsed exactly or refused (DataError naming file, line and column). With limit, only its
     first `limit` rows are parsed (and the rest only hashed): --limit-train reads what it uses."""
     return _read_digit_csv(Path(path), fmt.train_columns, cache_dir, fmt, limit)
 
 
-def read_test_csv(path: Path, cache_dir: Path | None = None, fmt: TaskFormat = DIGITS) -> DigitTable:
+def read_test_csv(path: Path, cache_dir: Path | None = None, fmt: Layout = DIGITS) -> DigitTable:
     return _read_digit_csv(Path(path), fmt.test_columns, cache_dir, fmt)
 
 
@@ -74,7 +74,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | None, fmt: TaskFormat,
+def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | None, fmt: Layout,
                     limit: int | None = None) -> DigitTable:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -100,7 +100,7 @@ def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | Non
     return table
 
 
-def _leading_bytes(path: Path, fmt: TaskFormat, limit: int | None) -> bytes:
+def _leading_bytes(path: Path, fmt: Layout, limit: int | None) -> bytes:
     """The whole file, or with limit its header and first `limit` data lines."""
     if limit is None:
         return path.read_bytes()
@@ -108,7 +108,7 @@ def _leading_bytes(path: Path, fmt: TaskFormat, limit: int | None) -> bytes:
         return b"".join(line for _, line in zip(range(limit + (1 if fmt.header else 0)), handle))
 
 
-def _parse_in_blocks(path: Path, expected: tuple[str, ...], sha: str, fmt: TaskFormat,
+def _parse_in_blocks(path: Path, expected: tuple[str, ...], sha: str, fmt: Layout,
                      limit: int | None) -> DigitTable | None:
     """The fast reader for the common case, a clean file: block by block, each block's lines checked to hold
     only plain numbers with the right field count, then parsed. None at the first thing it does not expect
@@ -177,7 +177,7 @@ def _parse_block(block: bytes, expected: tuple[str, ...], limits: np.ndarray) ->
     return values.astype(np.int64)
 
 
-def _table_from_values(values: np.ndarray, expected: tuple[str, ...], sha: str, fmt: TaskFormat) -> DigitTable:
+def _table_from_values(values: np.ndarray, expected: tuple[str, ...], sha: str, fmt: Layout) -> DigitTable:
     first_pixel = len(expected) - fmt.side * fmt.side
     images = values[:, first_pixel:].astype(np.uint8).reshape(-1, fmt.side, fmt.side)
     if fmt.transposed:
@@ -212,7 +212,7 @@ def _only_plain_bytes(data: bytes, n_fields: int) -> bool:
     return bool((commas_per_line == n_fields - 1).all())
 
 
-def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str, fmt: TaskFormat) -> DigitTable:
+def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str, fmt: Layout) -> DigitTable:
     text = _decode(path, raw)
     if not text.strip():
         what = f"a header line '{expected[0]},{expected[1]},...'" if fmt.header else "rows of label,784 pixels"
@@ -242,7 +242,7 @@ def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str
     return _table_from_values(values.astype(np.int64), expected, sha, fmt)
 
 
-def _column_limits(expected: tuple[str, ...], fmt: TaskFormat) -> np.ndarray:
+def _column_limits(expected: tuple[str, ...], fmt: Layout) -> np.ndarray:
     """The largest value each column may hold: a label, an id, or a pixel (all from 0)."""
     return np.array([fmt.max_label if name == "label" else MAX_ID if name == fmt.test_id else 255
                      for name in expected], dtype=np.int64)
@@ -289,7 +289,7 @@ def _all_whole_numbers_in_range(values: np.ndarray, limits: np.ndarray) -> bool:
 
 
 def _raise_first_bad_cell(path: Path, text: str, expected: tuple[str, ...], limits: np.ndarray,
-                          fmt: TaskFormat) -> None:
+                          fmt: Layout) -> None:
     """Walk the text cell by cell (slow, but only for a file already known to be bad) to the first cell,
     line or field count that is wrong, and say where it is and what is wrong with it."""
     lines = text.split("\n")
@@ -335,7 +335,7 @@ def _describe_bad_cell(cell: str, column_name: str, limit: int) -> str:
     return f"value {shown} is outside 0..255"
 
 
-def read_labels_csv(path: Path, fmt: TaskFormat = DIGITS) -> np.ndarray:
+def read_labels_csv(path: Path, fmt: Layout = DIGITS) -> np.ndarray:
     """Answers in the layout's submission format, e.g. the sample's test_labels.csv, as labels in file order."""
     frame = pd.read_csv(path)
     if tuple(frame.columns) != tuple(fmt.submission):

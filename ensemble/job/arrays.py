@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.folder import class_indices, read_job_data
-from ..data.formats import FormatError, data_files
+from ..data.layouts import LayoutError, data_files
 from ..data.tables import read_test_csv
 from ..store.workspace import Workspace
 from .errors import JobError
@@ -33,10 +33,10 @@ def read_job_test(ws: Workspace, record: JobRecord):
     """A job's test file alone (its ids and, where the layout has them, labels), through the cache."""
     spec = record.spec
     try:
-        test_path = data_files(spec.format, record.data_path)[1]
-    except FormatError as error:
+        test_path = data_files(spec.data_layout, record.data_path)[1]
+    except LayoutError as error:
         raise JobError(str(error)) from None
-    return read_test_csv(test_path, ws.cache_dir, spec.format)
+    return read_test_csv(test_path, ws.cache_dir, spec.data_layout)
 
 
 def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
@@ -49,7 +49,7 @@ def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
 
 def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
     spec = record.spec
-    train, test = read_job_data(ws, record.data_path, spec.limit_train, spec.format)
+    train, test = read_job_data(ws, record.data_path, spec.limit_train, spec.data_layout)
     for kind, table, recorded in (("train", train, spec.train_sha256), ("test", test, spec.test_sha256)):
         if table.sha256 != recorded:
             raise JobError(f"{record.data_dir}/{kind}.csv changed since job {record.name!r} was "

@@ -19,7 +19,7 @@ from ..store.workspace import Workspace, member_name
 from .errors import JobError
 from .layout import lock_path
 from .ledger import LastRun, MemberEntry
-from .spec import JobSpec
+from .spec import JobSpec, spec_words
 
 RECORD_VERSION = 1
 
@@ -194,3 +194,9 @@ def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
         if record.spec == spec:
             return record.name
     return None
+
+
+def resume_command(record: JobRecord) -> str:
+    """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
+    return " ".join(["ensemble train", "--job", shlex.quote(record.name), "--n", str(len(record.members)),
+                     "--data", shlex.quote(record.data_dir), *spec_words(record.spec)])

@@ -1,110 +1,136 @@
 """The frozen spec: everything that decides what a member learns."""
 from __future__ import annotations
 
-import shlex
 from dataclasses import asdict, dataclass, fields, replace
 
-from ..data.formats import DEFAULT_FORMAT, TaskFormat, get_format
+from ..data.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, get_layout
 from ..nets.architectures import NETS
-from ..nets.precision import resolve_precision
-from ..nets.recipes import AUGMENTATIONS, KEEP, SCHEDULES, Augmentation, recipe_for
+from ..nets.precision import PRECISIONS, resolve_precision
+from ..nets.recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES, Augmentation, recipe_for
 from .errors import JobError
+from .options import at_least, declared, default_of, option, positive, within
 
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
-# augmentation and checkpoint rule for every net).
+# augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "task": DEFAULT_FORMAT,
+                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "classes": tuple(range(10))}
+RENAMED_FIELDS = {"task": "layout"}
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything that decides what a member learns. Two runs with equal specs build the same ensemble."""
+    """Everything that decides what a member learns. Two runs with equal specs build the same ensemble.
 
-    model: str          # the net
-    epochs: int
-    batch_size: int
-    optimizer: str
-    learning_rate: float
-    augment: str        # idg, legacy-idg or none, with the ranges below
-    precision: str      # resolved: float32, mixed_bfloat16 or mixed_float16, never "auto"
-    seed: int
-    val_split: float
-    limit_train: int | None
-    train_sha256: str
-    test_sha256: str
-    recipe: str | None = None   # the recipe the defaults came from (None: a record older than recipes)
-    schedule: str = "plateau"
-    zoom: float = 0.1
-    shift: float = 0.1
-    rotation: float = 0.0
-    keep: str = "best"          # best: the best validation epoch's weights; last: the final epoch's
-    snapshots: int = 1          # K > 1: K cosine cycles, each cycle's end saved as a model of its own
-    tta: bool = False           # also predict under the fixed test-time views (augment.TTA_VIEWS)
-    task: str = DEFAULT_FORMAT  # the data layout (formats.FORMATS)
+    Each option is declared here once (job.options): the CLI's flags, the API's keywords, the differences
+    message and the resume command come from these fields. As asked, a field left out is None; `resolve`
+    fills it from the recipe and the hardware, and a resolved spec is what job.json holds."""
+
+    recipe: str | None = option(
+        "--recipe", "A whole training recipe (default: the model's own; cnn11's fast one-cycle recipe). "
+        "seed: seed 002 exactly as its notebook ran it.", choices=tuple(RECIPES))
+    model: str | None = option("--model", "The net (default: the recipe's); alone, it brings its own published "
+                               "recipe.", choices=tuple(NETS))
+    epochs: int | None = option("--epochs", "Epochs per member (default: the recipe's).", type=int,
+                                check=at_least(1), default=lambda recipe: recipe.epochs)
+    batch_size: int | None = option("--batch", "Batch size (default: the recipe's).", type=int, check=at_least(1),
+                                    default=lambda recipe: recipe.batch_size)
+    learning_rate: float | None = option(
+        "--lr", "Learning rate; the peak for onecycle and cosine (default: the recipe's).", type=float,
+        check=positive, default=lambda recipe: recipe.learning_rate)
+    schedule: str | None = option(
+        "--schedule", "Learning-rate schedule (default: the recipe's). plateau: ReduceLROnPlateau; exp: "
+        "0.95^epoch; onecycle: warm-up then cosine anneal; cosine: cosine anneal (cycles with --snapshots).",
+        choices=SCHEDULES, default=lambda recipe: recipe.schedule)
+    augment: str | None = option(
+        "--augment", "idg: ImageDataGenerator's zoom/shift/rotation in the graph; legacy-idg: the deprecated "
+        "generator; none (default: the recipe's).", choices=AUGMENTATIONS,
+        default=lambda recipe: recipe.augmentation.kind)
+    rotation: float | None = option("--rotation", "IDG rotation_range in degrees (default: the recipe's).",
+                                    type=float, check=within(0, 180, "degrees"),
+                                    default=lambda recipe: float(recipe.augmentation.rotation))
+    keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
+                              "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
+    snapshots: int | None = option("--snapshots", "K cosine cycles per member; each cycle's end becomes a "
+                                   "blendable model (default 1).", type=int, check=at_least(1), default=1)
+    tta: bool | None = option("--tta/--no-tta", "Members also predict under fixed test-time augmentations "
+                              "(default: the recipe's; on for cnn11).", type=bool, is_flag=True,
+                              default=lambda recipe: recipe.tta)
+    precision: str | None = option(
+        "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
+        "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,
+        default=lambda recipe: recipe.precision)  # resolved: float32, mixed_bfloat16 or mixed_float16
+    seed: int | None = option("--seed", "Job seed: member i trains with seed+i; the validation split uses it too "
+                              "(default 0).", type=int, default=0)
+    val_split: float | None = option("--val-split", "Stratified validation share (default 0.1).", type=float,
+                                     default=0.1)
+    layout: str | None = option("--format", "The data layout (default: detected from the folder's files and "
+                                "headers).", choices=tuple(LAYOUTS))
+    limit_train: int | None = option("--limit-train", "Use only the first K rows of train.csv.", type=int,
+                                     check=at_least(1))
+    # not options: what the recipe and the data decide
+    optimizer: str | None = None
+    zoom: float | None = None
+    shift: float | None = None
+    train_sha256: str = ""
+    test_sha256: str = ""
     classes: tuple[int, ...] = tuple(range(10))  # the training labels, sorted: output k of a net is classes[k]
 
     @classmethod
-    def from_options(cls, *, recipe=None, model=None, epochs=None, batch_size=None, learning_rate=None,
-                     schedule=None, augment=None, rotation=None, keep=None, snapshots=None, tta=None,
-                     precision=None, seed=0, val_split=0.1, limit_train=None, train_sha256="", test_sha256="",
-                     task=DEFAULT_FORMAT, classes=tuple(range(10)),
-                     gpu_capabilities: list[float] | None = None) -> "JobSpec":
-        """Fill what the user left out from the recipe (--recipe, else the net's own) and the hardware the
-        members use (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask nvidia-smi)."""
+    def resolve(cls, asked: "JobSpec", *, train_sha256: str = "", test_sha256: str = "",
+                classes=tuple(range(10)), gpu_capabilities: list[float] | None = None) -> "JobSpec":
+        """The spec a run trains: what was asked, the rest from the recipe (--recipe, else the net's own) and
+        the hardware the members use (gpu_capabilities: the chosen GPUs, [] for the CPU, None to ask
+        nvidia-smi)."""
+        options = declared(cls)
+        for name, declaration in options:
+            if problem := declaration.problem(getattr(asked, name)):
+                raise JobError(problem)
         try:
-            base = recipe_for(recipe, model)
+            base = recipe_for(asked.recipe, asked.model)
         except KeyError as error:
             raise JobError(error.args[0]) from None
-        net = model or base.net
-        if net not in NETS:
-            raise JobError(f"unknown net {net!r}; choose one of {', '.join(NETS)}")
-        for name, value in (("epochs", epochs), ("batch", batch_size), ("limit-train", limit_train),
-                            ("snapshots", snapshots)):
-            if value is not None and value < 1:
-                raise JobError(f"--{name} must be at least 1, got {value}")
-        if learning_rate is not None and not learning_rate > 0:
-            raise JobError(f"--lr must be positive, got {learning_rate}")
-        if rotation is not None and not 0 <= rotation <= 180:
-            raise JobError(f"--rotation is in degrees, 0 to 180, got {rotation}")
-        for name, value, choices in (("augment", augment, AUGMENTATIONS), ("schedule", schedule, SCHEDULES),
-                                     ("keep", keep, KEEP)):
-            if value is not None and value not in choices:
-                raise JobError(f"unknown --{name} {value!r}; choose one of {', '.join(choices)}")
-        snapshots = snapshots or 1
-        epochs = epochs or base.epochs
-        if snapshots > 1:
-            if schedule not in (None, "cosine"):
-                raise JobError(f"--snapshots {snapshots} trains cosine cycles; drop --schedule {schedule} "
-                               "(or pass --schedule cosine)")
-            schedule = "cosine"
+        values = {name: getattr(asked, name) if getattr(asked, name) is not None else default_of(declaration, base)
+                  for name, declaration in options}
+        values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
+                      rotation=float(values["rotation"]), tta=bool(values["tta"]))
+        if values["snapshots"] > 1:
+            if asked.schedule not in (None, "cosine"):
+                raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "
+                               f"{asked.schedule} (or pass --schedule cosine)")
+            values["schedule"] = "cosine"
+            epochs, snapshots = values["epochs"], values["snapshots"]
             if epochs % snapshots:
                 fits = max(snapshots, round(epochs / snapshots) * snapshots)
                 raise JobError(f"--snapshots {snapshots} needs epochs in equal cycles: {epochs} epochs do not "
                                f"split into {snapshots}; use --epochs {fits}")
-        augmentation = base.augmentation
         try:
-            precision = resolve_precision(precision or base.precision, gpus=gpu_capabilities)
+            values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
-        return cls(model=net, epochs=epochs, batch_size=batch_size or base.batch_size,
-                   optimizer=base.optimizer, learning_rate=learning_rate or base.learning_rate,
-                   augment=augment or augmentation.kind, precision=precision, seed=seed, val_split=val_split,
-                   limit_train=limit_train, train_sha256=train_sha256, test_sha256=test_sha256,
-                   recipe=base.name, schedule=schedule or base.schedule, zoom=augmentation.zoom,
-                   shift=augmentation.shift,
-                   rotation=float(augmentation.rotation if rotation is None else rotation),
-                   keep=keep or base.keep, snapshots=snapshots, tta=base.tta if tta is None else bool(tta), task=task,
-                   classes=tuple(int(c) for c in classes))
+        return cls(**values, optimizer=base.optimizer, zoom=base.augmentation.zoom, shift=base.augmentation.shift,
+                   train_sha256=train_sha256, test_sha256=test_sha256, classes=tuple(int(c) for c in classes))
+
+    @classmethod
+    def from_options(cls, *, train_sha256: str = "", test_sha256: str = "", classes=tuple(range(10)),
+                     gpu_capabilities: list[float] | None = None, **asked) -> "JobSpec":
+        """resolve() of the options given by field name: JobSpec.from_options(epochs=3, precision="float32")."""
+        return cls.resolve(cls(**asked), train_sha256=train_sha256, test_sha256=test_sha256, classes=classes,
+                           gpu_capabilities=gpu_capabilities)
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobSpec":
+        values = {RENAMED_FIELDS.get(key, key): value for key, value in values.items()}
         spec = cls(**{field.name: values.get(field.name, SPEC_FIELD_DEFAULTS.get(field.name))
                       for field in fields(cls)})
         return replace(spec, classes=tuple(int(c) for c in spec.classes))  # JSON gives a list
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def asked_options(self) -> dict[str, object]:
+        """The options given, by field name (None: left to the recipe)."""
+        return {name: getattr(self, name) for name, _ in declared(type(self)) if getattr(self, name) is not None}
 
     def member_seed(self, index: int) -> int:
         return self.seed + index
@@ -114,27 +140,17 @@ class JobSpec:
         return Augmentation(self.augment, self.zoom, self.shift, self.rotation)
 
     @property
-    def format(self) -> TaskFormat:
-        return get_format(self.task)
+    def data_layout(self) -> Layout:
+        return get_layout(self.layout)
 
 
 def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
-    return [f"{name}: job has {value!r}, this run asks {getattr(requested, name)!r}"
+    """A line per field that differs, named by its option's flag where it is one."""
+    names = {name: declaration.name for name, declaration in declared(type(recorded))}
+    return [f"{names.get(name, name)}: job has {value!r}, this run asks {getattr(requested, name)!r}"
             for name, value in recorded.to_dict().items() if getattr(requested, name) != value]
 
 
-def resume_command(record: "JobRecord") -> str:
-    """The `ensemble train` command line that continues this job (same spec, same data, every member)."""
-    spec = record.spec
-    parts = ["ensemble train", f"--job {shlex.quote(record.name)}", f"--n {len(record.members)}",
-             f"--data {shlex.quote(record.data_dir)}", f"--format {spec.task}"]
-    if spec.recipe is not None:
-        parts.append(f"--recipe {spec.recipe}")
-    parts += [f"--model {spec.model}", f"--epochs {spec.epochs}", f"--batch {spec.batch_size}",
-              f"--lr {spec.learning_rate:g}", f"--schedule {spec.schedule}", f"--augment {spec.augment}",
-              f"--rotation {spec.rotation:g}", f"--keep {spec.keep}", f"--snapshots {spec.snapshots}",
-              "--tta" if spec.tta else "--no-tta", f"--precision {spec.precision}", f"--seed {spec.seed}",
-              f"--val-split {spec.val_split}"]
-    if spec.limit_train is not None:
-        parts.append(f"--limit-train {spec.limit_train}")
-    return " ".join(parts)
+def spec_words(spec: JobSpec) -> list[str]:
+    """Every option of a resolved spec as command-line words, in declaration order."""
+    return [word for name, declaration in declared(type(spec)) for word in declaration.words(getattr(spec, name))]

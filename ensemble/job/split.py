@@ -50,7 +50,7 @@ def load_split(ws: Workspace, record: JobRecord, say=None) -> dict[str, np.ndarr
         return split
     spec = record.spec
     try:
-        train, _ = read_job_data(ws, record.data_path, spec.limit_train, spec.format)
+        train, _ = read_job_data(ws, record.data_path, spec.limit_train, spec.data_layout)
     except DataError as error:
         raise JobError(f"{path} is missing or damaged, and the job's data to make it again cannot be read: "
                        f"{error}") from None

@@ -195,7 +195,7 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
     jobs/<job>/submissions.json. Any failure raises KaggleError and records nothing."""
     record = require_record(ws, job)
     spec = record.spec
-    target = competition_for(spec.format, competition)
+    target = competition_for(spec.data_layout, competition)
     path = Path(file) if file else ws.submissions_dir / "submission.csv"
     if not path.is_file():
         raise KaggleError(f"{path}: no such file; write one with `ensemble blend --job {record.name}`")

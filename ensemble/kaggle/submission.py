@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..data.folder import resolve_format
-from ..data.formats import data_files
+from ..data.folder import resolve_layout
+from ..data.layouts import data_files
 from ..data.tables import read_test_csv
 from ..job.arrays import read_job_test
 from ..store import atomic
@@ -45,7 +45,7 @@ class SubmissionLayout:
     ids_from_test: bool = False  # the ids are the test file's id column (else 1..N)
 
     @classmethod
-    def for_format(cls, fmt, test_ids: np.ndarray | None, n_rows: int, labels) -> "SubmissionLayout":
+    def for_layout(cls, fmt, test_ids: np.ndarray | None, n_rows: int, labels) -> "SubmissionLayout":
         ids = np.asarray(test_ids) if fmt.ids_from_test else np.arange(1, n_rows + 1)
         return cls(tuple(fmt.submission), ids, tuple(int(label) for label in labels), fmt.ids_from_test)
 
@@ -103,7 +103,7 @@ def job_submission_layout(ws, record: JobRecord) -> SubmissionLayout:
     """The submission layout of a job: its format's columns, its test file's ids, its classes."""
     spec = record.spec
     test = read_job_test(ws, record)  # the train file is not needed: ids and row count are the test file's
-    return SubmissionLayout.for_format(spec.format, test.ids, len(test), spec.classes)
+    return SubmissionLayout.for_layout(spec.data_layout, test.ids, len(test), spec.classes)
 
 
 def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = None,
@@ -113,9 +113,9 @@ def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = N
     path = Path(path)
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
-    fmt = resolve_format(data_dir, format_name)
+    fmt = resolve_layout(data_dir, format_name)
     test = read_test_csv(data_files(fmt, data_dir)[1], cache_dir, fmt)
-    layout = SubmissionLayout.for_format(fmt, test.ids, len(test), range(fmt.max_label + 1))
+    layout = SubmissionLayout.for_layout(fmt, test.ids, len(test), range(fmt.max_label + 1))
     try:
         check_submission_text(path.read_text(encoding="utf-8", errors="replace"), layout)
     except SubmissionError as error:

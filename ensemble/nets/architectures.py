@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..data.formats import SIDE
+from ..data.layouts import SIDE
 from .recipes import NO_AUGMENTATION, Augmentation
 
 INPUT_SHAPE = (SIDE, SIDE, 1)

@@ -165,7 +165,7 @@ def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baseline
 
 
     spec = record.spec
-    class_names = [spec.format.class_name(label) for label in spec.classes]
+    class_names = [spec.data_layout.class_name(label) for label in spec.classes]
     figures = {}
     if members is not None:
         label, mean_blend = shown or ("blend-mean", members.val_probs.mean(axis=0))

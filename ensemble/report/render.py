@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at mo
     pass
 
 
-FORMATS = ("table", "md", "csv", "html")
+REPORT_FORMATS = ("table", "md", "csv", "html")
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folder import class_indices, read_job_data, resolve_format
+from ..data.folder import class_indices, read_job_data, resolve_layout
 from ..data.split import stratified_split
 from ..job.errors import JobError
 from ..job.layout import lock_path
@@ -32,9 +32,10 @@ from ..job.record import (
     new_record,
     now,
     recover_record,
+    resume_command,
     save_record,
 )
-from ..job.spec import JobSpec, resume_command, spec_differences
+from ..job.spec import JobSpec, spec_differences
 from ..job.split import load_split, save_split
 from ..store.atomic import NoSpace
 from ..store.locks import LockHeld, PidLock
@@ -43,50 +44,12 @@ from . import budget
 from .devices import check_backend, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, LocalExecutor, RayExecutor
 from .progress import PlainReporter
+from .request import TrainRequest
 from .scheduler import JobRun
-
-DEFAULT_MEMBERS = 10
 
 
 class MemberFailed(JobError):
     """Members exhausted their retries; the message carries each one's log tail."""
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    n: int | None              # members; None: 10, or with a time limit as many as fit
-    data_dir: Path | None      # None: the workspace's data/ (or, continuing a named job, the job's folder)
-    job: str | None = None
-    recipe: str | None = None  # None: the model's own recipe (cnn11's by default)
-    model: str | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    schedule: str | None = None
-    augment: str | None = None
-    rotation: float | None = None
-    keep: str | None = None
-    snapshots: int | None = None
-    tta: bool | None = None
-    precision: str | None = None
-    seed: int | None = None         # None: 0
-    val_split: float | None = None  # None: 0.1
-    limit_train: int | None = None
-    gpus: str | None = None        # "0,1", "all", "cpu"; None: every GPU there is, else the CPU
-    per_gpu: int | None = None     # members sharing one GPU at once
-    workers: int | None = None     # members at once on the CPU
-    retries: int = 2               # further attempts for a member whose process dies
-    executor: str = "local"
-    address: str | None = None     # Ray cluster address
-    time_limit: float | None = None  # seconds (budget.parse_duration)
-    task: str | None = None          # the data layout (formats.FORMATS); None: detected from the folder
-
-    @property
-    def members(self) -> int:
-        """The member count, or with a time limit the cap on it."""
-        if self.n is not None:
-            return self.n
-        return budget.UNLIMITED_MEMBERS if self.time_limit else DEFAULT_MEMBERS
 
 
 @dataclass(frozen=True)
@@ -114,28 +77,15 @@ class TrainOutcome:
                 f"in {budget.format_duration(self.elapsed)}")
 
 
-# What decides a job's spec and data. A request naming an existing job and none of these continues that
-# job exactly as it was created: `ensemble train --job J` is all a rerun needs.
-SPEC_OPTIONS = ("data_dir", "recipe", "model", "epochs", "batch_size", "learning_rate", "schedule", "augment",
-                "rotation", "keep", "snapshots", "tta", "precision", "seed", "val_split", "limit_train", "task")
-
-
 def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> TrainRequest:
     """The request with nothing left to guess: a bare `--job J` of an existing job takes the job's spec, data
     folder and member count; anything else gets the documented defaults. A named job's damaged record is
     rebuilt here, before anything reads it (recover_record)."""
     record = recover_record(ws, request.job, say) if request.job else None
-    if record is not None and all(getattr(request, name) is None for name in SPEC_OPTIONS):
-        spec = record.spec
+    if record is not None and request.continues_as_recorded:
         n = request.n if request.n is not None or request.time_limit else len(record.members) or None
-        return replace(request, n=n, data_dir=record.data_path, recipe=spec.recipe, model=spec.model,
-                       epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
-                       schedule=spec.schedule, augment=spec.augment, rotation=spec.rotation, keep=spec.keep,
-                       snapshots=spec.snapshots, tta=spec.tta, precision=spec.precision, seed=spec.seed,
-                       val_split=spec.val_split, limit_train=spec.limit_train, task=spec.task)
-    return replace(request, data_dir=Path(request.data_dir) if request.data_dir is not None else ws.data_dir,
-                   seed=0 if request.seed is None else request.seed,
-                   val_split=0.1 if request.val_split is None else request.val_split)
+        return replace(request, n=n, data_dir=record.data_path, spec=record.spec)
+    return replace(request, data_dir=Path(request.data_dir) if request.data_dir is not None else ws.data_dir)
 
 
 def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
@@ -143,20 +93,15 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
         raise JobError(f"--n must be at least 1, got {request.n}")
     if request.time_limit is not None and request.time_limit <= 0:
         raise JobError(f"--time-limit must be more than 0 seconds, got {request.time_limit}")
-    fmt = resolve_format(request.data_dir, request.task)
-    train, test = read_job_data(ws, request.data_dir, request.limit_train, fmt)
+    asked = request.spec
+    layout = resolve_layout(request.data_dir, asked.layout)
+    train, test = read_job_data(ws, request.data_dir, asked.limit_train, layout)
     classes = np.unique(train.labels)
     if len(classes) < 2:
         raise JobError(f"{request.data_dir}: every training row has label {classes[0]}; a classifier needs at "
                        "least two classes")
-    spec = JobSpec.from_options(recipe=request.recipe, model=request.model, epochs=request.epochs,
-                                batch_size=request.batch_size, learning_rate=request.learning_rate,
-                                schedule=request.schedule, augment=request.augment, rotation=request.rotation,
-                                keep=request.keep, snapshots=request.snapshots, tta=request.tta,
-                                precision=request.precision, seed=request.seed, val_split=request.val_split,
-                                limit_train=request.limit_train, train_sha256=train.sha256,
-                                test_sha256=test.sha256, task=fmt.name, classes=tuple(classes),
-                                gpu_capabilities=gpu_capabilities)
+    spec = type(asked).resolve(replace(asked, layout=layout.name), train_sha256=train.sha256,
+                               test_sha256=test.sha256, classes=tuple(classes), gpu_capabilities=gpu_capabilities)
     return spec, train
 
 

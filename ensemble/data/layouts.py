@@ -1,4 +1,4 @@
-"""The 28x28 CSV family on Kaggle: one TaskFormat per layout, and detection from a data folder.
+"""The 28x28 CSV family on Kaggle: one Layout per layout, and detection from a data folder.
 
 What differs between Digit Recognizer, Kannada-MNIST, Fashion-MNIST, Sign Language MNIST and EMNIST lives
 here and only here: file names, pixel column names (`pixel0..` or `pixel1..`, or no header), an id column
@@ -16,7 +16,7 @@ SIDE = 28
 
 
 @dataclass(frozen=True)
-class TaskFormat:
+class Layout:
     name: str
     description: str
     submission: tuple[str, str]             # the submission's (id, label) columns
@@ -56,39 +56,39 @@ FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
                  "Ankle boot")
 # Sign Language MNIST: label k is the k-th letter; J (9) and Z (25) need motion and are absent
 SIGN_NAMES = {k: chr(ord("A") + k) for k in range(25) if k != 9}
-FORMATS: dict[str, TaskFormat] = {fmt.name: fmt for fmt in (
-    TaskFormat("digit-recognizer", "Kaggle Digit Recognizer: train.csv label,pixel0..783; test.csv pixels; "
+LAYOUTS: dict[str, Layout] = {fmt.name: fmt for fmt in (
+    Layout("digit-recognizer", "Kaggle Digit Recognizer: train.csv label,pixel0..783; test.csv pixels; "
                "submission ImageId,Label from 1", ("ImageId", "Label"), competition="digit-recognizer"),
-    TaskFormat("kannada-mnist", "Kannada-MNIST: test.csv starts with an id column; submission id,label with the "
+    Layout("kannada-mnist", "Kannada-MNIST: test.csv starts with an id column; submission id,label with the "
                "test ids", ("id", "label"), test_id="id", ids_from_test=True,
                competition="Kannada-MNIST", code_competition=True),
     # the datasets below have no competition: their predictions are written as id,label with ids 1..N
-    TaskFormat("fashion-mnist", "Fashion-MNIST (zalando-research/fashionmnist): fashion-mnist_train.csv and "
+    Layout("fashion-mnist", "Fashion-MNIST (zalando-research/fashionmnist): fashion-mnist_train.csv and "
                "fashion-mnist_test.csv, both labelled, pixel1..pixel784", ("id", "label"),
                train_file="fashion-mnist_train.csv", test_file="fashion-mnist_test.csv", first_pixel=1,
                test_labelled=True, class_names=dict(enumerate(FASHION_NAMES))),
-    TaskFormat("sign-language-mnist", "Sign Language MNIST (datamunge): sign_mnist_train.csv and "
+    Layout("sign-language-mnist", "Sign Language MNIST (datamunge): sign_mnist_train.csv and "
                "sign_mnist_test.csv, labelled, pixel1..pixel784, 24 letters (labels 0..24 without 9)", ("id", "label"),
                train_file="sign_mnist_train.csv", test_file="sign_mnist_test.csv", first_pixel=1,
                test_labelled=True, max_label=24, class_names=SIGN_NAMES),
-    TaskFormat("emnist", "EMNIST (crawford/emnist): emnist-<split>-train.csv and -test.csv, no header, label "
+    Layout("emnist", "EMNIST (crawford/emnist): emnist-<split>-train.csv and -test.csv, no header, label "
                "then 784 pixels, images stored transposed", ("id", "label"), train_file="emnist-*-train.csv",
                test_file="emnist-*-test.csv", header=False, test_labelled=True, max_label=61, transposed=True),
 )}
-DEFAULT_FORMAT = "digit-recognizer"
+DEFAULT_LAYOUT = "digit-recognizer"
 
 
-class FormatError(ValueError):
+class LayoutError(ValueError):
     """A data folder whose layout is ambiguous or unknown; the message lists what was seen and the choices."""
 
 
-def get_format(name: str) -> TaskFormat:
-    if name not in FORMATS:
-        raise FormatError(f"unknown --format {name!r}; choose one of {', '.join(FORMATS)}")
-    return FORMATS[name]
+def get_layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise LayoutError(f"unknown --format {name!r}; choose one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
 
 
-def data_files(fmt: TaskFormat, folder: Path) -> tuple[Path, Path]:
+def data_files(fmt: Layout, folder: Path) -> tuple[Path, Path]:
     """The train and test CSV of a folder in this format (EMNIST: the one split found there)."""
     folder = Path(folder)
     if "*" not in fmt.train_file:
@@ -96,7 +96,7 @@ def data_files(fmt: TaskFormat, folder: Path) -> tuple[Path, Path]:
     trains = sorted(folder.glob(fmt.train_file))
     if len(trains) != 1:
         found = ", ".join(path.name for path in trains) or "none"
-        raise FormatError(f"{folder}: expected one {fmt.train_file} (found {found}); put one split per folder")
+        raise LayoutError(f"{folder}: expected one {fmt.train_file} (found {found}); put one split per folder")
     split = re.fullmatch(r"emnist-(.+)-train\.csv", trains[0].name).group(1)
     return trains[0], folder / f"emnist-{split}-test.csv"
 
@@ -106,29 +106,29 @@ def _first_line(path: Path) -> str:
         return handle.readline(65536).decode("utf-8-sig", errors="replace").strip()
 
 
-def detect_format(folder: Path) -> TaskFormat:
+def detect_layout(folder: Path) -> Layout:
     """The layout of a data folder, from its file names and headers; refuses what fits none or several."""
     folder = Path(folder)
     candidates = []
-    for fmt in FORMATS.values():
+    for fmt in LAYOUTS.values():
         try:
             train, test = data_files(fmt, folder)
-        except FormatError:
+        except LayoutError:
             continue
         if train.is_file() and test.is_file() and _headers_fit(fmt, train, test):
             candidates.append(fmt)
     if len(candidates) == 1:
         return candidates[0]
     seen = _describe_folder(folder)
-    choices = ", ".join(FORMATS)
+    choices = ", ".join(LAYOUTS)
     if not candidates:
-        raise FormatError(f"{folder}: no known 28x28 CSV layout ({seen}). Known layouts: {choices}; "
+        raise LayoutError(f"{folder}: no known 28x28 CSV layout ({seen}). Known layouts: {choices}; "
                           "name one with --format, or see README 'Data layouts'")
-    raise FormatError(f"{folder}: fits several layouts ({', '.join(fmt.name for fmt in candidates)}; {seen}); "
+    raise LayoutError(f"{folder}: fits several layouts ({', '.join(fmt.name for fmt in candidates)}; {seen}); "
                       "choose one with --format")
 
 
-def _headers_fit(fmt: TaskFormat, train: Path, test: Path) -> bool:
+def _headers_fit(fmt: Layout, train: Path, test: Path) -> bool:
     train_head, test_head = _first_line(train).split(","), _first_line(test).split(",")
     if not fmt.header:
         return train_head[0].strip().isdigit() and test_head[0].strip().isdigit()

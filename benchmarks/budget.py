@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ensemble.job.layout import JobLayout
+
 ROOT = Path(__file__).resolve().parent.parent
 ENSEMBLE = [sys.executable, "-m", "ensemble.cli"]
 VARIANTS = {
@@ -106,12 +108,12 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     # timeline: (seconds since start, validation accuracy reachable then)
     timeline = []
     for member in record.members:
-        history = pd.read_csv(ws.member_dir(job, member.index) / "history.csv").drop_duplicates("epoch", keep="last")
+        history = pd.read_csv(JobLayout(ws, job).member(member.index).path / "history.csv").drop_duplicates("epoch", keep="last")
         start = parse_time(member.started) - run_started
         for seconds, val in zip(history["epoch_seconds"].cumsum(), history["val_accuracy"]):
             timeline.append((start + seconds, val))
     names = default_blend_names(ws, record)
-    finished = sorted((parse_time(record.members[read_metrics(ws.model_dir(job, n))["member"]].ended)
+    finished = sorted((parse_time(record.members[read_metrics(JobLayout(ws, job).model(n).path)["member"]].ended)
                        - run_started, n) for n in names)
     for i, (at, _) in enumerate(finished):
         chosen = [n for _, n in finished[: i + 1]]

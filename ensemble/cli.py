@@ -349,9 +349,8 @@ def submit(ctx, job, message, file, wait, competition, timeout):
     entry = submit_job(workspace(ctx), job, message, file, wait, competition, timeout_s=timeout)
     click.echo(f"submitted {entry.file} to {entry.competition} as {entry.message!r}")
     if entry.public_score is not None:
-        click.echo(f"public score {entry.public_score:.5f}" + (f" (from blend-{entry.blend['method']}"
-                   f"{' with TTA' if entry.blend['tta'] else ''}, val accuracy {entry.blend['val_accuracy']:.4f})"
-                   if entry.blend else ""))
+        click.echo(f"public score {entry.public_score:.5f}" + (f" (from {entry.blend.describe()})"
+                                                               if entry.blend else ""))
     elif not wait:
         click.echo("Kaggle is scoring it; `ensemble submit --wait` waits for the score next time")
 

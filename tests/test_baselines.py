@@ -14,6 +14,7 @@ from ensemble.blend.baselines import (
 )
 from ensemble.data.sources import sample_digits
 from ensemble.job.errors import JobError
+from ensemble.job.layout import JobLayout
 from ensemble.job.spec import JobSpec
 
 
@@ -82,7 +83,7 @@ def test_baselines_on_a_job_reach_sane_accuracy_and_save_like_members(ws, sample
     assert results["knn"]["val_accuracy"] > 0.85  # 1800 training digits, 200 validation
     assert results["tree"]["val_accuracy"] > 0.5
     assert results["knn"]["choice"]["k"] in range(1, 20, 2) and len(results["knn"]["sweep"]) == 10
-    folder = ws.baseline_dir("base", "knn")
+    folder = JobLayout(ws, "base").baseline("knn").path
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "metrics.json", "test_probs.npy",
                                                         "val_probs.npy"]
     assert np.load(folder / "test_probs.npy").shape == (1000, 10)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.job.layout import read_history
+from ensemble.job.layout import JobLayout, read_history
 from ensemble.job.outputs import (
     ModelKind,
     job_output_shape,
@@ -79,7 +79,7 @@ def test_a_newest_state_that_does_not_restore_is_set_aside_and_the_member_resume
         damage, tmp_path, sample_dir, monkeypatch, capsys, restore_dtype_policy):
     ws = _job(tmp_path, sample_dir)
     _train_until(ws, monkeypatch, epochs_committed=2)
-    member_dir = ws.member_dir("j", 0)
+    member_dir = JobLayout(ws, "j").member(0).path
     assert checkpoints.committed_epochs(member_dir / "backup") == [2, 1]
     DAMAGES[damage](checkpoints.state_dir(member_dir / "backup", 2))
     capsys.readouterr()
@@ -98,7 +98,7 @@ def test_when_no_state_restores_the_member_says_so_and_trains_from_epoch_0(tmp_p
                                                                          restore_dtype_policy):
     ws = _job(tmp_path, sample_dir)
     _train_until(ws, monkeypatch, epochs_committed=2)
-    backup = ws.member_dir("j", 0) / "backup"
+    backup = JobLayout(ws, "j").member(0).path / "backup"
     for epoch in checkpoints.committed_epochs(backup):
         _truncate(checkpoints.state_dir(backup, epoch) / checkpoints.WEIGHTS_FILE)
     capsys.readouterr()
@@ -106,7 +106,7 @@ def test_when_no_state_restores_the_member_says_so_and_trains_from_epoch_0(tmp_p
     out = capsys.readouterr().out
     assert "no training state restores: training from epoch 0" in out and "resuming" not in out
     assert out.count("member-00 epoch ") == 3
-    assert read_metrics(ws.member_dir("j", 0))["epochs"] == 3
+    assert read_metrics(JobLayout(ws, "j").member(0).path)["epochs"] == 3
 
 
 def test_a_kill_during_the_first_save_leaves_nothing_that_counts(tmp_path, sample_dir, monkeypatch, capsys,
@@ -123,13 +123,13 @@ def test_a_kill_during_the_first_save_leaves_nothing_that_counts(tmp_path, sampl
         patched.setattr(checkpoints.shutil, "rmtree", lambda *args, **kwargs: None)  # as SIGKILL: no clean-up
         with pytest.raises(Killed):
             train_member(ws, "j", 0)
-    backup = ws.member_dir("j", 0) / "backup"
+    backup = JobLayout(ws, "j").member(0).path / "backup"
     assert [path.name for path in backup.iterdir()] == [".incoming-epoch-0001"]
     capsys.readouterr()
     train_member(ws, "j", 0)
     out = capsys.readouterr().out
     assert "note:" not in out and out.count("member-00 epoch ") == 2
-    assert not list(ws.member_dir("j", 0).rglob(".*"))
+    assert not list(JobLayout(ws, "j").member(0).path.rglob(".*"))
 
 
 # --- finished members whose files are damaged -----------------------------------------------------

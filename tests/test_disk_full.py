@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
-from ensemble.job.layout import read_history
+from ensemble.job.layout import JobLayout, read_history
 from ensemble.job.outputs import survey_models
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
-from ensemble.member.checkpoints import committed_epochs
+from ensemble.job.layout import committed_epochs
 from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job
 from ensemble.store.workspace import Workspace
@@ -66,9 +66,9 @@ def test_training_that_runs_out_of_disk_stops_cleanly_and_finishes_after_space_i
     ballast = fill(small_disk, leave=int(2.5 * STATE_BYTES))  # the first epoch fits, the job does not
 
     result = ensemble(home, "train", "--job", "full")
-    assert_one_line_about_space(result, ws.member_dir("full", 0))
+    assert_one_line_about_space(result, JobLayout(ws, "full").member(0).path)
     assert leftovers(home) == []
-    member_dir = ws.member_dir("full", 0)
+    member_dir = JobLayout(ws, "full").member(0).path
     committed = max(committed_epochs(member_dir / "backup"), default=0)
     assert 1 <= committed < 6
     survey = survey_models(ws, load_record(ws, "full"))
@@ -87,7 +87,7 @@ def test_training_that_runs_out_of_disk_stops_cleanly_and_finishes_after_space_i
     blend = ensemble(home, "blend", "--job", "full")
     assert_one_line_about_space(blend, home / "submissions")
     assert leftovers(home) == [] and not list((home / "submissions").glob("*.csv"))
-    assert not (ws.job_dir("full") / "blends.json").exists()
+    assert not (JobLayout(ws, "full").dir / "blends.json").exists()
 
 
 def test_a_job_that_cannot_write_its_record_says_so_in_one_line(small_disk, sample_dir):

@@ -1,11 +1,11 @@
 import pytest
 
 from ensemble.job.errors import JobError
+from ensemble.job.layout import JobLayout
 from ensemble.job.record import (
     job_names,
     latest_job_with_spec,
     new_record,
-    record_path,
     require_record,
     resume_command,
     save_record,
@@ -123,7 +123,7 @@ def test_a_damaged_record_is_reported_with_its_path_and_other_jobs_keep_working(
         record = new_record(name, JobSpec.from_options(precision="float32"), tmp_path).ensure_members(1)
         record.created = created
         save_record(ws, record)
-    bad = record_path(ws, "bad")
+    bad = JobLayout(ws, "bad").record
     bad.write_text(bad.read_text()[:40])  # truncated, as a full disk or a kill mid-copy leaves it
     assert job_names(ws) == ["good"]
     assert require_record(ws, None).name == "good"

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from ensemble.cli import declared_options
 from ensemble.job.errors import JobError
+from ensemble.job.layout import JobLayout
 from ensemble.job.options import at_least, declared, option
 from ensemble.job.record import new_record, resume_command, save_record
 from ensemble.job.spec import JobSpec, spec_differences
@@ -44,7 +45,7 @@ def test_an_option_declared_once_shows_in_help_job_json_differences_and_the_resu
     spec = SpecWithMixup.resolve(SpecWithMixup(mixup=2, precision="float32"))
     record = new_record("j", spec, tmp_path / "data").ensure_members(1)
     save_record(ws, record)
-    assert json.loads((ws.job_dir("j") / "job.json").read_text())["spec"]["mixup"] == 2
+    assert json.loads((JobLayout(ws, "j").dir / "job.json").read_text())["spec"]["mixup"] == 2
     assert SpecWithMixup.resolve(SpecWithMixup(precision="float32")).mixup == 0  # its declared default
 
     assert spec_differences(spec, replace(spec, mixup=4)) == ["--mixup: job has 2, this run asks 4"]

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.member.checkpoints import committed_epochs
+from ensemble.job.layout import committed_epochs
 
 SLICE = ["--limit-train", "300", "--seed", "3", "--precision", "float32", "--no-tta"]  # TTA: test_cli, test_budget
 

@@ -24,7 +24,8 @@ from sklearn.tree import DecisionTreeClassifier
 
 from ..job.arrays import job_arrays
 from ..job.errors import JobError
-from ..job.outputs import save_model_outputs
+from ..job.layout import JobLayout
+from ..job.outputs import Metrics, save_model_outputs
 from ..job.record import require_record
 from ..nets.metrics import accuracy, log_loss
 
@@ -196,8 +197,8 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
         metrics = baseline_metrics(result, arrays.y_val, spec.seed, len(x_test))
         config = {"job": record.name, "baseline": name, "seed": spec.seed, "data_dir": record.data_dir,
                   "candidates": list(result.sweep) or None, "spec": spec.to_dict()}
-        save_model_outputs(ws.baseline_dir(record.name, name), config, result.val_probs, result.test_probs,
-                           metrics)
+        save_model_outputs(JobLayout(ws, record.name).baseline(name), config, result.val_probs, result.test_probs,
+                           Metrics.from_dict(metrics))
         echo(f"baseline {name}: val accuracy {metrics['val_accuracy']:.4f} with {result.choice} "
              f"({result.fit_seconds:.1f}s)")
         all_metrics.append(metrics)

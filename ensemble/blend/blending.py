@@ -10,21 +10,22 @@ import numpy as np
 
 from ..data.tables import file_sha256
 from ..job.errors import JobError
-from ..job.ledger import MemberState
+from ..job.layout import JobLayout
 from ..job.outputs import (
     JobModels,
     ModelKind,
     ensemble_models,
     finished_models,
-    has_tta,
     load_probs,
     survey_models,
 )
 from ..job.record import now, require_record, resume_command
-from ..job.records import record_blend
+from ..job.records import BlendRecord, record_blend
 from ..job.split import load_split
+from ..job.state import member_status
 from ..kaggle.submission import job_submission_layout, write_submission
 from ..nets.metrics import accuracy
+from ..store.locks import is_held
 from .methods import ModelOutputs, get_blend_method
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -77,26 +78,19 @@ def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta
         raise JobError(f"job {record.name!r} has no finished {', '.join(map(repr, missing))} "
                        f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
     names = list(only) if only else ensemble_models(models)
-    dirs = [ws.model_dir(record.name, name) for name in names]
-    probs = [load_probs(d, tta) for d in dirs]
+    folders = [JobLayout(ws, record.name).model(name) for name in names]
+    probs = [load_probs(folder, tta) for folder in folders]
     return ModelOutputs(names, np.stack([val for val, _ in probs]), np.stack([test for _, test in probs]),
-                        tta and any(has_tta(d) for d in dirs))
+                        tta and any(folder.has_tta for folder in folders))
 
 
-def unfinished_members(record: JobRecord, survey: JobModels) -> list[str]:
-    """'member-03 (running)' for each ledger member whose files are not finished, whatever the ledger says;
-    'member-03 (damaged: <file>: <what>)' for one whose files, or its snapshots' files, fail their checks."""
-    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
-    unfinished = []
-    for member in record.members:
-        name = member.name
-        faults = [survey.damaged[model] for model in survey.damaged
-                  if model == name or model.startswith(f"{name}-snap")]
-        if faults:
-            unfinished.append(f"{name} (damaged: {faults[0]})")
-        elif name not in finished:
-            unfinished.append(f"{name} ({'pending' if member.state is MemberState.DONE else member.state.value})")
-    return unfinished
+def unfinished_members(ws, record: JobRecord, survey: JobModels) -> list[str]:
+    """'member-03 (pending)' for each member that is not done as job.state.member_status sees it (the ledger
+    and the one artifact check, as `ensemble status` shows it); 'member-03 (damaged: <file>: <what>)' for one
+    whose files, or its snapshots' files, fail their checks."""
+    runner_alive = is_held(JobLayout(ws, record.name).lock)
+    statuses = [(member.name, member_status(member, survey, runner_alive)) for member in record.members]
+    return [status.describe(name) for name, status in statuses if not status.done]
 
 
 def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None = None,
@@ -113,7 +107,7 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     spec = record.spec
     tta = spec.tta if tta is None else tta
     survey = survey_models(ws, record)  # every input checked before anything is blended or written
-    unfinished = unfinished_members(record, survey) if only is None else []
+    unfinished = unfinished_members(ws, record, survey) if only is None else []
     if unfinished and not allow_partial:
         finished = len(record.members) - len(unfinished)
         raise JobError(f"job {record.name!r} has {len(unfinished)} unfinished of {len(record.members)} "
@@ -130,11 +124,9 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     copy_name = f"{record.name}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels, layout) for target in targets]
-    record_blend(ws, record.name, {"method": method, "models": outputs.names, "tta": outputs.tta,
-                                      "weights": [float(w) for w in blended.weights],
-                                      "val_accuracy": blended.val_accuracy, "files": [str(p) for p in paths],
-                                      "sha256": file_sha256(paths[0]),
-                                      "written": now()})
+    record_blend(ws, record.name, BlendRecord(method, tuple(outputs.names), outputs.tta,
+                                              tuple(float(w) for w in blended.weights), blended.val_accuracy,
+                                              tuple(str(p) for p in paths), file_sha256(paths[0]), now()))
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,

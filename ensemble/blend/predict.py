@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.tables import DataError, read_test_csv
 from ..job.errors import JobError
+from ..job.layout import JobLayout
 from ..job.outputs import ModelKind, keras_file_problem, model_kind, survey_models
 from ..job.record import require_record
 from ..job.split import load_split
@@ -34,14 +35,10 @@ class Prediction:
 
 def model_file(ws: Workspace, job: str, name: str) -> Path:
     """The saved Keras model behind a model name: a member's kept weights, or a snapshot's cycle file."""
-    kind = model_kind(name)
-    if kind is ModelKind.BASELINE:
+    if model_kind(name) is ModelKind.BASELINE:
         raise JobError(f"{name!r} is a baseline: baselines keep no model to predict with; "
                        "predict with the job's CNN members (the default) or name members with --only")
-    if kind is ModelKind.SNAPSHOT:
-        member, cycle = name.rsplit("-snap", 1)
-        return ws.models_dir / job / member / "snapshots" / f"cycle-{int(cycle)}.keras"
-    return ws.model_dir(job, name) / "best.keras"
+    return JobLayout(ws, job).model_file(name)
 
 
 def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None = None,

@@ -52,14 +52,16 @@ class DigitTable:
 
 
 def read_train_csv(path: Path, cache_dir: Path | None = None, fmt: Layout = DIGITS,
-                   limit: int | None = None) -> DigitTable:
+                   limit: int | None = None, sha256: str | None = None) -> DigitTable:
     """A train file, parsed exactly or refused (DataError naming file, line and column). With limit, only its
-    first `limit` rows are parsed (and the rest only hashed): --limit-train reads what it uses."""
-    return _read_digit_csv(Path(path), fmt.train_columns, cache_dir, fmt, limit)
+    first `limit` rows are parsed (and the rest only hashed): --limit-train reads what it uses. With sha256
+    (the hash a job recorded), the cached arrays of exactly that content are read without hashing the file."""
+    return _read_digit_csv(Path(path), fmt.train_columns, cache_dir, fmt, limit, sha256)
 
 
-def read_test_csv(path: Path, cache_dir: Path | None = None, fmt: Layout = DIGITS) -> DigitTable:
-    return _read_digit_csv(Path(path), fmt.test_columns, cache_dir, fmt)
+def read_test_csv(path: Path, cache_dir: Path | None = None, fmt: Layout = DIGITS,
+                  sha256: str | None = None) -> DigitTable:
+    return _read_digit_csv(Path(path), fmt.test_columns, cache_dir, fmt, None, sha256)
 
 
 # The file is read in blocks of about this many bytes: memory stays near the parsed arrays whatever its size.
@@ -74,20 +76,33 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cache_file(cache_dir: Path, fmt: Layout, kind: str, sha: str, limit: int | None) -> Path:
+    """Parsed arrays of one file's content (and, with --limit-train, of its first rows)."""
+    return cache_dir / (f"{fmt.name}-{kind}-{sha}" + (f"-first{limit}" if limit is not None else "") + ".npz")
+
+
+def _read_cached(cached: Path, sha: str) -> DigitTable | None:
+    try:
+        with np.load(cached) as arrays:
+            return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
+                              arrays["ids"] if "ids" in arrays else None)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        cached.unlink(missing_ok=True)  # a damaged cache entry: parse the CSV again
+        return None
+
+
 def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | None, fmt: Layout,
-                    limit: int | None = None) -> DigitTable:
+                    limit: int | None = None, known_sha: str | None = None) -> DigitTable:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    sha = file_sha256(path)
     kind = "train" if expected[0] == "label" else "test"
-    cached = cache_dir / f"{fmt.name}-{kind}-{sha}.npz" if cache_dir and limit is None else None
-    if cached is not None and cached.is_file():
-        try:
-            with np.load(cached) as arrays:
-                return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
-                                  arrays["ids"] if "ids" in arrays else None)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            cached.unlink(missing_ok=True)  # a damaged cache entry: parse the CSV again
+    if cache_dir and known_sha and (cached := cache_file(cache_dir, fmt, kind, known_sha, limit)).is_file():
+        if (table := _read_cached(cached, known_sha)) is not None:
+            return table
+    sha = file_sha256(path)
+    cached = cache_file(cache_dir, fmt, kind, sha, limit) if cache_dir else None
+    if cached is not None and cached.is_file() and (table := _read_cached(cached, sha)) is not None:
+        return table
     table = _parse_in_blocks(path, expected, sha, fmt, limit)
     if table is None:  # something unusual somewhere: the exact reader parses it or says where it is wrong
         table = _parse_digit_csv(path, _leading_bytes(path, fmt, limit), expected, sha, fmt)

@@ -54,9 +54,14 @@ def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
         if table.sha256 != recorded:
             raise JobError(f"{record.data_dir}/{kind}.csv changed since job {record.name!r} was "
                            "created (its content hash differs); train a new job for new data")
-    split = load_split(ws, record)
-    images = train.images[..., None]
-    labels = class_indices(train.labels, spec.classes)
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
-    return JobArrays(images[split["train_index"]], labels[split["train_index"]],
-                     images[split["val_index"]], labels[split["val_index"]], test.images[..., None], y_test)
+    return split_arrays(train.images, class_indices(train.labels, spec.classes), load_split(ws, record),
+                        test.images, y_test)
+
+
+def split_arrays(train_images: np.ndarray, train_labels: np.ndarray, split: dict[str, np.ndarray],
+                 test_images: np.ndarray, y_test: np.ndarray | None) -> JobArrays:
+    """Training and validation rows as the split says, with the channel axis the nets take."""
+    images = train_images[..., None]
+    return JobArrays(images[split["train_index"]], train_labels[split["train_index"]],
+                     images[split["val_index"]], train_labels[split["val_index"]], test_images[..., None], y_test)

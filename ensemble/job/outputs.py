@@ -2,18 +2,16 @@
 
 A model is a member (`member-03`), a snapshot of a member (`member-03-snap2`, the weights at the end of
 its second cosine cycle) or a baseline (`knn`, folder `baseline-knn`). Each folder holds config.json,
-float32 softmax on validation and test (`val_probs.npy`, `test_probs.npy`; with test-time augmentation
-also `val_probs_tta.npy`, `test_probs_tta.npy`) and metrics.json, written last: its presence is what
-marks the model finished. Everything here reads or writes those files; callers never build the names.
+float32 softmax on validation and test (with test-time augmentation also a second pair) and metrics.json,
+written last: its presence is what marks the model finished. The names are job.layout's; this module reads
+and writes the files and holds `output_problem`, the one check behind "finished".
 """
 from __future__ import annotations
 
-import re
 import zipfile
-from dataclasses import dataclass
-from enum import Enum
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,22 +20,13 @@ from ..store import atomic
 from ..store.workspace import Workspace, member_name
 from .arrays import read_job_test
 from .errors import JobError
+from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of, model_kind, snapshot_name
 from .split import load_split
 
-if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
+if TYPE_CHECKING:
     from .record import JobRecord
 
-
-OUTPUT_FILES = ("config.json", "val_probs.npy", "test_probs.npy", "metrics.json")
-MEMBER_FILES = ("config.json", "best.keras", "val_probs.npy", "test_probs.npy", "metrics.json")
-TTA_FILES = ("val_probs_tta.npy", "test_probs_tta.npy")
-_SNAPSHOT = re.compile(r"^(member-\d+)-snap(\d+)$")
-
-
-class ModelKind(str, Enum):
-    MEMBER = "member"
-    SNAPSHOT = "snapshot"
-    BASELINE = "baseline"
+__all__ = ["ModelKind", "snapshot_name", "model_kind", "member_of"]  # the names, from job.layout
 
 
 @dataclass(frozen=True)
@@ -48,28 +37,66 @@ class ModelRef:
     stopped_early: bool = False  # a member the time limit stopped before its last epoch (and last cycle)
 
 
-def snapshot_name(index: int, cycle: int) -> str:
-    """The model name of member `index`'s snapshot after cycle `cycle` (1-based)."""
-    return f"{member_name(index)}-snap{cycle}"
+@dataclass(frozen=True)
+class Metrics:
+    """metrics.json of a model. A member's and a snapshot's come from member.predict, a baseline's from
+    blend.baselines; keys this type does not name are kept in `extra`, so every file reads and writes back."""
+
+    val_accuracy: float
+    val_logloss: float
+    kind: str = "member"                   # member, snapshot or baseline
+    model: str | None = None               # the net (a baseline: its name)
+    member: int | None = None
+    cycle: int | None = None               # a snapshot's cosine cycle
+    seed: int | None = None
+    epochs: int | None = None              # epochs trained
+    epochs_planned: int | None = None
+    best_epoch: int | None = None          # the epoch whose weights predict
+    stopped_early: bool = False            # the time limit stopped the member before its last epoch
+    precision: str | None = None
+    tta: bool = False
+    val_accuracy_tta: float | None = None
+    val_logloss_tta: float | None = None
+    fit_seconds: float | None = None
+    images_per_second: float | None = None
+    predict_ms_per_1k: float | None = None
+    params: int | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    n_test: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # runtime, a baseline's sweep, ...
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        return {**{key: value for key, value in values.items() if key != "extra"}, **self.extra}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Metrics":
+        """Raises KeyError or TypeError for a file that is not a model's metrics."""
+        named = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{key: value for key, value in values.items() if key in named},
+                   extra={key: value for key, value in values.items() if key not in named})
+
+    @property
+    def predict_seconds(self) -> float | None:
+        """Seconds to predict the validation and test rows (with every TTA view), as measured on test."""
+        if not self.predict_ms_per_1k or self.n_val is None or self.n_test is None:
+            return None
+        return self.predict_ms_per_1k / 1e6 * (self.n_val + self.n_test)
 
 
-def model_kind(name: str) -> ModelKind:
-    if _SNAPSHOT.match(name):
-        return ModelKind.SNAPSHOT
-    return ModelKind.MEMBER if name.startswith("member-") else ModelKind.BASELINE
-
-
-def save_model_outputs(model_dir: Path, config: dict, val_probs: np.ndarray, test_probs: np.ndarray,
-                       metrics: dict, tta: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+def save_model_outputs(folder: ModelFolder, config: dict, val_probs: np.ndarray, test_probs: np.ndarray,
+                       metrics: Metrics, tta: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Write a model's outputs; metrics.json goes last, so a crash never leaves a model looking finished."""
-    (model_dir / "metrics.json").unlink(missing_ok=True)  # rewriting: unfinished until the new metrics land
-    atomic.write_json(model_dir / "config.json", config)
-    atomic.save_npy(model_dir / "val_probs.npy", np.asarray(val_probs, dtype=np.float32))
-    atomic.save_npy(model_dir / "test_probs.npy", np.asarray(test_probs, dtype=np.float32))
+    folder.metrics.unlink(missing_ok=True)  # rewriting: unfinished until the new metrics land
+    folder.path.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(folder.config, config)
+    for path, probs in zip(folder.probs(), (val_probs, test_probs)):
+        atomic.save_npy(path, np.asarray(probs, dtype=np.float32))
     if tta is not None:
-        for name, probs in zip(TTA_FILES, tta):
-            atomic.save_npy(model_dir / name, np.asarray(probs, dtype=np.float32))
-    return atomic.write_json(model_dir / "metrics.json", metrics)
+        for path, probs in zip(folder.probs(tta=True), tta):
+            atomic.save_npy(path, np.asarray(probs, dtype=np.float32))
+    return atomic.write_json(folder.metrics, metrics.to_dict())
 
 
 def keras_file_problem(path: Path) -> str | None:
@@ -88,10 +115,6 @@ def keras_file_problem(path: Path) -> str | None:
     if not {"config.json", "model.weights.h5"} <= names:
         return f"{path}: not a Keras model file (no config.json and model.weights.h5 inside)"
     return None
-
-
-def has_outputs(model_dir: Path) -> bool:
-    return all((model_dir / name).is_file() for name in OUTPUT_FILES)
 
 
 @dataclass(frozen=True)
@@ -123,53 +146,50 @@ def _probs_problem(path: Path, rows: int | None, classes: int) -> str | None:
     return None
 
 
-def output_problem(model_dir: Path, shape: OutputShape, kind: ModelKind) -> str | None:
+def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
     """The first thing wrong with a model's saved outputs, None when every file a later stage reads is
     whole: present, parsing, the job's shapes, and for a member a best.keras that is a complete model file.
     The one check behind "finished": a model that fails it is not finished, whatever else says so."""
-    for name in MEMBER_FILES if kind is ModelKind.MEMBER else OUTPUT_FILES:
-        if not (model_dir / name).is_file():
-            return f"{model_dir}: no {name}"
-    for name in ("config.json", "metrics.json"):
-        if problem := _json_object_problem(model_dir / name):
+    for path in folder.output_files:
+        if not path.is_file():
+            return f"{folder.path}: no {path.name}"
+    for path in (folder.config, folder.metrics):
+        if problem := _json_object_problem(path):
             return problem
-    accuracy = read_metrics(model_dir).get("val_accuracy")
+    accuracy = atomic.read_json(folder.metrics).get("val_accuracy")
     if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
-        return f"{model_dir / 'metrics.json'}: no val_accuracy"
-    present_tta = [name for name in TTA_FILES if (model_dir / name).is_file()]
-    for name, rows in (("val_probs.npy", shape.n_val), ("test_probs.npy", shape.n_test),
-                       *((name, shape.n_val if name.startswith("val") else shape.n_test) for name in present_tta)):
-        if problem := _probs_problem(model_dir / name, rows, shape.n_classes):
+        return f"{folder.metrics}: no val_accuracy"
+    try:
+        read_metrics(folder)
+    except (KeyError, TypeError) as error:
+        return f"{folder.metrics}: not a model's metrics ({type(error).__name__}: {error})"
+    val_path, test_path = folder.probs()
+    present_tta = [path for path in folder.probs(tta=True) if path.is_file()]
+    tta_rows = dict(zip(folder.probs(tta=True), (shape.n_val, shape.n_test)))
+    for path, rows in ((val_path, shape.n_val), (test_path, shape.n_test), *((p, tta_rows[p]) for p in present_tta)):
+        if problem := _probs_problem(path, rows, shape.n_classes):
             return problem
     if len(present_tta) == 1:
-        return f"{model_dir}: {present_tta[0]} without its other half"
-    if kind is ModelKind.MEMBER:
-        return keras_file_problem(model_dir / "best.keras")
+        return f"{folder.path}: {present_tta[0].name} without its other half"
+    if isinstance(folder, MemberFolder):
+        return keras_file_problem(folder.best)
     return None
 
 
-def has_tta(model_dir: Path) -> bool:
-    return all((model_dir / name).is_file() for name in TTA_FILES)
+def read_metrics(folder: ModelFolder) -> Metrics:
+    return Metrics.from_dict(atomic.read_json(folder.metrics))
 
 
-def member_is_complete(member_dir: Path) -> bool:
-    return all((member_dir / name).is_file() for name in MEMBER_FILES)
-
-
-def read_metrics(model_dir: Path) -> dict:
-    return atomic.read_json(model_dir / "metrics.json")
-
-
-def load_probs(model_dir: Path, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_probs(folder: ModelFolder, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(val, test) softmax of a finished model; its TTA outputs when asked and present."""
-    names = TTA_FILES if tta and has_tta(model_dir) else ("val_probs.npy", "test_probs.npy")
-    return np.load(model_dir / names[0]), np.load(model_dir / names[1])
+    val_path, test_path = folder.probs(tta=tta and folder.has_tta)
+    return np.load(val_path), np.load(test_path)
 
 
-def job_output_shape(ws: Workspace, record: JobRecord) -> OutputShape:
+def job_output_shape(ws: Workspace, record: JobRecord, split: dict | None = None) -> OutputShape:
     """The shape every output of a job must have: its split's validation rows, its test file's rows (when
     the file can be read), its classes."""
-    n_val = len(load_split(ws, record)["val_index"])
+    n_val = len((split if split is not None else load_split(ws, record))["val_index"])
     try:
         n_test = len(read_job_test(ws, record))
     except (DataError, JobError, OSError):
@@ -188,40 +208,39 @@ class JobModels:
     def names(self) -> list[str]:
         return [model.name for model in self.finished]
 
+    def is_finished(self, name: str) -> bool:
+        return name in self.names
 
-def _model_folders(ws: Workspace, record: JobRecord) -> list[tuple[str, ModelKind, str | None]]:
-    """(name, kind, member of a snapshot) of every model folder a job has, members first with their snapshots."""
-    job = record.name
-    folder = ws.models_dir / job
+    def fault_of_member(self, name: str) -> str | None:
+        """What is wrong with a member's files or its snapshots' files, None when nothing is."""
+        return next((problem for model, problem in self.damaged.items() if member_of(model) == name), None)
+
+
+def _model_folders(layout: JobLayout, record: JobRecord) -> list[tuple[ModelFolder, ModelKind, str | None]]:
+    """(folder, kind, member of a snapshot) of every model folder a job has, members first with their snapshots."""
     found = []
     for member in record.members:
-        index = member.index
-        if ws.member_dir(job, index).is_dir():
-            found.append((member_name(index), ModelKind.MEMBER, None))
-        pattern = re.compile(rf"^{member_name(index)}-snap(\d+)$")
-        snapshots = sorted((int(match.group(1)), path.name) for path in folder.glob(f"{member_name(index)}-snap*")
-                           if (match := pattern.match(path.name))) if folder.is_dir() else []
-        found += [(name, ModelKind.SNAPSHOT, member_name(index)) for _, name in snapshots]
-    baselines = sorted(path.name.removeprefix("baseline-") for path in folder.glob("baseline-*")) \
-        if folder.is_dir() else []
-    return found + [(name, ModelKind.BASELINE, None) for name in baselines]
+        folder = layout.member(member.index)
+        if folder.path.is_dir():
+            found.append((folder, ModelKind.MEMBER, None))
+        found += [(snapshot, ModelKind.SNAPSHOT, member_name(member.index)) for snapshot in folder.snapshot_folders()]
+    return found + [(layout.baseline(name), ModelKind.BASELINE, None) for name in layout.baseline_names()]
 
 
 def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = None) -> JobModels:
     """Every model of a job, each checked once (output_problem): a snapshot counts only beside a finished
     member; a folder without metrics.json is simply unfinished, one with it and a fault is damaged."""
     shape = shape or job_output_shape(ws, record)
-    job = record.name
     finished, damaged = [], {}
-    for name, kind, member in _model_folders(ws, record):
+    for folder, kind, member in _model_folders(JobLayout(ws, record.name), record):
+        name = folder.name if kind is not ModelKind.BASELINE else folder.name.removeprefix("baseline-")
         if kind is ModelKind.SNAPSHOT and member not in {model.name for model in finished}:
             continue
-        model_dir = ws.model_dir(job, name)
-        problem = output_problem(model_dir, shape, kind)
+        problem = output_problem(folder, shape)
         if problem is None:
-            stopped = kind is ModelKind.MEMBER and bool(read_metrics(model_dir).get("stopped_early"))
+            stopped = kind is ModelKind.MEMBER and read_metrics(folder).stopped_early
             finished.append(ModelRef(name, kind, member, stopped))
-        elif (model_dir / "metrics.json").is_file():
+        elif folder.metrics.is_file():
             damaged[name] = problem
     return JobModels(finished, damaged)
 

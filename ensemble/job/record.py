@@ -17,7 +17,7 @@ from ..store import atomic
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace, member_name
 from .errors import JobError
-from .layout import lock_path
+from .layout import JobLayout
 from .ledger import LastRun, MemberEntry
 from .spec import JobSpec, spec_words
 
@@ -77,13 +77,11 @@ def new_record(name: str, spec: JobSpec, data_dir: Path) -> JobRecord:
     return JobRecord(name, spec, str(data_dir), created=now(), updated=now())
 
 
-def record_path(ws: Workspace, job: str) -> Path:
-    return ws.job_dir(job) / "job.json"
 
 
 def load_record(ws: Workspace, job: str) -> JobRecord | None:
     """A job's record, None when there is none; a damaged one is a JobError that names its file."""
-    path = record_path(ws, job)
+    path = JobLayout(ws, job).record
     if not path.is_file():
         return None
     try:
@@ -105,9 +103,7 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     and data folder, so the record is exact when they agree. None when no member says, or they disagree.
     Per-member state is left to the runner's reconcile, which reads it from the files."""
     configs = {}
-    for path in sorted((ws.models_dir / job).glob("member-*/config.json")):
-        if "-snap" in path.parent.name:
-            continue
+    for path in JobLayout(ws, job).member_configs():
         try:
             config = atomic.read_json(path)
             configs[int(config["member"])] = (config["spec"], config["data_dir"], path.stat().st_mtime)
@@ -132,16 +128,16 @@ def recover_record(ws: Workspace, job: str, say) -> JobRecord | None:
         rebuilt = rebuild_record(ws, job)
         if rebuilt is None:
             raise JobError(f"{damaged}".split("; `ensemble train")[0] + ". Its member folders do not say how it was "
-                           f"made, so it cannot be rebuilt: move {ws.job_dir(job)} aside and train a new job") from None
+                           f"made, so it cannot be rebuilt: move {JobLayout(ws, job).dir} aside and train a new job") from None
     try:
-        with PidLock(lock_path(ws, job)):  # job.json has one writer at a time
-            aside = record_path(ws, job).with_name(f"job.json.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-            record_path(ws, job).rename(aside)
+        with PidLock(JobLayout(ws, job).lock):  # job.json has one writer at a time
+            aside = JobLayout(ws, job).record.with_name(f"job.json.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            JobLayout(ws, job).record.rename(aside)
             save_record(ws, rebuilt)
     except LockHeld as held:
         raise JobError(f"job {job!r} is being trained by pid {held.holder.get('pid', '?')}; its record reads as "
                        "damaged: rerun once that process ends") from None
-    say(f"{record_path(ws, job)} was damaged: set aside as {aside.name} and rebuilt from "
+    say(f"{JobLayout(ws, job).record} was damaged: set aside as {aside.name} and rebuilt from "
         f"{len(rebuilt.members)} member folders ({ws.models_dir / job})")
     return rebuilt
 
@@ -160,7 +156,7 @@ def require_record(ws: Workspace, job: str | None) -> JobRecord:
 
 def save_record(ws: Workspace, record: JobRecord) -> Path:
     record.updated = now()
-    return atomic.write_json(record_path(ws, record.name), record.to_dict())
+    return atomic.write_json(JobLayout(ws, record.name).record, record.to_dict())
 
 
 def readable_records(ws: Workspace) -> tuple[list[JobRecord], dict[str, str]]:

@@ -1,15 +1,47 @@
 """The job's typed records of what it wrote and sent: blends.json (which blend wrote which submission)
-and submissions.json (what went to Kaggle and its score)."""
+and submissions.json (what went to Kaggle and its score). Keys are those earlier versions wrote."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..store import atomic
+from ..store.workspace import Workspace
+from .layout import JobLayout
 
-if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
-    pass
+
+@dataclass(frozen=True)
+class BlendRecord:
+    """One `ensemble blend`: the method, the models and weights, and the files it wrote (with the first
+    one's sha256, by which `ensemble submit` finds the blend behind a file)."""
+
+    method: str
+    models: tuple[str, ...]
+    tta: bool
+    weights: tuple[float, ...]
+    val_accuracy: float
+    files: tuple[str, ...]
+    sha256: str | None = None
+    written: str | None = None
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        return {**values, "models": list(self.models), "weights": list(self.weights), "files": list(self.files)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BlendRecord":
+        known = {f.name for f in fields(cls)}
+        chosen = {key: value for key, value in values.items() if key in known}
+        return cls(**{**chosen, "models": tuple(chosen["models"]), "weights": tuple(chosen.get("weights", ())),
+                      "files": tuple(chosen.get("files", ()))})
+
+    @property
+    def label(self) -> str:
+        """blend-mean, blend-greedy: the leaderboard row of its method."""
+        return f"blend-{self.method}"
+
+    def describe(self) -> str:
+        return f"{self.label}{' with TTA' if self.tta else ''}, val accuracy {self.val_accuracy:.4f}"
 
 
 @dataclass(frozen=True)
@@ -24,34 +56,35 @@ class SubmissionRecord:
     status: str
     public_score: float | None = None
     private_score: float | None = None
-    blend: dict | None = None  # which blend wrote the file (blends.json), when it was one
+    blend: BlendRecord | None = None  # which blend wrote the file (blends.json), when it was one
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "blend": self.blend.to_dict() if self.blend else None}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "SubmissionRecord":
+        blend = values.get("blend")
+        return cls(**{**values, "blend": BlendRecord.from_dict(blend) if blend else None})
 
 
-def submissions_path(ws, job: str) -> Path:
-    return ws.job_dir(job) / "submissions.json"
-
-
-def read_submission_records(ws, job: str) -> list[SubmissionRecord]:
-    path = submissions_path(ws, job)
+def read_submission_records(ws: Workspace, job: str) -> list[SubmissionRecord]:
+    path = JobLayout(ws, job).submissions
     if not path.is_file():
         return []
-    return [SubmissionRecord(**row) for row in atomic.read_json(path)]
+    return [SubmissionRecord.from_dict(row) for row in atomic.read_json(path)]
 
 
-def add_submission_record(ws, job: str, record: SubmissionRecord) -> Path:
-    rows = [asdict(row) for row in read_submission_records(ws, job)] + [asdict(record)]
-    return atomic.write_json(submissions_path(ws, job), rows)
+def add_submission_record(ws: Workspace, job: str, record: SubmissionRecord) -> Path:
+    rows = [row.to_dict() for row in read_submission_records(ws, job)] + [record.to_dict()]
+    return atomic.write_json(JobLayout(ws, job).submissions, rows)
 
 
-def blends_path(ws, job: str) -> Path:
-    return ws.job_dir(job) / "blends.json"
-
-
-def read_blend_records(ws, job: str) -> list[dict]:
+def read_blend_records(ws: Workspace, job: str) -> list[BlendRecord]:
     """Which blend wrote which submission file, oldest first (jobs/<job>/blends.json)."""
-    path = blends_path(ws, job)
-    return atomic.read_json(path) if path.is_file() else []
+    path = JobLayout(ws, job).blends
+    return [BlendRecord.from_dict(row) for row in atomic.read_json(path)] if path.is_file() else []
 
 
-def record_blend(ws, job: str, entry: dict) -> Path:
-    return atomic.write_json(blends_path(ws, job), read_blend_records(ws, job) + [entry])
+def record_blend(ws: Workspace, job: str, entry: BlendRecord) -> Path:
+    rows = [row.to_dict() for row in read_blend_records(ws, job)] + [entry.to_dict()]
+    return atomic.write_json(JobLayout(ws, job).blends, rows)

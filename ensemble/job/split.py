@@ -13,11 +13,8 @@ from ..data.tables import DataError
 from ..store import atomic
 from ..store.workspace import Workspace
 from .errors import JobError
+from .layout import JobLayout
 from .record import JobRecord
-
-
-def split_path(ws: Workspace, job: str) -> Path:
-    return ws.job_dir(job) / "split.npz"
 
 
 def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.ndarray,
@@ -25,10 +22,18 @@ def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.n
     """Row indices of train.csv for training and validation, and the validation rows' class indices."""
     buffer = io.BytesIO()
     np.savez(buffer, train_index=train_index, val_index=val_index, val_labels=val_labels)
-    return atomic.write_bytes(split_path(ws, job), buffer.getvalue())
+    return atomic.write_bytes(JobLayout(ws, job).split, buffer.getvalue())
 
 
 SPLIT_KEYS = ("train_index", "val_index", "val_labels")
+
+
+def read_split_file(path: Path) -> dict[str, np.ndarray]:
+    """A split file that must be whole (a member's: the runner made sure of it)."""
+    split = _read_split(path)
+    if split is None:
+        raise JobError(f"{path}: missing or damaged; `ensemble train` makes it again")
+    return split
 
 
 def _read_split(path: Path) -> dict[str, np.ndarray] | None:
@@ -44,7 +49,7 @@ def _read_split(path: Path) -> dict[str, np.ndarray] | None:
 def load_split(ws: Workspace, record: JobRecord, say=None) -> dict[str, np.ndarray]:
     """The job's validation split. A missing or damaged split.npz is made again, exactly: the split is a
     function of the recorded seed, share and training data (checked against its recorded hash)."""
-    path = split_path(ws, record.name)
+    path = JobLayout(ws, record.name).split
     split = _read_split(path)
     if split is not None:
         return split

@@ -205,7 +205,7 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
         raise KaggleError(f"{path}, {error}; not uploaded") from None
     digest = file_sha256(path)
     origin = next((blend for blend in reversed(read_blend_records(ws, record.name))
-                   if blend.get("sha256") == digest), None)
+                   if blend.sha256 == digest), None)
     description = unique_message(record.name, message)
     run(submit_args(target, path, description))
     status, public, private = "submitted", None, None

@@ -18,13 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..job.layout import INCOMING_PREFIX, SET_ASIDE_DIR, MemberFolder, committed_epochs, state_dir
 from ..store import atomic
 
-STATE_PREFIX = "epoch-"
-INCOMING_PREFIX = ".incoming-"
 WEIGHTS_FILE = "training.weights.h5"  # Keras wants the .weights.h5 suffix
 STATE_FILE = "state.json"
-SET_ASIDE_DIR = "set-aside"  # beside backup/, so it outlives the backup a finished member drops
 STATES_KEPT = 2  # the newest and the one before it, plus the best epoch's (best.keras is rebuilt from it)
 
 
@@ -88,20 +86,6 @@ def history_csv(history) -> str:
     return "\n".join(lines) + "\n"
 
 
-def state_dir(backup: Path, epoch: int) -> Path:
-    return backup / f"{STATE_PREFIX}{epoch:04d}"
-
-
-def committed_epochs(backup: Path) -> list[int]:
-    """Epochs with a committed state folder, newest first (from the names; nothing is loaded)."""
-    if not backup.is_dir():
-        return []
-    found = []
-    for path in backup.iterdir():
-        suffix = path.name.removeprefix(STATE_PREFIX)
-        if path.is_dir() and path.name.startswith(STATE_PREFIX) and suffix.isdigit():
-            found.append(int(suffix))
-    return sorted(found, reverse=True)
 
 
 def commit_state(model, backup: Path, state: TrainingState, after_weights=lambda: None) -> Path:
@@ -179,17 +163,17 @@ def load_weights(model, backup: Path, epoch: int) -> None:
 
 def set_aside(backup: Path, epoch: int) -> Path:
     """Move a state that does not restore out of the way, keeping it for a look."""
-    target = backup.parent / SET_ASIDE_DIR / f"{STATE_PREFIX}{epoch:04d}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target = backup.parent / SET_ASIDE_DIR / f"{state_dir(backup, epoch).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     target.parent.mkdir(parents=True, exist_ok=True)
     state_dir(backup, epoch).rename(target)
     return target
 
 
-def clear_incomplete(member_dir: Path) -> list[Path]:
+def clear_incomplete(folder: MemberFolder) -> list[Path]:
     """Remove what a killed write left half done: incoming state folders and temp files of atomic writes.
     None of it was ever committed, so nothing it held counts."""
-    leftovers = [*member_dir.glob(".saving-*"), *member_dir.glob(".*.tmp"), *(member_dir / "snapshots").glob(".*"),
-                 *(member_dir / "backup").glob(f"{INCOMING_PREFIX}*")]
+    leftovers = [*folder.path.glob(".saving-*"), *folder.path.glob(".*.tmp"), *folder.snapshots.glob(".*"),
+                 *folder.backup.glob(f"{INCOMING_PREFIX}*")]
     for path in leftovers:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

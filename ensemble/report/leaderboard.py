@@ -16,6 +16,7 @@ from ..blend.blending import load_outputs
 from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..job.arrays import job_test_labels
 from ..job.errors import JobError
+from ..job.layout import JobLayout, member_of, model_kind
 from ..job.outputs import ModelKind, survey_models
 from ..job.record import require_record
 from ..job.records import read_blend_records, read_submission_records
@@ -52,8 +53,9 @@ class Report:
 
 def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
     """Each model's member's history.csv: a snapshot is a moment of its member's run, shown once as that run."""
-    members = dict.fromkeys(name.split("-snap")[0] for name in names)
-    paths = {name: ws.model_dir(job, name) / "history.csv" for name in members}
+    layout = JobLayout(ws, job)
+    members = dict.fromkeys(member_of(name) for name in names)
+    paths = {name: layout.model(name).history for name in members}
     return {name: pd.read_csv(path).drop_duplicates("epoch", keep="last") for name, path in paths.items()
             if path.is_file()}
 
@@ -96,7 +98,8 @@ def write_report(ws, job: str | None = None) -> Report:
         notes.append(damaged_note(survey.damaged, name))
     if members is not None:
         notes.append(f"blends average {len(members.names)} models: " + ", ".join(members.names)
-                     + (" (each member's snapshots stand in for it)" if any("-snap" in n for n in members.names) else ""))
+                     + (" (each member's snapshots stand in for it)" if any(model_kind(n) is ModelKind.SNAPSHOT for n in members.names)
+                        else ""))
     if y_test is not None:
         notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file, which no model trained "
                      "or was chosen on.")
@@ -110,8 +113,7 @@ def write_report(ws, job: str | None = None) -> Report:
                   "greedy weights (fitted on all validation rows, used for a greedy submission): "
                   + ", ".join(f"{n} {w:.2f}" for n, w in weights.items() if w)]
     for entry in read_submission_records(ws, name):
-        origin = (f"blend-{entry.blend['method']}{' with TTA' if entry.blend['tta'] else ''}, val accuracy "
-                  f"{entry.blend['val_accuracy']:.4f}" if entry.blend else "not written by `ensemble blend`")
+        origin = entry.blend.describe() if entry.blend else "not written by `ensemble blend`"
         score = f"public {entry.public_score:.5f}" if entry.public_score is not None else entry.status
         notes.append(f"Kaggle submission {entry.submitted}: {Path(entry.file).name} ({origin}) to "
                      f"{entry.competition}: {score}")
@@ -119,7 +121,7 @@ def write_report(ws, job: str | None = None) -> Report:
         notes.append("no baselines yet: `ensemble baselines` adds KNN, decision tree and random forest.")
     if not members:
         notes.append("no CNN members yet: `ensemble train` adds them, and the blends with them.")
-    out = ws.report_dir(name)
+    out = JobLayout(ws, name).report_dir
     paths = {
         "md": atomic.write_text(out / "leaderboard.md", f"# Leaderboard: job {name}\n\n{render_markdown(frame)}\n\n"
                                 + "\n".join(f"- {note}" for note in notes) + "\n"),
@@ -139,7 +141,7 @@ def kaggle_scores(ws, job: str) -> dict[str, float]:
     scores = {}
     for entry in read_submission_records(ws, job):
         if entry.blend and entry.public_score is not None:
-            scores[f"blend-{entry.blend['method']}"] = entry.public_score
+            scores[entry.blend.label] = entry.public_score
     return scores
 
 
@@ -147,15 +149,15 @@ def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None) -> tu
     """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
     submission = str(ws.submissions_dir / "submission.csv")
     latest = next((entry for entry in reversed(read_blend_records(ws, record.name))
-                   if submission in entry.get("files", [])), None)
+                   if submission in entry.files), None)
     if latest is None:
         return None
     try:
-        outputs = load_outputs(ws, record, tuple(latest["models"]), latest["tta"], survey)
+        outputs = load_outputs(ws, record, latest.models, latest.tta, survey)
     except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
         return None
-    blended = BLEND_METHODS[latest["method"]].blend(outputs, y_val, record.spec.seed)
-    return f"blend-{latest['method']}{' with TTA' if latest['tta'] else ''} (in submission.csv)", blended.val_probs
+    blended = BLEND_METHODS[latest.method].blend(outputs, y_val, record.spec.seed)
+    return f"{latest.label}{' with TTA' if latest.tta else ''} (in submission.csv)", blended.val_probs
 
 
 def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,

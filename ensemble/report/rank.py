@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from ..blend.methods import BLEND_METHODS, ModelOutputs
-from ..job.outputs import read_metrics
+from ..job.layout import JobLayout
+from ..job.outputs import Metrics, read_metrics
 from ..nets.metrics import accuracy
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -28,19 +29,18 @@ def rank_entries(entries: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def model_entry(name: str, metrics: dict) -> dict:
-    stopped = metrics.get("stopped_early")
-    return {"model": name, "kind": metrics.get("kind", "member"), "val_accuracy": metrics["val_accuracy"],
-            "val_acc_tta": metrics.get("val_accuracy_tta"), "test_accuracy": None,
-            "val_logloss": metrics["val_logloss"], "fit_s": metrics.get("fit_seconds"),
-            "predict_ms_per_1k": metrics.get("predict_ms_per_1k"), "params": metrics.get("params"),
-            "seed": metrics.get("seed"), "epochs": metrics.get("epochs"),
-            "note": f"stopped early at epoch {metrics['epochs']}/{metrics.get('epochs_planned', '?')} (time limit)"
-            if stopped else ""}
+def model_entry(name: str, metrics: Metrics) -> dict:
+    planned = metrics.epochs_planned if metrics.epochs_planned is not None else "?"
+    return {"model": name, "kind": metrics.kind, "val_accuracy": metrics.val_accuracy,
+            "val_acc_tta": metrics.val_accuracy_tta, "test_accuracy": None,
+            "val_logloss": metrics.val_logloss, "fit_s": metrics.fit_seconds,
+            "predict_ms_per_1k": metrics.predict_ms_per_1k, "params": metrics.params,
+            "seed": metrics.seed, "epochs": metrics.epochs,
+            "note": f"stopped early at epoch {metrics.epochs}/{planned} (time limit)" if metrics.stopped_early else ""}
 
 
 def read_entry(ws, job: str, name: str) -> dict:
-    return model_entry(name, read_metrics(ws.model_dir(job, name)))
+    return model_entry(name, read_metrics(JobLayout(ws, job).model(name)))
 
 
 def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_entries: list[dict],

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import statistics
+from dataclasses import dataclass, field
 
 UNLIMITED_MEMBERS = 100  # the member cap of a --time-limit job without --n
 START_OVERHEAD_S = 30.0  # process start, data, model build: before one member has finished and told us
@@ -64,3 +65,44 @@ def fits(now: float, deadline: float, estimate: float | None) -> bool:
     """Whether a member estimated at `estimate` seconds ends by the deadline; unknown: start it (it
     calibrates, and stops at an epoch end if it must)."""
     return now < deadline and (estimate is None or now + estimate <= deadline)
+
+
+@dataclass
+class TimeBudget:
+    """One run's costs as its members report them, and what they say about the time left. Without a
+    deadline it only measures (the ETA uses the prediction times)."""
+
+    epochs: int
+    deadline: float | None = None  # epoch seconds (--time-limit), else None
+    cap: int | None = None         # members the run may grow to under a deadline
+    epoch_seconds: dict[tuple[int, int], float] = field(default_factory=dict)  # (member, epoch) -> seconds
+    member_walls: list[float] = field(default_factory=list)  # whole-member seconds of members finished here
+    predict_measured: list[float] = field(default_factory=list)  # seconds finished members spent predicting
+
+    def may_grow(self, members: int, now: float) -> bool:
+        """Whether a new member may join: under a deadline, while the cap and the clock allow."""
+        return self.deadline is not None and members < self.cap and now < self.deadline
+
+    def covers(self, epochs_done: int, now: float) -> bool:
+        """Without a deadline always; with one, whether a member with `epochs_done` behind it fits the time left."""
+        if self.deadline is None:
+            return True
+        estimate = member_seconds(self.member_walls, list(self.epoch_seconds.values()), self.epochs,
+                                  max(self.epochs - epochs_done, 1))
+        return fits(now, self.deadline, estimate)
+
+    def epoch_measured(self, index: int, epoch: int, seconds: float) -> None:
+        self.epoch_seconds[(index, epoch)] = seconds
+
+    def member_measured(self, wall_seconds: float, epochs_trained: int, predict_seconds: float | None,
+                        models: int, complete: bool) -> None:
+        """A member finished: its prediction time (validation and test, every TTA view, for each of its
+        `models` kept weights and snapshots) and, for one that trained all its epochs, its whole wall time."""
+        if predict_seconds:
+            self.predict_measured.append(predict_seconds * models)
+        if complete and epochs_trained > 0:
+            self.member_walls.append(wall_seconds * self.epochs / epochs_trained)
+
+    def predict_seconds(self) -> float:
+        """A member's prediction time as the members that finished in this run measured it; 0 until one has."""
+        return statistics.median(self.predict_measured) if self.predict_measured else 0.0

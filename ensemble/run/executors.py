@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..job.errors import JobError
-from ..job.layout import log_path
+from ..job.layout import JobLayout
 from ..store.workspace import Workspace
 from .devices import Slot, gpu_memory_environment, slot_environment
 
@@ -53,7 +53,7 @@ def _die_with_parent() -> None:
 
 
 def launch_member(home: Path, job: str, index: int, env_overrides: dict[str, str]) -> subprocess.Popen:
-    path = log_path(Workspace(Path(home)), job, index)
+    path = JobLayout(Workspace(Path(home)), job).log(index)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as log:  # appended: a resumed member's log tells its whole story
         return subprocess.Popen(member_command(home, job, index), env=member_environment(env_overrides),

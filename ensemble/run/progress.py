@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..job.ledger import MemberState
+from ..job.progress import NO_PROGRESS, Progress
 
 PLAIN_OVERALL_EVERY_S = 60.0
 
@@ -55,7 +56,7 @@ def estimate_eta(epochs_at_start: float, epochs_now: float, epochs_total: float,
     return max(0.0, (epochs_total - epochs_now) * training_s / gained) + predicting_left_s
 
 
-def epochs_done(members, progress: dict[int, dict], epochs: int) -> float:
+def epochs_done(members, progress: dict[int, Progress], epochs: int) -> float:
     """Epochs finished by the members (ledger.MemberEntry), with the running ones' current epoch counted
     by the share of its batches done (from their progress files)."""
     total = 0.0
@@ -63,25 +64,23 @@ def epochs_done(members, progress: dict[int, dict], epochs: int) -> float:
         if member.state is MemberState.DONE:
             total += epochs
         else:
-            live = progress.get(member.index, {})
-            batch_share = live["batch"] / live["batches"] if live.get("batches") else 0.0
+            batch_share = progress.get(member.index, NO_PROGRESS).batch_share
             total += min(epochs, member.epoch or 0) + batch_share
     return total
 
 
-def member_lines(running, progress: dict[int, dict], epochs: int) -> list[MemberLine]:
+def member_lines(running, progress: dict[int, Progress], epochs: int) -> list[MemberLine]:
     """A line per running member: running is [(MemberEntry, the slot's label)]."""
     lines = []
     for member, slot_label in running:
-        live = progress.get(member.index, {})
+        live = progress.get(member.index, NO_PROGRESS)
         lines.append(MemberLine(name=member.name, device=member.slot or member.device or slot_label,
-                                epoch=member.epoch or 0, epochs=epochs, batch=live.get("batch", 0),
-                                batches=live.get("batches"), val_accuracy=member.val_accuracy,
-                                attempt=member.attempts, phase=live.get("phase", "starting")))
+                                epoch=member.epoch or 0, epochs=epochs, batch=live.batch, batches=live.batches,
+                                val_accuracy=member.val_accuracy, attempt=member.attempts, phase=live.phase))
     return lines
 
 
-def job_overview(job: str, members, failed: int, progress: dict[int, dict], epochs: int, elapsed_s: float,
+def job_overview(job: str, members, failed: int, progress: dict[int, Progress], epochs: int, elapsed_s: float,
                  epochs_at_start: float, predicted_s: float, predict_each_s: float) -> Overview:
     """The overall line: members done of those the run answers for, epochs, elapsed time and ETA (the
     predictions still to come at predict_each_s per waiting member, per slot)."""

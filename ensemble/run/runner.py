@@ -19,11 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from ..data.folder import class_indices, read_job_data, resolve_layout
+from ..data.layouts import Layout, data_files
 from ..data.split import stratified_split
+from ..data.tables import DigitTable, file_sha256
 from ..job.errors import JobError
-from ..job.layout import lock_path
+from ..job.layout import JobLayout
 from ..job.ledger import LastRun, MemberState
-from ..job.outputs import ModelKind, OutputShape, job_output_shape, survey_models
+from ..job.outputs import OutputShape, read_metrics, survey_models
+from ..job.plan import DataFile, RunPlan, predict_speed, write_plan
 from ..job.record import (
     JobRecord,
     default_job_name,
@@ -37,15 +40,17 @@ from ..job.record import (
 )
 from ..job.spec import JobSpec, spec_differences
 from ..job.split import load_split, save_split
+from ..job.state import member_status
 from ..store.atomic import NoSpace
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace
 from . import budget
+from .budget import TimeBudget
 from .devices import check_backend, list_gpus, parse_gpus, plan_slots
 from .executors import EXECUTORS, LocalExecutor, RayExecutor
 from .progress import PlainReporter
 from .request import TrainRequest
-from .scheduler import JobRun
+from .scheduler import JobRun, RunOrder
 
 
 class MemberFailed(JobError):
@@ -77,18 +82,29 @@ class TrainOutcome:
                 f"in {budget.format_duration(self.elapsed)}")
 
 
-def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> TrainRequest:
-    """The request with nothing left to guess: a bare `--job J` of an existing job takes the job's spec, data
-    folder and member count; anything else gets the documented defaults. A named job's damaged record is
-    rebuilt here, before anything reads it (recover_record)."""
+def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> tuple[TrainRequest, JobRecord | None]:
+    """The request with nothing left to guess, and the named job's record (None for a new job): a bare
+    `--job J` of an existing job takes the job's spec, data folder and member count; anything else gets the
+    documented defaults. A named job's damaged record is rebuilt here, before anything reads it."""
     record = recover_record(ws, request.job, say) if request.job else None
     if record is not None and request.continues_as_recorded:
         n = request.n if request.n is not None or request.time_limit else len(record.members) or None
-        return replace(request, n=n, data_dir=record.data_path, spec=record.spec)
-    return replace(request, data_dir=Path(request.data_dir) if request.data_dir is not None else ws.data_dir)
+        return replace(request, n=n, data_dir=record.data_path, spec=record.spec), record
+    data_dir = Path(request.data_dir) if request.data_dir is not None else ws.data_dir
+    return replace(request, data_dir=data_dir), record
 
 
-def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> tuple[JobSpec, object]:
+@dataclass(frozen=True)
+class AskedData:
+    """What a request's data folder holds, read once: the resolved spec and the two tables."""
+
+    spec: JobSpec
+    train: DigitTable
+    test: DigitTable
+    layout: Layout
+
+
+def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> AskedData:
     if request.members < 1:
         raise JobError(f"--n must be at least 1, got {request.n}")
     if request.time_limit is not None and request.time_limit <= 0:
@@ -102,7 +118,7 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
                        "least two classes")
     spec = type(asked).resolve(replace(asked, layout=layout.name), train_sha256=train.sha256,
                                test_sha256=test.sha256, classes=tuple(classes), gpu_capabilities=gpu_capabilities)
-    return spec, train
+    return AskedData(spec, train, test, layout)
 
 
 def check_spec(record: JobRecord | None, spec: JobSpec) -> None:
@@ -114,36 +130,68 @@ def check_spec(record: JobRecord | None, spec: JobSpec) -> None:
                        + "\nRerun with the job's options, or pick a new name with --job.")
 
 
+@dataclass(frozen=True)
+class PreparedJob:
+    record: JobRecord
+    created: bool
+    plan: RunPlan  # what every member of this run reads (written to jobs/<job>/plan.json)
+
+
 def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None = None
-                ) -> tuple[JobRecord, bool]:
-    """The job record to run (new or continued) with its split saved; refuses a changed spec.
-    Callers that run members hold the job's lock around this (see `run_job`)."""
-    request = resolve_request(ws, request)
-    spec, train = request_spec(ws, request, gpu_capabilities)
-    name = request.job or latest_job_with_spec(ws, spec) or default_job_name()
-    return open_record(ws, name, spec, train, request)
+                ) -> PreparedJob:
+    """The job to run (new or continued), its split and its run plan written; refuses a changed spec.
+    Callers that run members hold the job's lock around open_job (see `run_job`)."""
+    request, record = resolve_request(ws, request)
+    asked = request_spec(ws, request, gpu_capabilities)
+    name = request.job or latest_job_with_spec(ws, asked.spec) or default_job_name()
+    return open_job(ws, name, asked, request, record if request.job else load_record(ws, name))
 
 
-def open_record(ws: Workspace, name: str, spec: JobSpec, train, request: TrainRequest) -> tuple[JobRecord, bool]:
-    record = load_record(ws, name)
-    check_spec(record, spec)
+def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, record: JobRecord | None,
+             deadline: float | None = None, say=None) -> PreparedJob:
+    """Create or continue the record (read once by the caller, before the lock), its split (made once,
+    checked, or made again) and the plan every member of this run reads."""
+    check_spec(record, asked.spec)
     created = record is None
     if created:
-        record = new_record(name, spec, Path(request.data_dir).resolve())
-        train_index, val_index = stratified_split(train.labels, spec.val_split, spec.seed)
-        save_split(ws, name, train_index, val_index, class_indices(train.labels, spec.classes)[val_index])
+        record = new_record(name, asked.spec, Path(request.data_dir).resolve())
+        train_index, val_index = stratified_split(asked.train.labels, asked.spec.val_split, asked.spec.seed)
+        save_split(ws, name, train_index, val_index,
+                   class_indices(asked.train.labels, asked.spec.classes)[val_index])
     else:
         record.data_dir = str(Path(request.data_dir).resolve())
+    split = load_split(ws, record, say=say)  # made again here when missing or damaged
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
         record.ensure_members(request.members)
     save_record(ws, record)
-    return record, created
+    shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes))
+    plan = run_plan(ws, record, asked.layout, shape, deadline)
+    write_plan(ws, plan)
+    return PreparedJob(record, created, plan)
+
+
+def run_plan(ws: Workspace, record: JobRecord, layout: Layout, shape: OutputShape,
+             deadline: float | None) -> RunPlan:
+    """Everything a member of this run needs, and nothing it would have to look up."""
+    train_path, test_path = data_files(layout, record.data_path)
+    members = JobLayout(ws, record.name)
+    measured = []
+    for member in record.members:
+        try:
+            metrics = read_metrics(members.member(member.index))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+            continue
+        measured.append((metrics.predict_ms_per_1k or 0) / 1e6)
+    spec = record.spec
+    return RunPlan(record.name, record.data_dir, spec, DataFile(str(train_path), spec.train_sha256),
+                   DataFile(str(test_path), spec.test_sha256), file_sha256(members.split), shape, deadline,
+                   predict_speed(measured))
 
 
 @contextmanager
 def job_lock(ws: Workspace, job: str, reporter):
     """Exclusive right to run the job; a lock left by a killed runner is taken over with a note."""
-    lock = PidLock(lock_path(ws, job))
+    lock = PidLock(JobLayout(ws, job).lock)
     try:
         lock.acquire()
     except LockHeld as held:
@@ -166,11 +214,9 @@ def reconcile(ws: Workspace, record: JobRecord, shape: OutputShape) -> list[str]
     the lock), so it is pending again."""
     notes = []
     survey = survey_models(ws, record, shape)
-    finished = {model.name for model in survey.finished if model.kind is ModelKind.MEMBER}
     for member in record.members:
-        faults = [problem for model, problem in survey.damaged.items()
-                  if model == member.name or model.startswith(f"{member.name}-snap")]
-        note = member.reconcile(member.name in finished, faults[0] if faults else None)
+        status = member_status(member, survey, runner_alive=False)  # the runner that recorded it is gone
+        note = member.reconcile(status.done, status.fault)
         if note:
             notes.append(note)
     return notes
@@ -219,17 +265,22 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
     started = time.time()
     deadline = started + request.time_limit - budget.end_margin(request.time_limit) if request.time_limit else None
     reporter = reporter or PlainReporter()
-    request = resolve_request(ws, request, reporter.event)
+    request, record = resolve_request(ws, request, reporter.event)
     executor, gpu_capabilities = make_executor(ws, request)
     try:
-        spec, train = request_spec(ws, request, gpu_capabilities)
+        asked = request_spec(ws, request, gpu_capabilities)
+        spec = asked.spec
         name = request.job or latest_job_with_spec(ws, spec) or default_job_name()
-        check_spec(load_record(ws, name), spec)  # before taking the lock: a refused run writes nothing
+        if not request.job:
+            record = load_record(ws, name)
+        check_spec(record, spec)  # before taking the lock: a refused run writes nothing
+        read_at = record_stamp(ws, name)
         with job_lock(ws, name, reporter), sigterm_as_interrupt():
-            record, created = open_record(ws, name, spec, train, request)
-            load_split(ws, record, say=reporter.event)  # made again here when missing or damaged
-            shape = job_output_shape(ws, record)  # what every finished output of the job must be
-            for note in reconcile(ws, record, shape):
+            if record_stamp(ws, name) != read_at:  # another runner wrote it between our read and our lock
+                record = load_record(ws, name)
+            prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event)
+            record, created = prepared.record, prepared.created
+            for note in reconcile(ws, record, prepared.plan.shape):
                 reporter.event(note)
             wanted = [member.index for member in record.members[:request.members]]
             # a member the time limit stopped early is finished but not complete: a rerun continues it
@@ -239,16 +290,9 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                                       members=request.members, retries=request.retries,
                                       time_limit=request.time_limit, deadline=deadline)
             save_record(ws, record)
-            size = (f"up to {request.members}" if request.n else "as many") + " members in " \
-                f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
-            reporter.event(f"job {name} ({'new' if created else 'continued'}): {size} x {spec.model} "
-                           f"(recipe {spec.recipe}), {spec.epochs} epochs, {spec.schedule} lr {spec.learning_rate:g}, "
-                           f"augment {spec.augment}, precision {spec.precision}"
-                           + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
-                           + (", TTA" if spec.tta else "")
-                           + f"; {len(todo)} to train, {len(wanted) - len(todo)} already done")
-            run = JobRun(ws, record, executor, reporter, request.retries, list(wanted), todo, shape, deadline,
-                         request.members)
+            reporter.event(run_heading(name, created, request, spec, deadline, len(todo), len(wanted) - len(todo)))
+            run = JobRun(ws, record, prepared.plan, executor, reporter, RunOrder(wanted, todo, request.retries),
+                         TimeBudget(spec.epochs, deadline, request.members))
             interrupted = False
             try:
                 run.run()
@@ -272,3 +316,23 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                              f"({resume_command(run.record)}): finished members are kept, failed ones resume "
                              "from their last finished epoch.")
     return outcome
+
+
+def record_stamp(ws: Workspace, job: str) -> int | None:
+    """When job.json was last written (None: not yet)."""
+    try:
+        return JobLayout(ws, job).record.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def run_heading(name: str, created: bool, request: TrainRequest, spec: JobSpec, deadline: float | None,
+                to_train: int, done: int) -> str:
+    size = (f"up to {request.members}" if request.n else "as many") + " members in " \
+        f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
+    return (f"job {name} ({'new' if created else 'continued'}): {size} x {spec.model} "
+            f"(recipe {spec.recipe}), {spec.epochs} epochs, {spec.schedule} lr {spec.learning_rate:g}, "
+            f"augment {spec.augment}, precision {spec.precision}"
+            + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
+            + (", TTA" if spec.tta else "")
+            + f"; {to_train} to train, {done} already done")

@@ -1,16 +1,18 @@
 """`ensemble status` and `ensemble jobs`: the ledger as tables, checked against the disk and the lock.
 
-The rows are built by pure functions from the record, the members' progress files and two facts read
-from disk (which member directories are complete, whether a runner holds the job's lock).
+The rows are built by pure functions from the record, the members' progress files and each member's state
+(job.state.member_status: the ledger, the one artifact check, whether a runner holds the job's lock).
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from ..job.layout import lock_path, read_progress
-from ..job.ledger import MemberEntry, MemberState
-from ..job.outputs import member_is_complete
+from ..job.layout import JobLayout
+from ..job.ledger import MemberState
+from ..job.outputs import survey_models
+from ..job.progress import NO_PROGRESS, Progress, read_progress
 from ..job.record import JobRecord, job_names, readable_records, require_record
+from ..job.state import MemberStatus, member_status
 from ..store.locks import is_held, read_holder
 from ..store.workspace import Workspace
 from .progress import val_text
@@ -22,35 +24,24 @@ JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed"
 JOBS_TEXT = ("job", "created", "model", "runner")
 
 
-def shown_state(member: MemberEntry, complete: bool, runner_alive: bool) -> tuple[str, str]:
-    """The state a person should see, and why it differs from the ledger when it does: the files decide
-    'done', and 'running' needs a live runner."""
-    state, note = member.state.value, member.note or ""
-    if complete:
-        return "done", note if member.stopped_early or state != "done" else ""
-    if state == "done":
-        return "pending", "files incomplete (no metrics.json)"
-    if state == "running" and not runner_alive:
-        return "pending", "its runner is gone; rerun to resume"
-    return state, note
-
-
-def member_rows(record: JobRecord, progress: dict[int, dict], complete: dict[int, bool],
-                runner_alive: bool) -> pd.DataFrame:
+def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict[int, MemberStatus]
+                ) -> pd.DataFrame:
+    """A row per member: its state as job.state.member_status gives it, and the ledger's details."""
     epochs = record.spec.epochs
     rows = []
     for member in record.members:
-        state, note = shown_state(member, complete[member.index], runner_alive)
-        live = progress.get(member.index, {}) if state == "running" else {}
+        status = statuses[member.index]
+        running = status.state is MemberState.RUNNING
+        live = progress.get(member.index, NO_PROGRESS) if running else NO_PROGRESS
         epoch = member.epoch or 0
-        if live.get("batches") and live.get("phase") == "training":
-            epoch_text = f"{epoch}/{epochs} (+{live.get('batch', 0)}/{live['batches']})"
+        if live.batches and live.phase == "training":
+            epoch_text = f"{epoch}/{epochs} (+{live.batch}/{live.batches})"
         else:
             epoch_text = f"{epoch}/{epochs}"
-        rows.append({"member": member.name, "state": state, "attempts": member.attempts,
-                     "device": member.device or "-", "pid": member.pid if state == "running" else None,
+        rows.append({"member": member.name, "state": status.state.value, "attempts": member.attempts,
+                     "device": member.device or "-", "pid": member.pid if running else None,
                      "epoch": epoch_text, "val_acc": val_text(member.val_accuracy),
-                     "started": member.started or "-", "ended": member.ended or "-", "note": note})
+                     "started": member.started or "-", "ended": member.ended or "-", "note": status.note})
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     frame["pid"] = frame["pid"].map(lambda pid: "-" if pd.isna(pid) else str(int(pid)))
     return frame
@@ -60,11 +51,12 @@ def job_status(ws: Workspace, job: str | None = None) -> tuple[JobRecord, pd.Dat
     """The record, its member table and the runner holding its lock ({} when none runs)."""
     record = require_record(ws, job)
     name = record.name
-    lock = lock_path(ws, name)
+    lock = JobLayout(ws, name).lock
     runner = read_holder(lock) if is_held(lock) else {}
     indices = [member.index for member in record.members]
-    frame = member_rows(record, {i: read_progress(ws, name, i) for i in indices},
-                        {i: member_is_complete(ws.member_dir(name, i)) for i in indices}, bool(runner))
+    models = survey_models(ws, record)
+    frame = member_rows(record, {i: read_progress(JobLayout(ws, name).progress(i)) for i in indices},
+                        {m.index: member_status(m, models, bool(runner)) for m in record.members})
     return record, frame, runner
 
 

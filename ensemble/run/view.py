@@ -1,7 +1,31 @@
-"""Terminal tables (rich) for `ensemble status`, `ensemble jobs` and the leaderboard."""
+"""What a person sees of a run and a job: the live lines and overall line of a run (drawn by progress.py's
+reporters), and terminal tables (rich) for `ensemble status`, `ensemble jobs` and the leaderboard."""
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 import pandas as pd
+
+from .progress import MemberLine, Overview, job_overview, member_lines
+
+if TYPE_CHECKING:
+    from .scheduler import JobRun
+
+
+def run_lines(run: "JobRun") -> list[MemberLine]:
+    """A line per running member."""
+    running = [(run.member(index), launched.slot.label) for index, launched in sorted(run.running.items())]
+    return member_lines(running, run.progress, run.epochs)
+
+
+def run_overview(run: "JobRun") -> Overview:
+    """The overall line: the ETA counts the predictions still to come at the pace members measured, per slot."""
+    slots = max(len(run.free) + len(run.running), 1)
+    each = run.budget.predict_seconds() / slots
+    return job_overview(run.job, run.wanted_members(), len(run.failed), run.progress, run.epochs,
+                        time.monotonic() - run.started, getattr(run, "epochs_at_start", 0.0),
+                        predicted_s=len(run.trained) * each, predict_each_s=each)
 
 
 def render_frame(frame: pd.DataFrame, title: str = "", text_columns: tuple[str, ...] = ()) -> str:

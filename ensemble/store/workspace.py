@@ -56,23 +56,6 @@ class Workspace:
     def cache_dir(self) -> Path:
         return self.home / ".cache" / "ensemble"
 
-    def job_dir(self, job: str) -> Path:
-        return self.jobs_dir / check_job_name(job)
-
-    def member_dir(self, job: str, index: int) -> Path:
-        return self.models_dir / check_job_name(job) / member_name(index)
-
-    def baseline_dir(self, job: str, name: str) -> Path:
-        return self.models_dir / check_job_name(job) / f"baseline-{name}"
-
-    def model_dir(self, job: str, name: str) -> Path:
-        """A finished model's folder by its leaderboard name: member-XX, or a baseline (knn, tree, forest)."""
-        folder = self.models_dir / check_job_name(job)
-        return folder / name if name.startswith("member-") else self.baseline_dir(job, name)
-
-    def report_dir(self, job: str) -> Path:
-        return self.submissions_dir / check_job_name(job)
-
 
 def member_name(index: int) -> str:
     return f"member-{index:02d}"

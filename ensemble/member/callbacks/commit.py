@@ -6,6 +6,7 @@ from pathlib import Path
 
 import keras
 
+from ...job.layout import MemberFolder
 from ...job.outputs import keras_file_problem
 from ...job.spec import JobSpec
 from ...nets.schedules import cycle_end_epochs
@@ -20,10 +21,6 @@ from ..checkpoints import (
 )
 from ..model import MONITOR
 from .plateau import ResumableReduceLROnPlateau
-
-
-def snapshot_path(folder: Path, cycle: int) -> Path:
-    return folder / f"cycle-{cycle}.keras"
 
 
 def save_model_file(model, path: Path) -> Path:
@@ -50,10 +47,10 @@ class EpochCommit(keras.callbacks.Callback):
 
     STEPS = ("begin", "weights", "state", "best", "snapshot", "history")
 
-    def __init__(self, member_dir: Path, spec: JobSpec, restored: TrainingState | None,
+    def __init__(self, folder: MemberFolder, spec: JobSpec, restored: TrainingState | None,
                  plateau: ResumableReduceLROnPlateau | None = None):
         super().__init__()
-        self.member_dir, self.backup = member_dir, member_dir / "backup"
+        self.folder, self.backup = folder, folder.backup
         self.keep_last = spec.keep == "last"
         self.snapshot_ends = cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else []
         self.state = restored or TrainingState(0, (), 0)
@@ -80,11 +77,11 @@ class EpochCommit(keras.callbacks.Callback):
         self.after_step("state", epoch)
         prune_states(self.backup, states_to_keep(state, previous.epoch))
         if improved:
-            save_model_file(self.model, self.member_dir / "best.keras")
+            save_model_file(self.model, self.folder.best)
         self.after_step("best", epoch)
         if epoch + 1 in self.snapshot_ends:
             cycle = self.snapshot_ends.index(epoch + 1) + 1
-            save_model_file(self.model, snapshot_path(self.member_dir / "snapshots", cycle))
+            save_model_file(self.model, self.folder.snapshot_model(cycle))
         self.after_step("snapshot", epoch)
-        atomic.write_text(self.member_dir / "history.csv", history_csv(state.history))
+        atomic.write_text(self.folder.history, history_csv(state.history))
         self.after_step("history", epoch)

@@ -1,0 +1,93 @@
+"""The plan of a run (jobs/<job>/plan.json): everything a member needs, written atomically by the runner
+before any member starts. A member reads its plan and nothing else about the job: not the record, not the
+ledger, not the other members. The data files are named with the hashes the job was made from, so a member
+reads their cached arrays without hashing them again; the split is named by its hash too.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.folder import class_indices
+from ..data.tables import DataError, file_sha256, read_test_csv, read_train_csv
+from ..store import atomic
+from ..store.workspace import Workspace
+from .arrays import JobArrays, split_arrays
+from .errors import JobError
+from .layout import JobLayout
+from .outputs import OutputShape
+from .spec import JobSpec
+from .split import read_split_file
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    job: str
+    data_dir: str
+    spec: JobSpec
+    train: DataFile
+    test: DataFile
+    split_sha256: str
+    shape: OutputShape
+    deadline: float | None = None                    # epoch seconds (--time-limit), else None
+    predict_seconds_per_image: float | None = None   # as the job's finished members measured it, if any
+    version: int = PLAN_VERSION
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "spec": self.spec.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunPlan":
+        return cls(job=str(values["job"]), data_dir=str(values["data_dir"]), spec=JobSpec.from_dict(values["spec"]),
+                   train=DataFile(**values["train"]), test=DataFile(**values["test"]),
+                   split_sha256=str(values["split_sha256"]), shape=OutputShape(**values["shape"]),
+                   deadline=values.get("deadline"), predict_seconds_per_image=values.get("predict_seconds_per_image"),
+                   version=int(values.get("version", PLAN_VERSION)))
+
+
+def write_plan(ws: Workspace, plan: RunPlan) -> Path:
+    return atomic.write_json(JobLayout(ws, plan.job).plan, plan.to_dict())
+
+
+def read_plan(ws: Workspace, job: str) -> RunPlan:
+    path = JobLayout(ws, job).plan
+    try:
+        return RunPlan.from_dict(atomic.read_json(path))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise JobError(f"{path}: no run plan to train from ({type(error).__name__}: {error}); members are started "
+                       f"by `ensemble train --job {job}`, which writes it") from None
+
+
+def plan_arrays(ws: Workspace, plan: RunPlan) -> JobArrays:
+    """The member's data, exactly what the plan names: the cached arrays of the recorded content (parsed
+    again, and checked, only when the cache does not hold them), the split of the recorded hash."""
+    spec, layout = plan.spec, plan.spec.data_layout
+    train = read_train_csv(Path(plan.train.path), ws.cache_dir, layout, spec.limit_train, sha256=plan.train.sha256)
+    test = read_test_csv(Path(plan.test.path), ws.cache_dir, layout, sha256=plan.test.sha256)
+    for table, named in ((train, plan.train), (test, plan.test)):
+        if table.sha256 != named.sha256:
+            raise DataError(f"{named.path} changed since this run was planned (its content hash differs); "
+                            f"rerun `ensemble train --job {plan.job}`")
+    split_path = JobLayout(ws, plan.job).split
+    if file_sha256(split_path) != plan.split_sha256:
+        raise JobError(f"{split_path} is not the split this run was planned with; rerun "
+                       f"`ensemble train --job {plan.job}`")
+    y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
+    return split_arrays(train.images, class_indices(train.labels, spec.classes), read_split_file(split_path),
+                        test.images, y_test)
+
+
+def predict_speed(seconds_per_image: list[float]) -> float | None:
+    """What the plan tells members about predicting: the fastest a finished member of the job measured."""
+    measured = [value for value in seconds_per_image if value and value > 0]
+    return float(np.min(measured)) if measured else None

@@ -113,7 +113,7 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
         for seconds, val in zip(history["epoch_seconds"].cumsum(), history["val_accuracy"]):
             timeline.append((start + seconds, val))
     names = default_blend_names(ws, record)
-    finished = sorted((parse_time(record.members[read_metrics(JobLayout(ws, job).model(n).path)["member"]].ended)
+    finished = sorted((parse_time(record.members[read_metrics(JobLayout(ws, job).model(n)).member].ended)
                        - run_started, n) for n in names)
     for i, (at, _) in enumerate(finished):
         chosen = [n for _, n in finished[: i + 1]]

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .blend.baselines import BASELINES, run_baselines
-from .blend.blending import blend_job
+from . import __version__, api
+from .api import Job
+from .blend.baselines import BASELINES
 from .blend.methods import BLEND_METHODS
-from .blend.predict import predict_csv
 from .data.layouts import LAYOUTS, LayoutError, get_layout
 from .data.sources import make_from_idx, make_sample
 from .data.tables import DataError
@@ -19,14 +18,13 @@ from .job.errors import JobError
 from .job.options import Option, declared, option_of
 from .job.record import load_record
 from .job.spec import JobSpec
-from .kaggle.competition import KaggleError, download, submit_job
+from .kaggle.competition import KaggleError, download
 from .kaggle.submission import SubmissionError, check_submission_file, label_ranges
-from .report.leaderboard import damaged_note, write_report
+from .report.leaderboard import damaged_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table
 from .run.devices import PlacementError
 from .run.progress import make_reporter
 from .run.request import TrainRequest
-from .run.runner import run_job
 from .run.status import JOBS_TEXT, STATUS_TEXT, damaged_jobs, job_status, jobs_table
 from .run.view import render_frame
 from .store.atomic import NoSpace
@@ -192,7 +190,7 @@ def train(ctx, **options):
     """
     ws = workspace(ctx)
     request = TrainRequest.from_options(**options)
-    outcome = run_job(ws, request, reporter=make_reporter(click.echo))
+    outcome = api.train(ws, request, reporter=make_reporter(click.echo))
     if outcome.interrupted:
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
         ctx.exit(130)
@@ -263,8 +261,8 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
     Example:
         ensemble blend --job first --method mean
     """
-    ws = workspace(ctx)
-    result = blend_job(ws, job, method, out, only=parse_names(only), allow_partial=allow_partial, tta=tta)
+    opened = Job.open(job, workspace(ctx))
+    result = opened.blend(method, out=out, only=parse_names(only), allow_partial=allow_partial, tta=tta)
     best_name, best_accuracy = result.best_member
     click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} "
                f"({', '.join(result.members)}), {'with' if result.tta else 'without'} test-time augmentation")
@@ -281,7 +279,7 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
         click.echo("  weights      " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result.members, result.weights) if w))
     for path in result.paths:
         click.echo(f"wrote {path}")
-    report = write_report(ws, result.job)
+    report = opened.report()
     click.echo(f"report {report.paths['html']}")
 
 
@@ -324,7 +322,7 @@ def predict(ctx, csv_file, job, out, only, method, tta):
     Example:
         ensemble predict --job first new.csv --out preds.csv
     """
-    result = predict_csv(workspace(ctx), job, csv_file, out, parse_names(only), method, tta)
+    result = Job.open(job, workspace(ctx)).predict_file(csv_file, out, only=parse_names(only), method=method, tta=tta)
     click.echo(f"job {result.job}: {result.method} blend of {len(result.models)} ({', '.join(result.models)}), "
                f"{'with' if result.tta else 'without'} test-time augmentation, on {result.rows} rows")
     click.echo(f"wrote {result.path}")
@@ -346,7 +344,7 @@ def submit(ctx, job, message, file, wait, competition, timeout):
     Example:
         ensemble submit --job first -m "10 x cnn11" --wait
     """
-    entry = submit_job(workspace(ctx), job, message, file, wait, competition, timeout_s=timeout)
+    entry = Job.open(job, workspace(ctx)).submit(message, file, wait, competition, timeout_s=timeout)
     click.echo(f"submitted {entry.file} to {entry.competition} as {entry.message!r}")
     if entry.public_score is not None:
         click.echo(f"public score {entry.public_score:.5f}" + (f" (from {entry.blend.describe()})"
@@ -370,9 +368,9 @@ def baselines(ctx, job, only, n_jobs):
     Example:
         ensemble baselines --job first --only knn,forest
     """
-    ws = workspace(ctx)
-    results = run_baselines(ws, job, parse_names(only) or BASELINES, n_jobs=n_jobs, echo=click.echo)
-    report = write_report(ws, job)
+    opened = Job.open(job, workspace(ctx))
+    results = opened.baselines(parse_names(only) or BASELINES, n_jobs=n_jobs, echo=click.echo)
+    report = opened.report()
     click.echo(f"{len(results)} baselines saved; report {report.paths['html']}")
 
 
@@ -390,7 +388,7 @@ def leaderboard(ctx, job, fmt):
     Example:
         ensemble leaderboard --job first --format md
     """
-    report = write_report(workspace(ctx), job)
+    report = Job.open(job, workspace(ctx)).report()
     if report.damaged:
         click.echo(damaged_note(report.damaged, report.job), err=True)
     if fmt == "table":

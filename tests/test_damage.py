@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.job.layout import JobLayout, read_history
+from ensemble.job.layout import JobLayout, MemberFolder, read_history
 from ensemble.job.outputs import (
     ModelKind,
     job_output_shape,
@@ -89,7 +89,7 @@ def test_a_newest_state_that_does_not_restore_is_set_aside_and_the_member_resume
     assert "note: the training state after epoch 2 does not restore" in out
     assert "member-00 resuming after epoch 1/3" in out
     assert [int(row["epoch"]) for row in read_history(member_dir / "history.csv")] == [0, 1, 2]
-    assert read_metrics(member_dir)["epochs"] == 3 and keras_file_problem(member_dir / "best.keras") is None
+    assert read_metrics(MemberFolder(member_dir)).epochs == 3 and keras_file_problem(member_dir / "best.keras") is None
     set_aside = list((member_dir / checkpoints.SET_ASIDE_DIR).iterdir())
     assert [path.name.split("-2")[0] for path in set_aside] == ["epoch-0002"]  # kept for a look, never retried
 
@@ -106,7 +106,7 @@ def test_when_no_state_restores_the_member_says_so_and_trains_from_epoch_0(tmp_p
     out = capsys.readouterr().out
     assert "no training state restores: training from epoch 0" in out and "resuming" not in out
     assert out.count("member-00 epoch ") == 3
-    assert read_metrics(JobLayout(ws, "j").member(0).path)["epochs"] == 3
+    assert read_metrics(JobLayout(ws, "j").member(0)).epochs == 3
 
 
 def test_a_kill_during_the_first_save_leaves_nothing_that_counts(tmp_path, sample_dir, monkeypatch, capsys,
@@ -165,9 +165,9 @@ def test_every_damage_is_found_by_the_one_check_and_named(damage, finished_job, 
     member_dir = home / "models/d/member-01"
     ws = Workspace(home)
     shape = job_output_shape(ws, load_record(ws, "d"))
-    assert output_problem(member_dir, shape, ModelKind.MEMBER) is None
+    assert output_problem(MemberFolder(member_dir), shape) is None
     spoil(member_dir / name)
-    assert output_problem(member_dir, shape, ModelKind.MEMBER).startswith(str(member_dir / name))
+    assert output_problem(MemberFolder(member_dir), shape).startswith(str(member_dir / name))
     assert survey_models(ws, load_record(ws, "d")).damaged.keys() == {"member-01"}
 
 

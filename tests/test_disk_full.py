@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-from ensemble.job.layout import JobLayout, read_history
+from ensemble.job.layout import JobLayout, committed_epochs, read_history
 from ensemble.job.outputs import survey_models
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
-from ensemble.job.layout import committed_epochs
 from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job
 from ensemble.store.workspace import Workspace

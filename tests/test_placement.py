@@ -15,8 +15,11 @@ from click.testing import CliRunner
 from ensemble.cli import main
 from ensemble.job.errors import JobError
 from ensemble.job.ledger import MemberEntry, MemberState
+from ensemble.job.outputs import JobModels, ModelKind, ModelRef
+from ensemble.job.progress import Progress
 from ensemble.job.record import load_record, new_record
 from ensemble.job.spec import JobSpec
+from ensemble.job.state import member_status
 from ensemble.run.devices import (
     PlacementError,
     Slot,
@@ -34,7 +37,7 @@ from ensemble.run.progress import (
     format_duration,
     make_reporter,
 )
-from ensemble.run.status import member_rows, shown_state
+from ensemble.run.status import member_rows
 from ensemble.store import atomic
 from ensemble.store.locks import LockHeld, PidLock, is_held, read_holder
 from ensemble.store.workspace import Workspace
@@ -227,18 +230,23 @@ def test_live_reporter_draws_one_row_per_running_member_and_the_overall_line():
 
 # --- status -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("state, complete, runner_alive, expected", [
-    ("done", True, False, ("done", "")),
-    ("done", False, False, ("pending", "files incomplete (no metrics.json)")),
-    ("running", False, True, ("running", "")),
-    ("running", False, False, ("pending", "its runner is gone; rerun to resume")),
-    ("failed", False, False, ("failed", "boom")),
-    ("pending", True, False, ("done", "boom")),
+@pytest.mark.parametrize("state, finished, fault, runner_alive, expected", [
+    ("done", True, None, False, ("done", "")),
+    ("done", False, None, False, ("pending", "files incomplete (no metrics.json)")),
+    ("done", False, "m/member-00/best.keras: missing", False, ("pending", "damaged: m/member-00/best.keras: missing")),
+    ("running", False, None, True, ("running", "")),
+    ("running", False, None, False, ("pending", "its runner is gone; rerun to resume")),
+    ("failed", False, None, False, ("failed", "boom")),
+    ("pending", True, None, False, ("done", "boom")),
 ])
-def test_shown_state_trusts_files_and_the_lock(state, complete, runner_alive, expected):
+def test_member_status_trusts_the_artifact_check_and_the_lock(state, finished, fault, runner_alive, expected):
     note = "" if state in ("done", "running") else "boom"
     member = MemberEntry(0, "member-00", 0, state=MemberState(state), note=note)
-    assert shown_state(member, complete, runner_alive) == expected
+    models = JobModels([ModelRef("member-00", ModelKind.MEMBER)] if finished else [],
+                       {"member-00-snap1": fault} if fault else {})
+    status = member_status(member, models, runner_alive)
+    assert (status.state.value, status.note) == expected
+    assert status.fault == fault
 
 
 def test_status_rows_show_live_batches_for_running_members():
@@ -249,8 +257,9 @@ def test_status_rows_show_live_batches_for_running_members():
         MemberEntry(1, "member-01", 1, MemberState.RUNNING, attempts=2, device="gpu:1", pid=4242, epoch=7,
                     val_accuracy=0.991, started="s"),
         MemberEntry(2, "member-02", 2)]
-    frame = member_rows(record, {1: {"phase": "training", "batch": 120, "batches": 591}},
-                        {0: True, 1: False, 2: False}, runner_alive=True)
+    models = JobModels([ModelRef("member-00", ModelKind.MEMBER)], {})
+    frame = member_rows(record, {1: Progress(phase="training", batch=120, batches=591, updated=1.0)},
+                        {m.index: member_status(m, models, runner_alive=True) for m in record.members})
     assert frame.to_dict("records") == [
         {"member": "member-00", "state": "done", "attempts": 1, "device": "gpu:0", "pid": "-", "epoch": "50/50",
          "val_acc": "0.9961", "started": "s", "ended": "e", "note": ""},

@@ -6,7 +6,7 @@ import pytest
 
 from ensemble.job.arrays import JobArrays
 from ensemble.job.layout import JobLayout, read_history
-from ensemble.job.outputs import ModelKind, finished_models, has_tta, read_metrics
+from ensemble.job.outputs import ModelKind, finished_models, read_metrics
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
 from ensemble.member import process
@@ -161,7 +161,7 @@ def _expected_rates(ws, history):
     spec = load_record(ws, "j").spec
     if spec.schedule == "plateau":  # moved by validation results: what an uninterrupted run does with them
         return plateau_rates([row["val_accuracy"] for row in history], spec.learning_rate)
-    return rates_per_epoch(member_schedule(spec, read_metrics(JobLayout(ws, "j").member(0).path)["n_train"]))
+    return rates_per_epoch(member_schedule(spec, read_metrics(JobLayout(ws, "j").member(0)).n_train))
 
 
 @pytest.mark.parametrize("schedule, snapshots", [
@@ -201,9 +201,9 @@ def test_a_member_killed_at_each_step_of_the_epoch_end_resumes_exactly_every_tim
     history = read_history(JobLayout(ws, "j").member(0).path / "history.csv")
     assert [int(row["epoch"]) for row in history] == list(range(epochs))
     assert [row["learning_rate"] for row in history] == pytest.approx(_expected_rates(ws, history), rel=1e-5)
-    metrics = read_metrics(JobLayout(ws, "j").member(0).path)
+    metrics = read_metrics(JobLayout(ws, "j").member(0))
     accuracies = [row["val_accuracy"] for row in history]
-    assert metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1 and metrics["epochs"] == epochs
+    assert metrics.best_epoch == accuracies.index(max(accuracies)) + 1 and metrics.epochs == epochs
     assert finished_snapshots(ws, "j", 0) == ([f"member-00-snap{k}" for k in range(1, snapshots + 1)]
                                               if snapshots > 1 else [])
     assert not list(JobLayout(ws, "j").member(0).path.rglob(".*"))  # no temp file or incoming state is left
@@ -215,15 +215,15 @@ def test_snapshot_members_resume_within_and_between_cycles(kill_at, tmp_path, sa
     ws = _job(tmp_path, sample_dir, snapshots=2, epochs=4, tta=True)
     history = _train_killed_then_resumed(ws, monkeypatch, kill_at=kill_at)
     spec = load_record(ws, "j").spec
-    n_train = read_metrics(JobLayout(ws, "j").member(0).path)["n_train"]
+    n_train = read_metrics(JobLayout(ws, "j").member(0)).n_train
     assert [row["learning_rate"] for row in history] == pytest.approx(
         rates_per_epoch(member_schedule(spec, n_train)), rel=1e-5)
     assert finished_snapshots(ws, "j", 0) == ["member-00-snap1", "member-00-snap2"]
     for cycle, name in enumerate(finished_snapshots(ws, "j", 0), 1):
-        metrics = read_metrics(JobLayout(ws, "j").model(name).path)
-        assert (metrics["kind"], metrics["cycle"], metrics["epochs"], metrics["member"]) == ("snapshot", cycle,
+        metrics = read_metrics(JobLayout(ws, "j").model(name))
+        assert (metrics.kind, metrics.cycle, metrics.epochs, metrics.member) == ("snapshot", cycle,
                                                                                             2 * cycle, 0)
-        assert has_tta(JobLayout(ws, "j").model(name).path)
+        assert JobLayout(ws, "j").model(name).has_tta
     assert not (JobLayout(ws, "j").member(0).path / "backup").exists()  # all epochs ran: the backup is gone
 
 

@@ -1,0 +1,141 @@
+"""The Python face of `ensemble`, for notebooks: a `Job` created or opened in a workspace, trained, blended,
+ranked and applied to new rows. Every CLI command is a thin call into this module, and errors are the
+library's typed exceptions (JobError, DataError, SubmissionError, ...), as on the command line.
+
+    from ensemble import Job
+    job = Job.create(home="work", data="data/", job="first", n=3, epochs=5, time_limit="20m")
+    job.train()
+    job.blend(method="mean")
+    job.leaderboard()                  # a DataFrame: blends, members and baselines ranked
+    job.predict("new.csv")             # a DataFrame in the competition's submission format
+
+Keyword options are named as the CLI's flags without their dashes (`epochs`, `batch`, `lr`, `limit_train`,
+`format`, `gpus`, `seed`, `time_limit`, ...): run.request.TrainRequest.from_options maps them.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from .blend.baselines import BASELINES, run_baselines
+from .blend.blending import BlendResult, blend_job
+from .blend.predict import Prediction, predict_csv
+from .job.record import JobRecord, require_record
+from .job.records import SubmissionRecord
+from .job.spec import JobSpec
+from .kaggle.competition import submit_job
+from .report.leaderboard import Report, write_report
+from .run.progress import PlainReporter
+from .run.request import TrainRequest
+from .run.runner import TrainOutcome, prepare_job, run_job
+from .run.status import job_status
+from .store.workspace import Workspace
+
+Home = str | os.PathLike | Workspace | None
+
+
+def workspace(home: Home = None) -> Workspace:
+    """The workspace a home names: a Workspace as it is, a folder, or None for $ENSEMBLE_HOME / the cwd."""
+    return home if isinstance(home, Workspace) else Workspace.resolve(home)
+
+
+def train(home: Home, request: TrainRequest, reporter=None) -> TrainOutcome:
+    """`ensemble train`: create or continue the job the request names (or implies) and train its members."""
+    return run_job(workspace(home), request, reporter=reporter or PlainReporter())
+
+
+class Job:
+    """One job of a workspace. `create` records it (spec, split, plan) without training; `open` finds an
+    existing one; `train` trains what is not done yet, and resumes whatever was interrupted."""
+
+    def __init__(self, ws: Workspace, name: str, request: TrainRequest | None = None):
+        self.ws, self.name = ws, name
+        self._request = request or TrainRequest(job=name)  # a bare --job: continue as recorded
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, home={str(self.ws.home)!r})"
+
+    @classmethod
+    def create(cls, home: Home = None, *, data=None, job: str | None = None, n: int | None = None,
+               **options) -> "Job":
+        """Record a new job (or continue the one with this name and spec): the spec from the options and
+        the recipe, the validation split, the plan. Nothing trains until `.train()`."""
+        ws = workspace(home)
+        request = TrainRequest.from_options(data=data, job=job, n=n, **options)
+        prepared = prepare_job(ws, request)
+        return cls(ws, prepared.record.name, replace(request, job=prepared.record.name))
+
+    @classmethod
+    def open(cls, name: str | None = None, home: Home = None) -> "Job":
+        """An existing job by name, or the newest one."""
+        ws = workspace(home)
+        return cls(ws, require_record(ws, name).name)
+
+    # what it is
+    @property
+    def record(self) -> JobRecord:
+        return require_record(self.ws, self.name)
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.record.spec
+
+    def status(self) -> pd.DataFrame:
+        """A row per member: state (as blend sees it), attempts, device, epoch, validation accuracy."""
+        return job_status(self.ws, self.name)[1]
+
+    # what it does
+    def train(self, reporter=None, **options) -> TrainOutcome:
+        """Train every member that is not done; options as in `create` (time_limit, gpus, n, ...) change
+        this run, and options that change the spec are refused for an existing job."""
+        request = self._request
+        if options:
+            given = TrainRequest.from_options(job=self.name, **options)
+            request = replace(given, spec=given.spec if given.spec != JobSpec() else request.spec,
+                              data_dir=given.data_dir or request.data_dir)
+        return train(self.ws, request, reporter)
+
+    def blend(self, method: str = "mean", *, tta: bool | None = None, only: tuple[str, ...] | None = None,
+              out=None, allow_partial: bool = False) -> BlendResult:
+        """Blend the finished members into checked submissions (submissions/submission.csv and a copy named
+        after the blend); `.report()` ranks it beside the members."""
+        return blend_job(self.ws, self.name, method, Path(out) if out else None, only=only,
+                         allow_partial=allow_partial, tta=tta)
+
+    def report(self) -> Report:
+        """Rank blends, members and baselines and write the report files (md, csv, html)."""
+        return write_report(self.ws, self.name)
+
+    def leaderboard(self) -> pd.DataFrame:
+        return self.report().frame
+
+    def baselines(self, only: tuple[str, ...] = BASELINES, n_jobs: int = -1, echo=print) -> list[dict]:
+        """KNN, a decision tree and a random forest on the job's split, saved like members."""
+        return run_baselines(self.ws, self.name, only, n_jobs=n_jobs, echo=echo)
+
+    def predict_file(self, csv_file, out=None, *, only: tuple[str, ...] | None = None, method: str = "mean",
+                     tta: bool | None = None) -> Prediction:
+        """`ensemble predict`: the job's models on a CSV of its test layout, written as a submission."""
+        return predict_csv(self.ws, self.name, Path(csv_file), Path(out) if out else None, only, method, tta)
+
+    def predict(self, rows, *, only: tuple[str, ...] | None = None, method: str = "mean",
+                tta: bool | None = None) -> pd.DataFrame:
+        """Predictions for a DataFrame (in the test file's columns) or a CSV path, as a DataFrame in the
+        competition's submission format."""
+        with tempfile.TemporaryDirectory(prefix="ensemble-predict-") as scratch:
+            source = rows
+            if isinstance(rows, pd.DataFrame):
+                source = Path(scratch) / "rows.csv"
+                rows.to_csv(source, index=False)
+            prediction = self.predict_file(source, Path(scratch) / "predictions.csv", only=only, method=method,
+                                           tta=tta)
+            return pd.read_csv(prediction.path)
+
+    def submit(self, message: str | None = None, file=None, wait: bool = False, competition: str | None = None,
+               timeout_s: float = 900) -> SubmissionRecord:
+        return submit_job(self.ws, self.name, message, Path(file) if file else None, wait, competition,
+                          timeout_s=timeout_s)

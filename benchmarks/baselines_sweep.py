@@ -22,13 +22,7 @@ import sklearn
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from ensemble.blend.baselines import (
-    FOREST_SIZES,
-    KNN_KS,
-    flat_pixels,
-    forest_sweep,
-    knn_sweep,
-)
+from ensemble.blend.baselines import FOREST_SIZES, KNN_KS, flat_pixels, forest_sweep, knn_sweep
 from ensemble.data.split import stratified_split
 from ensemble.data.tables import read_test_csv, read_train_csv
 

@@ -9,12 +9,7 @@ from keras.src.legacy.preprocessing.image import apply_affine_transform
 pytestmark = pytest.mark.jax  # the augmentation layer runs on every backend
 
 from ensemble.data.sources import sample_digits
-from ensemble.nets.augment import (
-    IDGAugment,
-    apply_idg_transform,
-    legacy_idg_flow,
-    legacy_image_data_generator,
-)
+from ensemble.nets.augment import IDGAugment, apply_idg_transform, legacy_idg_flow, legacy_image_data_generator
 from ensemble.nets.recipes import Augmentation
 
 N_DRAWS = 1500

@@ -6,12 +6,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
 from ensemble.blend import baselines
-from ensemble.blend.baselines import (
-    flat_pixels,
-    forest_sweep,
-    knn_sweep,
-    knn_vote_probabilities,
-)
+from ensemble.blend.baselines import flat_pixels, forest_sweep, knn_sweep, knn_vote_probabilities
 from ensemble.data.sources import sample_digits
 from ensemble.job.errors import JobError
 from ensemble.job.layout import JobLayout

@@ -5,13 +5,8 @@ import pytest
 
 from ensemble.blend.methods import blend_probabilities
 from ensemble.data.layouts import LAYOUTS
-from ensemble.kaggle.submission import (
-    SubmissionError,
-    SubmissionLayout,
-    check_submission_text,
-    label_ranges,
-    submission_frame,
-)
+from ensemble.kaggle.submission import (SubmissionError, SubmissionLayout, check_submission_text, label_ranges,
+                                        submission_frame)
 
 DIGITS_3 = SubmissionLayout.for_layout(LAYOUTS["digit-recognizer"], None, 3, range(10))
 from ensemble.nets.metrics import accuracy, log_loss
@@ -90,13 +85,7 @@ def test_submission_checker_names_the_problem(text, message):
 
 
 def test_a_plain_blend_uses_each_members_snapshots_in_its_place():
-    from ensemble.job.outputs import (
-        ModelKind,
-        ModelRef,
-        ensemble_models,
-        model_kind,
-        snapshot_name,
-    )
+    from ensemble.job.outputs import ModelKind, ModelRef, ensemble_models, model_kind, snapshot_name
 
     member, snapshot, baseline = ModelKind.MEMBER, ModelKind.SNAPSHOT, ModelKind.BASELINE
     models = [ModelRef("member-00", member), ModelRef("member-00-snap1", snapshot, "member-00"),

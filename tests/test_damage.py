@@ -10,14 +10,8 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.job.layout import JobLayout, MemberFolder, read_history
-from ensemble.job.outputs import (
-    ModelKind,
-    job_output_shape,
-    keras_file_problem,
-    output_problem,
-    read_metrics,
-    survey_models,
-)
+from ensemble.job.outputs import (ModelKind, job_output_shape, keras_file_problem, output_problem, read_metrics,
+                                  survey_models)
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
 from ensemble.member import checkpoints
@@ -25,6 +19,7 @@ from ensemble.member.callbacks.commit import EpochCommit
 from ensemble.member.process import train_member
 from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job
+from ensemble.run.status import job_status
 from ensemble.store.workspace import Workspace
 
 SLICE = ["--limit-train", "300", "--seed", "5", "--precision", "float32", "--model", "seed004", "--batch", "32"]
@@ -240,3 +235,37 @@ def test_a_missing_or_damaged_split_is_made_again_exactly_from_the_seed_and_data
     with np.load(split_file) as remade:
         assert {key: remade[key].tolist() for key in remade.files} == {k: v.tolist() for k, v in original.items()}
     assert invoke(home, "blend", "--job", "d").exit_code == 0
+
+
+ARTIFACT_DAMAGES = {
+    **{name: (file, spoil) for name, (file, spoil, _) in FILE_DAMAGES.items()},
+    "config.json deleted": ("config.json", lambda path: path.unlink()),
+    "a test-time augmented half alone": ("test_probs.npy",
+                                         lambda path: np.save(path.with_name("test_probs_tta.npy"), np.load(path))),
+}
+
+
+@pytest.mark.parametrize("damage", ARTIFACT_DAMAGES)
+def test_status_and_blend_say_the_same_of_every_damaged_artifact(damage, finished_job, tmp_path):
+    """One answer (job.state.member_status): a member whose files fail the artifact check is not done in
+    `ensemble status`, and `ensemble blend` refuses it naming the same file and fault."""
+    home = tmp_path / "home"
+    shutil.copytree(finished_job, home)
+    file, spoil = ARTIFACT_DAMAGES[damage]
+    target = home / "models/d/member-01" / file
+    assert target.is_file()
+    spoil(target)
+
+    status = invoke(home, "status", "--job", "d")
+    assert status.exit_code == 0, status.output
+    frame = job_status(Workspace(home), "d")[1]
+    states = dict(zip(frame["member"], zip(frame["state"], frame["note"])))
+    assert states["member-00"] == ("done", "")
+    state, note = states["member-01"]
+    assert state == "pending" and note.startswith(f"damaged: {home / 'models/d/member-01'}")
+    fault = note.removeprefix("damaged: ")
+
+    blend = invoke(home, "blend", "--job", "d")
+    assert blend.exit_code == 1
+    assert f"has 1 unfinished of 2 members: member-01 (damaged: {fault})" in blend.output
+    assert not (home / "submissions").exists()

@@ -6,16 +6,8 @@ import pytest
 from ensemble.data import tables
 from ensemble.data.sources import make_from_idx, sample_digits
 from ensemble.data.split import stratified_split
-from ensemble.data.tables import (
-    DIGITS,
-    TRAIN_COLUMNS,
-    DataError,
-    _parse_digit_csv,
-    file_sha256,
-    read_labels_csv,
-    read_test_csv,
-    read_train_csv,
-)
+from ensemble.data.tables import (DIGITS, TRAIN_COLUMNS, DataError, _parse_digit_csv, file_sha256, read_labels_csv,
+                                  read_test_csv, read_train_csv)
 
 
 def test_sample_round_trips_exactly_through_kaggle_csvs(sample_dir):

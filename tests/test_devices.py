@@ -1,6 +1,7 @@
 import pytest
 
-from ensemble.nets.precision import cpu_flags, resolve_precision
+from ensemble.nets.precision import resolve_precision
+from ensemble.store.hardware import cpu_flags
 
 
 @pytest.mark.parametrize("gpus, flags, expected", [

@@ -2,13 +2,7 @@
 import numpy as np
 import pytest
 
-from ensemble.data.layouts import (
-    LAYOUTS,
-    LayoutError,
-    data_files,
-    detect_layout,
-    get_layout,
-)
+from ensemble.data.layouts import LAYOUTS, LayoutError, data_files, detect_layout, get_layout
 from ensemble.data.sources import make_sample
 from ensemble.data.tables import DataError, read_test_csv, read_train_csv
 

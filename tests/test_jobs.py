@@ -2,14 +2,7 @@ import pytest
 
 from ensemble.job.errors import JobError
 from ensemble.job.layout import JobLayout
-from ensemble.job.record import (
-    job_names,
-    latest_job_with_spec,
-    new_record,
-    require_record,
-    resume_command,
-    save_record,
-)
+from ensemble.job.record import job_names, latest_job_with_spec, new_record, require_record, resume_command, save_record
 from ensemble.job.spec import JobSpec, spec_differences
 
 

@@ -1,12 +1,6 @@
 import numpy as np
-import pandas as pd
 
-from ensemble.report.rank import (
-    COLUMNS,
-    accuracy_by_members_blended,
-    per_class_accuracy,
-    rank_entries,
-)
+from ensemble.report.rank import COLUMNS, accuracy_by_members_blended, per_class_accuracy, rank_entries
 
 
 def entry(model, kind, acc, loss, **extra):
@@ -45,4 +39,13 @@ def test_per_class_accuracy():
     probs = np.eye(10)[[0, 1, 1, 1]]
     result = per_class_accuracy(probs, y)
     assert result[:2].tolist() == [0.5, 1.0] and np.isnan(result[2:]).all()
-    assert isinstance(rank_entries([]), pd.DataFrame)
+
+
+def test_ranking_breaks_ties_by_log_loss_then_name_and_an_empty_board_has_every_column():
+    def entry(model, accuracy, logloss):
+        return {"model": model, "kind": "member", "val_accuracy": accuracy, "val_logloss": logloss}
+
+    frame = rank_entries([entry("b", 0.9, 0.3), entry("a", 0.9, 0.3), entry("c", 0.9, 0.2), entry("d", 0.95, 0.5)])
+    assert frame[["rank", "model"]].values.tolist() == [[1, "d"], [2, "c"], [3, "a"], [4, "b"]]
+    empty = rank_entries([])
+    assert list(empty.columns) == COLUMNS and len(empty) == 0

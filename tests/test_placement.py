@@ -20,25 +20,12 @@ from ensemble.job.progress import Progress
 from ensemble.job.record import load_record, new_record
 from ensemble.job.spec import JobSpec
 from ensemble.job.state import member_status
-from ensemble.run.devices import (
-    PlacementError,
-    Slot,
-    list_gpus,
-    parse_gpus,
-    plan_slots,
-    slot_environment,
-)
-from ensemble.run.progress import (
-    LiveReporter,
-    MemberLine,
-    Overview,
-    PlainReporter,
-    estimate_eta,
-    format_duration,
-    make_reporter,
-)
+from ensemble.run.devices import PlacementError, Slot, parse_gpus, plan_slots, slot_environment
+from ensemble.run.progress import (LiveReporter, MemberLine, Overview, PlainReporter, estimate_eta, format_duration,
+                                   make_reporter)
 from ensemble.run.status import member_rows
 from ensemble.store import atomic
+from ensemble.store.hardware import list_gpus
 from ensemble.store.locks import LockHeld, PidLock, is_held, read_holder
 from ensemble.store.workspace import Workspace
 

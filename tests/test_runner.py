@@ -108,14 +108,20 @@ def test_a_killed_runner_is_resumed_without_retraining_finished_members(tmp_path
     home = tmp_path / "home"
     command = train_command(home, sample_dir, "crash", "--n", "2", "--epochs", "3", "--workers", "1")
     runner = start(command)
-    wait_for(lambda: finished_epochs(home, "crash", 1) >= 1, runner)
+    def member_01_training():
+        members = ledger(home, "crash")["members"] if (home / "jobs/crash/job.json").is_file() else []
+        return (len(members) == 2 and members[1]["state"] == "running" and members[1]["pid"] is not None
+                and finished_epochs(home, "crash", 1) >= 1)
+
+    wait_for(member_01_training, runner)
+    member_pid = ledger(home, "crash")["members"][1]["pid"]
+    os.kill(member_pid, signal.SIGSTOP)  # it can neither finish nor commit another epoch while the test looks
+    done_before_kill = finished_epochs(home, "crash", 1)
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert second.returncode == 1
     assert f"job 'crash' is already being trained by pid {runner.pid}" in second.stderr
 
-    member_pid = ledger(home, "crash")["members"][1]["pid"]
-    done_before_kill = finished_epochs(home, "crash", 1)
     runner.kill()
     runner.wait()
     wait_for(lambda: not alive(member_pid), timeout=10)  # the member dies with its runner, no orphan trains on

@@ -5,15 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from ensemble.nets.schedules import (
-    Schedule,
-    ScheduledRate,
-    cycle_end_epochs,
-    optimizer_rate,
-    plateau_rates,
-    rate_at_step,
-    rates_per_epoch,
-)
+from ensemble.nets.schedules import (Schedule, ScheduledRate, cycle_end_epochs, optimizer_rate, plateau_rates,
+                                     rate_at_step, rates_per_epoch)
 
 LR = 1e-3
 

@@ -44,9 +44,10 @@ def model_file(ws: Workspace, job: str, name: str) -> Path:
 def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None = None,
                 only: tuple[str, ...] | None = None, method: str = "mean", tta: bool | None = None) -> Prediction:
     """Predict every row of a CSV in the job's test layout with the job's finished models, blend, write."""
+    # Keras loads here, when models are loaded: `ensemble blend` and the rest of this stage never need it
     import keras
 
-    from ..member.predict import predict_probabilities
+    from ..member.predict import predict_probabilities  # imports Keras too
 
     record = require_record(ws, job)
     spec = record.spec

@@ -11,15 +11,8 @@ from ..job.spec import JobSpec
 from ..nets.schedules import cycle_end_epochs
 from ..store import atomic
 from .callbacks.commit import save_model_file
-from .checkpoints import (
-    StateError,
-    TrainingState,
-    clear_incomplete,
-    history_csv,
-    load_weights,
-    restore_newest,
-    set_aside,
-)
+from .checkpoints import (StateError, TrainingState, clear_incomplete, history_csv, load_weights, restore_newest,
+                          set_aside)
 from .model import build_member_model
 
 

@@ -131,7 +131,7 @@ def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGME
     import keras
     from keras import layers
 
-    from .augment import augmentation_layers
+    from .augment import augmentation_layers  # a Keras layer: loaded with the builders, not the registry
 
     return keras.Sequential([
         keras.Input(INPUT_SHAPE),

@@ -1,20 +1,12 @@
 """--precision auto: mixed_bfloat16 where the hardware has bf16, else float32."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..run.devices import list_gpus
+from ..store.hardware import cpu_flags, list_gpus
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def resolve_precision(requested: str, gpus: list[float] | None = None, flags: set[str] | None = None) -> str:

@@ -23,19 +23,8 @@ from ..job.records import read_blend_records, read_submission_records
 from ..job.split import load_split
 from ..nets.metrics import accuracy
 from ..store import atomic
-from .plots import (
-    plot_confusion,
-    plot_learning_curves,
-    plot_members_curve,
-    plot_per_class,
-)
-from .rank import (
-    accuracy_by_members_blended,
-    blend_entries,
-    per_class_accuracy,
-    rank_entries,
-    read_entry,
-)
+from .plots import plot_confusion, plot_learning_curves, plot_members_curve, plot_per_class
+from .rank import accuracy_by_members_blended, blend_entries, per_class_accuracy, rank_entries, read_entry
 from .render import render_html, render_markdown
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load

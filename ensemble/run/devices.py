@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,24 +17,6 @@ class PlacementError(ValueError):
     """--gpus / --per-gpu / --workers ask for devices this machine does not have."""
 
 
-def list_gpus() -> dict[int, float]:
-    """Index -> compute capability of each NVIDIA GPU nvidia-smi sees (empty without one)."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        output = subprocess.run(["nvidia-smi", "--query-gpu=index,compute_cap", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    gpus = {}
-    for line in output.splitlines():
-        index, _, capability = (part.strip() for part in line.partition(","))
-        if index.isdigit():
-            try:
-                gpus[int(index)] = float(capability)
-            except ValueError:
-                gpus[int(index)] = 0.0
-    return gpus
 
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")

@@ -27,26 +27,18 @@ from ..job.layout import JobLayout
 from ..job.ledger import LastRun, MemberState
 from ..job.outputs import OutputShape, read_metrics, survey_models
 from ..job.plan import DataFile, RunPlan, predict_speed, write_plan
-from ..job.record import (
-    JobRecord,
-    default_job_name,
-    latest_job_with_spec,
-    load_record,
-    new_record,
-    now,
-    recover_record,
-    resume_command,
-    save_record,
-)
+from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
+                          recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
 from ..job.split import load_split, save_split
 from ..job.state import member_status
 from ..store.atomic import NoSpace
+from ..store.hardware import list_gpus
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace
 from . import budget
 from .budget import TimeBudget
-from .devices import check_backend, list_gpus, parse_gpus, plan_slots
+from .devices import check_backend, parse_gpus, plan_slots
 from .executors import EXECUTORS, LocalExecutor, RayExecutor
 from .progress import PlainReporter
 from .request import TrainRequest

@@ -11,14 +11,7 @@ from ...job.outputs import keras_file_problem
 from ...job.spec import JobSpec
 from ...nets.schedules import cycle_end_epochs
 from ...store import atomic
-from ..checkpoints import (
-    TrainingState,
-    commit_state,
-    history_csv,
-    history_row,
-    prune_states,
-    states_to_keep,
-)
+from ..checkpoints import TrainingState, commit_state, history_csv, history_row, prune_states, states_to_keep
 from ..model import MONITOR
 from .plateau import ResumableReduceLROnPlateau
 

@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 CASES = {
-    "imports": "import ensemble.data, ensemble.jobs",
-    "full parse": "from ensemble.data import read_train_csv\n"
+    "imports": "import ensemble.data.tables, ensemble.job.record",
+    "full parse": "from ensemble.data.tables import read_train_csv\n"
                   "table = read_train_csv(DATA / 'train.csv')\nrows = len(table)",
-    "from cache": "from ensemble.data import read_train_csv\n"
+    "from cache": "from ensemble.data.tables import read_train_csv\n"
                   "read_train_csv(DATA / 'train.csv', CACHE)\n"  # fills the cache (not measured: a fresh process below)
                   "",
-    "limit 600": "from ensemble.jobs import read_job_data\nfrom ensemble.workspace import Workspace\n"
+    "limit 600": "from ensemble.data.folder import read_job_data\nfrom ensemble.store.workspace import Workspace\n"
                  "train, test = read_job_data(Workspace(HOME), DATA, limit_train=600)\nrows = len(train)",
 }
 MEASURE = """
@@ -100,7 +100,7 @@ def main() -> None:
     for name, body in CASES.items():
         if name == "from cache":
             measure("fill cache", body, data, cache, home)
-            body = "from ensemble.data import read_train_csv\ntable = read_train_csv(DATA / 'train.csv', CACHE)\n" \
+            body = "from ensemble.data.tables import read_train_csv\ntable = read_train_csv(DATA / 'train.csv', CACHE)\n" \
                    "rows = len(table)"
         results[name] = measure(name, body, data, cache, home)
         r = results[name]

@@ -13,6 +13,7 @@ from .job.record import require_record
 from .nets.metrics import accuracy
 from .report.leaderboard import write_report
 from .run.progress import make_reporter
+from .job.spec import JobSpec
 from .run.request import TrainRequest
 from .run.runner import run_job
 from .store.workspace import Workspace
@@ -30,8 +31,8 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
         echo(f"writing the sample to {sample_dir}")
         make_sample(sample_dir)
     job = f"demo-cnn11-{epochs}ep"  # named by recipe: an older demo job with another spec is left as it is
-    outcome = run_job(ws, TrainRequest(n=members, data_dir=sample_dir, job=job, model="cnn11", epochs=epochs),
-                      reporter=make_reporter(echo))
+    request = TrainRequest(n=members, data_dir=sample_dir, job=job, spec=JobSpec(model="cnn11", epochs=epochs))
+    outcome = run_job(ws, request, reporter=make_reporter(echo))
     if outcome.interrupted:
         return f"demo interrupted; run it again to resume job {job}"
     result = blend_job(ws, job)

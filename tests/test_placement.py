@@ -138,7 +138,7 @@ def test_members_are_pinned_to_their_gpus_and_a_terminal_gets_a_live_view(tmp_pa
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from ensemble.locks import PidLock
+    from ensemble.store.locks import PidLock
     with PidLock(sys.argv[1]):
         print("held", flush=True)
         time.sleep(120)

@@ -132,7 +132,7 @@ def test_a_killed_runner_is_resumed_without_retraining_finished_members(tmp_path
     assert status.exit_code == 0 and "not running" in status.output
     assert "its runner is gone; rerun to resume" in status.output
     refused = invoke(home, "blend", "--job", "crash")
-    assert refused.exit_code == 1 and "has 1 unfinished of 2 members: member-01 (running)" in refused.output
+    assert refused.exit_code == 1 and "has 1 unfinished of 2 members: member-01 (pending)" in refused.output
     partial = invoke(home, "blend", "--job", "crash", "--allow-partial")
     assert partial.exit_code == 0 and "mean blend of 1 (member-00)" in partial.output
 

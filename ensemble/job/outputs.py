@@ -21,7 +21,7 @@ from ..store.workspace import Workspace, member_name
 from .arrays import read_job_test
 from .errors import JobError
 from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of, model_kind, snapshot_name
-from .split import load_split
+from .split import existing_split
 
 if TYPE_CHECKING:
     from .record import JobRecord
@@ -121,7 +121,7 @@ def keras_file_problem(path: Path) -> str | None:
 class OutputShape:
     """What a job's saved outputs must be: a row per validation and test image, a column per class."""
 
-    n_val: int
+    n_val: int | None   # None: the split cannot be read now (the next `ensemble train` makes it again)
     n_test: int | None  # None: the test file cannot be read now, so its row count is not checked
     n_classes: int
 
@@ -189,7 +189,8 @@ def load_probs(folder: ModelFolder, tta: bool = False) -> tuple[np.ndarray, np.n
 def job_output_shape(ws: Workspace, record: JobRecord, split: dict | None = None) -> OutputShape:
     """The shape every output of a job must have: its split's validation rows, its test file's rows (when
     the file can be read), its classes."""
-    n_val = len((split if split is not None else load_split(ws, record))["val_index"])
+    split = split if split is not None else existing_split(ws, record)  # a reader never makes it again
+    n_val = len(split["val_index"]) if split is not None else None
     try:
         n_test = len(read_job_test(ws, record))
     except (DataError, JobError, OSError):

@@ -28,6 +28,11 @@ def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.n
 SPLIT_KEYS = ("train_index", "val_index", "val_labels")
 
 
+def existing_split(ws: Workspace, record: JobRecord) -> dict[str, np.ndarray] | None:
+    """The saved split as it is, None when it is missing or damaged: for readers, which never make it again."""
+    return _read_split(JobLayout(ws, record.name).split)
+
+
 def read_split_file(path: Path) -> dict[str, np.ndarray]:
     """A split file that must be whole (a member's: the runner made sure of it)."""
     split = _read_split(path)

@@ -120,11 +120,8 @@ class JobRun:
         member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
                      host=platform.node() if launched.pid else None, epoch=finished, when=now())
         self.save()
-        where = f"on {slot.label}" if self.executor.name == "local" else f"as a Ray task ({slot.label})"
-        resumed = ("writes its outputs (all epochs trained)" if finished >= self.epochs
-                   else f"resumes after epoch {finished}/{self.epochs}" if finished else "starts")
-        self.reporter.event(f"{member.name} (seed {member.seed}) {resumed} {where}, attempt "
-                            f"{member.attempts}; log {self.layout.log(index)}")
+        self.reporter.event(start_text(member, finished, self.epochs, self.executor.name, slot,
+                                       self.layout.log(index)))
 
     def follow(self, index: int) -> None:
         launched = self.running[index]
@@ -137,17 +134,9 @@ class JobRun:
             self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(progress.notes)
         if progress.known:
-            changed = False
-            if launched.pid is None and progress.pid:  # Ray: the member says where it runs
-                launched.pid = progress.pid
-                device = progress.cuda_visible_devices
-                member.placed(pid=progress.pid, host=progress.host, device=f"gpu:{device}" if device else "cpu",
-                              ray_node_id=progress.ray_node_id)
-                changed = True
-            changed = member.report(progress.epoch, progress.val_accuracy) or changed
             if progress.epoch_seconds and progress.epoch:
                 self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds)
-            if changed:
+            if ledger_from_progress(member, launched, progress):
                 self.save()
         returncode = self.executor.poll(launched)
         if returncode is not None:
@@ -177,12 +166,9 @@ class JobRun:
             self.reporter.event(f"{member.name} {why} on attempt {member.attempts}; "
                                 f"retry {self.tries[index]} of {self.retries}, from its last finished epoch")
             return
-        log = self.layout.log(index)
-        tail = log_tail(log, LOG_TAIL_LINES)
         member.fail(f"{why} after {self.tries[index]} attempts in this run", returncode=returncode, when=now())
         self.save()
-        self.failed[index] = (f"{member.name} {why} after {self.tries[index]} attempts. Last lines of {log}:\n  "
-                              + "\n  ".join(tail))
+        self.failed[index] = failure_text(member.name, why, self.tries[index], self.layout.log(index))
         self.reporter.event(self.failed[index])
 
     def finished(self, index: int, member: MemberEntry, metrics: Metrics, launched: Launched) -> None:
@@ -195,10 +181,7 @@ class JobRun:
                                     metrics.predict_seconds, 1 + (snapshots if snapshots > 1 else 0),
                                     complete=not member.stopped_early)
         self.tell_members_the_predict_speed(metrics)
-        how = (f"stopped early at epoch {metrics.epochs}/{self.epochs} (time limit)" if member.stopped_early
-               else "done")
-        self.reporter.event(f"{member.name} {how}: val_acc {metrics.val_accuracy:.4f} "
-                            f"(best epoch {metrics.best_epoch}), {metrics.fit_seconds:.0f}s fit")
+        self.reporter.event(finish_text(member, metrics, self.epochs))
 
     def tell_members_the_predict_speed(self, metrics: Metrics) -> None:
         """Under a time limit, members started from now on plan their last epoch with what this one measured."""
@@ -227,6 +210,37 @@ class JobRun:
 
     def overview(self) -> Overview:
         return run_overview(self)
+
+
+def start_text(member: MemberEntry, finished: int, epochs: int, executor: str, slot: Slot, log) -> str:
+    where = f"on {slot.label}" if executor == "local" else f"as a Ray task ({slot.label})"
+    resumed = ("writes its outputs (all epochs trained)" if finished >= epochs
+               else f"resumes after epoch {finished}/{epochs}" if finished else "starts")
+    return f"{member.name} (seed {member.seed}) {resumed} {where}, attempt {member.attempts}; log {log}"
+
+
+def finish_text(member: MemberEntry, metrics: Metrics, epochs: int) -> str:
+    how = f"stopped early at epoch {metrics.epochs}/{epochs} (time limit)" if member.stopped_early else "done"
+    return (f"{member.name} {how}: val_acc {metrics.val_accuracy:.4f} (best epoch {metrics.best_epoch}), "
+            f"{metrics.fit_seconds:.0f}s fit")
+
+
+def failure_text(name: str, why: str, tries: int, log) -> str:
+    """A member out of retries, with the last lines of its log: what the user reads to fix the cause."""
+    return f"{name} {why} after {tries} attempts. Last lines of {log}:\n  " + "\n  ".join(log_tail(log, LOG_TAIL_LINES))
+
+
+def ledger_from_progress(member: MemberEntry, launched: Launched, progress: Progress) -> bool:
+    """What a running member's progress file tells the ledger: where it runs (Ray picks the node and the
+    member reports it), its epoch and latest validation accuracy. Whether the entry changed."""
+    changed = False
+    if launched.pid is None and progress.pid:
+        launched.pid = progress.pid
+        device = progress.cuda_visible_devices
+        member.placed(pid=progress.pid, host=progress.host, device=f"gpu:{device}" if device else "cpu",
+                      ray_node_id=progress.ray_node_id)
+        changed = True
+    return member.report(progress.epoch, progress.val_accuracy) or changed
 
 
 def describe_exit(returncode: int) -> str:

@@ -24,15 +24,20 @@ import pandas as pd
 from .blend.baselines import BASELINES, run_baselines
 from .blend.blending import BlendResult, blend_job
 from .blend.predict import Prediction, predict_csv
+from .data.layouts import DEFAULT_LAYOUT, get_layout
+from .data.sources import make_from_idx, make_sample
+from .demo import DEMO_EPOCHS, run_demo
 from .job.record import JobRecord, require_record
 from .job.records import SubmissionRecord
 from .job.spec import JobSpec
+from .kaggle.competition import download as kaggle_download
 from .kaggle.competition import submit_job
+from .kaggle.submission import SubmissionLayout, check_submission_file
 from .report.leaderboard import Report, write_report
 from .run.progress import PlainReporter
 from .run.request import TrainRequest
 from .run.runner import TrainOutcome, prepare_job, run_job
-from .run.status import job_status
+from .run.status import damaged_jobs, job_status, jobs_table
 from .store.workspace import Workspace
 
 Home = str | os.PathLike | Workspace | None
@@ -41,6 +46,42 @@ Home = str | os.PathLike | Workspace | None
 def workspace(home: Home = None) -> Workspace:
     """The workspace a home names: a Workspace as it is, a folder, or None for $ENSEMBLE_HOME / the cwd."""
     return home if isinstance(home, Workspace) else Workspace.resolve(home)
+
+
+def sample(out, layout: str = DEFAULT_LAYOUT, force: bool = False) -> dict[str, Path]:
+    """`ensemble data sample`: the 5000 offline digits as Kaggle CSVs in a layout of the family."""
+    return make_sample(Path(out), fmt=get_layout(layout), force=force)
+
+
+def from_idx(directory, out, seed: int = 0, force: bool = False) -> dict[str, Path]:
+    """`ensemble data idx`: MNIST-format IDX files as a shuffled train.csv and test.csv."""
+    return make_from_idx(Path(directory), Path(out), seed=seed, force=force)
+
+
+def download(competition: str, out) -> list[Path]:
+    """`ensemble data kaggle`: a competition's files through the kaggle CLI, unzipped."""
+    return kaggle_download(competition, Path(out))
+
+
+def status(home: Home = None, job: str | None = None) -> tuple[JobRecord, pd.DataFrame, dict]:
+    """`ensemble status`: the record, its member table and the runner holding its lock ({} when none)."""
+    return job_status(workspace(home), job)
+
+
+def jobs(home: Home = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`ensemble jobs`: a row per readable job, and {job: what is wrong} for damaged records."""
+    ws = workspace(home)
+    return jobs_table(ws), damaged_jobs(ws)
+
+
+def check(file, data, home: Home = None, layout: str | None = None) -> tuple[int, SubmissionLayout]:
+    """`ensemble check`: a submission against a data folder's test file, as Kaggle checks it."""
+    return check_submission_file(Path(file), Path(data), workspace(home).cache_dir, layout)
+
+
+def demo(home: Home = None, members: int = 3, epochs: int = DEMO_EPOCHS, echo=print) -> str:
+    """`ensemble demo`: the whole path on the offline sample."""
+    return run_demo(workspace(home), members=members, epochs=epochs, echo=echo)
 
 
 def train(home: Home, request: TrainRequest, reporter=None) -> TrainOutcome:

@@ -10,22 +10,21 @@ from . import __version__, api
 from .api import Job
 from .blend.baselines import BASELINES
 from .blend.methods import BLEND_METHODS
-from .data.layouts import LAYOUTS, LayoutError, get_layout
-from .data.sources import make_from_idx, make_sample
+from .data.layouts import LAYOUTS, LayoutError
 from .data.tables import DataError
-from .demo import DEMO_EPOCHS, run_demo
+from .demo import DEMO_EPOCHS
 from .job.errors import JobError
 from .job.options import Option, declared, option_of
 from .job.record import load_record
 from .job.spec import JobSpec
-from .kaggle.competition import KaggleError, download
-from .kaggle.submission import SubmissionError, check_submission_file, label_ranges
+from .kaggle.competition import KaggleError
+from .kaggle.submission import SubmissionError, label_ranges
 from .report.leaderboard import damaged_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table
 from .run.devices import PlacementError
 from .run.progress import make_reporter
 from .run.request import TrainRequest
-from .run.status import JOBS_TEXT, STATUS_TEXT, damaged_jobs, job_status, jobs_table
+from .run.status import JOBS_TEXT, STATUS_TEXT
 from .run.view import render_frame
 from .store.atomic import NoSpace
 from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
@@ -133,7 +132,7 @@ def data_sample(ctx, out, layout, force):
     Example:
         ensemble data sample --out data/
     """
-    paths = make_sample(out or workspace(ctx).data_dir, fmt=get_layout(layout), force=force)
+    paths = api.sample(out or workspace(ctx).data_dir, layout, force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
 
@@ -150,7 +149,7 @@ def data_kaggle(ctx, competition, out):
     Example:
         ensemble data kaggle digit-recognizer --out data/
     """
-    files = download(competition, out or workspace(ctx).data_dir)
+    files = api.download(competition, out or workspace(ctx).data_dir)
     for path in files:
         click.echo(f"unpacked     {path}")
 
@@ -169,7 +168,7 @@ def data_idx(ctx, directory, out, seed, force):
     Example:
         ensemble data idx /usr/share/datasets/fashion-mnist --out data/fashion/
     """
-    paths = make_from_idx(directory, out or workspace(ctx).data_dir, seed=seed, force=force)
+    paths = api.from_idx(directory, out or workspace(ctx).data_dir, seed=seed, force=force)
     for kind, path in paths.items():
         click.echo(f"{kind:12} {path}")
 
@@ -213,7 +212,7 @@ def status(ctx, job):
     Example:
         ensemble status --job first
     """
-    record, frame, runner = job_status(workspace(ctx), job)
+    record, frame, runner = api.status(workspace(ctx), job)
     holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
               if runner else "not running")
     click.echo(render_frame(frame, title=f"job {record.name}: {len(record.members)} x {record.spec.model}, "
@@ -229,8 +228,7 @@ def jobs_command(ctx):
     Example:
         ensemble jobs
     """
-    table = jobs_table(workspace(ctx))
-    damaged = damaged_jobs(workspace(ctx))
+    table, damaged = api.jobs(workspace(ctx))
     if table.empty and not damaged:
         click.echo(f"no jobs in {workspace(ctx).jobs_dir}")
         return
@@ -301,7 +299,7 @@ def check(ctx, file, data_dir, format):
         ensemble check submissions/submission.csv --data data/
     """
     ws = workspace(ctx)
-    n_rows, layout = check_submission_file(file, data_dir or ws.data_dir, ws.cache_dir, format)
+    n_rows, layout = api.check(file, data_dir or ws.data_dir, ws, format)
     click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
 
 
@@ -412,7 +410,7 @@ def demo(ctx, members, epochs):
     Example:
         ensemble demo
     """
-    report = run_demo(workspace(ctx), members=members, epochs=epochs or DEMO_EPOCHS, echo=click.echo)
+    report = api.demo(workspace(ctx), members=members, epochs=epochs or DEMO_EPOCHS, echo=click.echo)
     click.echo(report)
 
 

@@ -85,7 +85,8 @@ def test_submission_checker_names_the_problem(text, message):
 
 
 def test_a_plain_blend_uses_each_members_snapshots_in_its_place():
-    from ensemble.job.outputs import ModelKind, ModelRef, ensemble_models, model_kind, snapshot_name
+    from ensemble.job.outputs import ModelRef, ensemble_models
+    from ensemble.job.layout import ModelKind, model_kind, snapshot_name
 
     member, snapshot, baseline = ModelKind.MEMBER, ModelKind.SNAPSHOT, ModelKind.BASELINE
     models = [ModelRef("member-00", member), ModelRef("member-00-snap1", snapshot, "member-00"),

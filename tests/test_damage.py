@@ -9,9 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from ensemble.cli import main
-from ensemble.job.layout import JobLayout, MemberFolder, read_history
-from ensemble.job.outputs import (ModelKind, job_output_shape, keras_file_problem, output_problem, read_metrics,
-                                  survey_models)
+from ensemble.job.layout import JobLayout, MemberFolder, ModelKind, read_history
+from ensemble.job.outputs import job_output_shape, keras_file_problem, output_problem, read_metrics, survey_models
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
 from ensemble.member import checkpoints

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from ensemble.cli import main
 from ensemble.job.errors import JobError
 from ensemble.job.ledger import MemberEntry, MemberState
-from ensemble.job.outputs import JobModels, ModelKind, ModelRef
+from ensemble.job.outputs import JobModels, ModelRef
+from ensemble.job.layout import ModelKind
 from ensemble.job.progress import Progress
 from ensemble.job.record import load_record, new_record
 from ensemble.job.spec import JobSpec

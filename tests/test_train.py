@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ensemble.job.arrays import JobArrays
-from ensemble.job.layout import JobLayout, read_history
-from ensemble.job.outputs import ModelKind, finished_models, read_metrics
+from ensemble.job.layout import JobLayout, ModelKind, read_history
+from ensemble.job.outputs import finished_models, read_metrics
 from ensemble.job.record import load_record
 from ensemble.job.spec import JobSpec
 from ensemble.member import process

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..data.tables import file_sha256
 from ..job.errors import JobError
-from ..job.layout import JobLayout
-from ..job.outputs import JobModels, ModelKind, ensemble_models, finished_models, load_probs, survey_models
+from ..job.layout import JobLayout, ModelKind
+from ..job.outputs import JobModels, ensemble_models, finished_models, load_probs, survey_models
 from ..job.record import now, require_record, resume_command
 from ..job.records import BlendRecord, record_blend
 from ..job.split import load_split

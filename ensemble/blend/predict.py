@@ -13,8 +13,8 @@ import numpy as np
 
 from ..data.tables import DataError, read_test_csv
 from ..job.errors import JobError
-from ..job.layout import JobLayout
-from ..job.outputs import ModelKind, keras_file_problem, model_kind, survey_models
+from ..job.layout import JobLayout, ModelKind, model_kind
+from ..job.outputs import keras_file_problem, survey_models
 from ..job.record import require_record
 from ..job.split import load_split
 from ..kaggle.submission import SubmissionLayout, write_submission

@@ -20,13 +20,11 @@ from ..store import atomic
 from ..store.workspace import Workspace, member_name
 from .arrays import read_job_test
 from .errors import JobError
-from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of, model_kind, snapshot_name
+from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of
 from .split import existing_split
 
 if TYPE_CHECKING:
     from .record import JobRecord
-
-__all__ = ["ModelKind", "snapshot_name", "model_kind", "member_of"]  # the names, from job.layout
 
 
 @dataclass(frozen=True)

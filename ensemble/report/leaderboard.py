@@ -16,8 +16,8 @@ from ..blend.blending import load_outputs
 from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..job.arrays import job_test_labels
 from ..job.errors import JobError
-from ..job.layout import JobLayout, member_of, model_kind
-from ..job.outputs import ModelKind, survey_models
+from ..job.layout import JobLayout, ModelKind, member_of, model_kind
+from ..job.outputs import survey_models
 from ..job.record import require_record
 from ..job.records import read_blend_records, read_submission_records
 from ..job.split import load_split

@@ -265,7 +265,7 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
     click.echo(f"job {result.job}: {result.method} blend of {len(result.members)} "
                f"({', '.join(result.members)}), {'with' if result.tta else 'without'} test-time augmentation")
     honesty = "  (cross-fitted: weights fitted on one half of validation, scored on the other)" \
-        if result.method == "greedy" else ""
+        if result.fitted_weights else ""
     click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}{honesty}")
     click.echo(f"  best single  val accuracy {best_accuracy:.4f}  ({best_name})")
     click.echo(f"  mean single  val accuracy {result.mean_member_accuracy:.4f}")
@@ -273,7 +273,7 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
         click.echo(f"  {'without' if result.tta else 'with'} TTA  val accuracy {result.other_val_accuracy:.4f}  "
                    f"(the submission uses {'TTA' if result.tta else 'plain'} outputs; "
                    f"{'--no-tta' if result.tta else '--tta'} switches)")
-    if result.method == "greedy":
+    if result.fitted_weights:
         click.echo("  weights      " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result.members, result.weights) if w))
     for path in result.paths:
         click.echo(f"wrote {path}")

@@ -22,7 +22,7 @@ from ensemble.job.record import load_record, new_record
 from ensemble.job.spec import JobSpec
 from ensemble.job.state import member_status
 from ensemble.run.devices import PlacementError, Slot, parse_gpus, plan_slots, slot_environment
-from ensemble.run.progress import (LiveReporter, MemberLine, Overview, PlainReporter, estimate_eta, format_duration,
+from ensemble.run.progress import (LiveReporter, MemberLine, Overview, PlainReporter, estimate_eta, format_clock,
                                    make_reporter)
 from ensemble.run.status import member_rows
 from ensemble.store import atomic
@@ -175,7 +175,7 @@ def test_eta_uses_only_this_runs_pace():
     # 40 s of the 100 went into two finished members' predictions; three more members will predict 20 s each
     assert estimate_eta(10.0, 20.0, 50.0, 100.0, predicting_done_s=40.0, predicting_left_s=60.0) == pytest.approx(
         30 * 60 / 10 + 60)
-    assert [format_duration(s) for s in (None, 59.6, 3600 + 62)] == ["--:--", "01:00", "1:01:02"]
+    assert [format_clock(s) for s in (None, 59.6, 3600 + 62)] == ["--:--", "01:00", "1:01:02"]
 
 
 def line(epoch, val=None, name="member-00"):

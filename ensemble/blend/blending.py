@@ -37,6 +37,7 @@ class BlendResult:
     paths: list[Path]
     tta: bool = False                          # the submission came from test-time augmented outputs
     other_val_accuracy: float | None = None    # the same blend the other way (without TTA, or with it)
+    fitted_weights: bool = False               # the weights were fitted on validation (its score is cross-fitted)
 
     @property
     def best_member(self) -> tuple[str, float]:
@@ -123,4 +124,4 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
-                       outputs.tta, other_accuracy)
+                       outputs.tta, other_accuracy, blender.fits_weights)

@@ -104,14 +104,16 @@ class BlendMethod:
 
     name: str
     help: str
+    fits_weights = False  # weights fitted on validation: its score there is cross-fitted, its weights shown
+    min_models = 1        # below this, the method is the mean blend again (or undefined)
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
         raise NotImplementedError
 
 
 class UnweightedBlend(BlendMethod):
-    def __init__(self, name: str, combine, help: str):
-        self.name, self.combine, self.help = name, combine, help
+    def __init__(self, name: str, combine, help: str, min_models: int = 1):
+        self.name, self.combine, self.help, self.min_models = name, combine, help, min_models
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
         val_blend = self.combine(outputs.val_probs)
@@ -122,6 +124,8 @@ class UnweightedBlend(BlendMethod):
 class GreedyBlend(BlendMethod):
     name = "greedy"
     help = "Caruana ensemble selection, weights fitted on validation (scored cross-fitted)"
+    fits_weights = True
+    min_models = 2
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
         weights = greedy_weights(outputs.val_probs, y_val)
@@ -132,7 +136,7 @@ class GreedyBlend(BlendMethod):
 
 BLEND_METHODS: dict[str, BlendMethod] = {method.name: method for method in (
     UnweightedBlend("mean", mean_blend, "average of softmax outputs"),
-    UnweightedBlend("geometric", geometric_blend, "normalised product of softmax outputs"),
+    UnweightedBlend("geometric", geometric_blend, "normalised product of softmax outputs", min_models=2),
     GreedyBlend(),
 )}
 

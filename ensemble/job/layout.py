@@ -252,13 +252,6 @@ class JobLayout:
         return self.ws.submissions_dir / self.job
 
 
-def job_names_on_disk(ws: Workspace) -> list[str]:
-    """Folders under jobs/ that hold a record, by name."""
-    if not ws.jobs_dir.is_dir():
-        return []
-    return [path.name for path in sorted(ws.jobs_dir.iterdir()) if (path / "job.json").is_file()]
-
-
 def log_tail(path: Path, lines: int = 15) -> list[str]:
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")

@@ -6,7 +6,7 @@ decide how a run goes (where, how many at once, how long).
 from __future__ import annotations
 
 import shlex
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, Callable
 
 
@@ -23,7 +23,6 @@ class Option:
     check: Callable[[Any], str | None] | None = None  # the problem with a given value, None when it is fine
     is_flag: bool = False                  # an on/off pair: --tta/--no-tta
     parse: Callable[[str], Any] | None = None  # text -> value (ValueError: a usage error)
-    metavar: str | None = None
     show_default: bool = False             # --help shows the default (options that always have one)
 
     @property
@@ -91,7 +90,3 @@ def within(low, high, unit: str):
 
 def default_of(option: Option, recipe) -> Any:
     return option.default(recipe) if callable(option.default) else option.default
-
-
-def has_default(f: Field) -> bool:
-    return f.default is not MISSING or f.default_factory is not MISSING

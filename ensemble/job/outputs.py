@@ -35,6 +35,11 @@ class ModelRef:
     stopped_early: bool = False  # a member the time limit stopped before its last epoch (and last cycle)
 
 
+# keys a model's metrics.json has only where they apply (a snapshot has a cycle, a member sizes, TTA scores)
+ONLY_WHERE_IT_APPLIES = {"member", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
+                         "images_per_second", "n_train", "n_val", "n_test"}
+
+
 @dataclass(frozen=True)
 class Metrics:
     """metrics.json of a model. A member's and a snapshot's come from member.predict, a baseline's from
@@ -66,7 +71,8 @@ class Metrics:
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        return {**{key: value for key, value in values.items() if key != "extra"}, **self.extra}
+        return {**{key: value for key, value in values.items()
+                   if key != "extra" and not (value is None and key in ONLY_WHERE_IT_APPLIES)}, **self.extra}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Metrics":

@@ -128,10 +128,6 @@ class JobSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def asked_options(self) -> dict[str, object]:
-        """The options given, by field name (None: left to the recipe)."""
-        return {name: getattr(self, name) for name, _ in declared(type(self)) if getattr(self, name) is not None}
-
     def member_seed(self, index: int) -> int:
         return self.seed + index
 

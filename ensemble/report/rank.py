@@ -52,7 +52,7 @@ def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_en
              for key in ("fit_s", "predict_ms_per_1k", "params")}
     rows, weights = [], {}
     for method in BLEND_METHODS.values():
-        if method.name != "mean" and len(plain.names) < 2:
+        if len(plain.names) < method.min_models:
             continue
         blended = method.blend(plain, y_val, seed)
         with_tta = method.blend(augmented, y_val, seed).val_accuracy if augmented is not None else None
@@ -61,7 +61,7 @@ def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_en
                      "test_accuracy": accuracy(blended.test_probs, y_test) if y_test is not None else None,
                      "val_logloss": blended.val_logloss, **costs, "seed": None,
                      "epochs": None, "note": f"{len(plain.names)} models"})
-        if method.name == "greedy":
+        if method.fits_weights:
             weights = {name: float(w) for name, w in zip(plain.names, blended.weights)}
     return rows, weights
 

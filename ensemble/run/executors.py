@@ -94,6 +94,9 @@ class LocalExecutor:
     def slots_for(self, members: int) -> list[Slot]:
         return list(self.slots)
 
+    def where(self, slot: Slot) -> str:
+        return f"on {slot.label}"
+
     def start(self, job: str, index: int, slot: Slot) -> Launched:
         process = launch_member(self.ws.home, job, index, slot_environment(slot))
         return Launched(index, slot, process, pid=process.pid)
@@ -155,6 +158,9 @@ class RayExecutor:
     def slots_for(self, members: int) -> list[Slot]:
         """Every member at once: Ray queues what the cluster cannot run yet."""
         return [self.template] * members
+
+    def where(self, slot: Slot) -> str:
+        return f"as a Ray task ({slot.label})"
 
     def start(self, job: str, index: int, slot: Slot) -> Launched:
         if slot.gpu is None:

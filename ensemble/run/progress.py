@@ -92,7 +92,8 @@ def job_overview(job: str, members, failed: int, progress: dict[int, Progress], 
                                  waiting * predict_each_s))
 
 
-def format_duration(seconds: float | None) -> str:
+def format_clock(seconds: float | None) -> str:
+    """mm:ss or h:mm:ss, as a clock shows a duration (the live view); budget.format_duration writes 1h02m03s."""
     if seconds is None or math.isnan(seconds):
         return "--:--"
     seconds = int(round(seconds))
@@ -104,7 +105,7 @@ def overall_text(overview: Overview) -> str:
     failed = f", {overview.failed} failed" if overview.failed else ""
     return (f"{overview.done}/{overview.total} members done{failed}, "
             f"{overview.epochs_done:.1f}/{overview.epochs_total} epochs, "
-            f"elapsed {format_duration(overview.elapsed_s)}, ETA {format_duration(overview.eta_s)}")
+            f"elapsed {format_clock(overview.elapsed_s)}, ETA {format_clock(overview.eta_s)}")
 
 
 def val_text(value: float | None) -> str:

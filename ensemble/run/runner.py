@@ -136,14 +136,15 @@ def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[flo
     request, record = resolve_request(ws, request)
     asked = request_spec(ws, request, gpu_capabilities)
     name = request.job or latest_job_with_spec(ws, asked.spec) or default_job_name()
-    return open_job(ws, name, asked, request, record if request.job else load_record(ws, name))
+    record = record if request.job else load_record(ws, name)
+    check_spec(record, asked.spec)
+    return open_job(ws, name, asked, request, record)
 
 
 def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, record: JobRecord | None,
              deadline: float | None = None, say=None) -> PreparedJob:
-    """Create or continue the record (read once by the caller, before the lock), its split (made once,
+    """Create or continue the record (read, and its spec checked, once by the caller), its split (made once,
     checked, or made again) and the plan every member of this run reads."""
-    check_spec(record, asked.spec)
     created = record is None
     if created:
         record = new_record(name, asked.spec, Path(request.data_dir).resolve())
@@ -270,6 +271,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
         with job_lock(ws, name, reporter), sigterm_as_interrupt():
             if record_stamp(ws, name) != read_at:  # another runner wrote it between our read and our lock
                 record = load_record(ws, name)
+                check_spec(record, spec)
             prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event)
             record, created = prepared.record, prepared.created
             for note in reconcile(ws, record, prepared.plan.shape):

@@ -120,7 +120,7 @@ class JobRun:
         member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
                      host=platform.node() if launched.pid else None, epoch=finished, when=now())
         self.save()
-        self.reporter.event(start_text(member, finished, self.epochs, self.executor.name, slot,
+        self.reporter.event(start_text(member, finished, self.epochs, self.executor.where(slot),
                                        self.layout.log(index)))
 
     def follow(self, index: int) -> None:
@@ -212,8 +212,7 @@ class JobRun:
         return run_overview(self)
 
 
-def start_text(member: MemberEntry, finished: int, epochs: int, executor: str, slot: Slot, log) -> str:
-    where = f"on {slot.label}" if executor == "local" else f"as a Ray task ({slot.label})"
+def start_text(member: MemberEntry, finished: int, epochs: int, where: str, log) -> str:
     resumed = ("writes its outputs (all epochs trained)" if finished >= epochs
                else f"resumes after epoch {finished}/{epochs}" if finished else "starts")
     return f"{member.name} (seed {member.seed}) {resumed} {where}, attempt {member.attempts}; log {log}"

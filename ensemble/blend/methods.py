@@ -1,7 +1,7 @@
-"""Blend members' saved softmax outputs into a checked Kaggle submission.
+"""The blend methods: mean, geometric and greedy (Caruana ensemble selection), registered in BLEND_METHODS.
 
-The arithmetic (blending, scoring, the submission table and its check) is pure: arrays and DataFrames in
-and out. Reading model outputs and writing CSVs happen in `load_outputs` and `write_submission`.
+Pure arithmetic: models' softmax in, blended softmax and its validation score out. Reading the outputs and
+writing submissions happen in blend.blending and kaggle.submission.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The 28x28 CSV family on Kaggle: one Layout per layout, and detection from a data folder.
+"""The 28x28 CSV family on Kaggle: one Layout per competition or dataset, and detection from a data folder.
 
 What differs between Digit Recognizer, Kannada-MNIST, Fashion-MNIST, Sign Language MNIST and EMNIST lives
 here and only here: file names, pixel column names (`pixel0..` or `pixel1..`, or no header), an id column

@@ -1,6 +1,6 @@
-"""Read and validate the 28x28 family's train/test CSVs, split, and make CSVs from other sources.
+"""Read and validate the 28x28 family's train/test CSVs, exactly or not at all.
 
-Layouts are formats.Layout (Digit Recognizer's by default: train.csv = `label,pixel0..pixel783`,
+Layouts are data.layouts.Layout (Digit Recognizer's by default: train.csv = `label,pixel0..pixel783`,
 test.csv = `pixel0..pixel783`, values 0..255). Every rejection names the file, the line and the column,
 and nothing is written when input is bad.
 """

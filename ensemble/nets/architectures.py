@@ -1,7 +1,7 @@
 """Named network builders: every net of the seed notebooks and Deotte's, as published.
 
 Every model takes raw pixels (batch, 28, 28, 1) in 0..255 and ends in a softmax over the job's classes
-(formats.py: they come from the training labels), so a saved
+(data.layouts: they come from the training labels), so a saved
 `.keras` file predicts from a CSV row with no preprocessing outside it. How each net was trained is its
 recipe (recipes.py). Keras is imported inside the builders: the registry itself is read by commands
 (blend, check, the job ledger) that never build a model and should not pay for loading a backend.

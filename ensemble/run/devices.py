@@ -1,7 +1,7 @@
-"""What the hardware offers and where members run, decided without loading a deep-learning backend.
+"""Where members run, decided without loading a deep-learning backend (the GPUs themselves are read by
+store.hardware, and `--precision auto` is resolved by nets.precision, once, when a job is created).
 
-`--precision auto` resolves here, once, when a job is created; the job records the resolved policy so
-every member of a job trains the same way. `--gpus/--per-gpu/--workers` become slots here: a slot is one
+`--gpus/--per-gpu/--workers` become slots here: a slot is one
 member process at a time, pinned by its environment (CUDA_VISIBLE_DEVICES and the backends' memory
 settings), so a crash or an out-of-memory in one member touches no other.
 """

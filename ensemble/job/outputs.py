@@ -160,11 +160,12 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
     for path in (folder.config, folder.metrics):
         if problem := _json_object_problem(path):
             return problem
-    accuracy = atomic.read_json(folder.metrics).get("val_accuracy")
+    values = atomic.read_json(folder.metrics)  # an object: checked just above
+    accuracy = values.get("val_accuracy")
     if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
         return f"{folder.metrics}: no val_accuracy"
     try:
-        read_metrics(folder)
+        Metrics.from_dict(values)
     except (KeyError, TypeError) as error:
         return f"{folder.metrics}: not a model's metrics ({type(error).__name__}: {error})"
     val_path, test_path = folder.probs()

@@ -20,7 +20,7 @@ from ..store.workspace import Workspace
 from .budget import TimeBudget
 from .devices import Slot
 from .executors import Launched
-from .progress import MemberLine, Overview
+from .progress import MemberLine, Overview, epochs_done
 from .view import run_lines, run_overview
 
 LOG_TAIL_LINES = 15
@@ -58,7 +58,7 @@ class JobRun:
         self.trained: list[int] = []
         self.failed: dict[int, str] = {}
         self.started = time.monotonic()
-        self.epochs_at_start = run_overview(self).epochs_done
+        self.epochs_at_start = epochs_done(self.wanted_members(), self.progress, self.epochs)
 
     @property
     def shape(self) -> OutputShape:

@@ -24,7 +24,7 @@ def run_overview(run: "JobRun") -> Overview:
     slots = max(len(run.free) + len(run.running), 1)
     each = run.budget.predict_seconds() / slots
     return job_overview(run.job, run.wanted_members(), len(run.failed), run.progress, run.epochs,
-                        time.monotonic() - run.started, getattr(run, "epochs_at_start", 0.0),
+                        time.monotonic() - run.started, run.epochs_at_start,
                         predicted_s=len(run.trained) * each, predict_each_s=each)
 
 

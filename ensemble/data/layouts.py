@@ -8,6 +8,7 @@ a job records them, nets have one output per class, and predictions map back to 
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,8 +90,27 @@ def get_layout(name: str) -> Layout:
 
 
 def data_files(fmt: Layout, folder: Path) -> tuple[Path, Path]:
-    """The train and test CSV of a folder in this format (EMNIST: the one split found there)."""
+    """The train and test CSV of a folder in this format: the layout's own file names (EMNIST: the one split
+    found there), else two CSVs of other names whose headers fit the layout (`renamed_files`)."""
     folder = Path(folder)
+    try:
+        named = _named_files(fmt, folder)
+    except LayoutError:
+        renamed = renamed_files(fmt, folder)
+        if renamed is None:
+            raise
+        return renamed
+    if named[0].is_file() and named[1].is_file():
+        return named
+    return renamed_files(fmt, folder) or named
+
+
+def is_own_name(fmt: Layout, train: Path, test: Path) -> bool:
+    """Whether two files carry the layout's own names (the note for renamed files is needed otherwise)."""
+    return fnmatch.fnmatch(train.name, fmt.train_file) and fnmatch.fnmatch(test.name, fmt.test_file)
+
+
+def _named_files(fmt: Layout, folder: Path) -> tuple[Path, Path]:
     if "*" not in fmt.train_file:
         return folder / fmt.train_file, folder / fmt.test_file
     trains = sorted(folder.glob(fmt.train_file))
@@ -101,22 +121,37 @@ def data_files(fmt: Layout, folder: Path) -> tuple[Path, Path]:
     return trains[0], folder / f"emnist-{split}-test.csv"
 
 
+def renamed_files(fmt: Layout, folder: Path) -> tuple[Path, Path] | None:
+    """(train, test) among a folder's CSVs of other names, when exactly one pair's headers fit the layout.
+    Where train and test share a header (a labelled test), the file whose name says train is train, else the
+    larger one. None when no pair, or more than one, fits."""
+    if not folder.is_dir():
+        return None
+    csvs = sorted(path for path in folder.iterdir() if path.suffix.lower() == ".csv" and path.is_file())
+    pairs = [(train, test) for train in csvs for test in csvs if train != test and _headers_fit(fmt, train, test)]
+    if len(pairs) == 2 and pairs[0] == pairs[1][::-1]:  # the same two files either way round
+        first, second = pairs[0]
+        says_train = [path for path in (first, second) if "train" in path.name.lower()]
+        if len(says_train) == 1:
+            train = says_train[0]
+        else:
+            train = max((first, second), key=lambda path: path.stat().st_size)
+        pairs = [(train, second if train == first else first)]
+    return pairs[0] if len(pairs) == 1 else None
+
+
 def _first_line(path: Path) -> str:
     with path.open("rb") as handle:
         return handle.readline(65536).decode("utf-8-sig", errors="replace").strip()
 
 
 def detect_layout(folder: Path) -> Layout:
-    """The layout of a data folder, from its file names and headers; refuses what fits none or several."""
+    """The layout of a data folder, from its file names and headers; refuses what fits none or several. Files
+    with a layout's own names decide; only where none has them do the headers of other names count."""
     folder = Path(folder)
-    candidates = []
-    for fmt in LAYOUTS.values():
-        try:
-            train, test = data_files(fmt, folder)
-        except LayoutError:
-            continue
-        if train.is_file() and test.is_file() and _headers_fit(fmt, train, test):
-            candidates.append(fmt)
+    candidates = [fmt for fmt in LAYOUTS.values() if _own_files_fit(fmt, folder)]
+    if not candidates:
+        candidates = [fmt for fmt in LAYOUTS.values() if renamed_files(fmt, folder) is not None]
     if len(candidates) == 1:
         return candidates[0]
     seen = _describe_folder(folder)
@@ -126,6 +161,14 @@ def detect_layout(folder: Path) -> Layout:
                           "name one with --format, or see README 'Data layouts'")
     raise LayoutError(f"{folder}: fits several layouts ({', '.join(fmt.name for fmt in candidates)}; {seen}); "
                       "choose one with --format")
+
+
+def _own_files_fit(fmt: Layout, folder: Path) -> bool:
+    try:
+        train, test = _named_files(fmt, folder)
+    except LayoutError:
+        return False
+    return train.is_file() and test.is_file() and _headers_fit(fmt, train, test)
 
 
 def _headers_fit(fmt: Layout, train: Path, test: Path) -> bool:

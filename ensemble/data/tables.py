@@ -87,7 +87,10 @@ def _read_cached(cached: Path, sha: str) -> DigitTable | None:
             return DigitTable(arrays["images"], arrays["labels"] if "labels" in arrays else None, sha,
                               arrays["ids"] if "ids" in arrays else None)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        cached.unlink(missing_ok=True)  # a damaged cache entry: parse the CSV again
+        try:
+            cached.unlink(missing_ok=True)  # a damaged cache entry: parse the CSV again
+        except OSError:
+            pass  # a read-only cache: parsing again is all it costs
         return None
 
 
@@ -110,8 +113,8 @@ def _read_digit_csv(path: Path, expected: tuple[str, ...], cache_dir: Path | Non
         extra = {name: value for name, value in (("labels", table.labels), ("ids", table.ids)) if value is not None}
         try:
             atomic.write_with(cached, lambda handle: np.savez(handle, images=table.images, **extra))
-        except atomic.NoSpace:
-            pass  # the cache only saves parsing time; the write that matters will say the disk is full
+        except (atomic.NoSpace, atomic.ReadOnly):
+            pass  # the cache only saves parsing time; the write that matters will say the disk is full (or read-only)
     return table
 
 

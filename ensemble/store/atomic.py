@@ -34,6 +34,52 @@ class NoSpace(Exception):
                          "rerun the same command: everything finished so far is kept")
 
 
+_READ_ONLY_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class ReadOnly(Exception):
+    """A path this command must write cannot be written (a read-only mount, a folder of another user)."""
+
+    def __init__(self, path: Path | str, reason: str = "read-only"):
+        self.path = Path(path)
+        super().__init__(f"cannot write {self.path} ({reason})")
+
+
+def is_read_only(error: BaseException | None) -> bool:
+    """Whether an error says a path may not be written: a read-only file system or no permission."""
+    return isinstance(error, ReadOnly) or (isinstance(error, OSError) and error.errno in _READ_ONLY_ERRNOS)
+
+
+def read_only_error(error: OSError, path: Path | str | None = None) -> ReadOnly:
+    return ReadOnly(path or error.filename or "?", error.strerror or "read-only")
+
+
+def write_refusal(path: Path) -> str | None:
+    """Why files cannot be made at path (or, while it does not exist, in its nearest existing folder), as the
+    OS words it; None when they can. Asked of the file system without writing (a read-only mount refuses even
+    root)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS)
+        return None if os.access(path, os.W_OK) else os.strerror(errno.EACCES)
+    except OSError as error:
+        return error.strerror or str(error)
+
+
+def writable(path: Path) -> bool:
+    return write_refusal(path) is None
+
+
+def require_writable(path: Path) -> Path:
+    """Refuse, before any work, a command whose results could not be saved."""
+    if (reason := write_refusal(path)) is not None:
+        raise ReadOnly(path, reason)
+    return path
+
+
 def free_bytes(path: Path) -> int | None:
     """Free bytes on the file system that holds path (or its nearest existing parent)."""
     path = Path(path).absolute()
@@ -99,6 +145,8 @@ def write_with(path: Path, write) -> Path:
             Path(tmp).unlink(missing_ok=True)
         if is_no_space(error) and not isinstance(error, NoSpace):
             raise NoSpace(path) from None
+        if is_read_only(error) and not isinstance(error, ReadOnly):
+            raise read_only_error(error, path) from None
         raise
     return path
 

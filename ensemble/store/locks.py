@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from .atomic import NoSpace, is_no_space
+from .atomic import NoSpace, is_no_space, is_read_only, read_only_error
 
 
 class LockHeld(Exception):
@@ -36,7 +36,7 @@ def is_held(path: Path) -> bool:
     """Whether a live process holds the lock now (asked without taking it for more than an instant)."""
     if not Path(path).is_file():
         return False
-    with open(path, "a+") as handle:
+    with open(path) as handle:  # flock needs no write access: this works on a read-only workspace too
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -70,6 +70,8 @@ class PidLock:
         except OSError as error:
             if is_no_space(error):
                 raise NoSpace(self.path) from None
+            if is_read_only(error):
+                raise read_only_error(error, self.path) from None
             raise
         deadline = time.monotonic() + self.wait
         while True:

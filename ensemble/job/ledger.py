@@ -117,6 +117,12 @@ class MemberEntry:
             return f"{self.name}: its runner stopped while it trained; it resumes from its last epoch"
         return None
 
+    def predict_again(self, why: str) -> str:
+        """Before a run: a member whose outputs are stale (or do not say where they came from) is pending
+        again; its process finds its training complete and only predicts."""
+        self.state, self.pid, self.note = MemberState.PENDING, None, f"predicting again: {why}"
+        return f"{self.name}: {why}; predicting it again from its kept weights (nothing is retrained)"
+
     # --- JSON -------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {**asdict(self), "state": self.state.value}
@@ -141,3 +147,4 @@ class LastRun:
     retries: int
     time_limit: float | None = None
     deadline: float | None = None  # epoch seconds the members must be done by (--time-limit), else None
+    stall_timeout: float | None = None  # --stall-timeout seconds, None: the default

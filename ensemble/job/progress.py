@@ -21,6 +21,7 @@ class Progress:
     batches: int | None = None       # batches per epoch, once the member knows
     val_accuracy: float | None = None
     epoch_seconds: float | None = None
+    heartbeat_s: float | None = None  # the longest gap between this member's updates while it trained or predicted
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the member found and did (damaged files)
     updated: float = 0.0             # time.time() of the write
 

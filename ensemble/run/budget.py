@@ -22,17 +22,21 @@ START_OVERHEAD_S = 30.0  # process start, data, model build: before one member h
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
 
-def parse_duration(text: str) -> float:
-    """'2h', '90m', '1h30m', '45s', '600' (seconds) -> seconds; ValueError for anything else."""
+def parse_duration(text: str, flag: str = "--time-limit") -> float:
+    """'2h', '90m', '1h30m', '45s', '600' (seconds) -> seconds; ValueError (naming the flag) for anything else."""
     cleaned = text.strip().lower().replace(" ", "")
     match = _DURATION.match(cleaned)
     if not cleaned or not match or not any(match.groups()):
-        raise ValueError(f"--time-limit {text!r}: write a duration like 2h, 90m, 1h30m, 45s or 600 (seconds)")
+        raise ValueError(f"{flag} {text!r}: write a duration like 2h, 90m, 1h30m, 45s or 600 (seconds)")
     hours, minutes, seconds = (float(group) if group else 0.0 for group in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if total <= 0:
-        raise ValueError(f"--time-limit {text!r}: must be more than 0")
+        raise ValueError(f"{flag} {text!r}: must be more than 0")
     return total
+
+
+def parse_stall_timeout(text: str) -> float:
+    return parse_duration(text, "--stall-timeout")
 
 
 def format_duration(seconds: float) -> str:

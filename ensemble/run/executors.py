@@ -81,6 +81,7 @@ class Launched:
     started: float = field(default_factory=time.time)
     resumed_from: int = 0  # epochs the member had finished before this attempt
     notes_seen: int = 0    # the member's notes (progress file) already shown
+    stalled: str | None = None  # what the runner saw before it killed this attempt as stalled
 
 
 class LocalExecutor:

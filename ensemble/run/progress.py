@@ -30,6 +30,7 @@ class MemberLine:
     val_accuracy: float | None
     attempt: int
     phase: str = "training"
+    stalled: str | None = None  # what the runner saw of a member whose progress stopped
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,17 @@ def epochs_done(members, progress: dict[int, Progress], epochs: int) -> float:
     return total
 
 
-def member_lines(running, progress: dict[int, Progress], epochs: int) -> list[MemberLine]:
-    """A line per running member: running is [(MemberEntry, the slot's label)]."""
+def member_lines(running, progress: dict[int, Progress], epochs: int,
+                 stalled: dict[int, str] | None = None) -> list[MemberLine]:
+    """A line per running member: running is [(MemberEntry, the slot's label)]; stalled: index -> what the
+    runner saw of those whose progress stopped."""
     lines = []
     for member, slot_label in running:
         live = progress.get(member.index, NO_PROGRESS)
         lines.append(MemberLine(name=member.name, device=member.slot or member.device or slot_label,
                                 epoch=member.epoch or 0, epochs=epochs, batch=live.batch, batches=live.batches,
-                                val_accuracy=member.val_accuracy, attempt=member.attempts, phase=live.phase))
+                                val_accuracy=member.val_accuracy, attempt=member.attempts, phase=live.phase,
+                                stalled=(stalled or {}).get(member.index)))
     return lines
 
 
@@ -174,7 +178,9 @@ def render_live(lines: list[MemberLine], overview: Overview):
                             ("val acc", "right"), ("try", "right")):
         table.add_column(column, justify=justify)
     for line in lines:
-        if line.batches:
+        if line.stalled:
+            bar = Text(f"stalled: {line.stalled}", style="bold red")
+        elif line.batches:
             bar = ProgressBar(total=line.batches, completed=line.batch, width=24)
         else:
             bar = line.phase

@@ -37,6 +37,10 @@ class TrainRequest:
                               "else the CPU).")
     per_gpu: int | None = option("--per-gpu", "Members sharing one GPU at once (default 1).", type=int)
     workers: int | None = option("--workers", "Members at once on the CPU (default 1).", type=int)
+    stall_timeout: float | None = option(
+        "--stall-timeout", "Kill and retry a member whose progress has not moved for this long (20s, 5m); it "
+        "resumes from its last finished epoch (default: 10m, longer for a member whose own updates are slow).",
+        parse=budget.parse_stall_timeout)  # seconds
     retries: int = run_field(2, "--retries", "Further attempts for a member whose process dies; each resumes "
                              "from its last epoch.", type=int)
     executor: str = run_field("local", "--executor", "local: member processes on this machine; ray: Ray tasks "

@@ -17,9 +17,10 @@ from ..job.progress import NO_PROGRESS, Progress, read_progress
 from ..job.record import JobRecord, now, save_record
 from ..store.atomic import NO_SPACE_EXIT, NoSpace, low_on_space
 from ..store.workspace import Workspace
-from .budget import TimeBudget
+from .budget import TimeBudget, format_duration
 from .devices import Slot
 from .executors import Launched
+from .stall import StallWatch, stall_limits
 from .progress import MemberLine, Overview, epochs_done
 from .view import run_lines, run_overview
 
@@ -36,6 +37,7 @@ class RunOrder:
     wanted: list[int]  # the first n of the ledger
     todo: list[int]
     retries: int
+    stall_timeout: float | None = None  # --stall-timeout seconds; None: run.stall's default
 
 
 class JobRun:
@@ -47,6 +49,9 @@ class JobRun:
         self.ws, self.record, self.plan, self.executor, self.reporter = ws, record, plan, executor, reporter
         self.layout = JobLayout(ws, record.name)
         self.job, self.epochs, self.retries = record.name, record.spec.epochs, order.retries
+        self.stall_timeout = order.stall_timeout
+        self.watches: dict[int, StallWatch] = {}  # each running member's updates, on this runner's clock
+        self.stalled: dict[int, str] = {}        # running members shown as stalled: what was seen
         self.indices = list(order.wanted)
         self.queue = deque(order.todo)
         self.budget = budget
@@ -117,6 +122,7 @@ class JobRun:
         launched.resumed_from = finished
         self.tries[index] += 1
         self.running[index] = launched
+        self.watches[index] = StallWatch(time.monotonic())
         member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
                      host=platform.node() if launched.pid else None, epoch=finished, when=now())
         self.save()
@@ -139,10 +145,38 @@ class JobRun:
             if ledger_from_progress(member, launched, progress):
                 self.save()
         returncode = self.executor.poll(launched)
+        if returncode is None:
+            returncode = self.watch(index, launched, progress)
         if returncode is not None:
-            del self.running[index], self.progress[index]
+            del self.running[index], self.progress[index], self.watches[index]
+            self.stalled.pop(index, None)
             self.free.append(launched.slot)
             self.finish(index, returncode, launched)
+
+    def watch(self, index: int, launched: Launched, progress: Progress) -> int | None:
+        """A running member whose progress stopped: shown as stalled, then killed (its exit code returned,
+        the kill having made it exit) so that it is retried from its last committed epoch."""
+        watch, now_s = self.watches[index], time.monotonic()
+        if progress.known:
+            watch.saw(progress.updated, now_s)
+        verdict = watch.verdict(now_s, self.stall_timeout)
+        name = self.member(index).name
+        if verdict is None:
+            if self.stalled.pop(index, None):
+                self.reporter.event(f"{name} moves again")
+            return None
+        seen = watch.describe(now_s)
+        if index not in self.stalled:
+            kill_after = format_duration(stall_limits(watch.longest_gap, self.stall_timeout)[1])
+            self.reporter.event(f"{name} stalled: {seen}; it is killed and retried after {kill_after} without "
+                                "progress (--stall-timeout)")
+        self.stalled[index] = seen
+        if verdict != "kill":
+            return None
+        self.executor.stop([launched], STOP_GRACE_S)
+        launched.stalled = seen
+        returncode = self.executor.poll(launched)
+        return returncode if returncode is not None else -signal.SIGKILL
 
     def finish(self, index: int, returncode: int, launched: Launched) -> None:
         member = self.member(index)
@@ -159,6 +193,8 @@ class JobRun:
                 self.save()
             raise NoSpace(member_dir, what=f"for {member.name} in")
         why = describe_exit(returncode)
+        if launched.stalled:
+            why = f"stalled ({launched.stalled}) and was killed"
         if self.tries[index] <= self.retries:
             member.retry(f"attempt {member.attempts} {why}; retrying", returncode=returncode, when=now())
             self.save()
@@ -201,6 +237,8 @@ class JobRun:
             self.member(launched.index).interrupt(when=now())
         self.running.clear()
         self.progress.clear()
+        self.watches.clear()
+        self.stalled.clear()
         with suppress(NoSpace):
             self.save()
 

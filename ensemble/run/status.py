@@ -5,6 +5,8 @@ The rows are built by pure functions from the record, the members' progress file
 """
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 
 from ..job.layout import JobLayout
@@ -16,6 +18,7 @@ from ..job.state import MemberStatus, member_status
 from ..store.locks import is_held, read_holder
 from ..store.workspace import Workspace
 from .progress import val_text
+from .stall import stalled_text
 
 STATUS_COLUMNS = ["member", "state", "attempts", "device", "pid", "epoch", "val_acc", "started", "ended", "note"]
 STATUS_TEXT = ("member", "state", "device", "started", "ended", "note")  # left-aligned; numbers go right
@@ -24,9 +27,11 @@ JOBS_COLUMNS = ["job", "created", "model", "epochs", "done", "running", "failed"
 JOBS_TEXT = ("job", "created", "model", "runner")
 
 
-def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict[int, MemberStatus]
-                ) -> pd.DataFrame:
-    """A row per member: its state as job.state.member_status gives it, and the ledger's details."""
+def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict[int, MemberStatus],
+                now: float | None = None) -> pd.DataFrame:
+    """A row per member: its state as job.state.member_status gives it, and the ledger's details; a running
+    member whose progress file stopped changing is noted as stalled (run.stall)."""
+    now = time.time() if now is None else now
     epochs = record.spec.epochs
     rows = []
     for member in record.members:
@@ -38,10 +43,13 @@ def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict
             epoch_text = f"{epoch}/{epochs} (+{live.batch}/{live.batches})"
         else:
             epoch_text = f"{epoch}/{epochs}"
+        timeout = record.last_run.stall_timeout if record.last_run else None
+        stalled = stalled_text(live.updated, live.heartbeat_s, now, timeout) if running and live.known else None
         rows.append({"member": member.name, "state": status.state.value, "attempts": member.attempts,
                      "device": member.device or "-", "pid": member.pid if running else None,
                      "epoch": epoch_text, "val_acc": val_text(member.val_accuracy),
-                     "started": member.started or "-", "ended": member.ended or "-", "note": status.note})
+                     "started": member.started or "-", "ended": member.ended or "-",
+                     "note": "; ".join(filter(None, [stalled, status.note]))})
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     frame["pid"] = frame["pid"].map(lambda pid: "-" if pd.isna(pid) else str(int(pid)))
     return frame

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def run_lines(run: "JobRun") -> list[MemberLine]:
     """A line per running member."""
     running = [(run.member(index), launched.slot.label) for index, launched in sorted(run.running.items())]
-    return member_lines(running, run.progress, run.epochs)
+    return member_lines(running, run.progress, run.epochs, run.stalled)
 
 
 def run_overview(run: "JobRun") -> Overview:

@@ -23,10 +23,21 @@ class ProgressWriter:
                          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                          "ray_node_id": os.environ.get("ENSEMBLE_RAY_NODE_ID")}  # executors.RAY_NODE_ENV
         self.state: dict = {}
+        self._beating_since: float | None = None  # monotonic time of the last write once batches run
 
     def write(self, phase: str, **fields) -> None:
         self.state.update(fields, phase=phase)
         atomic.write_json(self.path, {**self.identity, **self.state, "updated": time.time()})
+
+    def beat(self, phase: str, **fields) -> None:
+        """A write while batches run (training, validating, predicting): the gaps between beats are what
+        this member's silence is measured against (run.stall)."""
+        now = time.monotonic()
+        if self._beating_since is not None:
+            gap = now - self._beating_since
+            self.state["heartbeat_s"] = round(max(self.state.get("heartbeat_s") or 0.0, gap), 3)
+        self._beating_since = now
+        self.write(phase, **fields)
 
     def note(self, message: str) -> None:
         """Something the user should know (a damaged file set aside, a restart): in the member's log, and in
@@ -58,6 +69,10 @@ class ProgressFile(keras.callbacks.Callback):
         if time.monotonic() - self._written >= PROGRESS_EVERY_S:
             self._write(self.finished, batch=batch + 1)
 
+    def on_test_batch_end(self, batch, logs=None):  # validation at an epoch's end: still alive
+        if time.monotonic() - self._written >= PROGRESS_EVERY_S:
+            self._write(self.finished, batch=self.batches or 0)
+
     def on_epoch_end(self, epoch, logs=None):
         self.finished = epoch + 1
         self.val_accuracy = (logs or {}).get(MONITOR, self.val_accuracy)
@@ -67,5 +82,19 @@ class ProgressFile(keras.callbacks.Callback):
     def _write(self, finished: int, batch: int) -> None:
         self.finished = finished
         self._written = time.monotonic()
-        self.reporter.write("training", epoch=finished, epochs=self.epochs, batch=batch, batches=self.batches,
+        self.reporter.beat("training", epoch=finished, epochs=self.epochs, batch=batch, batches=self.batches,
                             val_accuracy=self.val_accuracy, epoch_seconds=self.epoch_seconds)
+
+
+class PredictProgress(keras.callbacks.Callback):
+    """Keeps the progress file beating while a member predicts (every TTA view of validation and test)."""
+
+    def __init__(self, reporter: ProgressWriter):
+        super().__init__()
+        self.reporter = reporter
+        self._written = 0.0
+
+    def on_predict_batch_end(self, batch, logs=None):
+        if time.monotonic() - self._written >= PROGRESS_EVERY_S:
+            self._written = time.monotonic()
+            self.reporter.beat("predicting")

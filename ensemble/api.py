@@ -24,6 +24,7 @@ import pandas as pd
 from .blend.baselines import BASELINES, run_baselines
 from .blend.blending import BlendResult, blend_job
 from .blend.predict import Prediction, predict_csv
+from .blend.verify import JobSubmissionCheck, check_job_submission
 from .data.layouts import DEFAULT_LAYOUT, get_layout
 from .data.sources import make_from_idx, make_sample
 from .demo import DEMO_EPOCHS, run_demo
@@ -146,6 +147,12 @@ class Job:
         after the blend); `.report()` ranks it beside the members."""
         return blend_job(self.ws, self.name, method, Path(out) if out else None, only=only,
                          allow_partial=allow_partial, tta=tta)
+
+    def check(self, file=None) -> JobSubmissionCheck:
+        """`ensemble check --job`: a submission (default submissions/submission.csv) is exactly what this job's
+        members give for its test file as they both are now."""
+        return check_job_submission(self.ws, self.name, Path(file) if file else self.ws.submissions_dir /
+                                    "submission.csv")
 
     def report(self) -> Report:
         """Rank blends, members and baselines and write the report files (md, csv, html)."""

@@ -19,14 +19,14 @@ from .job.record import load_record
 from .job.spec import JobSpec
 from .kaggle.competition import KaggleError
 from .kaggle.submission import SubmissionError, label_ranges
-from .report.leaderboard import damaged_note
+from .report.leaderboard import damaged_note, stale_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table
 from .run.devices import PlacementError
 from .run.progress import make_reporter
 from .run.request import TrainRequest
 from .run.status import JOBS_TEXT, STATUS_TEXT
 from .run.view import render_frame
-from .store.atomic import NoSpace
+from .store.atomic import NoSpace, ReadOnly, is_read_only, read_only_error
 from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
 USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, LayoutError, KaggleError, JobNameError,
@@ -86,6 +86,21 @@ class EnsembleGroup(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from None
+        except (ReadOnly, OSError) as error:
+            if not is_read_only(error):
+                raise
+            raise click.ClickException(read_only_message(error, ctx)) from None
+
+
+def read_only_message(error: OSError | ReadOnly, ctx: click.Context) -> str:
+    """One line for a command that must write where it cannot: the path, and how to go on."""
+    failed = error if isinstance(error, ReadOnly) else read_only_error(error)
+    command = " ".join(filter(None, [ctx.info_name if ctx.parent else None, ctx.invoked_subcommand]))
+    home = workspace(ctx).home if isinstance(ctx.find_root().obj, Workspace) else None
+    inside = home is not None and (failed.path == home or home in failed.path.absolute().parents)
+    fix = (f"copy the workspace somewhere writable (cp -r {home} ~/ensemble-work) and rerun with --home "
+           "~/ensemble-work" if inside else "choose a writable path")
+    return f"{failed}: `ensemble {command}` must write there; {fix}"
 
 
 def workspace(ctx: click.Context) -> Workspace:
@@ -275,6 +290,8 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
                    f"{'--no-tta' if result.tta else '--tta'} switches)")
     if result.fitted_weights:
         click.echo("  weights      " + ", ".join(f"{n} {w:.2f}" for n, w in zip(result.members, result.weights) if w))
+    for note in result.notes:
+        click.echo(f"note: {note}")
     for path in result.paths:
         click.echo(f"wrote {path}")
     report = opened.report()
@@ -286,19 +303,33 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder whose test file the submission answers (default: data/).")
 @FORMAT_OPTION
+@job_option("Also hold the submission against this job: the blend that wrote it, the test file it answers, "
+            "and its labels made again from the members' outputs as they are now.")
 @click.pass_context
-def check(ctx, file, data_dir, format):
+def check(ctx, file, data_dir, format, job):
     """Check a submission as Kaggle will: header, one row per test image, the ids in order, valid labels.
+    With --job, also that the job's members, as they are now, give exactly these labels for the test file as
+    it is now (FILE defaults to submissions/submission.csv).
 
     \b
     Example:
         ensemble check submissions/submission.csv --data data/
+        ensemble check --job first
     """
     ws = workspace(ctx)
+    if job is not None:
+        file = file or ws.submissions_dir / "submission.csv"
+        checked = Job.open(job, ws).check(file)
+        click.echo(f"{file}: OK ({checked.rows} rows), exactly what {checked.blend.describe()} of job {job} gives "
+                   f"from {', '.join(checked.blend.models)} on the test file as it is now")
+        return
+    if file is None:
+        raise click.ClickException("name the submission to check: ensemble check FILE (or --job J for a job's "
+                                   "submissions/submission.csv)")
     n_rows, layout = api.check(file, data_dir or ws.data_dir, ws, format)
     click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
 
@@ -389,14 +420,18 @@ def leaderboard(ctx, job, fmt):
     report = Job.open(job, workspace(ctx)).report()
     if report.damaged:
         click.echo(damaged_note(report.damaged, report.job), err=True)
+    if report.stale:
+        click.echo(stale_note(report.stale, report.job), err=True)
     if fmt == "table":
         click.echo(render_table(report.frame, title=f"job {report.job}"), nl=False)
     elif fmt == "md":
         click.echo(render_markdown(report.frame))
     elif fmt == "csv":
-        click.echo(report.paths["csv"].read_text(), nl=False)
+        click.echo(report.frame.to_csv(index=False), nl=False)
     for kind, path in report.paths.items():
         click.echo(f"{kind:5} {path}", err=fmt in ("md", "csv"))
+    if report.unwritten:
+        click.echo(f"report files not written: {report.unwritten} is read-only", err=True)
 
 
 @main.command()

@@ -1,13 +1,15 @@
 """A member runs from the run's plan (jobs/<job>/plan.json) and nothing else about the job."""
 import json
 
+import numpy as np
 import pytest
 
 from ensemble.data import tables
 from ensemble.job.errors import JobError
 from ensemble.job.layout import JobLayout
 from ensemble.job.outputs import OutputShape, read_metrics
-from ensemble.job.plan import read_plan
+from ensemble.job.plan import DataFile, read_plan
+from ensemble.job.split import read_split_file, save_split, split_sha256
 from ensemble.job.spec import JobSpec
 from ensemble.member.process import train_member
 from ensemble.run.request import TrainRequest
@@ -30,8 +32,11 @@ def test_the_plan_holds_what_a_member_needs(planned, sample_dir):
     assert plan.spec == prepared.record.spec and plan.deadline is None
     assert plan.train.path == str(sample_dir.resolve() / "train.csv")
     assert plan.train.sha256 == tables.file_sha256(sample_dir / "train.csv") == plan.spec.train_sha256
-    assert plan.split_sha256 == tables.file_sha256(JobLayout(ws, "p").split)
-    assert plan.shape == OutputShape(n_val=13, n_test=1000, n_classes=10)  # 10% of 128 rows, stratified
+    split = read_split_file(JobLayout(ws, "p").split)
+    assert plan.split_sha256 == split_sha256(split)  # of its rows: the same when split.npz is made again
+    assert plan.test == DataFile(str(sample_dir.resolve() / "test.csv"), tables.file_sha256(sample_dir / "test.csv"))
+    assert plan.shape == OutputShape(n_val=13, n_test=1000, n_classes=10, test_sha256=plan.test.sha256,
+                                     split_sha256=plan.split_sha256, test_file=plan.test.path)  # 10% of 128 rows
 
 
 def test_a_member_reads_only_its_plan_and_never_hashes_the_csvs_again(planned, monkeypatch):
@@ -54,8 +59,10 @@ def test_a_member_reads_only_its_plan_and_never_hashes_the_csvs_again(planned, m
 
 def test_a_member_refuses_a_split_that_is_not_its_plans(planned):
     ws, _ = planned
-    split = JobLayout(ws, "p").split
-    split.write_bytes(split.read_bytes() + b"\0")
+    split = read_split_file(JobLayout(ws, "p").split)
+    train_index, val_index = split["train_index"], split["val_index"]
+    swapped = np.concatenate([train_index[:1], val_index[1:]])  # another validation row
+    save_split(ws, "p", np.concatenate([val_index[:1], train_index[1:]]), swapped, split["val_labels"])
     with pytest.raises(JobError, match="is not the split this run was planned with"):
         train_member(ws, "p", 0)
 

@@ -76,4 +76,4 @@ def test_train_help_lists_exactly_the_declared_flags():
     assert flags == sorted(["--n", "--recipe", "--model", "--epochs", "--batch", "--lr", "--schedule", "--augment",
                             "--rotation", "--keep", "--snapshots", "--tta", "--time-limit", "--precision", "--seed",
                             "--val-split", "--job", "--data", "--format", "--limit-train", "--gpus", "--per-gpu",
-                            "--workers", "--retries", "--executor", "--address"])
+                            "--workers", "--stall-timeout", "--retries", "--executor", "--address"])

@@ -28,6 +28,7 @@ from ..job.layout import JobLayout
 from ..job.outputs import Metrics, save_model_outputs
 from ..job.record import require_record
 from ..nets.metrics import accuracy, log_loss
+from ..store import atomic
 
 BASELINES = ("knn", "tree", "forest")
 KNN_KS = tuple(range(1, 20, 2))
@@ -179,6 +180,7 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
         raise JobError(f"unknown baseline {', '.join(map(repr, unknown))}; choose from {', '.join(BASELINES)}")
     record = require_record(ws, job)
     spec = record.spec
+    atomic.require_writable(JobLayout(ws, record.name).baseline(only[0]).path)  # before the fitting, not after
     arrays = job_arrays(ws, record)
     x_train, x_val, x_test = (flat_pixels(x) for x in (arrays.x_train, arrays.x_val, arrays.x_test))
     n_classes = len(spec.classes)
@@ -194,7 +196,8 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
     for name in only:
         echo(f"baseline {name}: fitting on {len(x_train)} rows, scoring {len(x_val)} validation rows")
         result = runners[name]()
-        metrics = baseline_metrics(result, arrays.y_val, spec.seed, len(x_test))
+        metrics = {**baseline_metrics(result, arrays.y_val, spec.seed, len(x_test)),
+                   "test_sha256": arrays.test_sha256, "split_sha256": arrays.split_sha256}
         config = {"job": record.name, "baseline": name, "seed": spec.seed, "data_dir": record.data_dir,
                   "candidates": list(result.sweep) or None, "spec": spec.to_dict()}
         save_model_outputs(JobLayout(ws, record.name).baseline(name), config, result.val_probs, result.test_probs,

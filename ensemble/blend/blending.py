@@ -10,8 +10,9 @@ import numpy as np
 
 from ..data.tables import file_sha256
 from ..job.errors import JobError
-from ..job.layout import JobLayout, ModelKind
-from ..job.outputs import JobModels, ensemble_models, finished_models, load_probs, survey_models
+from ..job.layout import JobLayout, ModelKind, model_kind
+from ..job.outputs import (JobModels, OutputShape, ensemble_models, finished_models, job_output_shape, load_probs,
+                           survey_models)
 from ..job.record import now, require_record, resume_command
 from ..job.records import BlendRecord, record_blend
 from ..job.split import load_split
@@ -38,6 +39,7 @@ class BlendResult:
     tta: bool = False                          # the submission came from test-time augmented outputs
     other_val_accuracy: float | None = None    # the same blend the other way (without TTA, or with it)
     fitted_weights: bool = False               # the weights were fitted on validation (its score is cross-fitted)
+    notes: tuple[str, ...] = ()                # what the user should know about the outputs blended
 
     @property
     def best_member(self) -> tuple[str, float]:
@@ -78,6 +80,37 @@ def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta
                         tta and any(folder.has_tta for folder in folders))
 
 
+def stale_refusal(record: JobRecord, survey: JobModels, shape: OutputShape,
+                  only: tuple[str, ...] | None) -> str | None:
+    """Why a blend would attach labels to the wrong images: models (all of them, or those named) whose
+    outputs came from another test file or split than the job's now. None when there are none."""
+    stale = {name: why for name, why in survey.stale.items() if only is None or name in only}
+    if not stale:
+        return None
+    baselines = [name for name in stale if model_kind(name) is ModelKind.BASELINE]
+    members = [name for name in stale if name not in baselines]
+    fix = []
+    if members:
+        fix.append(f"`ensemble train --job {record.name}` predicts {', '.join(members)} again on the files as they "
+                   "are now, training nothing")
+    if baselines:
+        fix.append(f"`ensemble baselines --job {record.name} --only {','.join(baselines)}` fits them again")
+    what = f"{shape.test_file} changed since" if shape.test_file else "the job's files changed since"
+    return (f"{what} {len(stale)} model{'s' if len(stale) != 1 else ''} of job {record.name!r} predicted it: "
+            f"{next(iter(stale.values()))}. Nothing was written: blending them would attach labels to the wrong "
+            f"images. {'; '.join(fix)}; then blend again.")
+
+
+def origin_notes(record: JobRecord, survey: JobModels, names: list[str]) -> tuple[str, ...]:
+    """The offer for blended outputs that do not say which test file they came from (saved by an earlier
+    version): predicting them again binds them."""
+    unbound = [name for name in names if name in survey.unbound]
+    if not unbound:
+        return ()
+    return (f"{', '.join(unbound)}: saved before outputs recorded which test file they came from; if the test "
+            f"file changed since, `ensemble train --job {record.name}` predicts them again (nothing is retrained)",)
+
+
 def unfinished_members(ws, record: JobRecord, survey: JobModels) -> list[str]:
     """'member-03 (pending)' for each member that is not done as job.state.member_status sees it (the ledger
     and the one artifact check, as `ensemble status` shows it); 'member-03 (damaged: <file>: <what>)' for one
@@ -100,7 +133,10 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     record = require_record(ws, job)
     spec = record.spec
     tta = spec.tta if tta is None else tta
-    survey = survey_models(ws, record)  # every input checked before anything is blended or written
+    shape = job_output_shape(ws, record)
+    survey = survey_models(ws, record, shape)  # every input checked before anything is blended or written
+    if refusal := stale_refusal(record, survey, shape, only):
+        raise JobError(refusal)
     unfinished = unfinished_members(ws, record, survey) if only is None else []
     if unfinished and not allow_partial:
         finished = len(record.members) - len(unfinished)
@@ -120,8 +156,9 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     paths = [write_submission(target, test_labels, layout) for target in targets]
     record_blend(ws, record.name, BlendRecord(method, tuple(outputs.names), outputs.tta,
                                               tuple(float(w) for w in blended.weights), blended.val_accuracy,
-                                              tuple(str(p) for p in paths), file_sha256(paths[0]), now()))
+                                              tuple(str(p) for p in paths), file_sha256(paths[0]), now(),
+                                              shape.test_sha256, shape.split_sha256))
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
-                       outputs.tta, other_accuracy, blender.fits_weights)
+                       outputs.tta, other_accuracy, blender.fits_weights, origin_notes(record, survey, outputs.names))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -10,15 +11,16 @@ from ..data.layouts import LayoutError, data_files
 from ..data.tables import read_test_csv
 from ..store.workspace import Workspace
 from .errors import JobError
-from .record import JobRecord
-from .split import load_split
+from .record import JobRecord, data_changed
+from .split import load_split, split_sha256
 
 
 @dataclass(frozen=True)
 class JobArrays:
     """A job's data exactly as its members see it: raw uint8 pixels with a channel axis, labels as class
     indices (position in the job's classes); y_test only where the layout labels test (-1: a class
-    that training never saw)."""
+    that training never saw). The hashes name where the rows came from: every output predicted from
+    them records them (job.outputs)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -26,17 +28,22 @@ class JobArrays:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray | None = None
+    test_sha256: str = ""   # the test file's content hash
+    split_sha256: str = ""  # the validation split's (job.split.split_sha256)
 
+
+
+def job_test_file(record: JobRecord) -> Path:
+    try:
+        return data_files(record.spec.data_layout, record.data_path)[1]
+    except LayoutError as error:
+        raise JobError(str(error)) from None
 
 
 def read_job_test(ws: Workspace, record: JobRecord):
-    """A job's test file alone (its ids and, where the layout has them, labels), through the cache."""
-    spec = record.spec
-    try:
-        test_path = data_files(spec.data_layout, record.data_path)[1]
-    except LayoutError as error:
-        raise JobError(str(error)) from None
-    return read_test_csv(test_path, ws.cache_dir, spec.data_layout)
+    """A job's test file alone, as it is now (its ids and, where the layout has them, labels; its hash),
+    through the cache."""
+    return read_test_csv(job_test_file(record), ws.cache_dir, record.spec.data_layout)
 
 
 def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
@@ -49,19 +56,25 @@ def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
 
 def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
     spec = record.spec
+    """The job's rows as they are now: the training file it was made from (refused when it changed), the
+    test file as it is (a changed one is simply predicted)."""
+    spec = record.spec
     train, test = read_job_data(ws, record.data_path, spec.limit_train, spec.data_layout)
-    for kind, table, recorded in (("train", train, spec.train_sha256), ("test", test, spec.test_sha256)):
-        if table.sha256 != recorded:
-            raise JobError(f"{record.data_dir}/{kind}.csv changed since job {record.name!r} was "
-                           "created (its content hash differs); train a new job for new data")
+    if train.sha256 != spec.train_sha256:
+        train_path = data_files(spec.data_layout, record.data_path)[0]
+        raise JobError(data_changed(record, train_path, spec.train_sha256, train.sha256)
+                       + "; put that file back, or train a new job on the new data")
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
-    return split_arrays(train.images, class_indices(train.labels, spec.classes), load_split(ws, record),
-                        test.images, y_test)
+    split = load_split(ws, record)
+    return split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
+                        test.sha256, split_sha256(split))
 
 
 def split_arrays(train_images: np.ndarray, train_labels: np.ndarray, split: dict[str, np.ndarray],
-                 test_images: np.ndarray, y_test: np.ndarray | None) -> JobArrays:
+                 test_images: np.ndarray, y_test: np.ndarray | None, test_sha256: str = "",
+                 split_hash: str = "") -> JobArrays:
     """Training and validation rows as the split says, with the channel axis the nets take."""
     images = train_images[..., None]
     return JobArrays(images[split["train_index"]], train_labels[split["train_index"]],
-                     images[split["val_index"]], train_labels[split["val_index"]], test_images[..., None], y_test)
+                     images[split["val_index"]], train_labels[split["val_index"]], test_images[..., None], y_test,
+                     test_sha256, split_hash)

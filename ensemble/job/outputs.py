@@ -3,8 +3,11 @@
 A model is a member (`member-03`), a snapshot of a member (`member-03-snap2`, the weights at the end of
 its second cosine cycle) or a baseline (`knn`, folder `baseline-knn`). Each folder holds config.json,
 float32 softmax on validation and test (with test-time augmentation also a second pair) and metrics.json,
-written last: its presence is what marks the model finished. The names are job.layout's; this module reads
-and writes the files and holds `output_problem`, the one check behind "finished".
+written last: its presence is what marks the model finished. metrics.json also binds the outputs to what they
+came from: the sha256 of the test file the test outputs were predicted from and of the split the validation
+outputs were scored on. The names are job.layout's; this module reads and writes the files and holds
+`output_problem`, the one check behind "finished": whole files, the job's shapes, and outputs of the files
+the job has now (a model predicted from another test file is stale, and never blended).
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ import numpy as np
 from ..data.tables import DataError
 from ..store import atomic
 from ..store.workspace import Workspace, member_name
-from .arrays import read_job_test
+from .arrays import job_test_file, read_job_test
 from .errors import JobError
 from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of
-from .split import existing_split
+from .split import existing_split, split_sha256
 
 if TYPE_CHECKING:
     from .record import JobRecord
@@ -37,7 +40,7 @@ class ModelRef:
 
 # keys a model's metrics.json has only where they apply (a snapshot has a cycle, a member sizes, TTA scores)
 ONLY_WHERE_IT_APPLIES = {"member", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
-                         "images_per_second", "n_train", "n_val", "n_test"}
+                         "images_per_second", "n_train", "n_val", "n_test", "test_sha256", "split_sha256"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Metrics:
     n_train: int | None = None
     n_val: int | None = None
     n_test: int | None = None
+    test_sha256: str | None = None         # the test file the test outputs were predicted from (None: before
+    split_sha256: str | None = None        # outputs recorded it); the split the validation outputs come from
     extra: dict[str, Any] = field(default_factory=dict)  # runtime, a baseline's sweep, ...
 
     def to_dict(self) -> dict:
@@ -123,11 +128,32 @@ def keras_file_problem(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class OutputShape:
-    """What a job's saved outputs must be: a row per validation and test image, a column per class."""
+    """What a job's saved outputs must be: a row per validation and test image, a column per class, and
+    predicted from the job's test file and split as they are now (by content hash)."""
 
     n_val: int | None   # None: the split cannot be read now (the next `ensemble train` makes it again)
     n_test: int | None  # None: the test file cannot be read now, so its row count is not checked
     n_classes: int
+    test_sha256: str | None = None   # None: the test file cannot be read now, so where outputs came from is not checked
+    split_sha256: str | None = None  # None: the split cannot be read now
+    test_file: str | None = None     # the test file's path, to name it
+
+    def origin_problem(self, metrics: Metrics) -> str | None:
+        """Why outputs recorded as `metrics` describes them came from other files than the job's now; None
+        when they came from these, or do not say where they came from (outputs older than the record)."""
+        test_file = self.test_file or "the test file"
+        if self.test_sha256 and metrics.test_sha256 and metrics.test_sha256 != self.test_sha256:
+            return (f"predicted from another {Path(test_file).name} (sha256 {metrics.test_sha256[:12]}); "
+                    f"{test_file} now has sha256 {self.test_sha256[:12]}")
+        if self.split_sha256 and metrics.split_sha256 and metrics.split_sha256 != self.split_sha256:
+            return (f"scored on another validation split (sha256 {metrics.split_sha256[:12]}; the job's split "
+                    f"has {self.split_sha256[:12]})")
+        return None
+
+    def binds(self, metrics: Metrics) -> bool:
+        """Whether outputs say they came from exactly these files (a prediction may be skipped)."""
+        return bool(metrics.test_sha256) and (metrics.test_sha256, metrics.split_sha256) == \
+            (self.test_sha256, self.split_sha256)
 
 
 def _json_object_problem(path: Path) -> str | None:
@@ -165,7 +191,7 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
     if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool):
         return f"{folder.metrics}: no val_accuracy"
     try:
-        Metrics.from_dict(values)
+        metrics = Metrics.from_dict(values)
     except (KeyError, TypeError) as error:
         return f"{folder.metrics}: not a model's metrics ({type(error).__name__}: {error})"
     val_path, test_path = folder.probs()
@@ -176,9 +202,17 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
             return problem
     if len(present_tta) == 1:
         return f"{folder.path}: {present_tta[0].name} without its other half"
-    if isinstance(folder, MemberFolder):
-        return keras_file_problem(folder.best)
+    if isinstance(folder, MemberFolder) and (problem := keras_file_problem(folder.best)):
+        return problem
+    if origin := shape.origin_problem(metrics):
+        return f"{folder.path}: {origin}"
     return None
+
+
+def is_current(folder: ModelFolder, shape: OutputShape) -> bool:
+    """Whether a model's outputs are whole and say they came from exactly the files of `shape`: a member
+    predicting again skips what is current and makes everything else again (older outputs included)."""
+    return output_problem(folder, shape) is None and shape.binds(read_metrics(folder))
 
 
 def read_metrics(folder: ModelFolder) -> Metrics:
@@ -192,15 +226,21 @@ def load_probs(folder: ModelFolder, tta: bool = False) -> tuple[np.ndarray, np.n
 
 
 def job_output_shape(ws: Workspace, record: JobRecord, split: dict | None = None) -> OutputShape:
-    """The shape every output of a job must have: its split's validation rows, its test file's rows (when
-    the file can be read), its classes."""
+    """What every output of a job must be now: its split's validation rows, its test file's rows (when the
+    file can be read), its classes, and both files' hashes."""
     split = split if split is not None else existing_split(ws, record)  # a reader never makes it again
     n_val = len(split["val_index"]) if split is not None else None
     try:
-        n_test = len(read_job_test(ws, record))
+        test = read_job_test(ws, record)
+        n_test, test_hash = len(test), test.sha256
     except (DataError, JobError, OSError):
-        n_test = None
-    return OutputShape(n_val, n_test, len(record.spec.classes))
+        n_test, test_hash = None, None
+    try:
+        test_file = str(job_test_file(record))
+    except JobError:
+        test_file = None
+    return OutputShape(n_val, n_test, len(record.spec.classes), test_hash,
+                       split_sha256(split) if split is not None else None, test_file)
 
 
 @dataclass(frozen=True)
@@ -209,6 +249,8 @@ class JobModels:
 
     finished: list[ModelRef]
     damaged: dict[str, str]  # model name -> "path: what is wrong"
+    stale: dict[str, str] = field(default_factory=dict)  # model name -> "path: which file it came from instead"
+    unbound: list[str] = field(default_factory=list)     # finished, saved before outputs recorded their files
 
     @property
     def names(self) -> list[str]:
@@ -220,6 +262,19 @@ class JobModels:
     def fault_of_member(self, name: str) -> str | None:
         """What is wrong with a member's files or its snapshots' files, None when nothing is."""
         return next((problem for model, problem in self.damaged.items() if member_of(model) == name), None)
+
+    def stale_of_member(self, name: str) -> str | None:
+        """Which other file a member's (or its snapshots') outputs came from, None when they are current."""
+        return next((problem for model, problem in self.stale.items() if member_of(model) == name), None)
+
+    def to_predict_again(self) -> dict[str, str]:
+        """member -> why `ensemble train` makes its outputs again from its kept weights, training nothing:
+        they came from another test file or split, or do not say which (saved before outputs recorded it)."""
+        reasons = {member_of(name): problem for name, problem in self.stale.items()}
+        for name in self.unbound:
+            reasons.setdefault(member_of(name), f"{name}'s outputs do not record which test file they came from "
+                                                "(saved by an earlier version)")
+        return {member: why for member, why in reasons.items() if member is not None}
 
 
 def _model_folders(layout: JobLayout, record: JobRecord) -> list[tuple[ModelFolder, ModelKind, str | None]]:
@@ -237,18 +292,31 @@ def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = 
     """Every model of a job, each checked once (output_problem): a snapshot counts only beside a finished
     member; a folder without metrics.json is simply unfinished, one with it and a fault is damaged."""
     shape = shape or job_output_shape(ws, record)
-    finished, damaged = [], {}
+    finished, damaged, stale, unbound = [], {}, {}, []
     for folder, kind, member in _model_folders(JobLayout(ws, record.name), record):
         name = folder.name if kind is not ModelKind.BASELINE else folder.name.removeprefix("baseline-")
         if kind is ModelKind.SNAPSHOT and member not in {model.name for model in finished}:
             continue
         problem = output_problem(folder, shape)
         if problem is None:
-            stopped = kind is ModelKind.MEMBER and read_metrics(folder).stopped_early
-            finished.append(ModelRef(name, kind, member, stopped))
+            metrics = read_metrics(folder)
+            finished.append(ModelRef(name, kind, member, kind is ModelKind.MEMBER and metrics.stopped_early))
+            if not metrics.test_sha256:
+                unbound.append(name)
         elif folder.metrics.is_file():
-            damaged[name] = problem
-    return JobModels(finished, damaged)
+            origin = _recorded_origin(folder)
+            if origin is not None and problem == f"{folder.path}: {shape.origin_problem(origin)}":
+                stale[name] = problem
+            else:
+                damaged[name] = problem
+    return JobModels(finished, damaged, stale, unbound)
+
+
+def _recorded_origin(folder: ModelFolder) -> Metrics | None:
+    try:
+        return read_metrics(folder)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
 
 
 def finished_models(ws: Workspace, record: JobRecord) -> list[ModelRef]:

@@ -1,7 +1,9 @@
 """The plan of a run (jobs/<job>/plan.json): everything a member needs, written atomically by the runner
 before any member starts. A member reads its plan and nothing else about the job: not the record, not the
 ledger, not the other members. The data files are named with the hashes the job was made from, so a member
-reads their cached arrays without hashing them again; the split is named by its hash too.
+reads their cached arrays without hashing them again; the split is named by its hash too. The test file is
+the one found when the run started (it may have changed since the job was made: job.outputs binds every
+output to the file it came from).
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.folder import class_indices
-from ..data.tables import DataError, file_sha256, read_test_csv, read_train_csv
+from ..data.tables import DataError, read_test_csv, read_train_csv
 from ..store import atomic
 from ..store.workspace import Workspace
 from .arrays import JobArrays, split_arrays
@@ -19,7 +21,7 @@ from .errors import JobError
 from .layout import JobLayout
 from .outputs import OutputShape
 from .spec import JobSpec
-from .split import read_split_file
+from .split import read_split_file, split_sha256
 
 PLAN_VERSION = 1
 
@@ -79,12 +81,13 @@ def plan_arrays(ws: Workspace, plan: RunPlan) -> JobArrays:
             raise DataError(f"{named.path} changed since this run was planned (its content hash differs); "
                             f"rerun `ensemble train --job {plan.job}`")
     split_path = JobLayout(ws, plan.job).split
-    if file_sha256(split_path) != plan.split_sha256:
+    split = read_split_file(split_path)
+    if split_sha256(split) != plan.split_sha256:
         raise JobError(f"{split_path} is not the split this run was planned with; rerun "
                        f"`ensemble train --job {plan.job}`")
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
-    return split_arrays(train.images, class_indices(train.labels, spec.classes), read_split_file(split_path),
-                        test.images, y_test)
+    return split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
+                        plan.test.sha256, plan.split_sha256)
 
 
 def predict_speed(seconds_per_image: list[float]) -> float | None:

@@ -187,9 +187,15 @@ def latest_job_name(ws: Workspace) -> str | None:
 def latest_job_with_spec(ws: Workspace, spec: JobSpec) -> str | None:
     """Where a bare `ensemble train` rerun continues: the newest job with an identical spec."""
     for record in reversed(readable_records(ws)[0]):
-        if record.spec == spec:
+        if record.spec.same_job(spec):
             return record.name
     return None
+
+
+def data_changed(record: JobRecord, path: Path | str, recorded: str, current: str) -> str:
+    """What to tell a user whose data file is not the one the job was created from."""
+    return (f"{path} changed since job {record.name!r} was created from it on {record.created or 'an unknown date'} "
+            f"(sha256 {recorded[:12]} then, {current[:12]} now)")
 
 
 def resume_command(record: JobRecord) -> str:

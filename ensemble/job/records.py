@@ -23,6 +23,8 @@ class BlendRecord:
     files: tuple[str, ...]
     sha256: str | None = None
     written: str | None = None
+    test_sha256: str | None = None   # the test file the blended outputs were predicted from (None: older record)
+    split_sha256: str | None = None  # the split its validation score comes from
 
     def to_dict(self) -> dict:
         values = asdict(self)

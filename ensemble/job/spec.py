@@ -128,6 +128,12 @@ class JobSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def same_job(self, other: "JobSpec") -> bool:
+        """Whether `other` continues this job: every field alike but the test file's hash. A test file may
+        change under a job (Kaggle updates a test set, a re-download reorders its rows); the members then
+        predict the new one, their outputs being bound to the file they came from (job.outputs)."""
+        return replace(self, test_sha256=other.test_sha256) == other
+
     def member_seed(self, index: int) -> int:
         return self.seed + index
 
@@ -140,11 +146,17 @@ class JobSpec:
         return get_layout(self.layout)
 
 
+# what the data files decide rather than an option: a changed file is named as such (job.record.data_changed)
+DATA_FIELDS = ("train_sha256", "test_sha256")
+
+
 def spec_differences(recorded: JobSpec, requested: JobSpec) -> list[str]:
-    """A line per field that differs, named by its option's flag where it is one."""
+    """A line per option that differs, named by its flag where it is one; the data files' hashes are not
+    options (a changed train file is refused on its own, a changed test file is predicted again)."""
     names = {name: declaration.name for name, declaration in declared(type(recorded))}
     return [f"{names.get(name, name)}: job has {value!r}, this run asks {getattr(requested, name)!r}"
-            for name, value in recorded.to_dict().items() if getattr(requested, name) != value]
+            for name, value in recorded.to_dict().items()
+            if name not in DATA_FIELDS and getattr(requested, name) != value]
 
 
 def spec_words(spec: JobSpec) -> list[str]:

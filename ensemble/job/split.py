@@ -1,6 +1,7 @@
 """The validation split, shared by every member of a job (jobs/<job>/split.npz), made again exactly when lost."""
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -26,6 +27,15 @@ def save_split(ws: Workspace, job: str, train_index: np.ndarray, val_index: np.n
 
 
 SPLIT_KEYS = ("train_index", "val_index", "val_labels")
+
+
+def split_sha256(split: dict[str, np.ndarray]) -> str:
+    """The split's identity, which validation outputs are bound to: a hash of its rows and labels, the same
+    when split.npz is made again (the file's own bytes are not: the archive stamps its write time)."""
+    digest = hashlib.sha256()
+    for key in SPLIT_KEYS:
+        digest.update(np.ascontiguousarray(split[key], dtype="<i8").tobytes())
+    return digest.hexdigest()
 
 
 def existing_split(ws: Workspace, record: JobRecord) -> dict[str, np.ndarray] | None:

@@ -20,20 +20,25 @@ class MemberStatus:
     state: MemberState
     note: str = ""
     fault: str | None = None  # "path: what is wrong" when damaged files are why it is not done
+    stale: str | None = None  # "path: which file it came from" when outputs of other files are why
 
     @property
     def done(self) -> bool:
         return self.state is MemberState.DONE
 
     def describe(self, name: str) -> str:
-        """'member-03 (pending)', or 'member-03 (damaged: <file>: <what>)'."""
-        return f"{name} (damaged: {self.fault})" if self.fault else f"{name} ({self.state.value})"
+        """'member-03 (pending)', 'member-03 (damaged: <file>: <what>)' or 'member-03 (stale: <why>)'."""
+        if self.fault:
+            return f"{name} (damaged: {self.fault})"
+        return f"{name} (stale: {self.stale})" if self.stale else f"{name} ({self.state.value})"
 
 
 def member_status(member: MemberEntry, models: JobModels, runner_alive: bool) -> MemberStatus:
     fault = models.fault_of_member(member.name)
     if fault:
         return MemberStatus(MemberState.PENDING, f"damaged: {fault}", fault)
+    if stale := models.stale_of_member(member.name):
+        return MemberStatus(MemberState.PENDING, f"stale: {stale}; `ensemble train` predicts it again", stale=stale)
     ledger_note = member.note or ""
     if models.is_finished(member.name):
         keeps_note = member.stopped_early or member.state is not MemberState.DONE

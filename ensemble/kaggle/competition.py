@@ -22,8 +22,10 @@ from typing import Callable
 
 from ..data.tables import file_sha256
 from ..job.record import now, require_record
-from ..job.records import SubmissionRecord, add_submission_record, read_blend_records
-from .submission import SubmissionError, check_submission_text, job_submission_layout
+from ..job.outputs import job_output_shape
+from ..job.records import SubmissionRecord, add_submission_record
+from .submission import (SubmissionError, blend_origin_problem, check_submission_text, job_submission_layout,
+                         submission_blend)
 
 CLI_TIMEOUT_S = 600          # one CLI call (a download of a competition's data included)
 POLL_S = 10.0
@@ -204,8 +206,9 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
     except SubmissionError as error:
         raise KaggleError(f"{path}, {error}; not uploaded") from None
     digest = file_sha256(path)
-    origin = next((blend for blend in reversed(read_blend_records(ws, record.name))
-                   if blend.sha256 == digest), None)
+    origin = submission_blend(ws, record, path)
+    if origin is not None and (problem := blend_origin_problem(origin, job_output_shape(ws, record), record.name)):
+        raise KaggleError(f"{path}: {problem}; not uploaded")
     description = unique_message(record.name, message)
     run(submit_args(target, path, description))
     status, public, private = "submitted", None, None

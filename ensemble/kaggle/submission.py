@@ -12,8 +12,10 @@ import pandas as pd
 
 from ..data.folder import resolve_layout
 from ..data.layouts import data_files
-from ..data.tables import read_test_csv
+from ..data.tables import file_sha256, read_test_csv
 from ..job.arrays import read_job_test
+from ..job.outputs import OutputShape
+from ..job.records import BlendRecord, read_blend_records
 from ..store import atomic
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -121,3 +123,20 @@ def check_submission_file(path: Path, data_dir: Path, cache_dir: Path | None = N
     except SubmissionError as error:
         raise SubmissionError(f"{path}, {error}") from None
     return len(test), layout
+
+
+def submission_blend(ws, record: JobRecord, path: Path) -> BlendRecord | None:
+    """The blend of the job that wrote this file (found by its sha256 in blends.json), None when none did."""
+    digest = file_sha256(path)
+    return next((blend for blend in reversed(read_blend_records(ws, record.name)) if blend.sha256 == digest), None)
+
+
+def blend_origin_problem(blend: BlendRecord, shape: OutputShape, job: str) -> str | None:
+    """Why a blend's submission answers another test file than the job's now; None when it answers this one
+    (or its record is older than blends recording it)."""
+    if blend.test_sha256 and shape.test_sha256 and blend.test_sha256 != shape.test_sha256:
+        return (f"it was blended from outputs of another {Path(shape.test_file or 'test.csv').name} (sha256 "
+                f"{blend.test_sha256[:12]}); {shape.test_file} now has sha256 {shape.test_sha256[:12]}, so its "
+                f"labels belong to other rows. `ensemble train --job {job}` predicts the members again, then "
+                "`ensemble blend` writes a new one")
+    return None

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 from ..job.layout import MemberFolder, ModelFolder
-from ..job.outputs import Metrics, OutputShape, keras_file_problem, output_problem, save_model_outputs
+from ..job.outputs import Metrics, OutputShape, is_current, keras_file_problem, save_model_outputs
 from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS, tta_view
 from ..nets.metrics import accuracy, log_loss
@@ -20,29 +20,31 @@ from .model import MONITOR, runtime_description
 PREDICT_BATCH = 1024
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False
+def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=()
                           ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Softmax on images, plain and (with tta) averaged over TTA_VIEWS, and the seconds it took."""
     started = time.perf_counter()
-    plain = np.asarray(model.predict(images.astype("float32"), batch_size=PREDICT_BATCH, verbose=0), np.float32)
+    predict = lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0, callbacks=list(callbacks))  # noqa: E731
+    plain = np.asarray(predict(images.astype("float32")), np.float32)
     augmented = None
     if tta:
-        views = [plain] + [np.asarray(model.predict(tta_view(images, view), batch_size=PREDICT_BATCH, verbose=0))
-                           for view in TTA_VIEWS[1:]]
+        views = [plain] + [np.asarray(predict(tta_view(images, view))) for view in TTA_VIEWS[1:]]
         augmented = np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
     return plain, augmented, time.perf_counter() - started
 
 
 def write_member_outputs(folder: MemberFolder, config: dict, spec: JobSpec, index: int, arrays,
-                         history: list[dict]) -> Metrics:
-    """Predict validation and test with the kept weights (and each finished snapshot) and save them."""
+                         history: list[dict], callbacks=()) -> Metrics:
+    """Predict validation and test with the kept weights (and each finished snapshot) and save them;
+    `callbacks` see every prediction batch (the progress file keeps beating)."""
     runtime = runtime_description()
-    shape = OutputShape(len(arrays.x_val), len(arrays.x_test), len(spec.classes))
+    shape = OutputShape(len(arrays.x_val), len(arrays.x_test), len(spec.classes), arrays.test_sha256 or None,
+                        arrays.split_sha256 or None)
     sizes = {"n_train": len(arrays.x_train), "n_val": len(arrays.x_val), "n_test": len(arrays.x_test)}
     for cycle, end_epoch in enumerate(cycle_end_epochs(spec.epochs, spec.snapshots) if spec.snapshots > 1 else [], 1):
         path = folder.snapshot_model(cycle)
         target = folder.snapshot_outputs(cycle)
-        if end_epoch > len(history) or output_problem(target, shape) is None:
+        if end_epoch > len(history) or is_current(target, shape):
             continue
         if problem := keras_file_problem(path):
             if target.path.exists():  # outputs that fail their checks, and no weights to make them again
@@ -52,21 +54,22 @@ def write_member_outputs(folder: MemberFolder, config: dict, spec: JobSpec, inde
         described = {"kind": "snapshot", "member": index, "cycle": cycle, "seed": spec.member_seed(index),
                      "model": spec.model, "precision": spec.precision, "tta": spec.tta}
         snapshot_metrics = _predict_and_save(path, target, {**config, "snapshot": cycle}, spec, arrays,
-                                             history[:end_epoch], described, snapshot=True)
+                                             history[:end_epoch], described, snapshot=True, callbacks=callbacks)
         print(f"{target.name} (cycle {cycle}, epoch {end_epoch}): val_acc {snapshot_metrics.val_accuracy:.4f}",
               flush=True)
     described = {"member": index, "kind": "member", "seed": spec.member_seed(index), "model": spec.model,
                  "epochs_planned": spec.epochs, **sizes, "precision": spec.precision, "tta": spec.tta}
-    return _predict_and_save(folder.best, folder, config, spec, arrays, history, described, extra=runtime)
+    return _predict_and_save(folder.best, folder, config, spec, arrays, history, described, extra=runtime,
+                             callbacks=callbacks)
 
 
 def _predict_and_save(model_path: Path, folder: ModelFolder, config: dict, spec: JobSpec, arrays,
-                      history: list[dict], described: dict, snapshot: bool = False, extra: dict | None = None
-                      ) -> Metrics:
+                      history: list[dict], described: dict, snapshot: bool = False, extra: dict | None = None,
+                      callbacks=()) -> Metrics:
     """A snapshot's weights are those of its last epoch in `history`; a member's, its kept epoch's."""
     model = keras.saving.load_model(model_path, compile=False)
-    val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta)
-    test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta)
+    val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta, callbacks)
+    test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta, callbacks)
     fit_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)
     weights_epoch = len(history) if snapshot or spec.keep == "last" \
         else int(max(history, key=lambda row: row[MONITOR])["epoch"]) + 1
@@ -79,6 +82,7 @@ def _predict_and_save(model_path: Path, folder: ModelFolder, config: dict, spec:
         fit_seconds=round(fit_seconds, 3),
         images_per_second=round(len(arrays.x_train) * len(history) / fit_seconds, 1) if fit_seconds else None,
         predict_ms_per_1k=round(test_seconds / max(len(arrays.x_test), 1) * 1e6, 3),
-        params=int(model.count_params()), **scores, extra=extra or {})
+        params=int(model.count_params()), **scores, test_sha256=arrays.test_sha256 or None,
+        split_sha256=arrays.split_sha256 or None, extra=extra or {})
     save_model_outputs(folder, config, val_probs, test_probs, metrics, (val_tta, test_tta) if spec.tta else None)
     return metrics

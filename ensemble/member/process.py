@@ -25,7 +25,7 @@ from .callbacks.commit import EpochCommit
 from .callbacks.deadline import Deadline
 from .callbacks.plateau import ResumableReduceLROnPlateau
 from .callbacks.printer import EpochPrinter
-from .callbacks.progress import ProgressFile, ProgressWriter
+from .callbacks.progress import PredictProgress, ProgressFile, ProgressWriter
 from .checkpoints import TrainingState
 from .model import MONITOR, fit_member_model
 from .predict import write_member_outputs
@@ -98,7 +98,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
         print(f"{label} stopped by the time limit after epoch {len(history)}/{spec.epochs}; "
               "a rerun with more time continues it", flush=True)
     progress.write("predicting", epoch=len(history), batch=0)
-    metrics = write_member_outputs(folder, config, spec, index, arrays, history)
+    metrics = write_member_outputs(folder, config, spec, index, arrays, history, [PredictProgress(progress)])
     if not stopped_early:  # everything the state could rebuild now exists and loads
         shutil.rmtree(folder.backup, ignore_errors=True)
     progress.write("done", val_accuracy=metrics.val_accuracy)

@@ -38,6 +38,8 @@ class Report:
     greedy_weights: dict[str, float]
     paths: dict[str, Path]
     damaged: dict[str, str] = field(default_factory=dict)  # model -> what is wrong with its files
+    stale: dict[str, str] = field(default_factory=dict)    # model -> which other file its outputs came from
+    unwritten: Path | None = None  # the report folder, when it could not be written (a read-only workspace)
 
 
 def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
@@ -50,7 +52,8 @@ def read_histories(ws, job: str, names: list[str]) -> dict[str, pd.DataFrame]:
 
 
 def write_report(ws, job: str | None = None) -> Report:
-    """Rank every finished model of a job and write the report files; returns what it wrote."""
+    """Rank every finished model of a job and write the report files; returns what it wrote. On a read-only
+    workspace nothing is written: the ranking comes back with `unwritten` naming the folder."""
     record = require_record(ws, job)
     name = record.name
     seed = record.spec.seed
@@ -85,6 +88,11 @@ def write_report(ws, job: str | None = None) -> Report:
     notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
     if survey.damaged:
         notes.append(damaged_note(survey.damaged, name))
+    if survey.stale:
+        notes.append(stale_note(survey.stale, name))
+    if unbound := [model for model in survey.unbound if model in cnn_names + baselines]:
+        notes.append(f"{', '.join(unbound)}: saved before outputs recorded which test file they came from; "
+                     f"`ensemble train --job {name}` predicts them again if the test file changed since.")
     if members is not None:
         notes.append(f"blends average {len(members.names)} models: " + ", ".join(members.names)
                      + (" (each member's snapshots stand in for it)" if any(model_kind(n) is ModelKind.SNAPSHOT for n in members.names)
@@ -111,13 +119,21 @@ def write_report(ws, job: str | None = None) -> Report:
     if not members:
         notes.append("no CNN members yet: `ensemble train` adds them, and the blends with them.")
     out = JobLayout(ws, name).report_dir
+    if not atomic.writable(out):
+        return Report(name, frame, weights, {}, survey.damaged, survey.stale, unwritten=out)
     paths = {
         "md": atomic.write_text(out / "leaderboard.md", f"# Leaderboard: job {name}\n\n{render_markdown(frame)}\n\n"
                                 + "\n".join(f"- {note}" for note in notes) + "\n"),
         "csv": atomic.write_text(out / "leaderboard.csv", frame.to_csv(index=False)),
         "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
     }
-    return Report(name, frame, weights, paths, survey.damaged)
+    return Report(name, frame, weights, paths, survey.damaged, survey.stale)
+
+
+def stale_note(stale: dict[str, str], job: str) -> str:
+    return ("predicted from other files, left out: " + "; ".join(f"{model} ({why})" for model, why in stale.items())
+            + f". `ensemble train --job {job}` predicts members again (nothing is retrained); `ensemble baselines` "
+              "fits baselines again.")
 
 
 def damaged_note(damaged: dict[str, str], job: str) -> str:

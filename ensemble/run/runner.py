@@ -19,18 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from ..data.folder import class_indices, read_job_data, resolve_layout
-from ..data.layouts import Layout, data_files
+from ..data.layouts import Layout, data_files, is_own_name
 from ..data.split import stratified_split
-from ..data.tables import DigitTable, file_sha256
+from ..data.tables import DigitTable
 from ..job.errors import JobError
 from ..job.layout import JobLayout
 from ..job.ledger import LastRun, MemberState
 from ..job.outputs import OutputShape, read_metrics, survey_models
 from ..job.plan import DataFile, RunPlan, predict_speed, write_plan
 from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
-                          recover_record, resume_command, save_record)
+                          data_changed, recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
-from ..job.split import load_split, save_split
+from ..job.split import load_split, save_split, split_sha256
 from ..job.state import member_status
 from ..store.atomic import NoSpace
 from ..store.hardware import list_gpus
@@ -94,6 +94,17 @@ class AskedData:
     train: DigitTable
     test: DigitTable
     layout: Layout
+    train_path: Path
+    test_path: Path
+
+    @property
+    def notes(self) -> list[str]:
+        """What a user should know about how the folder was read: files of other names taken as the layout's."""
+        if is_own_name(self.layout, self.train_path, self.test_path):
+            return []
+        return [f"--format {self.layout.name}: took {self.train_path.name} as its training file "
+                f"({self.layout.train_file}) and {self.test_path.name} as its test file ({self.layout.test_file}); "
+                "their headers fit the layout"]
 
 
 def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> AskedData:
@@ -104,18 +115,25 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
     asked = request.spec
     layout = resolve_layout(request.data_dir, asked.layout)
     train, test = read_job_data(ws, request.data_dir, asked.limit_train, layout)
+    train_path, test_path = data_files(layout, request.data_dir)
     classes = np.unique(train.labels)
     if len(classes) < 2:
         raise JobError(f"{request.data_dir}: every training row has label {classes[0]}; a classifier needs at "
                        "least two classes")
     spec = type(asked).resolve(replace(asked, layout=layout.name), train_sha256=train.sha256,
                                test_sha256=test.sha256, classes=tuple(classes), gpu_capabilities=gpu_capabilities)
-    return AskedData(spec, train, test, layout)
+    return AskedData(spec, train, test, layout, train_path, test_path)
 
 
-def check_spec(record: JobRecord | None, spec: JobSpec) -> None:
+def check_spec(record: JobRecord | None, asked: AskedData) -> None:
+    """A job continues only on its own training file and options; its test file may have changed."""
     if record is None:
         return
+    spec = asked.spec
+    if spec.train_sha256 != record.spec.train_sha256:
+        raise JobError(data_changed(record, asked.train_path, record.spec.train_sha256, spec.train_sha256)
+                       + ". Put the job's file back to continue it, or train a new job on this data with "
+                         "--job NEW_NAME.")
     differences = spec_differences(record.spec, spec)
     if differences:
         raise JobError(f"job {record.name!r} exists with a different spec:\n  " + "\n  ".join(differences)
@@ -137,7 +155,7 @@ def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[flo
     asked = request_spec(ws, request, gpu_capabilities)
     name = request.job or latest_job_with_spec(ws, asked.spec) or default_job_name()
     record = record if request.job else load_record(ws, name)
-    check_spec(record, asked.spec)
+    check_spec(record, asked)
     return open_job(ws, name, asked, request, record)
 
 
@@ -157,16 +175,17 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
         record.ensure_members(request.members)
     save_record(ws, record)
-    shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes))
-    plan = run_plan(ws, record, asked.layout, shape, deadline)
+    shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes), asked.test.sha256,
+                        split_sha256(split), str(asked.test_path))
+    plan = run_plan(ws, record, asked, shape, deadline)
     write_plan(ws, plan)
     return PreparedJob(record, created, plan)
 
 
-def run_plan(ws: Workspace, record: JobRecord, layout: Layout, shape: OutputShape,
+def run_plan(ws: Workspace, record: JobRecord, asked: AskedData, shape: OutputShape,
              deadline: float | None) -> RunPlan:
-    """Everything a member of this run needs, and nothing it would have to look up."""
-    train_path, test_path = data_files(layout, record.data_path)
+    """Everything a member of this run needs, and nothing it would have to look up: the job's training file,
+    the test file as it is now."""
     members = JobLayout(ws, record.name)
     measured = []
     for member in record.members:
@@ -176,8 +195,8 @@ def run_plan(ws: Workspace, record: JobRecord, layout: Layout, shape: OutputShap
             continue
         measured.append((metrics.predict_ms_per_1k or 0) / 1e6)
     spec = record.spec
-    return RunPlan(record.name, record.data_dir, spec, DataFile(str(train_path), spec.train_sha256),
-                   DataFile(str(test_path), spec.test_sha256), file_sha256(members.split), shape, deadline,
+    return RunPlan(record.name, record.data_dir, spec, DataFile(str(asked.train_path), spec.train_sha256),
+                   DataFile(str(asked.test_path), asked.test.sha256), shape.split_sha256, shape, deadline,
                    predict_speed(measured))
 
 
@@ -207,9 +226,13 @@ def reconcile(ws: Workspace, record: JobRecord, shape: OutputShape) -> list[str]
     the lock), so it is pending again."""
     notes = []
     survey = survey_models(ws, record, shape)
+    to_predict = survey.to_predict_again()
     for member in record.members:
         status = member_status(member, survey, runner_alive=False)  # the runner that recorded it is gone
-        note = member.reconcile(status.done, status.fault)
+        if member.name in to_predict and not status.fault:
+            note = member.predict_again(to_predict[member.name])
+        else:
+            note = member.reconcile(status.done, status.fault)
         if note:
             notes.append(note)
     return notes
@@ -266,12 +289,14 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
         name = request.job or latest_job_with_spec(ws, spec) or default_job_name()
         if not request.job:
             record = load_record(ws, name)
-        check_spec(record, spec)  # before taking the lock: a refused run writes nothing
+        check_spec(record, asked)  # before taking the lock: a refused run writes nothing
+        for note in asked.notes:
+            reporter.event(note)
         read_at = record_stamp(ws, name)
         with job_lock(ws, name, reporter), sigterm_as_interrupt():
             if record_stamp(ws, name) != read_at:  # another runner wrote it between our read and our lock
                 record = load_record(ws, name)
-                check_spec(record, spec)
+                check_spec(record, asked)
             prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event)
             record, created = prepared.record, prepared.created
             for note in reconcile(ws, record, prepared.plan.shape):
@@ -282,10 +307,12 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                     or record.members[index].stopped_early]
             record.last_run = LastRun(pid=os.getpid(), host=platform.node(), started=now(), executor=executor.name,
                                       members=request.members, retries=request.retries,
-                                      time_limit=request.time_limit, deadline=deadline)
+                                      time_limit=request.time_limit, deadline=deadline,
+                                      stall_timeout=request.stall_timeout)
             save_record(ws, record)
             reporter.event(run_heading(name, created, request, spec, deadline, len(todo), len(wanted) - len(todo)))
-            run = JobRun(ws, record, prepared.plan, executor, reporter, RunOrder(wanted, todo, request.retries),
+            run = JobRun(ws, record, prepared.plan, executor, reporter, RunOrder(wanted, todo, request.retries,
+                                                                                request.stall_timeout),
                          TimeBudget(spec.epochs, deadline, request.members))
             interrupted = False
             try:

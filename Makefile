@@ -12,9 +12,12 @@ TEST_STAMP := $(VENV)/.installed-test
 demo: $(STAMP)
 	$(BIN)/ensemble demo
 
+# Two test processes at once (pytest-xdist; each member process is a subprocess of its own), then the tests
+# held to the wall clock alone, then the JAX subset.
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest --durations=15
-	KERAS_BACKEND=jax $(BIN)/python -m pytest -m jax --durations=5
+	$(BIN)/python -m pytest -n 2 -m "not serial" --durations=15
+	$(BIN)/python -m pytest -m serial --durations=5
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -n 2 -m jax --durations=5
 
 install: $(STAMP)
 

@@ -1,6 +1,7 @@
 """The `ensemble` command: each subcommand parses options, calls one library function, prints the result."""
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from .run.progress import make_reporter
 from .run.request import TrainRequest
 from .run.status import JOBS_TEXT, STATUS_TEXT
 from .run.view import render_frame
-from .store.atomic import NoSpace, ReadOnly, is_read_only, read_only_error
+from .store.atomic import NoSpace, ReadOnly, read_only_error
 from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
 USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, LayoutError, KaggleError, JobNameError,
@@ -87,7 +88,8 @@ class EnsembleGroup(click.Group):
         except USER_ERRORS as error:
             raise click.ClickException(str(error)) from None
         except (ReadOnly, OSError) as error:
-            if not is_read_only(error):
+            # a ReadOnly comes from a write; a bare OSError only when it says read-only (EACCES may be a read)
+            if not (isinstance(error, ReadOnly) or getattr(error, "errno", None) == errno.EROFS):
                 raise
             raise click.ClickException(read_only_message(error, ctx)) from None
 
@@ -318,7 +320,6 @@ def check(ctx, file, data_dir, format, job):
     \b
     Example:
         ensemble check submissions/submission.csv --data data/
-        ensemble check --job first
     """
     ws = workspace(ctx)
     if job is not None:

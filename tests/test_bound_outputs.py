@@ -129,17 +129,30 @@ def test_a_test_file_replaced_between_members_is_blended_only_once_every_member_
     assert (home / "predicted.csv").read_text() == (home / "submissions/submission.csv").read_text()
 
 
-def test_outputs_saved_before_binding_still_blend_with_an_offer_until_the_row_count_differs(job_copy):
+def test_outputs_saved_before_binding_are_held_to_the_test_file_their_job_was_created_from(job_copy):
+    """Old outputs say nothing, but their job recorded its test file and older versions refused any other:
+    that is where they came from. Only a record without it leaves their origin unknown: offered, not forced."""
     home, data = job_copy
     for path in (home / "models/b").glob("member-*/metrics.json"):
         metrics = json.loads(path.read_text())
         del metrics["test_sha256"], metrics["split_sha256"]
         path.write_text(json.dumps(metrics))
-    reorder_rows(data / "test.csv")  # their origin is unknown: offered, not forced
+    blended = invoke(home, "blend", "--job", "b")
+    assert blended.exit_code == 0 and "note:" not in blended.output, blended.output
+
+    reorder_rows(data / "test.csv")
+    refused = invoke(home, "blend", "--job", "b")
+    assert refused.exit_code == 1 and "the file the job was created from); " in refused.output, refused.output
+
+    record_path = home / "jobs/b/job.json"
+    record = json.loads(record_path.read_text())
+    record["spec"]["test_sha256"] = ""  # a record of a version that kept no test hash
+    record_path.write_text(json.dumps(record))
     blended = invoke(home, "blend", "--job", "b")
     assert blended.exit_code == 0, blended.output
     assert ("note: member-00, member-01: saved before outputs recorded which test file they came from; if the "
-            "test file changed since, `ensemble train --job b` predicts them again") in blended.output
+            "test file changed since, `ensemble train --job b` predicts members again") in blended.output
+    assert json.loads((home / "jobs/b/blends.json").read_text())[-1]["test_sha256"] is None  # unknown: not claimed
 
     frame = pd.read_csv(data / "test.csv")
     frame.iloc[:-1].to_csv(data / "test.csv", index=False)  # one row fewer: these outputs cannot be its

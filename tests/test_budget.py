@@ -11,6 +11,9 @@ from ensemble.cli import main
 from ensemble.job.layout import read_history
 from ensemble.run.budget import end_margin, fits, member_seconds, parse_duration
 
+# wall-clock limits: run alone (`make test` runs these after the parallel pass), not beside another test
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45),
                                            ("600", 600), ("1.5h", 5400), (" 2m 30s ", 150)])
@@ -38,7 +41,8 @@ def invoke(home, *args):
     return CliRunner().invoke(main, ["--home", str(home), *map(str, args)])
 
 
-TINY = ["--n", "1", "--epochs", "20", "--limit-train", "300", "--job", "tl", "--precision", "float32"]
+EPOCHS = 12  # more than a 10 s limit can hold, few enough that the rerun finishing them is quick
+TINY = ["--n", "1", "--epochs", str(EPOCHS), "--limit-train", "200", "--job", "tl", "--precision", "float32"]
 
 
 def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_it(tmp_path, sample_dir):
@@ -47,8 +51,8 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
     member = tmp_path / "models/tl/member-00"
     history = read_history(member / "history.csv")
     trained = len(history)
-    assert 1 <= trained < 20
-    assert re.search(rf"time limit 0m10s: fitted 0 complete members; stopped early: member-00 at epoch {trained}/20 "
+    assert 1 <= trained < EPOCHS
+    assert re.search(rf"time limit 0m10s: fitted 0 complete members; stopped early: member-00 at epoch {trained}/{EPOCHS} "
                      r"in \dm\d\ds", result.output), result.output
     # when it stops is the Deadline callback's rule, tested with a clock of its own (test_train); here: the
     # deadline reached the member through the run's plan, and the member stopped at an epoch end
@@ -60,15 +64,15 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
     assert (member / "backup").is_dir()  # kept, so that the member can continue
 
     status = invoke(tmp_path, "status", "--job", "tl")
-    assert f"stopped early by the time limit at epoch {trained}/20" in status.output
+    assert f"stopped early by the time limit at epoch {trained}/{EPOCHS}" in status.output
     assert invoke(tmp_path, "blend", "--job", "tl").exit_code == 0  # what fitted is a finished, blendable job
     board = invoke(tmp_path, "leaderboard", "--job", "tl", "--format", "csv")
-    assert f"stopped early at epoch {trained}/20 (time limit)" in board.output
+    assert f"stopped early at epoch {trained}/{EPOCHS} (time limit)" in board.output
 
     again = invoke(tmp_path, "train", "--job", "tl")  # no limit this time: the member finishes
     assert again.exit_code == 0, again.output
-    assert f"member-00 (seed 0) resumes after epoch {trained}/20" in again.output
-    assert [int(row["epoch"]) for row in read_history(member / "history.csv")] == list(range(20))
+    assert f"member-00 (seed 0) resumes after epoch {trained}/{EPOCHS}" in again.output
+    assert [int(row["epoch"]) for row in read_history(member / "history.csv")] == list(range(EPOCHS))
     record = json.loads((tmp_path / "jobs/tl/job.json").read_text())
     assert record["members"][0]["state"] == "done" and record["members"][0]["stopped_early"] is False
 
@@ -83,7 +87,6 @@ def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir
     record = json.loads((tmp_path / "jobs/grow/job.json").read_text())
     members = record["members"]
     assert {member["state"] for member in members} == {"done"}, members
-    assert not any(member["stopped_early"] for member in members), members
     starts = [datetime.strptime(m["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp() for m in members]
     ends = [datetime.strptime(m["ended"], "%Y-%m-%dT%H:%M:%S%z").timestamp() for m in members]
     assert all(later >= earlier for earlier, later in zip(ends, starts[1:]))  # one after another (one slot)
@@ -91,7 +94,8 @@ def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir
     # the clock starts before the first member (start-up, data) and timestamps are whole seconds
     deadline_after_first_start = 40 - end_margin(40)
     assert ends[-1] - starts[0] + median(walls) > deadline_after_first_start - 10, (walls, ends[-1] - starts[0])
-    assert re.search(rf"time limit 0m40s: fitted {len(members)} complete members?", result.output), result.output
+    complete = sum(not member["stopped_early"] for member in members)  # the last may be stopped at an epoch end
+    assert re.search(rf"time limit 0m40s: fitted {complete} complete members?", result.output), result.output
     blended = invoke(tmp_path, "blend", "--job", "grow")
     assert blended.exit_code == 0 and f"mean blend of {len(members)}" in blended.output
 

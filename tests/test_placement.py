@@ -247,7 +247,7 @@ def test_status_rows_show_live_batches_for_running_members():
         MemberEntry(2, "member-02", 2)]
     models = JobModels([ModelRef("member-00", ModelKind.MEMBER)], {})
     frame = member_rows(record, {1: Progress(phase="training", batch=120, batches=591, updated=1.0)},
-                        {m.index: member_status(m, models, runner_alive=True) for m in record.members})
+                        {m.index: member_status(m, models, runner_alive=True) for m in record.members}, now=2.0)
     assert frame.to_dict("records") == [
         {"member": "member-00", "state": "done", "attempts": 1, "device": "gpu:0", "pid": "-", "epoch": "50/50",
          "val_acc": "0.9961", "started": "s", "ended": "e", "note": ""},

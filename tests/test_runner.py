@@ -147,6 +147,7 @@ def test_a_killed_runner_is_resumed_without_retraining_finished_members(tmp_path
     assert [(m["state"], m["attempts"]) for m in members] == [("done", 1), ("done", 2)]
 
 
+@pytest.mark.serial  # gives the runner 30 s of wall clock to exit
 def test_ctrl_c_stops_every_member_within_seconds_and_leaves_the_job_resumable(tmp_path, sample_dir):
     home = tmp_path / "home"
     # 8 epochs: long enough that both are still training when the signal comes, on a loaded machine too

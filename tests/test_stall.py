@@ -24,7 +24,8 @@ def test_limits_follow_the_members_own_gaps_and_the_timeout():
     assert stall_limits(10.0, None) == (200.0, 600.0)    # 20 of its gaps
     assert stall_limits(30.0, None) == (600.0, 1500.0)   # slow updates: the default grows (50 gaps)
     assert stall_limits(0.5, 20.0) == (20.0, 20.0)       # --stall-timeout 20s: shown and killed together
-    assert stall_limits(None, 20.0) == (20.0, 20.0)
+    assert stall_limits(None, 20.0) == (600.0, 600.0)    # start-up (imports, the first compile) is not held to it
+    assert stall_limits(None, 900.0) == (900.0, 900.0)
 
 
 def test_a_watch_measures_gaps_on_the_runners_clock_and_gives_its_verdict():
@@ -41,6 +42,10 @@ def test_a_watch_measures_gaps_on_the_runners_clock_and_gives_its_verdict():
     assert watch.verdict(134.0 + 600.0, None) == "kill"
     assert watch.verdict(134.0 + 20.0, 20.0) == "kill"
     assert watch.describe(134.0 + 75.0) == "no progress for 1m15s; its updates came at most 2.0s apart"
+    queued = StallWatch(last_change=0.0, may_queue=True)  # a Ray task waiting for a GPU: not stalled
+    assert queued.verdict(10_000.0, 20.0) is None
+    starting = StallWatch(last_change=0.0)
+    assert starting.verdict(599.0, 20.0) is None and starting.verdict(600.0, 20.0) == "kill"
 
 
 def test_status_notes_a_running_member_whose_progress_stopped():
@@ -52,9 +57,12 @@ def test_status_notes_a_running_member_whose_progress_stopped():
     running = {i: MemberStatus(MemberState.RUNNING) for i in (0, 1)}
     rows = member_rows(record, progress, running, now=1040.0)
     assert list(rows["note"]) == ["stalled: no progress for 0m40s", ""]
+    record.members[0].started = "2026-12-01T10:00:00+0000"  # a new attempt: the old attempt's file says nothing
+    assert list(member_rows(record, progress, running, now=1040.0)["note"]) == ["", ""]
     assert stalled_text(1000.0, 1.0, now=1059.0) is None and stalled_text(1000.0, 1.0, now=1061.0)
 
 
+@pytest.mark.serial  # a 20 s stall timeout on the wall clock
 def test_a_stopped_member_is_reported_stalled_killed_retried_and_the_job_finishes(tmp_path, sample_dir):
     home = tmp_path / "home"
     runner = subprocess.Popen(

@@ -84,7 +84,9 @@ def stale_refusal(record: JobRecord, survey: JobModels, shape: OutputShape,
                   only: tuple[str, ...] | None) -> str | None:
     """Why a blend would attach labels to the wrong images: models (all of them, or those named) whose
     outputs came from another test file or split than the job's now. None when there are none."""
-    stale = {name: why for name, why in survey.stale.items() if only is None or name in only}
+    # a default blend averages members and snapshots: a stale baseline it leaves out does not stop it
+    stale = {name: why for name, why in survey.stale.items()
+             if (name in only if only is not None else model_kind(name) is not ModelKind.BASELINE)}
     if not stale:
         return None
     baselines = [name for name in stale if model_kind(name) is ModelKind.BASELINE]
@@ -108,7 +110,8 @@ def origin_notes(record: JobRecord, survey: JobModels, names: list[str]) -> tupl
     if not unbound:
         return ()
     return (f"{', '.join(unbound)}: saved before outputs recorded which test file they came from; if the test "
-            f"file changed since, `ensemble train --job {record.name}` predicts them again (nothing is retrained)",)
+            f"file changed since, `ensemble train --job {record.name}` predicts members again (nothing is "
+            "retrained) and `ensemble baselines` fits baselines again",)
 
 
 def unfinished_members(ws, record: JobRecord, survey: JobModels) -> list[str]:
@@ -154,10 +157,12 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     copy_name = f"{record.name}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels, layout) for target in targets]
+    # the test file the blended outputs came from; unknown when one of them does not say
+    answered = None if any(name in survey.unbound for name in outputs.names) else shape.test_sha256
     record_blend(ws, record.name, BlendRecord(method, tuple(outputs.names), outputs.tta,
                                               tuple(float(w) for w in blended.weights), blended.val_accuracy,
                                               tuple(str(p) for p in paths), file_sha256(paths[0]), now(),
-                                              shape.test_sha256, shape.split_sha256))
+                                              answered, shape.split_sha256))
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,

@@ -57,6 +57,11 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     damaged = [f"{name}: {problem}" for name, problem in survey.damaged.items() if name.startswith("member-")]
     if damaged and only is None:
         raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record.name}` makes them again")
+    stale = [f"{name}: {why}" for name, why in survey.stale.items() if model_kind(name) is not ModelKind.BASELINE
+             and (only is None or name in only)]
+    if stale:  # their validation side, which the blend is fitted on, may not be what `blend` would use
+        raise JobError("predicted from other files: " + "; ".join(stale)
+                       + f". `ensemble train --job {record.name}` predicts them again (nothing is retrained)")
     saved = load_outputs(ws, record, only, tta, survey)  # the validation side, as `blend` uses it
     paths = [model_file(ws, record.name, name) for name in saved.names]
     problems = [problem for path in paths if (problem := keras_file_problem(path))]

@@ -14,7 +14,7 @@ from ..job.errors import JobError
 from ..job.outputs import job_output_shape, survey_models
 from ..job.record import require_record
 from ..job.records import BlendRecord
-from ..job.split import load_split
+from ..job.split import existing_split
 from ..kaggle.submission import (SubmissionError, blend_origin_problem, check_submission_text,
                                  job_submission_layout, submission_blend)
 from .blending import load_outputs, stale_refusal
@@ -49,7 +49,11 @@ def check_job_submission(ws, job: str | None, path: Path) -> JobSubmissionCheck:
     if refusal := stale_refusal(record, survey, shape, blend.models):
         raise JobError(refusal)
     outputs = load_outputs(ws, record, blend.models, blend.tta, survey)
-    blended = get_blend_method(blend.method).blend(outputs, load_split(ws, record)["val_labels"], record.spec.seed)
+    split = existing_split(ws, record)  # a reader never makes it again (the workspace may be read-only)
+    if split is None:
+        raise JobError(f"job {record.name!r} has no readable split.npz; `ensemble train --job {record.name}` makes "
+                       "it again")
+    blended = get_blend_method(blend.method).blend(outputs, split["val_labels"], record.spec.seed)
     expected = np.asarray(record.spec.classes)[np.argmax(blended.test_probs, axis=1)]
     written = pd.read_csv(path)[layout.columns[1]].to_numpy()
     differ = int(np.sum(written != expected))

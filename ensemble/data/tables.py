@@ -27,6 +27,7 @@ TRAIN_COLUMNS = DIGITS.train_columns
 TEST_COLUMNS = DIGITS.test_columns
 MAX_ID = 2**31 - 1
 _PLAIN_WHOLE_NUMBER = re.compile(r" *[0-9]+(\.0*)? *")  # 17, 17.0 or 17. with spaces around: nothing else
+_NO_DIGIT_BEFORE_DOT = re.compile(r"(?:^|[,\n])[ \t]*\.")
 # The bytes a data line may hold. Anything else (letters in 1e2 or inf, signs, quotes, tabs, NUL, non-ASCII)
 # sends the file to the exact cell-by-cell check, which names the cell.
 _DATA_BYTES = np.zeros(256, dtype=bool)
@@ -183,7 +184,8 @@ def _first_lines(block: bytes, count: int) -> bytes:
 def _parse_block(block: bytes, expected: tuple[str, ...], limits: np.ndarray) -> np.ndarray | None:
     """A block of whole lines as an (n, fields) uint8/int64 array, or None when it is not plainly clean."""
     if (block.startswith((b"\n", b"\r\n")) or b"\n\n" in block or b"\n\r\n" in block
-            or re.search(rb"\r(?!\n)", block) or not _only_plain_bytes(block, len(expected))):
+            or re.search(rb"\r(?!\n)", block) or re.search(rb"(?:^|[,\n])[ \t]*\.", block)  # ".0": the exact reader names it
+            or not _only_plain_bytes(block, len(expected))):
         return None
     try:
         frame = pd.read_csv(io.BytesIO(block), header=None, skip_blank_lines=False)
@@ -255,7 +257,8 @@ def _parse_digit_csv(path: Path, raw: bytes, expected: tuple[str, ...], sha: str
     except (pd.errors.ParserError, pd.errors.EmptyDataError):
         _raise_first_bad_cell(path, text, expected, limits, fmt)
     values = frame.to_numpy()
-    if frame.shape[1] != len(expected) or not _all_whole_numbers_in_range(values, limits):
+    if frame.shape[1] != len(expected) or not _all_whole_numbers_in_range(values, limits) \
+            or _NO_DIGIT_BEFORE_DOT.search(text):  # '.0' reads as 0 but is not a plain whole number
         _raise_first_bad_cell(path, text, expected, limits, fmt)
     return _table_from_values(values.astype(np.int64), expected, sha, fmt)
 

@@ -117,9 +117,13 @@ class MemberEntry:
             return f"{self.name}: its runner stopped while it trained; it resumes from its last epoch"
         return None
 
-    def predict_again(self, why: str) -> str:
+    def predict_again(self, why: str, retrain: bool = False) -> str:
         """Before a run: a member whose outputs are stale (or do not say where they came from) is pending
-        again; its process finds its training complete and only predicts."""
+        again; its process finds its training complete and only predicts. One whose weights were trained on
+        another validation split trains again (member.process), else its scores would count rows it trained on."""
+        if retrain:
+            self.state, self.pid, self.note = MemberState.PENDING, None, f"training again: {why}"
+            return f"{self.name}: {why}; training it again from epoch 0"
         self.state, self.pid, self.note = MemberState.PENDING, None, f"predicting again: {why}"
         return f"{self.name}: {why}; predicting it again from its kept weights (nothing is retrained)"
 

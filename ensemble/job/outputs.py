@@ -137,17 +137,29 @@ class OutputShape:
     test_sha256: str | None = None   # None: the test file cannot be read now, so where outputs came from is not checked
     split_sha256: str | None = None  # None: the split cannot be read now
     test_file: str | None = None     # the test file's path, to name it
+    # the test file the job was created from: where outputs that do not say came from (versions before outputs
+    # recorded it refused any other test file); None for a record without it, whose old outputs are of unknown origin
+    created_test_sha256: str | None = None
+
+    def test_origin(self, metrics: Metrics) -> str | None:
+        """The test file outputs came from: what they say, else what the job was created from, else None."""
+        return metrics.test_sha256 or self.created_test_sha256
+
+    def split_differs(self, metrics: Metrics) -> bool:
+        return bool(self.split_sha256 and metrics.split_sha256 and metrics.split_sha256 != self.split_sha256)
 
     def origin_problem(self, metrics: Metrics) -> str | None:
         """Why outputs recorded as `metrics` describes them came from other files than the job's now; None
-        when they came from these, or do not say where they came from (outputs older than the record)."""
+        when they came from these, or their origin is unknown (old outputs of a record without a test hash)."""
         test_file = self.test_file or "the test file"
-        if self.test_sha256 and metrics.test_sha256 and metrics.test_sha256 != self.test_sha256:
-            return (f"predicted from another {Path(test_file).name} (sha256 {metrics.test_sha256[:12]}); "
+        origin = self.test_origin(metrics)
+        if self.test_sha256 and origin and origin != self.test_sha256:
+            said = "" if metrics.test_sha256 else ", the file the job was created from"
+            return (f"predicted from another {Path(test_file).name} (sha256 {origin[:12]}{said}); "
                     f"{test_file} now has sha256 {self.test_sha256[:12]}")
-        if self.split_sha256 and metrics.split_sha256 and metrics.split_sha256 != self.split_sha256:
-            return (f"scored on another validation split (sha256 {metrics.split_sha256[:12]}; the job's split "
-                    f"has {self.split_sha256[:12]})")
+        if self.split_differs(metrics):
+            return (f"its weights were trained and scored on another validation split (sha256 "
+                    f"{metrics.split_sha256[:12]}; the job's split has {self.split_sha256[:12]})")
         return None
 
     def binds(self, metrics: Metrics) -> bool:
@@ -194,6 +206,8 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
         metrics = Metrics.from_dict(values)
     except (KeyError, TypeError) as error:
         return f"{folder.metrics}: not a model's metrics ({type(error).__name__}: {error})"
+    if origin := shape.origin_problem(metrics):  # before the shapes: a new test file may have other rows
+        return f"{folder.path}: {origin}"
     val_path, test_path = folder.probs()
     present_tta = [path for path in folder.probs(tta=True) if path.is_file()]
     tta_rows = dict(zip(folder.probs(tta=True), (shape.n_val, shape.n_test)))
@@ -202,10 +216,8 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
             return problem
     if len(present_tta) == 1:
         return f"{folder.path}: {present_tta[0].name} without its other half"
-    if isinstance(folder, MemberFolder) and (problem := keras_file_problem(folder.best)):
-        return problem
-    if origin := shape.origin_problem(metrics):
-        return f"{folder.path}: {origin}"
+    if isinstance(folder, MemberFolder):
+        return keras_file_problem(folder.best)
     return None
 
 
@@ -240,7 +252,8 @@ def job_output_shape(ws: Workspace, record: JobRecord, split: dict | None = None
     except JobError:
         test_file = None
     return OutputShape(n_val, n_test, len(record.spec.classes), test_hash,
-                       split_sha256(split) if split is not None else None, test_file)
+                       split_sha256(split) if split is not None else None, test_file,
+                       record.spec.test_sha256 or None)
 
 
 @dataclass(frozen=True)
@@ -250,7 +263,8 @@ class JobModels:
     finished: list[ModelRef]
     damaged: dict[str, str]  # model name -> "path: what is wrong"
     stale: dict[str, str] = field(default_factory=dict)  # model name -> "path: which file it came from instead"
-    unbound: list[str] = field(default_factory=list)     # finished, saved before outputs recorded their files
+    unbound: list[str] = field(default_factory=list)     # finished, of unknown origin (old outputs, old record)
+    retrain: list[str] = field(default_factory=list)     # members whose weights were trained on another split
 
     @property
     def names(self) -> list[str]:
@@ -272,8 +286,8 @@ class JobModels:
         they came from another test file or split, or do not say which (saved before outputs recorded it)."""
         reasons = {member_of(name): problem for name, problem in self.stale.items()}
         for name in self.unbound:
-            reasons.setdefault(member_of(name), f"{name}'s outputs do not record which test file they came from "
-                                                "(saved by an earlier version)")
+            reasons.setdefault(member_of(name), f"{name}'s outputs do not say which test file they came from "
+                                                "(saved by an earlier version, its job recorded none)")
         return {member: why for member, why in reasons.items() if member is not None}
 
 
@@ -292,7 +306,7 @@ def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = 
     """Every model of a job, each checked once (output_problem): a snapshot counts only beside a finished
     member; a folder without metrics.json is simply unfinished, one with it and a fault is damaged."""
     shape = shape or job_output_shape(ws, record)
-    finished, damaged, stale, unbound = [], {}, {}, []
+    finished, damaged, stale, unbound, retrain = [], {}, {}, [], []
     for folder, kind, member in _model_folders(JobLayout(ws, record.name), record):
         name = folder.name if kind is not ModelKind.BASELINE else folder.name.removeprefix("baseline-")
         if kind is ModelKind.SNAPSHOT and member not in {model.name for model in finished}:
@@ -301,15 +315,17 @@ def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = 
         if problem is None:
             metrics = read_metrics(folder)
             finished.append(ModelRef(name, kind, member, kind is ModelKind.MEMBER and metrics.stopped_early))
-            if not metrics.test_sha256:
+            if shape.test_origin(metrics) is None:
                 unbound.append(name)
         elif folder.metrics.is_file():
             origin = _recorded_origin(folder)
             if origin is not None and problem == f"{folder.path}: {shape.origin_problem(origin)}":
                 stale[name] = problem
+                if shape.split_differs(origin) and member_of(name):
+                    retrain.append(member_of(name))
             else:
                 damaged[name] = problem
-    return JobModels(finished, damaged, stale, unbound)
+    return JobModels(finished, damaged, stale, unbound, sorted(set(retrain)))
 
 
 def _recorded_origin(folder: ModelFolder) -> Metrics | None:

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import asdict
 
 from ..job.layout import JobLayout, MemberFolder
-from ..job.outputs import Metrics
+from ..job.outputs import Metrics, read_metrics
 from ..job.plan import RunPlan, plan_arrays, read_plan
 from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS
@@ -29,7 +29,7 @@ from .callbacks.progress import PredictProgress, ProgressFile, ProgressWriter
 from .checkpoints import TrainingState
 from .model import MONITOR, fit_member_model
 from .predict import write_member_outputs
-from .resume import resume_point, trained_history
+from .resume import reset_member, resume_point, trained_history
 
 # A member process killed with its runner may take a moment to go; a new one waits that long for its lock.
 MEMBER_LOCK_WAIT_S = 15.0
@@ -73,11 +73,16 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     spec = plan.spec
     seed = spec.member_seed(index)
     folder = layout.member(index)
+    label = folder.name
     folder.path.mkdir(parents=True, exist_ok=True)
     config = member_config(plan, index)
+    if trained_on := _trained_split(folder):
+        if trained_on != plan.split_sha256:
+            progress.note(f"{label} was trained on another validation split (sha256 {trained_on[:12]}; this "
+                          f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
+            reset_member(folder)
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
     arrays = plan_arrays(ws, plan)
-    label = folder.name
 
     history = trained_history(folder, spec)  # None: epochs are left to train, or the kept weights are bad
     deadline = member_deadline(plan, arrays)
@@ -105,6 +110,14 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     print(f"{label} done: val_acc {metrics.val_accuracy:.4f} (best epoch {metrics.best_epoch}), "
           f"{metrics.fit_seconds:.0f}s fit", flush=True)
     return metrics
+
+
+def _trained_split(folder: MemberFolder) -> str | None:
+    """The split the member's kept weights were trained and scored on, as its metrics say (None: unknown)."""
+    try:
+        return read_metrics(folder).split_sha256
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
 
 
 def member_deadline(plan: RunPlan, arrays) -> Deadline | None:

@@ -16,8 +16,9 @@ from .checkpoints import (StateError, TrainingState, clear_incomplete, history_c
 from .model import build_member_model
 
 
-def _reset_member(folder: MemberFolder) -> None:
+def reset_member(folder: MemberFolder) -> None:
     """Start the member clean: its history, kept weights, snapshots and the models made from them."""
+    folder.metrics.unlink(missing_ok=True)
     for path in (folder.history, folder.best):
         path.unlink(missing_ok=True)
     for path in (folder.snapshots, *(snapshot.path for snapshot in folder.snapshot_folders())):
@@ -50,7 +51,7 @@ def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, s
         why = f"{problem}, and no training state restores" if problem and folder.best.exists() \
             else "no training state restores"
         say(f"{why}: training from epoch 0")
-    _reset_member(folder)
+    reset_member(folder)
     return build_member_model(spec, seed, n_train), None  # anew: a failed restore may have loaded a part
 
 

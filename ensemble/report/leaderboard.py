@@ -20,7 +20,7 @@ from ..job.layout import JobLayout, ModelKind, member_of, model_kind
 from ..job.outputs import survey_models
 from ..job.record import require_record
 from ..job.records import read_blend_records, read_submission_records
-from ..job.split import load_split
+from ..job.split import existing_split
 from ..nets.metrics import accuracy
 from ..store import atomic
 from .plots import plot_confusion, plot_learning_curves, plot_members_curve, plot_per_class
@@ -57,7 +57,10 @@ def write_report(ws, job: str | None = None) -> Report:
     record = require_record(ws, job)
     name = record.name
     seed = record.spec.seed
-    y_val = load_split(ws, record)["val_labels"]
+    split = existing_split(ws, record)  # a reader never makes it again (the workspace may be read-only)
+    if split is None:
+        raise JobError(f"job {name!r} has no readable split.npz; `ensemble train --job {name}` makes it again")
+    y_val = split["val_labels"]
     survey = survey_models(ws, record)  # every model's files checked once; the damaged ones are left out, named
     models = survey.finished
     baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]

@@ -84,10 +84,14 @@ class Launched:
     stalled: str | None = None  # what the runner saw before it killed this attempt as stalled
 
 
+KILL_WAIT_S = 30.0
+
+
 class LocalExecutor:
     """Member processes on this machine, one per slot."""
 
     name = "local"
+    may_queue = False  # a member process starts at once
 
     def __init__(self, ws: Workspace, slots: list[Slot]):
         self.ws, self.slots = ws, slots
@@ -115,7 +119,10 @@ class LocalExecutor:
                 launched.handle.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(launched.handle.pid, signal.SIGKILL)
-                launched.handle.wait()
+                try:  # a process stuck in the kernel (a hung driver, a stalled NFS) dies when it returns
+                    launched.handle.wait(timeout=KILL_WAIT_S)
+                except subprocess.TimeoutExpired:
+                    pass
 
     def close(self) -> None:
         pass
@@ -136,6 +143,7 @@ class RayExecutor:
     """
 
     name = "ray"
+    may_queue = True  # Ray queues a task until its node has a free GPU
 
     def __init__(self, ws: Workspace, gpus: str | None, per_gpu: int | None, address: str | None):
         try:

@@ -176,7 +176,7 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
         record.ensure_members(request.members)
     save_record(ws, record)
     shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes), asked.test.sha256,
-                        split_sha256(split), str(asked.test_path))
+                        split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None)
     plan = run_plan(ws, record, asked, shape, deadline)
     write_plan(ws, plan)
     return PreparedJob(record, created, plan)
@@ -230,7 +230,7 @@ def reconcile(ws: Workspace, record: JobRecord, shape: OutputShape) -> list[str]
     for member in record.members:
         status = member_status(member, survey, runner_alive=False)  # the runner that recorded it is gone
         if member.name in to_predict and not status.fault:
-            note = member.predict_again(to_predict[member.name])
+            note = member.predict_again(to_predict[member.name], retrain=member.name in survey.retrain)
         else:
             note = member.reconcile(status.done, status.fault)
         if note:

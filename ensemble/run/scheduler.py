@@ -122,7 +122,7 @@ class JobRun:
         launched.resumed_from = finished
         self.tries[index] += 1
         self.running[index] = launched
-        self.watches[index] = StallWatch(time.monotonic())
+        self.watches[index] = StallWatch(time.monotonic(), may_queue=self.executor.may_queue)
         member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
                      host=platform.node() if launched.pid else None, epoch=finished, when=now())
         self.save()

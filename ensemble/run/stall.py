@@ -3,7 +3,9 @@ took (a GPU driver hang, a stalled network file system, SIGSTOP). Pure: times in
 
 A training member writes its progress file at least every second while batches run, through validation and
 while predicting; the gaps it showed while healthy are the measure. Start-up (imports, data, the first
-compile) writes nothing for a while, so before its first update a member is only ever held to the timeout.
+compile, the wait for the member's lock) writes nothing for a while, so before its first update a member is
+held to the default timeout at least, and a member whose executor may queue it (Ray waits for a free GPU)
+is not held at all.
 """
 from __future__ import annotations
 
@@ -23,13 +25,12 @@ TIMEOUT_GAPS = 50
 
 def stall_limits(longest_gap: float | None, timeout: float | None) -> tuple[float, float]:
     """(shown as stalled after, killed after) seconds without an update. longest_gap: the longest healthy gap
-    seen (None before the first update); timeout: --stall-timeout, None for the default."""
-    if timeout is not None:
-        kill = timeout
-    else:
-        kill = max(DEFAULT_STALL_TIMEOUT_S, TIMEOUT_GAPS * (longest_gap or 0.0))
+    seen (None before the first update: start-up is held to the default at least); timeout: --stall-timeout,
+    None for the default."""
     if longest_gap is None:
+        kill = max(timeout or 0.0, DEFAULT_STALL_TIMEOUT_S)
         return kill, kill
+    kill = timeout if timeout is not None else max(DEFAULT_STALL_TIMEOUT_S, TIMEOUT_GAPS * longest_gap)
     return min(kill, max(STALL_FLOOR_S, STALL_GAPS * longest_gap)), kill
 
 
@@ -41,6 +42,7 @@ class StallWatch:
     last_change: float               # the runner's time.monotonic() of the last change (or the launch)
     stamp: float | None = None       # the progress file's `updated` last seen
     longest_gap: float | None = None
+    may_queue: bool = False          # the executor may hold the attempt back before it starts (Ray)
 
     def saw(self, stamp: float, now: float) -> None:
         if stamp == self.stamp:
@@ -54,6 +56,8 @@ class StallWatch:
 
     def verdict(self, now: float, timeout: float | None) -> str | None:
         """None (healthy), "stalled" (shown) or "kill"."""
+        if self.may_queue and self.stamp is None:  # perhaps waiting for a free slot, not stalled
+            return None
         shown, kill = stall_limits(self.longest_gap, timeout)
         silent = self.silent_for(now)
         return "kill" if silent >= kill else "stalled" if silent >= shown else None

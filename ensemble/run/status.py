@@ -6,6 +6,7 @@ The rows are built by pure functions from the record, the members' progress file
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import pandas as pd
 
@@ -44,7 +45,8 @@ def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict
         else:
             epoch_text = f"{epoch}/{epochs}"
         timeout = record.last_run.stall_timeout if record.last_run else None
-        stalled = stalled_text(live.updated, live.heartbeat_s, now, timeout) if running and live.known else None
+        this_attempt = live.known and live.updated >= started_at(member.started) - 1  # not an earlier attempt's
+        stalled = stalled_text(live.updated, live.heartbeat_s, now, timeout) if running and this_attempt else None
         rows.append({"member": member.name, "state": status.state.value, "attempts": member.attempts,
                      "device": member.device or "-", "pid": member.pid if running else None,
                      "epoch": epoch_text, "val_acc": val_text(member.val_accuracy),
@@ -53,6 +55,14 @@ def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     frame["pid"] = frame["pid"].map(lambda pid: "-" if pd.isna(pid) else str(int(pid)))
     return frame
+
+
+def started_at(stamp: str | None) -> float:
+    """Epoch seconds of a ledger time (job.record.now's format), 0 when there is none."""
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp() if stamp else 0.0
+    except ValueError:
+        return 0.0
 
 
 def job_status(ws: Workspace, job: str | None = None) -> tuple[JobRecord, pd.DataFrame, dict]:

@@ -36,9 +36,11 @@ def is_held(path: Path) -> bool:
     """Whether a live process holds the lock now (asked without taking it for more than an instant)."""
     if not Path(path).is_file():
         return False
-    with open(path) as handle:  # flock needs no write access: this works on a read-only workspace too
+    # opened to read and probed with a shared lock, which the holder's exclusive one refuses: no write access
+    # is needed (a read-only workspace), and NFS, which emulates flock with byte-range locks, allows it too
+    with open(path) as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)

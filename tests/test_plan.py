@@ -36,7 +36,8 @@ def test_the_plan_holds_what_a_member_needs(planned, sample_dir):
     assert plan.split_sha256 == split_sha256(split)  # of its rows: the same when split.npz is made again
     assert plan.test == DataFile(str(sample_dir.resolve() / "test.csv"), tables.file_sha256(sample_dir / "test.csv"))
     assert plan.shape == OutputShape(n_val=13, n_test=1000, n_classes=10, test_sha256=plan.test.sha256,
-                                     split_sha256=plan.split_sha256, test_file=plan.test.path)  # 10% of 128 rows
+                                     split_sha256=plan.split_sha256, test_file=plan.test.path,
+                                     created_test_sha256=plan.spec.test_sha256)  # 10% of 128 rows
 
 
 def test_a_member_reads_only_its_plan_and_never_hashes_the_csvs_again(planned, monkeypatch):

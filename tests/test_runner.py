@@ -23,8 +23,15 @@ def train_command(home, sample_dir, job, *options):
             "--data", str(sample_dir), *SLICE, *map(str, options)]
 
 
+def _interruptible():
+    # a test run started in the background by a shell (`make test &`) inherits SIGINT ignored, and Python then
+    # never turns it into KeyboardInterrupt: the runner gets Ctrl-C as a terminal would give it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(command):
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_interruptible)
 
 
 def wait_for(condition, process=None, timeout=240):

@@ -11,8 +11,7 @@ from ensemble.cli import main
 from ensemble.job.layout import read_history
 from ensemble.run.budget import end_margin, fits, member_seconds, parse_duration
 
-# wall-clock limits: run alone (`make test` runs these after the parallel pass), not beside another test
-pytestmark = pytest.mark.serial
+# the tests held to a wall-clock --time-limit run alone (`make test` runs them after the parallel pass)
 
 
 @pytest.mark.parametrize("text, seconds", [("2h", 7200), ("90m", 5400), ("1h30m", 5400), ("45s", 45),
@@ -45,6 +44,7 @@ EPOCHS = 12  # more than a 10 s limit can hold, few enough that the rerun finish
 TINY = ["--n", "1", "--epochs", str(EPOCHS), "--limit-train", "200", "--job", "tl", "--precision", "float32"]
 
 
+@pytest.mark.serial
 def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_it(tmp_path, sample_dir):
     result = invoke(tmp_path, "train", "--data", sample_dir, "--time-limit", "10s", *TINY)
     assert result.exit_code == 0, result.output
@@ -77,6 +77,7 @@ def test_a_tiny_time_limit_stops_a_member_at_an_epoch_end_and_a_rerun_continues_
     assert record["members"][0]["state"] == "done" and record["members"][0]["stopped_early"] is False
 
 
+@pytest.mark.serial
 def test_members_start_only_while_the_time_left_covers_them(tmp_path, sample_dir):
     """No --n: members are added one after another until the next would not fit; none is left pending.
     How many fit depends on this machine's speed, so the run is held against its own measured member times:

@@ -29,10 +29,19 @@ from .data.layouts import DEFAULT_LAYOUT, get_layout
 from .data.sources import make_from_idx, make_sample
 from .demo import DEMO_EPOCHS, run_demo
 from .job.record import JobRecord, require_record
-from .job.records import SubmissionRecord
+from .job.records import KernelVersion, SubmissionRecord
 from .job.spec import JobSpec
 from .kaggle.competition import download as kaggle_download
-from .kaggle.competition import submit_job
+from .kaggle.competition import find_cli, run_cli, submit_job
+from .kaggle.kernel import failed_session, fetch_job
+from .kaggle.kernel import follow as follow_session
+from .kaggle.kernel import kernel_status as kaggle_kernel_status
+from .kaggle.kernel import restore_in_session, session_log, train_on_kaggle, upload_wheels
+from .kaggle.service import credentials_user
+from .kaggle.transfer import ImportResult
+from .kaggle.wheels import build_wheels
+from .kaggle.session import detect_session, session_train_request
+from .kaggle.transfer import job_output_note
 from .kaggle.submission import SubmissionLayout, check_submission_file
 from .report.leaderboard import Report, write_report
 from .run.progress import PlainReporter
@@ -86,8 +95,15 @@ def demo(home: Home = None, members: int = 3, epochs: int = DEMO_EPOCHS, echo=pr
 
 
 def train(home: Home, request: TrainRequest, reporter=None) -> TrainOutcome:
-    """`ensemble train`: create or continue the job the request names (or implies) and train its members."""
-    return run_job(workspace(home), request, reporter=reporter or PlainReporter())
+    """`ensemble train`: create or continue the job the request names (or implies) and train its members. In a
+    Kaggle session the time limit defaults to what the session has left, and the output it keeps is said."""
+    ws, reporter = workspace(home), reporter or PlainReporter()
+    session = detect_session()
+    request = session_train_request(ws, request, reporter.event, session)
+    outcome = run_job(ws, request, reporter=reporter)
+    if session is not None:
+        reporter.event(job_output_note(ws, outcome.job))
+    return outcome
 
 
 class Job:
@@ -184,6 +200,47 @@ class Job:
             return pd.read_csv(prediction.path)
 
     def submit(self, message: str | None = None, file=None, wait: bool = False, competition: str | None = None,
-               timeout_s: float = 900) -> SubmissionRecord:
+               timeout_s: float = 900, accelerator: str | None = None, echo=print) -> SubmissionRecord:
+        """Upload the submission (a code competition's through a notebook that predicts its hidden test set)."""
         return submit_job(self.ws, self.name, message, Path(file) if file else None, wait, competition,
-                          timeout_s=timeout_s)
+                          timeout_s=timeout_s, accelerator=accelerator, echo=echo)
+
+
+# --- Kaggle notebooks ----------------------------------------------------------------------------------------
+
+
+def kernel_train(home: Home, request: TrainRequest, accelerator: str | None = "NvidiaTeslaT4", follow: bool = True,
+                 poll_s: float = 30.0, echo=print) -> tuple[KernelVersion, ImportResult | None]:
+    """`ensemble kernel train`: push a notebook that trains (or continues) the job on Kaggle; with follow, wait
+    for the session and import its output. A session ending in error raises KaggleError."""
+    ws = workspace(home)
+    job, entry = train_on_kaggle(ws, request, accelerator, echo=echo)
+    if not follow:
+        return entry, None
+    entry = follow_session(ws, job, entry, echo=echo, poll_s=poll_s)
+    if entry.status != "complete":
+        raise failed_session(entry, session_log(entry.kernel, run_cli), job)
+    return entry, fetch_job(ws, job)
+
+
+def kernel_status(home: Home = None, job: str | None = None):
+    """`ensemble kernel status`: the job's latest notebook version, its session status and the log's last lines."""
+    return kaggle_kernel_status(workspace(home), job)
+
+
+def kernel_fetch(home: Home = None, job: str | None = None) -> ImportResult:
+    """`ensemble kernel fetch`: the latest version's output imported into the job."""
+    return fetch_job(workspace(home), job)
+
+
+def kernel_restore(home: Home = None, job: str | None = None, sources=None) -> list[ImportResult]:
+    """`ensemble kernel restore`, in a session: the job copied from the read-only inputs into /kaggle/working."""
+    return restore_in_session(workspace(home), job, [Path(s) for s in sources] if sources else None)
+
+
+def kernel_wheels(home: Home = None, out=None):
+    """`ensemble kernel wheels`: the offline install set into `out`, or (without) uploaded as a private dataset."""
+    if out is not None:
+        return build_wheels(Path(out))
+    find_cli()
+    return upload_wheels(workspace(home), credentials_user(), run_cli)

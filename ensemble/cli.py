@@ -11,6 +11,7 @@ from . import __version__, api
 from .api import Job
 from .blend.baselines import BASELINES
 from .blend.methods import BLEND_METHODS
+from .data.folder import default_data_dir
 from .data.layouts import LAYOUTS, LayoutError
 from .data.tables import DataError
 from .demo import DEMO_EPOCHS
@@ -19,6 +20,8 @@ from .job.options import Option, declared, option_of
 from .job.record import load_record
 from .job.spec import JobSpec
 from .kaggle.competition import KaggleError
+from .kaggle.service import ACCELERATORS, DEFAULT_ACCELERATOR
+from .kaggle.session import SessionError
 from .kaggle.submission import SubmissionError, label_ranges
 from .report.leaderboard import damaged_note, stale_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table
@@ -31,7 +34,7 @@ from .store.atomic import NoSpace, ReadOnly, read_only_error
 from .store.workspace import HOME_ENV, JobNameError, Workspace, check_job_name
 
 USER_ERRORS = (DataError, JobError, SubmissionError, PlacementError, LayoutError, KaggleError, JobNameError,
-               NoSpace)
+               NoSpace, SessionError)
 
 
 def checked_by(convert, prefix: str = ""):
@@ -331,7 +334,7 @@ def check(ctx, file, data_dir, format, job):
     if file is None:
         raise click.ClickException("name the submission to check: ensemble check FILE (or --job J for a job's "
                                    "submissions/submission.csv)")
-    n_rows, layout = api.check(file, data_dir or ws.data_dir, ws, format)
+    n_rows, layout = api.check(file, data_dir or default_data_dir(ws), ws, format)
     click.echo(f"{file}: OK ({n_rows} rows, {layout.id_rule}, labels {label_ranges(layout.labels)})")
 
 
@@ -366,15 +369,18 @@ def predict(ctx, csv_file, job, out, only, method, tta):
 @click.option("--wait", is_flag=True, help="Poll Kaggle until the submission is scored; record the public score.")
 @click.option("--competition", default=None, help="Kaggle competition (default: the job's layout's).")
 @click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait polls at most.")
+@click.option("--accelerator", type=click.Choice(ACCELERATORS), default="none", show_default=True,
+              help="A code competition's notebook machine (its predictions run there).")
 @click.pass_context
-def submit(ctx, job, message, file, wait, competition, timeout):
+def submit(ctx, job, message, file, wait, competition, timeout, accelerator):
     """Check a job's submission, upload it with the kaggle CLI, and with --wait record its public score.
 
     \b
     Example:
         ensemble submit --job first -m "10 x cnn11" --wait
     """
-    entry = Job.open(job, workspace(ctx)).submit(message, file, wait, competition, timeout_s=timeout)
+    entry = Job.open(job, workspace(ctx)).submit(message, file, wait, competition, timeout_s=timeout,
+                                                 accelerator=accelerator, echo=click.echo)
     click.echo(f"submitted {entry.file} to {entry.competition} as {entry.message!r}")
     if entry.public_score is not None:
         click.echo(f"public score {entry.public_score:.5f}" + (f" (from {entry.blend.describe()})"
@@ -433,6 +439,121 @@ def leaderboard(ctx, job, fmt):
         click.echo(f"{kind:5} {path}", err=fmt in ("md", "csv"))
     if report.unwritten:
         click.echo(f"report files not written: {report.unwritten} is read-only", err=True)
+
+
+@main.group(cls=EnsembleGroup)
+def kernel():
+    """Train on Kaggle's GPUs from here: a notebook per job, its session followed, its output fetched back.
+
+    \b
+    Example:
+        ensemble kernel train --n 10 --gpus 0,1 --data data/ --job t4
+    """
+
+
+ACCELERATOR_OPTION = click.option(
+    "--accelerator", type=click.Choice(ACCELERATORS), default=DEFAULT_ACCELERATOR, show_default=True,
+    help="The session's machine: NvidiaTeslaT4 is 'GPU T4 x2' (--gpus 0,1, fp16); none: a CPU session.")
+
+
+@kernel.command("train")
+@declared_options(*declared(TrainRequest), *declared(JobSpec))
+@ACCELERATOR_OPTION
+@click.option("--follow/--no-follow", default=True, show_default=True,
+              help="Follow the session until it ends, then fetch its output (Ctrl-C stops following, not the session).")
+@click.option("--every", "poll_s", type=float, default=30, show_default=True, help="Seconds between two looks.")
+@click.pass_context
+def kernel_train(ctx, accelerator, follow, poll_s, **options):
+    """Push a notebook that trains the job on Kaggle, follow its session, and bring the job back.
+
+    The job is recorded here first (spec, split), so the session trains exactly it; a job that a session
+    already worked on continues from that version's output.
+
+    \b
+    Example:
+        ensemble kernel train --n 10 --gpus 0,1 --data data/ --job t4
+    """
+    request = TrainRequest.from_options(**options)
+    try:
+        entry, imported = api.kernel_train(workspace(ctx), request, accelerator, follow, poll_s, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("stopped following; the session goes on on Kaggle: `ensemble kernel status` shows it, "
+                   "`ensemble kernel fetch` brings its output", err=True)
+        ctx.exit(130)
+    if imported is None:
+        click.echo(f"{entry.kernel} version {entry.version} is queued; `ensemble kernel status` follows it")
+        return
+    click.echo(imported.summary())
+    click.echo(f"Next: ensemble blend --job {imported.job}")
+
+
+@kernel.command("status")
+@job_option("Job whose notebook to show (default: the newest job).")
+@click.pass_context
+def kernel_status(ctx, job):
+    """The session of a job's latest notebook version: queued, running, complete or error, and its last log lines.
+
+    \b
+    Example:
+        ensemble kernel status --job t4
+    """
+    entry, status, lines = api.kernel_status(workspace(ctx), job)
+    click.echo(f"{entry.kernel} version {entry.version}: {status.status.value}"
+               + (f" ({status.failure})" if status.failure else ""))
+    for line in lines:
+        click.echo(f"  | {line}")
+
+
+@kernel.command("fetch")
+@job_option("Job to fetch (default: the newest job).")
+@click.pass_context
+def kernel_fetch(ctx, job):
+    """Download the latest session's output and import the job: each model kept from the better copy.
+
+    \b
+    Example:
+        ensemble kernel fetch --job t4
+    """
+    click.echo(api.kernel_fetch(workspace(ctx), job).summary())
+
+
+@kernel.command("restore")
+@job_option("Job to copy in.")
+@click.option("--from", "sources", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folders holding a copy of the job (default: a Kaggle session's inputs).")
+@click.pass_context
+def kernel_restore(ctx, job, sources):
+    """In a Kaggle session: copy the job from the read-only inputs into /kaggle/working to continue it.
+
+    \b
+    Example:
+        ensemble kernel restore --job t4
+    """
+    if job is None:
+        raise click.ClickException("name the job: ensemble kernel restore --job J")
+    for result in api.kernel_restore(workspace(ctx), job, sources):
+        click.echo(result.summary())
+
+
+@kernel.command("wheels")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the wheels here instead of uploading them as the private dataset USER/ensemble-wheels.")
+@click.pass_context
+def kernel_wheels(ctx, out):
+    """The offline install set: wheels of ensemble and of each small dependency a Kaggle image may lack.
+
+    \b
+    Example:
+        ensemble kernel wheels --out wheels/
+    """
+    made = api.kernel_wheels(workspace(ctx), out)
+    if out is not None:
+        for path in made.wheels:
+            click.echo(f"wrote {path}")
+        click.echo(f"content sha256 {made.content_sha256[:12]}; in a notebook: pip install --no-index --find-links "
+                   f"/kaggle/input/<dataset> ensemble")
+    else:
+        click.echo(f"{made.ref}: {'uploaded ' + made.version_note if made.changed else 'unchanged, reused'}")
 
 
 @main.command()

@@ -6,7 +6,7 @@ test side is the new CSV's predictions. Models load with Keras' safe_mode on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from ..data.tables import DataError, read_test_csv
 from ..job.errors import JobError
 from ..job.layout import JobLayout, ModelKind, model_kind
-from ..job.outputs import keras_file_problem, survey_models
+from ..job.outputs import job_output_shape, keras_file_problem, survey_models
 from ..job.record import require_record
 from ..job.split import load_split
 from ..kaggle.submission import SubmissionLayout, write_submission
@@ -53,7 +53,10 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     spec = record.spec
     tta = spec.tta if tta is None else tta
     blender = get_blend_method(method)
-    survey = survey_models(ws, record)  # every saved output checked before anything is predicted or written
+    # every saved output checked before anything is predicted or written; the test side is not, since the new
+    # CSV is predicted from the kept weights: a code competition's hidden test.csv replaces the job's own
+    shape = replace(job_output_shape(ws, record), n_test=None, test_sha256=None)
+    survey = survey_models(ws, record, shape)
     damaged = [f"{name}: {problem}" for name, problem in survey.damaged.items() if name.startswith("member-")]
     if damaged and only is None:
         raise JobError("damaged: " + "; ".join(damaged) + f". `ensemble train --job {record.name}` makes them again")

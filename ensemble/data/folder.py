@@ -45,3 +45,23 @@ def class_indices(labels: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
     positions = np.clip(np.searchsorted(classes_array, labels), 0, len(classes_array) - 1)
     return np.where(classes_array[positions] == labels, positions, -1).astype(np.int64)
 
+
+def layout_fits(folder: Path) -> bool:
+    """Whether a folder's files fit exactly one layout of the family."""
+    try:
+        detect_layout(Path(folder))
+    except (LayoutError, OSError):
+        return False
+    return True
+
+
+def default_data_dir(ws: Workspace) -> Path:
+    """The data folder when none is named: data/ of the workspace; in a Kaggle session that has none, the one
+    input (competition or dataset) whose files fit a layout."""
+    from ..kaggle.session import detect_session, session_data_dir
+
+    session = detect_session()
+    if session is None or ws.data_dir.is_dir():
+        return ws.data_dir
+    return session_data_dir(session, layout_fits)
+

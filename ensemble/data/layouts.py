@@ -33,6 +33,7 @@ class Layout:
     class_names: dict[int, str] | None = None
     competition: str | None = None          # Kaggle competition for `ensemble submit`
     code_competition: bool = False          # submitted from a Kaggle notebook only
+    kaggle_dataset: str | None = None       # owner/slug of the Kaggle dataset it comes as (no competition)
     side: int = SIDE
 
     @property
@@ -67,14 +68,17 @@ LAYOUTS: dict[str, Layout] = {fmt.name: fmt for fmt in (
     Layout("fashion-mnist", "Fashion-MNIST (zalando-research/fashionmnist): fashion-mnist_train.csv and "
                "fashion-mnist_test.csv, both labelled, pixel1..pixel784", ("id", "label"),
                train_file="fashion-mnist_train.csv", test_file="fashion-mnist_test.csv", first_pixel=1,
-               test_labelled=True, class_names=dict(enumerate(FASHION_NAMES))),
+               test_labelled=True, class_names=dict(enumerate(FASHION_NAMES)),
+               kaggle_dataset="zalando-research/fashionmnist"),
     Layout("sign-language-mnist", "Sign Language MNIST (datamunge): sign_mnist_train.csv and "
                "sign_mnist_test.csv, labelled, pixel1..pixel784, 24 letters (labels 0..24 without 9)", ("id", "label"),
                train_file="sign_mnist_train.csv", test_file="sign_mnist_test.csv", first_pixel=1,
-               test_labelled=True, max_label=24, class_names=SIGN_NAMES),
+               test_labelled=True, max_label=24, class_names=SIGN_NAMES,
+               kaggle_dataset="datamunge/sign-language-mnist"),
     Layout("emnist", "EMNIST (crawford/emnist): emnist-<split>-train.csv and -test.csv, no header, label "
                "then 784 pixels, images stored transposed", ("id", "label"), train_file="emnist-*-train.csv",
-               test_file="emnist-*-test.csv", header=False, test_labelled=True, max_label=61, transposed=True),
+               test_file="emnist-*-test.csv", header=False, test_labelled=True, max_label=61, transposed=True,
+               kaggle_dataset="crawford/emnist"),
 )}
 DEFAULT_LAYOUT = "digit-recognizer"
 

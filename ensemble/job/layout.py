@@ -1,7 +1,7 @@
 """Where a job's files live. `JobLayout` owns every path of a job (jobs/<job>/ and models/<job>/), and
 `ModelFolder` / `MemberFolder` every file of a model's folder: nothing else builds these names.
 
-    jobs/<job>/job.json, lock, split.npz, plan.json, blends.json, submissions.json
+    jobs/<job>/job.json, lock, split.npz, plan.json, blends.json, submissions.json, kernel.json
     jobs/<job>/progress/member-XX.json (.lock), logs/member-XX.log
     models/<job>/member-XX/            a member: config.json, best.keras, history.csv, backup/, snapshots/,
                                        val_probs.npy, test_probs.npy (+ _tta), metrics.json (last)
@@ -203,6 +203,11 @@ class JobLayout:
     @property
     def submissions(self) -> Path:
         return self.dir / "submissions.json"
+
+    @property
+    def kernels(self) -> Path:
+        """Which Kaggle notebook versions worked on the job, and what each one's fetch brought."""
+        return self.dir / "kernel.json"
 
     def progress(self, index: int) -> Path:
         return self.dir / "progress" / f"{member_name(index)}.json"

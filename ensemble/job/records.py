@@ -59,6 +59,8 @@ class SubmissionRecord:
     public_score: float | None = None
     private_score: float | None = None
     blend: BlendRecord | None = None  # which blend wrote the file (blends.json), when it was one
+    kernel: str | None = None          # a code competition's: the notebook (owner/slug) whose output was scored
+    kernel_version: int | None = None
 
     def to_dict(self) -> dict:
         return {**asdict(self), "blend": self.blend.to_dict() if self.blend else None}
@@ -66,7 +68,9 @@ class SubmissionRecord:
     @classmethod
     def from_dict(cls, values: dict) -> "SubmissionRecord":
         blend = values.get("blend")
-        return cls(**{**values, "blend": BlendRecord.from_dict(blend) if blend else None})
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in known},
+                      "blend": BlendRecord.from_dict(blend) if blend else None})
 
 
 def read_submission_records(ws: Workspace, job: str) -> list[SubmissionRecord]:
@@ -90,3 +94,46 @@ def read_blend_records(ws: Workspace, job: str) -> list[BlendRecord]:
 def record_blend(ws: Workspace, job: str, entry: BlendRecord) -> Path:
     rows = [row.to_dict() for row in read_blend_records(ws, job)] + [entry.to_dict()]
     return atomic.write_json(JobLayout(ws, job).blends, rows)
+
+
+@dataclass(frozen=True)
+class KernelVersion:
+    """One pushed version of a Kaggle notebook that worked on the job (jobs/<job>/kernel.json)."""
+
+    kernel: str                      # owner/slug
+    version: int
+    purpose: str                     # train: trains the job; predict: a code competition's submission
+    pushed: str
+    accelerator: str | None
+    sources: tuple[str, ...] = ()
+    status: str | None = None        # the last status seen: queued, running, complete, error
+    failure: str | None = None       # Kaggle's failure message
+    fetched: str | None = None       # when its output was imported here
+    imported: tuple[str, ...] = ()   # the models that import brought
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kernel}/{self.version}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "sources": list(self.sources), "imported": list(self.imported)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "KernelVersion":
+        known = {f.name for f in fields(cls)}
+        chosen = {key: value for key, value in values.items() if key in known}
+        return cls(**{**chosen, "sources": tuple(chosen.get("sources", ())),
+                      "imported": tuple(chosen.get("imported", ()))})
+
+
+def read_kernel_versions(ws: Workspace, job: str) -> list[KernelVersion]:
+    path = JobLayout(ws, job).kernels
+    return [KernelVersion.from_dict(row) for row in atomic.read_json(path)] if path.is_file() else []
+
+
+def record_kernel_version(ws: Workspace, job: str, entry: KernelVersion) -> Path:
+    """Add a version, or replace the one with its notebook and number."""
+    rows = [row for row in read_kernel_versions(ws, job) if (row.kernel, row.version) != (entry.kernel, entry.version)]
+    rows.append(entry)
+    rows.sort(key=lambda row: (row.kernel, row.version))
+    return atomic.write_json(JobLayout(ws, job).kernels, [row.to_dict() for row in rows])

@@ -178,10 +178,6 @@ def wait_for_score(competition: str, message: str, run: Callable[[list[str]], st
 
 def competition_for(fmt, competition: str | None) -> str:
     """The competition a job's submission goes to: --competition, else its layout's."""
-    if fmt.code_competition and competition in (None, fmt.competition):
-        raise KaggleError(f"{fmt.competition} is a code competition: Kaggle scores it only from a notebook "
-                          f"(`kaggle competitions submit {fmt.competition} -k USER/NOTEBOOK -f submission.csv "
-                          "-v VERSION -m ...`); upload the notebook that runs `ensemble` instead")
     chosen = competition or fmt.competition
     if chosen is None:
         raise KaggleError(f"the {fmt.name} layout is a Kaggle dataset, not a competition: there is nowhere to "
@@ -189,12 +185,18 @@ def competition_for(fmt, competition: str | None) -> str:
     return chosen
 
 
+def is_code_competition(fmt, competition: str) -> bool:
+    return fmt.code_competition and competition == fmt.competition
+
+
 def submit_job(ws, job: str | None, message: str | None = None, file: Path | None = None, wait: bool = False,
                competition: str | None = None, run: Callable[[list[str]], str] = run_cli,
                poll_s: float = POLL_S, timeout_s: float = WAIT_TIMEOUT_S,
-               sleep: Callable[[float], None] = time.sleep) -> SubmissionRecord:
+               sleep: Callable[[float], None] = time.sleep, accelerator: str | None = None,
+               echo=print) -> SubmissionRecord:
     """Check a job's submission file, upload it, and (with wait) poll until Kaggle scores it; record it in
-    jobs/<job>/submissions.json. Any failure raises KaggleError and records nothing."""
+    jobs/<job>/submissions.json. A code competition's goes through a notebook that predicts the hidden test
+    set itself (kernel.submit_code_competition). Any failure raises KaggleError and records nothing."""
     record = require_record(ws, job)
     spec = record.spec
     target = competition_for(spec.data_layout, competition)
@@ -209,6 +211,12 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
     origin = submission_blend(ws, record, path)
     if origin is not None and (problem := blend_origin_problem(origin, job_output_shape(ws, record), record.name)):
         raise KaggleError(f"{path}: {problem}; not uploaded")
+    if is_code_competition(spec.data_layout, target):
+        from .kernel import submit_code_competition
+
+        find_cli()
+        return submit_code_competition(ws, record, target, path, origin, message, wait, accelerator, run, poll_s,
+                                       timeout_s, sleep, echo)
     description = unique_message(record.name, message)
     run(submit_args(target, path, description))
     status, public, private = "submitted", None, None

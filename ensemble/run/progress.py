@@ -192,7 +192,10 @@ def render_live(lines: list[MemberLine], overview: Overview):
 
 
 def make_reporter(echo: Callable[[str], None] = print, live: bool | None = None):
-    """Live view on a terminal, plain lines elsewhere (live=None: decided by whether stdout is a TTY)."""
+    """Live view on a terminal, plain lines elsewhere (live=None: decided by whether stdout is a TTY that is
+    not a notebook cell's: `!ensemble train` runs under a pseudo-terminal whose output is saved as a log)."""
     if live is None:
-        live = sys.stdout.isatty()
+        from ..kaggle.session import in_notebook
+
+        live = sys.stdout.isatty() and not in_notebook()
     return LiveReporter() if live else PlainReporter(echo)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.folder import class_indices, read_job_data, resolve_layout
+from ..data.folder import class_indices, default_data_dir, read_job_data, resolve_layout
 from ..data.layouts import Layout, data_files, is_own_name
 from ..data.split import stratified_split
 from ..data.tables import DigitTable
@@ -82,7 +82,7 @@ def resolve_request(ws: Workspace, request: TrainRequest, say=print) -> tuple[Tr
     if record is not None and request.continues_as_recorded:
         n = request.n if request.n is not None or request.time_limit else len(record.members) or None
         return replace(request, n=n, data_dir=record.data_path, spec=record.spec), record
-    data_dir = Path(request.data_dir) if request.data_dir is not None else ws.data_dir
+    data_dir = Path(request.data_dir) if request.data_dir is not None else default_data_dir(ws)
     return replace(request, data_dir=data_dir), record
 
 

@@ -1,7 +1,9 @@
 """Where things live: data/, models/, jobs/, submissions/ under one home folder.
 
 The home is the current directory unless ENSEMBLE_HOME (or the CLI's --home) names another, so a user
-can run `ensemble` from any folder of their own.
+can run `ensemble` from any folder of their own. In a Kaggle notebook session the home is /kaggle/working
+(what is left there becomes the session's output) and the parsed-CSV cache goes to /kaggle/temp, so the
+output keeps only what resuming and predicting need.
 """
 from __future__ import annotations
 
@@ -30,11 +32,16 @@ def check_job_name(name: str) -> str:
 @dataclass(frozen=True)
 class Workspace:
     home: Path
+    cache_root: Path | None = None  # elsewhere than the home (a Kaggle session's scratch folder)
 
     @classmethod
     def resolve(cls, home: str | os.PathLike | None = None) -> "Workspace":
-        chosen = home or os.environ.get(HOME_ENV) or os.getcwd()
-        return cls(Path(chosen).expanduser().resolve())
+        from ..kaggle.session import detect_session
+
+        session = detect_session()
+        chosen = home or os.environ.get(HOME_ENV) or (session.working_dir if session else None) or os.getcwd()
+        cache = session.temp_dir / "ensemble-cache" if session and session.temp_dir.is_dir() else None
+        return cls(Path(chosen).expanduser().resolve(), cache)
 
     @property
     def data_dir(self) -> Path:
@@ -54,7 +61,7 @@ class Workspace:
 
     @property
     def cache_dir(self) -> Path:
-        return self.home / ".cache" / "ensemble"
+        return self.cache_root or self.home / ".cache" / "ensemble"
 
 
 def member_name(index: int) -> str:

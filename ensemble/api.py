@@ -36,11 +36,12 @@ from .kaggle.competition import find_cli, run_cli, submit_job
 from .kaggle.kernel import failed_session, fetch_job
 from .kaggle.kernel import follow as follow_session
 from .kaggle.kernel import kernel_status as kaggle_kernel_status
-from .kaggle.kernel import restore_in_session, session_log, train_on_kaggle, upload_wheels
+from .kaggle.kernel import restore_in_session, session_log, submit_code_competition, train_on_kaggle, upload_wheels
 from .kaggle.service import credentials_user
 from .kaggle.transfer import ImportResult
 from .kaggle.wheels import build_wheels
-from .kaggle.session import detect_session, session_train_request
+from .kaggle.session import session_train_request
+from .store.session import detect_session
 from .kaggle.transfer import job_output_note
 from .kaggle.submission import SubmissionLayout, check_submission_file
 from .report.leaderboard import Report, write_report
@@ -203,7 +204,7 @@ class Job:
                timeout_s: float = 900, accelerator: str | None = None, echo=print) -> SubmissionRecord:
         """Upload the submission (a code competition's through a notebook that predicts its hidden test set)."""
         return submit_job(self.ws, self.name, message, Path(file) if file else None, wait, competition,
-                          timeout_s=timeout_s, accelerator=accelerator, echo=echo)
+                          timeout_s=timeout_s, code_submit=submit_code_competition, accelerator=accelerator, echo=echo)
 
 
 # --- Kaggle notebooks ----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .job.record import load_record
 from .job.spec import JobSpec
 from .kaggle.competition import KaggleError
 from .kaggle.service import ACCELERATORS, DEFAULT_ACCELERATOR
-from .kaggle.session import SessionError
+from .store.session import SessionError
 from .kaggle.submission import SubmissionError, label_ranges
 from .report.leaderboard import damaged_note, stale_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table

@@ -167,14 +167,16 @@ def test_failures_say_what_happened_and_leave_the_job_untouched(standin, blended
     assert (records.read_text() if records.is_file() else None) == before
 
 
-def test_missing_cli_code_competitions_and_datasets_are_refused_up_front(blended_home, monkeypatch, tmp_path):
+def test_missing_cli_and_datasets_are_refused_up_front_and_code_competitions_go_through_a_notebook(
+        blended_home, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = invoke(blended_home, "submit", "--job", "k")
     assert result.exit_code == 1 and "the kaggle CLI is not installed: pip install 'ensemble[kaggle]'" in result.output
     from ensemble.data.layouts import LAYOUTS
 
-    with pytest.raises(KaggleError, match="Kannada-MNIST is a code competition: Kaggle scores it only from a notebook"):
-        competition.competition_for(LAYOUTS["kannada-mnist"], None)
+    assert competition.competition_for(LAYOUTS["kannada-mnist"], None) == "Kannada-MNIST"
+    assert competition.is_code_competition(LAYOUTS["kannada-mnist"], "Kannada-MNIST")
+    assert not competition.is_code_competition(LAYOUTS["digit-recognizer"], "digit-recognizer")
     with pytest.raises(KaggleError, match="the fashion-mnist layout is a Kaggle dataset, not a competition"):
         competition.competition_for(LAYOUTS["fashion-mnist"], None)
     assert competition.competition_for(LAYOUTS["fashion-mnist"], "my-comp") == "my-comp"

@@ -12,8 +12,9 @@ from ensemble.kaggle import service
 from ensemble.kaggle.competition import KaggleError
 from ensemble.kaggle.notebook import KernelMetadata, make_notebook, predict_cells, train_cells
 from ensemble.kaggle.service import SessionStatus
-from ensemble.kaggle.session import (OUTPUT_MARGIN_S, SESSION_LIMIT_S, Session, SessionError, detect_session,
-                                     in_notebook, output_note, session_data_dir, version_problems)
+from ensemble.kaggle.session import output_note, version_problems
+from ensemble.store.session import (OUTPUT_MARGIN_S, SESSION_LIMIT_S, Session, SessionError, detect_session,
+                                    in_notebook, session_data_dir)
 from ensemble.run.progress import LiveReporter, PlainReporter, make_reporter
 
 

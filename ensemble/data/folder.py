@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.session import detect_session, session_data_dir
 from ..store.workspace import Workspace
 from .layouts import Layout, LayoutError, data_files, detect_layout, get_layout
 from .tables import DataError, read_test_csv, read_train_csv
@@ -58,8 +59,6 @@ def layout_fits(folder: Path) -> bool:
 def default_data_dir(ws: Workspace) -> Path:
     """The data folder when none is named: data/ of the workspace; in a Kaggle session that has none, the one
     input (competition or dataset) whose files fit a layout."""
-    from ..kaggle.session import detect_session, session_data_dir
-
     session = detect_session()
     if session is None or ws.data_dir.is_dir():
         return ws.data_dir

@@ -192,11 +192,12 @@ def is_code_competition(fmt, competition: str) -> bool:
 def submit_job(ws, job: str | None, message: str | None = None, file: Path | None = None, wait: bool = False,
                competition: str | None = None, run: Callable[[list[str]], str] = run_cli,
                poll_s: float = POLL_S, timeout_s: float = WAIT_TIMEOUT_S,
-               sleep: Callable[[float], None] = time.sleep, accelerator: str | None = None,
-               echo=print) -> SubmissionRecord:
+               sleep: Callable[[float], None] = time.sleep, code_submit: Callable | None = None,
+               accelerator: str | None = None, echo=print) -> SubmissionRecord:
     """Check a job's submission file, upload it, and (with wait) poll until Kaggle scores it; record it in
     jobs/<job>/submissions.json. A code competition's goes through a notebook that predicts the hidden test
-    set itself (kernel.submit_code_competition). Any failure raises KaggleError and records nothing."""
+    set itself (`code_submit`: kernel.submit_code_competition). Any failure raises KaggleError and records
+    nothing."""
     record = require_record(ws, job)
     spec = record.spec
     target = competition_for(spec.data_layout, competition)
@@ -212,11 +213,11 @@ def submit_job(ws, job: str | None, message: str | None = None, file: Path | Non
     if origin is not None and (problem := blend_origin_problem(origin, job_output_shape(ws, record), record.name)):
         raise KaggleError(f"{path}: {problem}; not uploaded")
     if is_code_competition(spec.data_layout, target):
-        from .kernel import submit_code_competition
-
+        if code_submit is None:
+            raise KaggleError(f"{target} is a code competition: Kaggle scores it only from a notebook's output")
         find_cli()
-        return submit_code_competition(ws, record, target, path, origin, message, wait, accelerator, run, poll_s,
-                                       timeout_s, sleep, echo)
+        return code_submit(ws, record, target, path, origin, message, wait, accelerator, run, poll_s, timeout_s,
+                           sleep, echo)
     description = unique_message(record.name, message)
     run(submit_args(target, path, description))
     status, public, private = "submitted", None, None

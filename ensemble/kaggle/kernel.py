@@ -14,17 +14,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from ..job.layout import JobLayout, log_tail
+from ..data.folder import default_data_dir
+from ..data.layouts import data_files
+from ..data.tables import file_sha256
+from ..job.layout import JobLayout
 from ..job.outputs import ensemble_models, survey_models
 from ..job.record import JobRecord, now, require_record
 from ..job.records import (BlendRecord, KernelVersion, SubmissionRecord, add_submission_record,
                            read_kernel_versions, record_kernel_version)
+from ..run.budget import format_duration
+from ..run.runner import prepare_job
 from ..store import atomic
 from ..store.workspace import Workspace
 from . import service
 from .competition import KaggleError, find_cli, run_cli, unique_message, wait_for_score
 from .notebook import METADATA_FILE, NOTEBOOK_FILE, KernelMetadata, make_notebook, predict_cells, train_cells
-from .session import SessionError, detect_session
+from ..store.session import SessionError, detect_session
+from .submission import check_submission_file
+from .wheels import build_wheels
 from .transfer import ImportResult, find_job_copies, import_job, stage_job
 
 Run = Callable[[list[str]], str]
@@ -66,14 +73,15 @@ def upload_dataset(ws: Workspace, user: str, slug: str, folder: Path, run: Run) 
     atomic.write_json(folder / "dataset-metadata.json", {"title": service.title_for(slug), "id": ref,
                                                          "licenses": [{"name": "CC0-1.0"}]})
     if ref in uploaded:
-        run(service.dataset_args(folder, create=False, message=note))
+        service.parse_dataset(run(service.dataset_args(folder, create=False, message=note)))
     else:
         try:
-            run(service.dataset_args(folder, create=True, message=note))
+            service.parse_dataset(run(service.dataset_args(folder, create=True, message=note)))
         except KaggleError as error:
-            if "exist" not in str(error).lower():
+            if "already in use" not in str(error):
                 raise
-            run(service.dataset_args(folder, create=False, message=note))  # made from another machine
+            # made from another machine (or this record was lost): a new version of it
+            service.parse_dataset(run(service.dataset_args(folder, create=False, message=note)))
     uploaded[ref] = {"content_sha256": content, "uploaded": now()}
     atomic.write_json(_datasets_record(ws), uploaded)
     return Dataset(ref, True, note)
@@ -81,8 +89,6 @@ def upload_dataset(ws: Workspace, user: str, slug: str, folder: Path, run: Run) 
 
 def upload_wheels(ws: Workspace, user: str, run: Run, out: Path | None = None) -> Dataset:
     """The offline install set as the private dataset owner/ensemble-wheels (see wheels.py)."""
-    from .wheels import build_wheels
-
     folder = out or ws.cache_dir / "kaggle" / WHEELS_SLUG
     build_wheels(folder)
     return upload_dataset(ws, user, WHEELS_SLUG, folder, run)
@@ -134,8 +140,6 @@ def train_on_kaggle(ws: Workspace, request, accelerator: str | None, run: Run = 
                     echo=print) -> tuple[str, KernelVersion]:
     """Record the job here (spec, split, plan: the session trains exactly this job), upload the wheels and the
     job, and push a notebook that continues it, attaching the last version's output when there is one."""
-    from ..run.runner import prepare_job
-
     find_cli()
     user = service.credentials_user()
     accelerator = None if accelerator in (None, "none") else accelerator
@@ -159,8 +163,6 @@ def train_on_kaggle(ws: Workspace, request, accelerator: str | None, run: Run = 
 def run_options(request) -> tuple[str, ...]:
     """The run options of `ensemble kernel train` that the session's `ensemble train` gets (the spec is the
     job's, frozen in job.json)."""
-    from ..run.budget import format_duration
-
     words = []
     for flag, value in (("--gpus", request.gpus), ("--per-gpu", request.per_gpu), ("--workers", request.workers),
                         ("--n", request.n), ("--retries", request.retries)):
@@ -261,8 +263,6 @@ def fetch_job(ws: Workspace, job: str | None, run: Run = run_cli) -> ImportResul
 def restore_in_session(ws: Workspace, job: str, sources: list[Path] | None = None) -> list[ImportResult]:
     """In a session: copy the job from the read-only inputs (the job's dataset, an earlier version's output)
     into the workspace, each model kept from the best copy, the record bound to the session's data."""
-    from ..data.folder import default_data_dir
-
     session = detect_session()
     if sources is None:
         if session is None:
@@ -295,9 +295,6 @@ def submit_code_competition(ws: Workspace, record: JobRecord, competition: str, 
                             timeout_s: float, sleep, echo=print) -> SubmissionRecord:
     """Upload the finished members, push an offline notebook that predicts the test file it finds at run
     time, wait for it, check its submission.csv, submit it as the notebook's output, record it."""
-    from ..data.layouts import data_files
-    from .submission import check_submission_file
-
     user = service.credentials_user()
     accelerator = None if accelerator in (None, "none") else accelerator
     survey = survey_models(ws, record)
@@ -333,8 +330,6 @@ def submit_code_competition(ws: Workspace, record: JobRecord, competition: str, 
     if wait:
         row = wait_for_score(competition, description, run, poll_s, timeout_s, sleep=sleep)
         status, public, private = row.status, row.public_score, row.private_score
-    from ..data.tables import file_sha256
-
     submitted = SubmissionRecord(competition, str(path), file_sha256(produced), description, now(), status, public,
                                  private, origin, kernel, entry.version)
     add_submission_record(ws, record.name, submitted)

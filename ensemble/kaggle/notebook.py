@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-
-from .. import __version__
+from importlib import metadata
 
 NOTEBOOK_FILE = "notebook.ipynb"
 METADATA_FILE = "kernel-metadata.json"
@@ -19,6 +18,13 @@ WORKING = "/kaggle/working"
 # of datasets have changed before; the wheel's name has not)
 FIND_WHEELS = ('WHEELS="$(dirname "$(ls /kaggle/input/*/ensemble-*.whl /kaggle/input/*/*/ensemble-*.whl '
                '2>/dev/null | head -n 1)")"')
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ensemble")
+    except metadata.PackageNotFoundError:
+        return "unknown version"
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ def command(*words: str) -> str:
 def train_cells(job: str, train_args: tuple[str, ...]) -> list[tuple[str, str]]:
     """(kind, source) of the training notebook's cells."""
     return [
-        ("markdown", f"# ensemble: job `{job}` on Kaggle\n\nMade by `ensemble kernel train` (ensemble {__version__}). "
+        ("markdown", f"# ensemble: job `{job}` on Kaggle\n\nMade by `ensemble kernel train` (ensemble {_version()}). "
                      f"It installs ensemble from the wheels dataset (internet is off), copies job `{job}` from its "
                      "inputs into /kaggle/working (finished members are kept, an interrupted one resumes from its "
                      "last finished epoch), trains, blends and writes the report. /kaggle/working is this version's "
@@ -87,7 +93,7 @@ def predict_cells(job: str, test_file: str, data_folder: str, predict_args: tupl
     notebook on the hidden test set, with other rows), write /kaggle/working/submission.csv, check it."""
     out = f"{WORKING}/submission.csv"
     return [
-        ("markdown", f"# ensemble: submission of job `{job}`\n\nMade by `ensemble submit` (ensemble {__version__}) for a "
+        ("markdown", f"# ensemble: submission of job `{job}`\n\nMade by `ensemble submit` (ensemble {_version()}) for a "
                      "code competition. It predicts the competition's test file with the job's finished members, as "
                      "it finds that file at run time, and writes submission.csv."),
         ("code", SESSION_CELL),

@@ -110,6 +110,13 @@ def code_submit_args(competition: str, kernel: str, version: int, file_name: str
     return ["competitions", "submit", competition, "-k", kernel, "-v", str(version), "-f", file_name, "-m", message]
 
 
+def parse_dataset(text: str) -> None:
+    """`datasets create/version` says a refusal on a line of its output (and exits 0): the service's words."""
+    refusal = next((line for line in text.splitlines() if "creation error" in line.lower()), None)
+    if refusal is not None:
+        raise KaggleError(f"Kaggle refused the dataset: {refusal.strip()}")
+
+
 def parse_push(text: str) -> tuple[int, list[str]]:
     """The version a push made, and any sources the service would not attach; a refusal is a KaggleError
     carrying the service's own words."""

@@ -47,17 +47,24 @@ def runtime_distributions(root: str = ROOT) -> list[metadata.Distribution]:
         name = canonical(queue.pop())
         if name in seen or name in NEVER_BUNDLED:
             continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
+        dist = installed_distribution(name)
+        if dist is None:
             raise KaggleError(f"{name} is needed by ensemble but not installed here; pip install it, then build "
-                              "the wheels again") from None
+                              "the wheels again")
         seen[name] = dist
         for text in dist.requires or []:
             requirement = Requirement(text)
             if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
                 queue.append(requirement.name)
     return list(seen.values())
+
+
+def installed_distribution(name: str) -> metadata.Distribution | None:
+    """The installed distribution of a name: a dist-info (what pip installed) before an egg-info (a source
+    checkout's build leftover on sys.path, which holds no installed file list)."""
+    found = list(metadata.distributions(name=name))
+    installed = [dist for dist in found if str(getattr(dist, "_path", "")).endswith(".dist-info")]
+    return (installed or found or [None])[0]
 
 
 def _editable_root(dist: metadata.Distribution) -> bool:
@@ -101,7 +108,7 @@ def _stage(dist: metadata.Distribution, staging: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(dist.locate_file(entry), target)
     if not (info / "METADATA").is_file():
-        (info / "METADATA").write_text(dist.read_text("METADATA") or "")
+        (info / "METADATA").write_text(dist.read_text("METADATA") or dist.read_text("PKG-INFO") or "")
     for extra in ("entry_points.txt", "top_level.txt"):
         if not (info / extra).is_file() and dist.read_text(extra):
             (info / extra).write_text(dist.read_text(extra))

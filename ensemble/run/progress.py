@@ -15,6 +15,7 @@ from typing import Callable
 
 from ..job.ledger import MemberState
 from ..job.progress import NO_PROGRESS, Progress
+from ..store.session import in_notebook
 
 PLAIN_OVERALL_EVERY_S = 60.0
 
@@ -195,7 +196,5 @@ def make_reporter(echo: Callable[[str], None] = print, live: bool | None = None)
     """Live view on a terminal, plain lines elsewhere (live=None: decided by whether stdout is a TTY that is
     not a notebook cell's: `!ensemble train` runs under a pseudo-terminal whose output is saved as a log)."""
     if live is None:
-        from ..kaggle.session import in_notebook
-
         live = sys.stdout.isatty() and not in_notebook()
     return LiveReporter() if live else PlainReporter(echo)

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .session import detect_session
+
 HOME_ENV = "ENSEMBLE_HOME"
 # A job name becomes a folder under jobs/ and models/ and a word in printed commands: letters, digits, '.',
 # '_' and '-', starting with a letter, digit or '_' (so never '.', '..', a hidden folder or an option).
@@ -36,8 +38,6 @@ class Workspace:
 
     @classmethod
     def resolve(cls, home: str | os.PathLike | None = None) -> "Workspace":
-        from ..kaggle.session import detect_session
-
         session = detect_session()
         chosen = home or os.environ.get(HOME_ENV) or (session.working_dir if session else None) or os.getcwd()
         cache = session.temp_dir / "ensemble-cache" if session and session.temp_dir.is_dir() else None

@@ -157,3 +157,33 @@ def test_failures_are_one_line_and_record_nothing(kaggle_service, digits, tmp_pa
     assert no_cli.exit_code == 1 and "the kaggle CLI is not installed" in no_cli.output
     assert read_kernel_versions(Workspace(home), "q") == []
     assert json.loads((home / "jobs/q/job.json").read_text())["name"] == "q"
+
+
+def test_a_missing_output_or_a_refused_dataset_is_one_line_and_imports_nothing(kaggle_service, digits, tmp_path):
+    from ensemble.api import Job
+    from ensemble.job.records import KernelVersion, record_kernel_version
+    from kaggle_service import write_kernel
+
+    home = tmp_path / "home"
+    Job.create(home, data=digits, job="o", n=1, epochs=1, model="seed004", limit_train=300)
+    # a version whose session wrote nothing: its output holds no job
+    write_kernel(tmp_path / "nb", ["print('nothing kept')"], "tester/ensemble-o")
+    assert kaggle_service.run("kernels", "push", "-p", tmp_path / "nb").returncode == 0
+    kaggle_service.wait("tester/ensemble-o")
+    record_kernel_version(Workspace(home), "o", KernelVersion("tester/ensemble-o", 1, "train", "now", None))
+    fetched = invoke(home, "kernel", "fetch", "--job", "o")
+    assert fetched.exit_code == 1
+    assert fetched.output.strip() == ("Error: the output of tester/ensemble-o version 1 holds no job o (log: nothing "
+                                      "kept); nothing imported")
+    assert read_kernel_versions(Workspace(home), "o")[0].fetched is None
+    assert not (home / "models/o").exists()
+
+    # the service no longer has the wheels dataset this machine uploaded: its own words, nothing recorded
+    ws = Workspace(home)
+    record = ws.cache_dir / "kaggle" / "datasets.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"tester/ensemble-wheels": {"content_sha256": "old", "uploaded": "then"}}))
+    refused = invoke(home, "kernel", "wheels")
+    assert refused.exit_code == 1 and refused.output.startswith("Error: `kaggle datasets version` failed (exit 1): ")
+    assert "404" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert json.loads(record.read_text())["tester/ensemble-wheels"]["content_sha256"] == "old"

@@ -117,8 +117,17 @@ def run_cli(args: list[str], timeout: float = CLI_TIMEOUT_S) -> str:
             raise KaggleError("the kaggle CLI has no valid credentials: put your API token in ~/.kaggle/kaggle.json "
                               "(kaggle.com > Settings > API) or set KAGGLE_USERNAME and KAGGLE_KEY. It said: "
                               + output[-300:])
-        raise KaggleError(f"`kaggle {' '.join(args[:2])}` failed (exit {done.returncode}): {output[-500:]}")
+        raise KaggleError(f"`kaggle {' '.join(args[:2])}` failed (exit {done.returncode}): {telling_line(output)}")
     return output
+
+
+def telling_line(output: str) -> str:
+    """The line of a CLI's output that says what went wrong (its newest error line, else its last line): a
+    failure is reported in one line, not with the upload bars and help text around it."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    return next((line for line in reversed(lines) if "error" in line.lower()), lines[-1])[:500]
 
 
 def safe_extract(archive: Path, out: Path) -> list[Path]:

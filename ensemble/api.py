@@ -234,9 +234,10 @@ def kernel_fetch(home: Home = None, job: str | None = None) -> ImportResult:
     return fetch_job(workspace(home), job)
 
 
-def kernel_restore(home: Home = None, job: str | None = None, sources=None) -> list[ImportResult]:
+def kernel_restore(home: Home = None, job: str | None = None, sources=None, data=None) -> list[ImportResult]:
     """`ensemble kernel restore`, in a session: the job copied from the read-only inputs into /kaggle/working."""
-    return restore_in_session(workspace(home), job, [Path(s) for s in sources] if sources else None)
+    return restore_in_session(workspace(home), job, [Path(s) for s in sources] if sources else None,
+                              Path(data) if data else None)
 
 
 def kernel_wheels(home: Home = None, out=None):

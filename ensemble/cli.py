@@ -521,8 +521,10 @@ def kernel_fetch(ctx, job):
 @job_option("Job to copy in.")
 @click.option("--from", "sources", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folders holding a copy of the job (default: a Kaggle session's inputs).")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The job's data folder here (default: the input holding its layout's files and train file).")
 @click.pass_context
-def kernel_restore(ctx, job, sources):
+def kernel_restore(ctx, job, sources, data_dir):
     """In a Kaggle session: copy the job from the read-only inputs into /kaggle/working to continue it.
 
     \b
@@ -531,7 +533,7 @@ def kernel_restore(ctx, job, sources):
     """
     if job is None:
         raise click.ClickException("name the job: ensemble kernel restore --job J")
-    for result in api.kernel_restore(workspace(ctx), job, sources):
+    for result in api.kernel_restore(workspace(ctx), job, sources, data_dir):
         click.echo(result.summary())
 
 

@@ -206,3 +206,45 @@ def test_credentials_come_from_the_environment_or_kaggle_json(tmp_path):
     with pytest.raises(KaggleError, match="the kaggle CLI has no credentials: put your API token in "
                                           "~/.kaggle/kaggle.json"):
         service.credentials_user({}, home=tmp_path / "nobody")
+
+
+def test_train_in_a_session_defaults_its_time_limit_and_caps_a_longer_one(tmp_path):
+    from ensemble.kaggle.session import session_train_request
+    from ensemble.run.request import TrainRequest
+    from ensemble.store.workspace import Workspace
+
+    said = []
+    session = Session(tmp_path, "Batch", started_at=1000.0)
+    clock = lambda: 1000.0 + 3600  # noqa: E731  an hour into the session
+    left = SESSION_LIMIT_S - 3600 - OUTPUT_MARGIN_S
+    asked = session_train_request(Workspace(tmp_path), TrainRequest(), said.append, session, clock)
+    assert (asked.time_limit, asked.n) == (left, 10)
+    assert said[-1] == "Kaggle session: --time-limit 10h40m00s (what the session has left, less 20m00s to write the output)"
+    longer = session_train_request(Workspace(tmp_path), TrainRequest(time_limit=20 * 3600.0, n=3), said.append,
+                                   session, clock)
+    assert (longer.time_limit, longer.n) == (left, 3) and "is more than the session has left" in said[-1]
+    shorter = TrainRequest(time_limit=600.0)
+    assert session_train_request(Workspace(tmp_path), shorter, said.append, session, clock) is shorter
+    assert session_train_request(Workspace(tmp_path), shorter, said.append, None, clock) is shorter  # not a session
+
+
+def test_restore_binds_the_job_to_the_input_holding_its_own_train_file(tmp_path):
+    from types import SimpleNamespace
+
+    from ensemble.data.layouts import LAYOUTS
+    from ensemble.data.tables import file_sha256
+    from ensemble.kaggle.kernel import job_data_dir
+
+    root = kaggle_root(tmp_path, "digit-recognizer", "a-copy", "ensemble-wheels")
+    for name, rows in (("digit-recognizer", "1,0\n"), ("a-copy", "2,0\n")):
+        (root / "input" / name / "train.csv").write_text("label,pixel0\n" + rows)
+        (root / "input" / name / "test.csv").write_text("pixel0\n0\n")
+    spec = SimpleNamespace(data_layout=LAYOUTS["digit-recognizer"],
+                           train_sha256=file_sha256(root / "input/digit-recognizer/train.csv"))
+    session = Session(root, "Batch", None)
+    assert job_data_dir(session, spec) == root / "input/digit-recognizer"
+    with pytest.raises(SessionError, match=r"the job's digit-recognizer data is in .*a-copy, .*digit-recognizer: "
+                                           r"choose one \(ensemble kernel restore --data FOLDER\)"):
+        job_data_dir(session, SimpleNamespace(data_layout=LAYOUTS["digit-recognizer"], train_sha256="another"))
+    with pytest.raises(SessionError, match="the job's fashion-mnist data is in none of the inputs: attach it"):
+        job_data_dir(session, SimpleNamespace(data_layout=LAYOUTS["fashion-mnist"], train_sha256=""))

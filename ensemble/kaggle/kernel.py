@@ -14,12 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from ..data.folder import default_data_dir
-from ..data.layouts import data_files
+from ..data.layouts import LayoutError, data_files
 from ..data.tables import file_sha256
 from ..job.layout import JobLayout
 from ..job.outputs import ensemble_models, survey_models
-from ..job.record import JobRecord, now, require_record
+from ..job.record import JobRecord, load_record, now, require_record
 from ..job.records import (BlendRecord, KernelVersion, SubmissionRecord, add_submission_record,
                            read_kernel_versions, record_kernel_version)
 from ..run.budget import format_duration
@@ -29,12 +28,14 @@ from ..store.workspace import Workspace
 from . import service
 from .competition import KaggleError, find_cli, run_cli, unique_message, wait_for_score
 from .notebook import METADATA_FILE, NOTEBOOK_FILE, KernelMetadata, make_notebook, predict_cells, train_cells
-from ..store.session import SessionError, detect_session
+from ..store.session import SessionError, detect_session, input_data_folders
 from .submission import check_submission_file
 from .wheels import build_wheels
 from .transfer import ImportResult, find_job_copies, import_job, stage_job
 
 Run = Callable[[list[str]], str]
+# The compute capability of each GPU an accelerator gives a session (FIELD.md): what precision auto sees there
+SESSION_GPUS = {"NvidiaTeslaT4": (7.5, 7.5), "NvidiaTeslaP100": (6.0,), "NvidiaL4": (8.9,)}
 WHEELS_SLUG = "ensemble-wheels"
 POLL_S = 30.0
 FOLLOW_TIMEOUT_S = 13 * 3600.0  # a session lasts about 12 hours
@@ -94,9 +95,10 @@ def upload_wheels(ws: Workspace, user: str, run: Run, out: Path | None = None) -
     return upload_dataset(ws, user, WHEELS_SLUG, folder, run)
 
 
-def upload_job(ws: Workspace, user: str, job: str, models: str, run: Run) -> Dataset:
-    """The job's folder (and its models: 'all' or 'finished') as the private dataset owner/ensemble-job-<job>."""
-    slug = service.slug_for("ensemble-job", job)
+def upload_job(ws: Workspace, user: str, job: str, models: str, run: Run, prefix: str = "ensemble-job") -> Dataset:
+    """The job's folder (and its models: 'all' or 'finished') as the private dataset owner/<prefix>-<job>: a
+    training session's copy, or (ensemble-models) what a code competition's notebook predicts with."""
+    slug = service.slug_for(prefix, job)
     folder = ws.cache_dir / "kaggle" / slug
     shutil.rmtree(folder, ignore_errors=True)
     stage_job(ws, job, folder, models=models)
@@ -120,12 +122,14 @@ def push_notebook(ws: Workspace, job: str, metadata: KernelMetadata, cells, purp
     atomic.write_text(folder / NOTEBOOK_FILE, make_notebook(cells))
     atomic.write_json(folder / METADATA_FILE, metadata.to_dict())
     version, refused = service.parse_push(run(service.push_args(folder, metadata.accelerator, timeout_s)))
+    sources = (*metadata.datasets, *metadata.competitions, *metadata.kernels)
+    entry = KernelVersion(metadata.kernel, version, purpose, now(), metadata.accelerator, sources, "queued",
+                          f"pushed without {'; '.join(refused)}" if refused else None)
+    record_kernel_version(ws, job, entry)  # it runs on Kaggle all the same: status and fetch must find it
     if refused:
         raise KaggleError(f"Kaggle pushed {metadata.kernel} version {version} without some of its inputs "
-                          f"({'; '.join(refused)}); it cannot run as asked. Check that they exist and are yours")
-    sources = (*metadata.datasets, *metadata.competitions, *metadata.kernels)
-    entry = KernelVersion(metadata.kernel, version, purpose, now(), metadata.accelerator, sources, "queued")
-    record_kernel_version(ws, job, entry)
+                          f"({'; '.join(refused)}), so it cannot run as asked; check that they exist and are yours, "
+                          "then push again")
     return entry
 
 
@@ -143,7 +147,8 @@ def train_on_kaggle(ws: Workspace, request, accelerator: str | None, run: Run = 
     find_cli()
     user = service.credentials_user()
     accelerator = None if accelerator in (None, "none") else accelerator
-    record = prepare_job(ws, request).record
+    # precision auto resolves for the session's GPUs, not this machine's (frozen in the job's spec)
+    record = prepare_job(ws, request, list(SESSION_GPUS.get(accelerator, ()))).record
     datasets, competitions = data_source(record)
     wheels = upload_wheels(ws, user, run)
     echo(f"wheels   {wheels.ref} ({'uploaded ' + wheels.version_note if wheels.changed else 'unchanged, reused'})")
@@ -260,9 +265,32 @@ def fetch_job(ws: Workspace, job: str | None, run: Run = run_cli) -> ImportResul
     return result
 
 
-def restore_in_session(ws: Workspace, job: str, sources: list[Path] | None = None) -> list[ImportResult]:
+def job_data_dir(session, spec) -> Path:
+    """The session input that holds the job's own data: its layout's train and test files, and where several
+    inputs do, the one whose train file is the job's (by sha256)."""
+    fmt = spec.data_layout
+
+    def has_files(folder: Path) -> bool:
+        try:
+            return all(path.is_file() for path in data_files(fmt, folder))
+        except LayoutError:
+            return False
+
+    found = input_data_folders(session, has_files)
+    if len(found) > 1:
+        found = [folder for folder in found if file_sha256(data_files(fmt, folder)[0]) == spec.train_sha256] or found
+    if len(found) != 1:
+        where = ", ".join(map(str, found)) or "none of the inputs"
+        raise SessionError(f"the job's {fmt.name} data is in {where}: {'choose one' if found else 'attach it'} "
+                           "(ensemble kernel restore --data FOLDER)")
+    return found[0]
+
+
+def restore_in_session(ws: Workspace, job: str, sources: list[Path] | None = None,
+                       data_dir: Path | None = None) -> list[ImportResult]:
     """In a session: copy the job from the read-only inputs (the job's dataset, an earlier version's output)
-    into the workspace, each model kept from the best copy, the record bound to the session's data."""
+    into the workspace, each model kept from the best copy, the record bound to the session's data (the
+    input that holds the job's layout and train file, or `data_dir`)."""
     session = detect_session()
     if sources is None:
         if session is None:
@@ -276,7 +304,9 @@ def restore_in_session(ws: Workspace, job: str, sources: list[Path] | None = Non
     if not copies and not JobLayout(ws, job).record.is_file():
         raise SessionError(f"no input holds job {job} (looked in {', '.join(map(str, sources)) or 'nothing'}); attach "
                            f"its dataset, or an earlier version's output")
-    data_dir = default_data_dir(ws)
+    if data_dir is None and session is not None:
+        spec = (load_record(Workspace(copies[0]), job) if copies else load_record(ws, job)).spec
+        data_dir = job_data_dir(session, spec)
     return [import_job(ws, Workspace(copy), job, str(copy), data_dir=data_dir) for copy in copies]
 
 
@@ -302,12 +332,15 @@ def submit_code_competition(ws: Workspace, record: JobRecord, competition: str, 
     if not members:
         raise KaggleError(f"job {record.name} has no finished members to submit")
     wheels = upload_wheels(ws, user, run)
-    job_data = upload_job(ws, user, record.name, "finished", run)
+    job_data = upload_job(ws, user, record.name, "finished", run, prefix="ensemble-models")
     slug = service.slug_for("ensemble-submit", record.name)
     kernel = f"{user}/{slug}"
     fmt = record.spec.data_layout
     folder = f"/kaggle/input/{competition}"
-    test_name = data_files(fmt, record.data_path)[1].name
+    if origin is not None and (baselines := [name for name in origin.models if not name.startswith("member-")]):
+        raise KaggleError(f"the submission's blend uses {', '.join(baselines)}: baselines keep no model to predict "
+                          "a hidden test set with; blend the members (ensemble blend) and submit that")
+    test_name = fmt.test_file if "*" not in fmt.test_file else data_files(fmt, record.data_path)[1].name
     metadata = KernelMetadata(kernel, service.title_for(slug), accelerator, (wheels.ref, job_data.ref), (competition,))
     cells = predict_cells(record.name, f"{folder}/{test_name}", folder, predict_options(origin))
     entry = push_notebook(ws, record.name, metadata, cells, "predict", run)

@@ -81,9 +81,13 @@ def session_train_request(ws, request, say, session: Session | None = None, cloc
     if session is None:
         return request
     check_image_versions()
-    if request.time_limit is not None:
-        return request
     limit = session.default_time_limit(clock())
+    if request.time_limit is not None:
+        if limit is not None and request.time_limit > limit:
+            say(f"Kaggle session: --time-limit {format_duration(request.time_limit)} is more than the session has "
+                f"left; using {format_duration(limit)}, so the output is written before the session ends")
+            return replace(request, time_limit=limit)
+        return request
     if limit is None:
         say("Kaggle session: its start is unknown, so no --time-limit is set; give one to be sure the output is "
             "written before the session ends")

@@ -19,11 +19,11 @@ from pathlib import Path
 from ..job.errors import JobError
 from ..job.layout import JobLayout, MemberFolder, model_kind, ModelKind
 from ..job.ledger import MemberState
-from ..job.outputs import JobModels, job_output_shape, survey_models
+from ..job.outputs import JobModels, job_output_shape, read_metrics, survey_models
 from ..job.record import JobRecord, load_record, save_record
 from ..job.spec import spec_differences
 from ..run.runner import reconcile
-from ..store.locks import PidLock
+from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace
 from ..store.session import folder_bytes
 from .session import output_note
@@ -31,12 +31,13 @@ from .session import output_note
 # What a job folder keeps that travels: the record, its split and plan, and what it wrote and sent
 JOB_FILES = ("job.json", "split.npz", "plan.json", "blends.json", "submissions.json", "kernel.json")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+UPLOADED_FOLDERS = ("jobs", "models")  # the archives an upload of a staged job may turn into; no others are opened
 
 
 @dataclass(frozen=True)
 class MemberProgress:
-    finished: bool
-    epoch: int  # committed epochs (a finished member: its last)
+    finished: bool  # all its epochs trained (a member the time limit stopped early is not: it goes on)
+    epoch: int      # epochs trained: its committed states', or its outputs' when it has them
 
     def better_than(self, other: "MemberProgress") -> bool:
         if other.finished:
@@ -98,22 +99,32 @@ def find_job_copies(folders: list[Path], job: str, scratch: Path) -> list[Path]:
         if (folder / "jobs" / job / "job.json").is_file():
             homes.append(folder)
             continue
-        archives = [path for path in sorted(folder.iterdir()) if path.is_file() and path.name.endswith(ARCHIVE_SUFFIXES)]
+        archives = [path for path in sorted(folder.iterdir()) if path.is_file() and _stem(path) in UPLOADED_FOLDERS
+                    and path.name.endswith(ARCHIVE_SUFFIXES)]
         if not archives:
             continue
         unpacked = Path(tempfile.mkdtemp(prefix=f"{folder.name}-", dir=scratch))
         for archive in archives:
-            unpack(archive, _archive_target(unpacked, archive))
+            try:
+                unpack(archive, _archive_target(unpacked, archive))
+            except (OSError, tarfile.TarError, zipfile.BadZipFile) as error:
+                raise JobError(f"{archive}: does not unpack ({type(error).__name__}: {error}); upload the job "
+                               "again (`ensemble kernel train --job ...` does)") from None
         if (unpacked / "jobs" / job / "job.json").is_file():
             homes.append(unpacked)
     return homes
 
 
-def _archive_target(home: Path, archive: Path) -> Path:
-    """jobs.tar holds what was the jobs/ folder (the upload packs each sub-folder), unless it starts with it."""
+def _stem(archive: Path) -> str:
     stem = archive.name
     for suffix in ARCHIVE_SUFFIXES:
         stem = stem.removesuffix(suffix)
+    return stem
+
+
+def _archive_target(home: Path, archive: Path) -> Path:
+    """jobs.tar holds what was the jobs/ folder (the upload packs each sub-folder), unless it starts with it."""
+    stem = _stem(archive)
     names = _archive_names(archive)
     return home if any(name.split("/")[0] == stem for name in names) else home / stem
 
@@ -143,9 +154,12 @@ def unpack(archive: Path, out: Path) -> None:
 
 
 def member_progress(folder: MemberFolder, survey: JobModels, name: str) -> MemberProgress:
-    finished = survey.is_finished(name)
+    ref = next((model for model in survey.finished if model.name == name), None)
     epochs = folder.committed_epochs()
-    return MemberProgress(finished, epochs[0] if epochs else 0)
+    trained = epochs[0] if epochs else 0
+    if ref is not None:
+        trained = max(trained, read_metrics(folder).epochs or 0)
+    return MemberProgress(ref is not None and not ref.stopped_early, trained)
 
 
 def import_job(ws: Workspace, source: Workspace, job: str, origin: str, data_dir: Path | None = None) -> ImportResult:
@@ -155,25 +169,37 @@ def import_job(ws: Workspace, source: Workspace, job: str, origin: str, data_dir
     incoming = load_record(source, job)
     if incoming is None:
         raise JobError(f"{source.home}: holds no job {job!r} (no jobs/{job}/job.json)")
-    layout = JobLayout(ws, job)
-    with PidLock(layout.lock):
-        record = load_record(ws, job)
-        result = ImportResult(job, origin, created=record is None)
-        if record is None:
-            record = _adopt_record(ws, source, incoming, data_dir)
-        elif differences := spec_differences(record.spec, incoming.spec):
-            raise JobError(f"the copy of job {job!r} from {origin} is another job ({'; '.join(differences)}); "
-                           "nothing imported")
-        elif data_dir is not None:
-            record.data_dir = str(Path(data_dir).resolve())
-        # held to the split, not to the test file: weights are what travel, and a session may see another test
-        # file (a code competition's hidden one); `ensemble train` predicts such members again
-        shape = replace(job_output_shape(ws, record), n_test=None, test_sha256=None)
-        here, there = survey_models(ws, record, shape), survey_models(source, incoming, shape)
-        _import_models(ws, source, record, incoming, here, there, result)
-        record = _merged_ledger(record, incoming, result.imported)
-        reconcile(ws, record, shape)  # the ledger agrees with the files: a copy made mid-run says "running"
-        save_record(ws, record)
+    lock = PidLock(JobLayout(ws, job).lock)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        raise JobError(f"job {job} is running here ({held}); bring the copy in once that run has ended") from None
+    try:
+        return _import_locked(ws, source, incoming, origin, data_dir)
+    finally:
+        lock.release()
+
+
+def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin: str,
+                   data_dir: Path | None) -> ImportResult:
+    job = incoming.name
+    record = load_record(ws, job)
+    result = ImportResult(job, origin, created=record is None)
+    if record is None:
+        record = _adopt_record(ws, source, incoming, data_dir)
+    elif differences := spec_differences(record.spec, incoming.spec):
+        raise JobError(f"the copy of job {job!r} from {origin} is another job ({'; '.join(differences)}); "
+                       "nothing imported")
+    elif data_dir is not None:
+        record.data_dir = str(Path(data_dir).resolve())
+    # held to the split, not to the test file: weights are what travel, and a session may see another test
+    # file (a code competition's hidden one); `ensemble train` predicts such members again
+    shape = replace(job_output_shape(ws, record), n_test=None, test_sha256=None)
+    here, there = survey_models(ws, record, shape), survey_models(source, incoming, shape)
+    _import_models(ws, source, record, incoming, here, there, result)
+    record = _merged_ledger(record, incoming, result.imported)
+    reconcile(ws, record, shape)  # the ledger agrees with the files: a copy made mid-run says "running"
+    save_record(ws, record)
     return result
 
 

@@ -248,3 +248,14 @@ def test_restore_binds_the_job_to_the_input_holding_its_own_train_file(tmp_path)
         job_data_dir(session, SimpleNamespace(data_layout=LAYOUTS["digit-recognizer"], train_sha256="another"))
     with pytest.raises(SessionError, match="the job's fashion-mnist data is in none of the inputs: attach it"):
         job_data_dir(session, SimpleNamespace(data_layout=LAYOUTS["fashion-mnist"], train_sha256=""))
+
+
+def test_the_offline_install_set_is_ensemble_and_its_small_dependencies_built_the_same_each_time(tmp_path):
+    from ensemble.kaggle.wheels import build_wheels
+
+    first = build_wheels(tmp_path / "a")
+    names = {name.split("-")[0].lower() for name in first.names()}
+    assert {"ensemble", "click", "rich", "tabulate", "packaging"} <= names
+    assert not names & {"tensorflow", "keras", "numpy", "pandas", "scikit_learn", "scipy", "jax", "matplotlib",
+                        "joblib", "mlxtend"}
+    assert build_wheels(tmp_path / "b").content_sha256 == first.content_sha256

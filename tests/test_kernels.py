@@ -57,6 +57,9 @@ def test_a_job_trains_across_two_sessions_and_comes_back(kaggle_service, digits,
     assert (request["enable_internet"], request["enable_gpu"], request["machine_shape"]) == (False, True,
                                                                                              "NvidiaTeslaT4")
     monkeypatch.delenv("STANDIN_CUT_WHEN")
+    status = invoke(home, "kernel", "status", "--job", "t4")
+    assert status.exit_code == 0
+    assert status.output.startswith("tester/ensemble-t4 version 1: error (Notebook exceeded its time limit)\n  | ")
 
     fetched = invoke(home, "kernel", "fetch", "--job", "t4")
     assert fetched.exit_code == 0, fetched.output

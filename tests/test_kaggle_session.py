@@ -84,6 +84,8 @@ def test_progress_is_plain_lines_in_a_notebook_even_on_a_pseudo_terminal(monkeyp
 def test_the_output_note_says_what_the_job_keeps_against_the_cap():
     assert output_note(30 * 10**6, 3, 10) == ("the job keeps 28.6 MiB in /kaggle/working (3 members done); about "
                                              "95.4 MiB when all 10 are done; the session's output holds 18.6 GiB")
+    assert output_note(3 * 10**9, 1, 10).endswith("when all 10 are done; MORE than the 18.6 GiB a session's output "
+                                                  "holds: what is past it is lost; train fewer members per job")
 
 
 def test_the_cli_lines_are_read_in_both_spellings():

@@ -65,12 +65,16 @@ def check_image_versions(backend: str | None = None) -> None:
 
 
 def output_note(kept_bytes: int, members_done: int, members_total: int) -> str:
-    """What a job keeps in /kaggle/working, and what it will keep when every member is done."""
+    """What a job keeps in /kaggle/working, what it will keep when every member is done, and whether that
+    fits the session's output."""
     per_member = kept_bytes / members_done if members_done else None
-    projected = f"; about {format_bytes(int(per_member * members_total))} when all {members_total} are done" \
-        if per_member and members_total > members_done else ""
-    return (f"the job keeps {format_bytes(kept_bytes)} in /kaggle/working ({members_done} members done){projected}; "
-            f"the session's output holds {format_bytes(OUTPUT_CAP_BYTES)}")
+    projected = int(per_member * members_total) if per_member and members_total > members_done else kept_bytes
+    when_done = f"; about {format_bytes(projected)} when all {members_total} are done" \
+        if projected != kept_bytes else ""
+    fits = (f"the session's output holds {format_bytes(OUTPUT_CAP_BYTES)}" if projected <= OUTPUT_CAP_BYTES else
+            f"MORE than the {format_bytes(OUTPUT_CAP_BYTES)} a session's output holds: what is past it is lost; "
+            "train fewer members per job")
+    return f"the job keeps {format_bytes(kept_bytes)} in /kaggle/working ({members_done} members done){when_done}; {fits}"
 
 
 def session_train_request(ws, request, say, session: Session | None = None, clock=time.time):

@@ -81,11 +81,6 @@ def test_a_job_trains_across_two_sessions_and_comes_back(kaggle_service, digits,
     assert "Kaggle session: --time-limit" in log and "\x1b[" not in log  # plain lines, no cursor codes
     assert digest(home / "models/t4/member-00/best.keras") == kept
 
-    # what the session left in /kaggle/working: the job and a checked submission
-    output = kaggle_service.output_dir("tester/ensemble-t4")
-    assert (output / "jobs/t4/job.json").is_file() and not (output / ".cache").exists()
-    assert invoke(home, "check", output / "submissions/submission.csv", "--data", digits).exit_code == 0
-
     versions = read_kernel_versions(ws, "t4")
     assert [(v.version, v.status, v.imported) for v in versions] == [(1, "error", ("member-00",)),
                                                                      (2, "complete", ("member-01",))]
@@ -95,6 +90,29 @@ def test_a_job_trains_across_two_sessions_and_comes_back(kaggle_service, digits,
     assert invoke(home, "blend", "--job", "t4").exit_code == 0
     board = invoke(home, "leaderboard", "--job", "t4", "--format", "csv")
     assert board.exit_code == 0 and "member-01" in board.output
+
+
+def test_the_generated_notebook_leaves_the_job_and_a_checked_submission_in_working(kaggle_service, digits, tmp_path):
+    home = tmp_path / "home"
+    pushed = invoke(home, "kernel", "train", "--n", 1, *TRAIN, "--data", digits, "--job", "c", "--accelerator", "none",
+                    "--no-follow")
+    assert pushed.exit_code == 0, pushed.output
+    assert "tester/ensemble-c version 1 is queued; `ensemble kernel status` follows it" in pushed.output
+    session = kaggle_service.wait("tester/ensemble-c", timeout=300)
+    assert session["status"] == "COMPLETE", kaggle_service.log_text("tester/ensemble-c")[-3000:]
+    assert {mount["slug"] for mount in session["mounts"]} == {"digit-recognizer", "ensemble-wheels", "ensemble-job-c"}
+    request = session["request"]
+    assert (request["enable_internet"], request["enable_gpu"], request["machine_shape"] or None) == (False, False, None)
+    output = kaggle_service.output_dir("tester/ensemble-c")
+    assert (output / "jobs/c/job.json").is_file() and (output / "models/c/member-00/best.keras").is_file()
+    assert not (output / ".cache").exists()  # the parsed-CSV cache went to /kaggle/temp, not into the output
+    assert json.loads((output / "jobs/c/job.json").read_text())["data_dir"] == "/kaggle/input/digit-recognizer"
+    checked = invoke(home, "check", output / "submissions/submission.csv", "--data", digits)
+    assert checked.exit_code == 0 and "OK (200 rows" in checked.output
+    assert (output / "submissions/c/leaderboard.md").is_file()
+    log = kaggle_service.log_text("tester/ensemble-c")
+    assert "installing ensemble offline from /kaggle/input/ensemble-wheels" in log
+    assert "job c from /kaggle/temp/restore/" in log and "the job keeps " in log
 
 
 def kannada_sample(sample_dir: Path, out: Path, runner_home: Path) -> Path:

@@ -3,6 +3,10 @@ kernel in a "Kaggle image" without ensemble or its small dependencies, with read
 /kaggle/input, no package index and no credentials. One epoch on slices of the sample digits."""
 import hashlib
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -94,10 +98,22 @@ def test_a_job_trains_across_two_sessions_and_comes_back(kaggle_service, digits,
 
 def test_the_generated_notebook_leaves_the_job_and_a_checked_submission_in_working(kaggle_service, digits, tmp_path):
     home = tmp_path / "home"
-    pushed = invoke(home, "kernel", "train", "--n", 1, *TRAIN, "--data", digits, "--job", "c", "--accelerator", "none",
-                    "--no-follow")
-    assert pushed.exit_code == 0, pushed.output
-    assert "tester/ensemble-c version 1 is queued; `ensemble kernel status` follows it" in pushed.output
+    # followed from a terminal, then Ctrl-C: the following stops, the session goes on
+    follower = subprocess.Popen([sys.executable, "-m", "ensemble.cli", "--home", str(home), "kernel", "train", "--n", "1",
+                                 *TRAIN, "--data", str(digits), "--job", "c", "--accelerator", "none", "--every", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    seen = []
+    for line in follower.stdout:
+        seen.append(line)
+        if line.startswith("pushed   tester/ensemble-c version 1"):
+            break
+    time.sleep(2)
+    follower.send_signal(signal.SIGINT)
+    rest, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 130, "".join(seen) + rest
+    assert rest.strip().splitlines()[-1] == ("stopped following; the session goes on on Kaggle: `ensemble kernel "
+                                             "status` shows it, `ensemble kernel fetch` brings its output")
     session = kaggle_service.wait("tester/ensemble-c", timeout=300)
     assert session["status"] == "COMPLETE", kaggle_service.log_text("tester/ensemble-c")[-3000:]
     assert {mount["slug"] for mount in session["mounts"]} == {"digit-recognizer", "ensemble-wheels", "ensemble-job-c"}
@@ -113,6 +129,8 @@ def test_the_generated_notebook_leaves_the_job_and_a_checked_submission_in_worki
     log = kaggle_service.log_text("tester/ensemble-c")
     assert "installing ensemble offline from /kaggle/input/ensemble-wheels" in log
     assert "job c from /kaggle/temp/restore/" in log and "the job keeps " in log
+    fetched = invoke(home, "kernel", "fetch", "--job", "c")
+    assert fetched.exit_code == 0 and "imported member-00" in fetched.output
 
 
 def kannada_sample(sample_dir: Path, out: Path, runner_home: Path) -> Path:

@@ -137,6 +137,20 @@ def test_members_are_pinned_to_their_gpus_and_a_terminal_gets_a_live_view(tmp_pa
     assert "members done" in output and "val acc" in output
 
 
+def test_a_notebook_cells_pseudo_terminal_gets_plain_lines(tmp_path, sample_dir):
+    """`!ensemble train` in a Jupyter cell runs under a pseudo-terminal whose output is the saved log: the
+    kernel's variables (JPY_PARENT_PID, the inline matplotlib backend) make progress plain lines there."""
+    env = dict(os.environ, JPY_PARENT_PID="1", MPLBACKEND="module://matplotlib_inline.backend_inline",
+               COLUMNS="120")
+    code, output = run_in_terminal(
+        [sys.executable, "-m", "ensemble.cli", "--home", str(tmp_path / "home"), "train", "--n", "1", "--job", "nb",
+         "--data", str(sample_dir), "--epochs", "1", "--limit-train", "300", "--model", "seed004", "--precision",
+         "float32"], env)
+    assert code == 0, output
+    assert "\x1b[1A" not in output and "\x1b[2K" not in output
+    assert "member-00 done: val_acc" in output and "1/1 members done" in output
+
+
 # --- the lock -----------------------------------------------------------------------------------
 
 HOLD = textwrap.dedent("""

@@ -6,7 +6,7 @@ test side is the new CSV's predictions. Models load with Keras' safe_mode on.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +55,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     blender = get_blend_method(method)
     # every saved output checked before anything is predicted or written; the test side is not, since the new
     # CSV is predicted from the kept weights: a code competition's hidden test.csv replaces the job's own
-    shape = replace(job_output_shape(ws, record), n_test=None, test_sha256=None)
+    shape = job_output_shape(ws, record).weights_only()
     survey = survey_models(ws, record, shape)
     damaged = [f"{name}: {problem}" for name, problem in survey.damaged.items() if name.startswith("member-")]
     if damaged and only is None:

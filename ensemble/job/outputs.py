@@ -12,7 +12,7 @@ the job has now (a model predicted from another test file is stale, and never bl
 from __future__ import annotations
 
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +161,11 @@ class OutputShape:
             return (f"its weights were trained and scored on another validation split (sha256 "
                     f"{metrics.split_sha256[:12]}; the job's split has {self.split_sha256[:12]})")
         return None
+
+    def weights_only(self) -> "OutputShape":
+        """The shape held to the split but not to the test file: for using a model's kept weights (predicting
+        another CSV, carrying a job to a session that sees another test file), not its saved test outputs."""
+        return replace(self, n_test=None, test_sha256=None)
 
     def binds(self, metrics: Metrics) -> bool:
         """Whether outputs say they came from exactly these files (a prediction may be skipped)."""

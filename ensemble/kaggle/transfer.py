@@ -194,7 +194,7 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
         record.data_dir = str(Path(data_dir).resolve())
     # held to the split, not to the test file: weights are what travel, and a session may see another test
     # file (a code competition's hidden one); `ensemble train` predicts such members again
-    shape = replace(job_output_shape(ws, record), n_test=None, test_sha256=None)
+    shape = job_output_shape(ws, record).weights_only()
     here, there = survey_models(ws, record, shape), survey_models(source, incoming, shape)
     _import_models(ws, source, record, incoming, here, there, result)
     record = _merged_ledger(record, incoming, result.imported)

@@ -276,3 +276,30 @@ def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured
     # after epoch 4 the next epoch is 5: the member and one snapshot to predict, at the measured 2 ms per image
     assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}, 4) == pytest.approx(
         10.0 + 2 * (1000 * 0.002 * 1.25 + 2.0))
+
+
+def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_learns(tmp_path, sample_dir,
+                                                                                       restore_dtype_policy):
+    """The first member of a --time-limit job probes its own training to choose its length, then is built again
+    from its seed: its probabilities equal those of a member that was given that length and never probed."""
+    import dataclasses
+    import time
+
+    from ensemble.job.plan import BudgetRules, read_plan, write_plan
+
+    outputs = {}
+    for name, calibrate in (("probed", True), ("given", False)):
+        ws = _job(tmp_path / name, sample_dir, limit_train=160, epochs=2)
+        plan = read_plan(ws, "j")
+        rules = BudgetRules(cap_per_slot=1, stretch=False)
+        plan = dataclasses.replace(plan, deadline=time.time() + 3600, budget=rules,
+                                   member_epochs={} if calibrate else {0: 2})
+        write_plan(ws, plan)
+        train_member(ws, "j", 0)
+        folder = JobLayout(ws, "j").member(0)
+        outputs[name] = np.load(folder.path / "val_probs.npy"), np.load(folder.path / "test_probs.npy")
+        progress = (JobLayout(ws, "j").progress(0)).read_text()
+        assert ('"costs"' in progress) is calibrate
+        assert read_metrics(folder).epochs == 2
+    assert np.array_equal(outputs["probed"][0], outputs["given"][0])
+    assert np.array_equal(outputs["probed"][1], outputs["given"][1])

@@ -44,6 +44,7 @@ class MemberEntry:
     val_accuracy: float | None = None
     best_epoch: int | None = None
     stopped_early: bool = False     # the time limit stopped it before its last epoch
+    epochs: int | None = None       # its own length, given by the --time-limit planner (None: the spec's)
     note: str | None = None         # why it is in its state, for a person
 
     def _expect(self, *states: MemberState) -> None:

@@ -7,7 +7,7 @@ output to the file it came from).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,15 @@ class DataFile:
 
 
 @dataclass(frozen=True)
+class BudgetRules:
+    """How a member that calibrates itself plans its slot (run.planner.plan_slot)."""
+
+    cap_per_slot: int   # members its slot may still start
+    stretch: bool       # whether members may train longer than the spec's epochs (--epochs not given)
+    multiple: int = 1   # epochs split into this many equal cycles (--snapshots)
+
+
+@dataclass(frozen=True)
 class RunPlan:
     job: str
     data_dir: str
@@ -43,10 +52,13 @@ class RunPlan:
     shape: OutputShape
     deadline: float | None = None                    # epoch seconds (--time-limit), else None
     predict_seconds_per_image: float | None = None   # as the job's finished members measured it, if any
+    member_epochs: dict[int, int] = field(default_factory=dict)  # the epochs the runner gave each member
+    budget: BudgetRules | None = None  # under a deadline: how a member with no epochs given sizes itself
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "spec": self.spec.to_dict()}
+        return {**asdict(self), "spec": self.spec.to_dict(),
+                "member_epochs": {str(index): epochs for index, epochs in self.member_epochs.items()}}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunPlan":
@@ -54,6 +66,8 @@ class RunPlan:
                    train=DataFile(**values["train"]), test=DataFile(**values["test"]),
                    split_sha256=str(values["split_sha256"]), shape=OutputShape(**values["shape"]),
                    deadline=values.get("deadline"), predict_seconds_per_image=values.get("predict_seconds_per_image"),
+                   member_epochs={int(index): int(epochs) for index, epochs in (values.get("member_epochs") or {}).items()},
+                   budget=BudgetRules(**values["budget"]) if values.get("budget") else None,
                    version=int(values.get("version", PLAN_VERSION)))
 
 

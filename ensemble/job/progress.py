@@ -23,6 +23,7 @@ class Progress:
     epoch_seconds: float | None = None
     heartbeat_s: float | None = None  # the longest gap between this member's updates while it trained or predicted
     notes: tuple[str, ...] = field(default_factory=tuple)  # what the member found and did (damaged files)
+    costs: dict | None = None        # a calibrating member's measured costs (run.planner.Costs as a dict)
     updated: float = 0.0             # time.time() of the write
 
     @property

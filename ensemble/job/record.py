@@ -19,6 +19,7 @@ from ..store.workspace import Workspace, member_name
 from .errors import JobError
 from .layout import JobLayout
 from .ledger import LastRun, MemberEntry
+from .planner import BudgetSpend, Costs
 from .spec import JobSpec, spec_words
 
 RECORD_VERSION = 1
@@ -44,6 +45,8 @@ class JobRecord:
     members: list[MemberEntry] = field(default_factory=list)
     last_run: LastRun | None = None
     rebuilt: str | None = None  # when the record was rebuilt from member folders (jobs.rebuild_record)
+    costs: Costs | None = None  # what a member costs on one slot, as measured (--time-limit plans from it)
+    budget: BudgetSpend | None = None  # the latest --time-limit run's plan and what it used
     version: int = RECORD_VERSION
 
     @property
@@ -60,7 +63,9 @@ class JobRecord:
         return {"version": self.version, "name": self.name, "spec": self.spec.to_dict(), "data_dir": self.data_dir,
                 "created": self.created, "updated": self.updated, "members": [m.to_dict() for m in self.members],
                 "last_run": asdict(self.last_run) if self.last_run else None,
-                **({"rebuilt": self.rebuilt} if self.rebuilt else {})}
+                **({"rebuilt": self.rebuilt} if self.rebuilt else {}),
+                **({"costs": self.costs.to_dict()} if self.costs else {}),
+                **({"budget": self.budget.to_dict()} if self.budget else {})}
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobRecord":
@@ -70,6 +75,8 @@ class JobRecord:
                    created=str(values.get("created", "")), updated=str(values.get("updated", "")),
                    members=[MemberEntry.from_dict(m) for m in values["members"]],
                    last_run=LastRun(**last_run) if last_run else None, rebuilt=values.get("rebuilt"),
+                   costs=Costs.from_dict(values["costs"]) if values.get("costs") else None,
+                   budget=BudgetSpend.from_dict(values["budget"]) if values.get("budget") else None,
                    version=int(values.get("version", RECORD_VERSION)))
 
 

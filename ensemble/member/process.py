@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from ..job.layout import JobLayout, MemberFolder
 from ..job.outputs import Metrics, read_metrics
@@ -20,6 +20,7 @@ from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace
+from .calibrate import calibrated_epochs, measure_costs, member_epochs
 from .callbacks.clock import EpochClock
 from .callbacks.commit import EpochCommit
 from .callbacks.deadline import Deadline
@@ -35,12 +36,14 @@ from .resume import reset_member, resume_point, trained_history
 MEMBER_LOCK_WAIT_S = 15.0
 
 
-def member_config(plan: RunPlan, index: int) -> dict:
+def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
+    """config.json: the job's spec, and this member's own length (under a time limit members differ)."""
     spec = plan.spec
-    schedule = {"kind": spec.schedule, "learning_rate": spec.learning_rate, "cycles": spec.snapshots}
+    schedule = {"kind": spec.schedule, "learning_rate": spec.learning_rate, "cycles": spec.snapshots,
+                "epochs": epochs}
     if spec.schedule == "plateau":
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
-    return {"job": plan.job, "member": index, "seed": spec.member_seed(index),
+    return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs,
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
@@ -75,17 +78,18 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     folder = layout.member(index)
     label = folder.name
     folder.path.mkdir(parents=True, exist_ok=True)
-    config = member_config(plan, index)
     if trained_on := _trained_split(folder):
         if trained_on != plan.split_sha256:
             progress.note(f"{label} was trained on another validation split (sha256 {trained_on[:12]}; this "
                           f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
             reset_member(folder)
-    atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
     arrays = plan_arrays(ws, plan)
+    spec = replace(spec, epochs=own_epochs(plan, index, folder, arrays, progress, label))
+    config = member_config(plan, index, spec.epochs)
+    atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
 
     history = trained_history(folder, spec)  # None: epochs are left to train, or the kept weights are bad
-    deadline = member_deadline(plan, arrays)
+    deadline = member_deadline(plan, spec, arrays)
     if history is None:
         model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note)
         history = list(state.history) if state else []
@@ -120,11 +124,24 @@ def _trained_split(folder: MemberFolder) -> str | None:
         return None
 
 
-def member_deadline(plan: RunPlan, arrays) -> Deadline | None:
+def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress: ProgressWriter, label: str) -> int:
+    """The member's length: kept once started, else given by the plan, else (the job's first member under a
+    time limit) calibrated from a probe of its own training."""
+    epochs = member_epochs(plan, index, folder)
+    if epochs is not None:
+        return epochs
+    costs = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
+    epochs = calibrated_epochs(plan, plan.spec, costs)
+    progress.write("starting", epochs=epochs, costs=costs.to_dict())
+    print(f"{label} calibrated: start-up {costs.startup_s:.1f} s, {costs.epoch_s:.1f} s an epoch, predictions "
+          f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''} to fit the time limit", flush=True)
+    return epochs
+
+
+def member_deadline(plan: RunPlan, spec: JobSpec, arrays) -> Deadline | None:
     """The run's --time-limit as a callback, when the plan has one."""
     if plan.deadline is None:
         return None
-    spec = plan.spec
     return Deadline(plan.deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
                     views=len(TTA_VIEWS) if spec.tta else 1,
                     snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),

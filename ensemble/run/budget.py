@@ -1,21 +1,26 @@
 """`--time-limit`: how long things take and what still fits. Pure functions of measured times.
 
 How the limit combines with the other options (README, "Fitting a time budget"):
-- the job ends within the limit: members start only while the time left covers a whole member, as
-  estimated from this job's measured times (before any is measured, the first members start: they
-  calibrate); a running member stops at an epoch end when another epoch and its predictions would not
-  fit, keeps its best weights (and finished snapshots), and is marked stopped early;
-- `--n` is a cap on members (default: none, as many as fit); `--epochs` and `--snapshots` shape each
-  member as usual (the schedules need a member's length up front), so the limit decides how many members,
-  never how long one is planned to be;
-- a rerun of the job with a new limit continues it: stopped members resume from their last epoch, then
-  new members are added while time is left.
+- the job ends within the limit. Its first member calibrates: a probe of a few batches says what start-up,
+  an epoch and the predictions cost (member.calibrate); the job keeps that estimate, refined by what its
+  members measure, in job.json. From it the planner (job.planner) gives every member its length before it
+  starts, so a member's schedule is sized to the epochs it will get: recipe-length members, the last one
+  shortened to the time left (or the members made longer when the rest would be too short for a member);
+- a running member still stops at an epoch end when another epoch and its predictions would not fit (an
+  estimate can be wrong), keeps its best weights (and finished snapshots), and is marked stopped early;
+- `--n` caps the members (default: none, as many as fit), and they train longer to fill the time;
+  `--epochs` fixes the length of all but a shortened last member; `--snapshots` keeps whole cycles;
+- a rerun of the job with a new limit continues it with the job's recorded costs: stopped members resume
+  from their last epoch, then new members are planned into the time left.
 """
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import dataclass, field
+
+from ..job.planner import BudgetPlan, Costs, plan_budget, plan_slot
 
 UNLIMITED_MEMBERS = 100  # the member cap of a --time-limit job without --n
 START_OVERHEAD_S = 30.0  # process start, data, model build: before one member has finished and told us
@@ -74,12 +79,22 @@ def fits(now: float, deadline: float, estimate: float | None) -> bool:
 @dataclass
 class TimeBudget:
     """One run's costs as its members report them, and what they say about the time left. Without a
-    deadline it only measures (the ETA uses the prediction times)."""
+    deadline it only measures (the ETA uses the prediction times). Under a deadline, members without a
+    length of their own get one from the planner (job.planner) once the job has costs: kept in the record
+    from earlier runs, or measured by the first member's calibration."""
 
     epochs: int
     deadline: float | None = None  # epoch seconds (--time-limit), else None
     cap: int | None = None         # members the run may grow to under a deadline
+    costs: Costs | None = None     # the job's estimate, as recorded or calibrated; refined by what this run measures
+    stretch: bool = True           # members may train longer than `epochs` (--epochs was not given)
+    multiple: int = 1              # epochs come in this many equal cycles (--snapshots)
+    slots: int = 1
+    started: float = 0.0           # epoch seconds the run started (plans say what they take of the limit)
+    time_limit: float | None = None
     epoch_seconds: dict[tuple[int, int], float] = field(default_factory=dict)  # (member, epoch) -> seconds
+    steady_epochs: list[float] = field(default_factory=list)  # epoch seconds but each attempt's first (it traces)
+    startups: list[float] = field(default_factory=list)   # seconds before the first epoch, per finished member
     member_walls: list[float] = field(default_factory=list)  # whole-member seconds of members finished here
     predict_measured: list[float] = field(default_factory=list)  # seconds finished members spent predicting
 
@@ -87,25 +102,66 @@ class TimeBudget:
         """Whether a new member may join: under a deadline, while the cap and the clock allow."""
         return self.deadline is not None and members < self.cap and now < self.deadline
 
-    def covers(self, epochs_done: int, now: float) -> bool:
-        """Without a deadline always; with one, whether a member with `epochs_done` behind it fits the time left."""
+    def measured_costs(self) -> Costs | None:
+        """The job's costs with what this run measured in place of the estimate, where it has."""
+        base = self.costs
+        epoch = statistics.median(self.steady_epochs) if self.steady_epochs else (base.epoch_s if base else None)
+        if epoch is None:
+            return None
+        startup = statistics.median(self.startups) if self.startups else (base.startup_s if base else START_OVERHEAD_S)
+        predict = statistics.median(self.predict_measured) if self.predict_measured else (base.predict_s if base else 0.0)
+        return Costs(startup, epoch, predict)
+
+    def covers(self, epochs_done: int, now: float, epochs: int | None = None) -> bool:
+        """Without a deadline always; with one, whether a member of `epochs` (default: the spec's) with
+        `epochs_done` behind it fits the time left."""
         if self.deadline is None:
             return True
-        estimate = member_seconds(self.member_walls, list(self.epoch_seconds.values()), self.epochs,
-                                  max(self.epochs - epochs_done, 1))
+        epochs = epochs or self.epochs
+        costs = self.measured_costs()
+        if costs is not None:
+            return fits(now, self.deadline, costs.member_s(max(epochs - epochs_done, 1)))
+        estimate = member_seconds(self.member_walls, list(self.epoch_seconds.values()), epochs,
+                                  max(epochs - epochs_done, 1))
         return fits(now, self.deadline, estimate)
 
-    def epoch_measured(self, index: int, epoch: int, seconds: float) -> None:
+    def next_member_epochs(self, now: float, members_left: int) -> int | None:
+        """The epochs of the member about to start on a free slot, as its slot's plan starts it; None: none
+        fits. Only once the job has costs (before, the member calibrates and chooses)."""
+        costs = self.measured_costs()
+        if costs is None or self.deadline is None:
+            return None
+        own = plan_slot(self.deadline - now, costs, self.epochs, math.ceil(members_left / self.slots),
+                        self.stretch, self.multiple)
+        return own[0] if own else 0
+
+    def plan(self, now: float, members_left: int, tta: bool, running: tuple[tuple[int, float], ...] = ()
+             ) -> BudgetPlan | None:
+        """The whole plan for the time left; `running`: (epochs, seconds still needed) of members on slots."""
+        costs = self.measured_costs()
+        if costs is None or self.deadline is None:
+            return None
+        return plan_budget(self.deadline - now, costs, self.epochs, self.slots, members_left, self.stretch,
+                           self.multiple, tta, running, now - self.started if self.started else 0.0, self.time_limit)
+
+    def epoch_measured(self, index: int, epoch: int, seconds: float, first: bool = False) -> None:
+        if (index, epoch) not in self.epoch_seconds and not first:
+            self.steady_epochs.append(seconds)
         self.epoch_seconds[(index, epoch)] = seconds
 
     def member_measured(self, wall_seconds: float, epochs_trained: int, predict_seconds: float | None,
-                        models: int, complete: bool) -> None:
+                        models: int, complete: bool, epochs: int | None = None) -> None:
         """A member finished: its prediction time (validation and test, every TTA view, for each of its
-        `models` kept weights and snapshots) and, for one that trained all its epochs, its whole wall time."""
+        `models` kept weights and snapshots) and, for one that trained all its `epochs`, its whole wall time
+        and what of it came before the first epoch."""
         if predict_seconds:
             self.predict_measured.append(predict_seconds * models)
         if complete and epochs_trained > 0:
-            self.member_walls.append(wall_seconds * self.epochs / epochs_trained)
+            self.member_walls.append(wall_seconds * (epochs or self.epochs) / epochs_trained)
+            if self.steady_epochs:
+                startup = wall_seconds - epochs_trained * statistics.median(self.steady_epochs) \
+                    - (predict_seconds or 0.0) * models
+                self.startups.append(max(startup, 0.0))
 
     def predict_seconds(self) -> float:
         """A member's prediction time as the members that finished in this run measured it; 0 until one has."""

@@ -63,11 +63,12 @@ def epochs_done(members, progress: dict[int, Progress], epochs: int) -> float:
     by the share of its batches done (from their progress files)."""
     total = 0.0
     for member in members:
+        own = member.epochs or epochs  # a --time-limit member's own length
         if member.state is MemberState.DONE:
-            total += epochs
+            total += own
         else:
             batch_share = progress.get(member.index, NO_PROGRESS).batch_share
-            total += min(epochs, member.epoch or 0) + batch_share
+            total += min(own, member.epoch or 0) + batch_share
     return total
 
 
@@ -79,7 +80,7 @@ def member_lines(running, progress: dict[int, Progress], epochs: int,
     for member, slot_label in running:
         live = progress.get(member.index, NO_PROGRESS)
         lines.append(MemberLine(name=member.name, device=member.slot or member.device or slot_label,
-                                epoch=member.epoch or 0, epochs=epochs, batch=live.batch, batches=live.batches,
+                                epoch=member.epoch or 0, epochs=member.epochs or epochs, batch=live.batch, batches=live.batches,
                                 val_accuracy=member.val_accuracy, attempt=member.attempts, phase=live.phase,
                                 stalled=(stalled or {}).get(member.index)))
     return lines
@@ -92,8 +93,9 @@ def job_overview(job: str, members, failed: int, progress: dict[int, Progress], 
     done = sum(member.state is MemberState.DONE for member in members)
     epochs_now = epochs_done(members, progress, epochs)
     waiting = len(members) - done - failed
-    return Overview(job, done, len(members), failed, epochs_now, epochs * len(members), elapsed_s,
-                    estimate_eta(epochs_at_start, epochs_now, epochs * len(members), elapsed_s, predicted_s,
+    planned = sum(member.epochs or epochs for member in members)
+    return Overview(job, done, len(members), failed, epochs_now, planned, elapsed_s,
+                    estimate_eta(epochs_at_start, epochs_now, planned, elapsed_s, predicted_s,
                                  waiting * predict_each_s))
 
 

@@ -12,7 +12,7 @@ import os
 import platform
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from ..job.layout import JobLayout
 from ..job.ledger import LastRun, MemberState
 from ..job.outputs import OutputShape, read_metrics, survey_models
 from ..job.plan import DataFile, RunPlan, predict_speed, write_plan
+from ..job.planner import BudgetSpend
 from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
                           data_changed, recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
@@ -313,7 +314,10 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             reporter.event(run_heading(name, created, request, spec, deadline, len(todo), len(wanted) - len(todo)))
             run = JobRun(ws, record, prepared.plan, executor, reporter, RunOrder(wanted, todo, request.retries,
                                                                                 request.stall_timeout),
-                         TimeBudget(spec.epochs, deadline, request.members))
+                         TimeBudget(spec.epochs, deadline, request.members, costs=record.costs,
+                                    stretch=request.spec.epochs is None, multiple=spec.snapshots, started=started,
+                                    time_limit=request.time_limit),
+                         request.time_limit)
             interrupted = False
             try:
                 run.run()
@@ -326,6 +330,8 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                 reporter.close(run.overview())
                 raise
             reporter.close(run.overview())
+            if deadline is not None:
+                keep_spend(ws, run, request.time_limit, time.time() - started)
     finally:
         executor.close()
     stopped = {i: run.member(i).epoch for i in run.trained if run.member(i).stopped_early}
@@ -337,6 +343,17 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
                              f"({resume_command(run.record)}): finished members are kept, failed ones resume "
                              "from their last finished epoch.")
     return outcome
+
+
+def keep_spend(ws: Workspace, run: JobRun, time_limit: float, used_s: float) -> None:
+    """A --time-limit run's end: the job keeps the costs its members measured (a rerun plans from them) and
+    what the run used of its budget."""
+    record = run.record
+    record.costs = run.budget.measured_costs() or record.costs
+    spend = record.budget or BudgetSpend(time_limit)
+    record.budget = replace(spend, time_limit=time_limit, used_s=used_s, members_s=run.busy_seconds())
+    with suppress(NoSpace):
+        save_record(ws, record)
 
 
 def record_stamp(ws: Workspace, job: str) -> int | None:

@@ -2,6 +2,7 @@
 that die, keep the ledger current. The time budget is budget.TimeBudget's, what is shown is view.py's."""
 from __future__ import annotations
 
+import math
 import platform
 import signal
 import time
@@ -12,7 +13,8 @@ from dataclasses import dataclass, replace
 from ..job.layout import JobLayout, log_tail, resumable_epochs
 from ..job.ledger import MemberEntry
 from ..job.outputs import Metrics, OutputShape, output_problem, read_metrics
-from ..job.plan import RunPlan, predict_speed, write_plan
+from ..job.plan import BudgetRules, RunPlan, predict_speed, write_plan
+from ..job.planner import BudgetSpend, Costs
 from ..job.progress import NO_PROGRESS, Progress, read_progress
 from ..job.record import JobRecord, now, save_record
 from ..store.atomic import NO_SPACE_EXIT, NoSpace, low_on_space
@@ -45,17 +47,23 @@ class JobRun:
     through its ledger transition (ledger.MemberEntry) and is saved."""
 
     def __init__(self, ws: Workspace, record: JobRecord, plan: RunPlan, executor, reporter, order: RunOrder,
-                 budget: TimeBudget):
+                 budget: TimeBudget, time_limit: float | None = None):
         self.ws, self.record, self.plan, self.executor, self.reporter = ws, record, plan, executor, reporter
         self.layout = JobLayout(ws, record.name)
         self.job, self.epochs, self.retries = record.name, record.spec.epochs, order.retries
         self.stall_timeout = order.stall_timeout
+        self.time_limit = time_limit
         self.watches: dict[int, StallWatch] = {}  # each running member's updates, on this runner's clock
         self.stalled: dict[int, str] = {}        # running members shown as stalled: what was seen
         self.indices = list(order.wanted)
         self.queue = deque(order.todo)
         self.budget = budget
         self.free: list[Slot] = executor.slots_for(budget.cap if budget.deadline else len(order.todo))
+        if budget.deadline is not None:
+            budget.slots = max(len(self.free), 1)
+            self.plan = replace(plan, budget=BudgetRules(math.ceil(self.members_left() / budget.slots),
+                                                         budget.stretch, budget.multiple))
+            write_plan(ws, self.plan)
         self.not_started = 0
         self.running: dict[int, Launched] = {}
         self.progress: dict[int, Progress] = {}  # this attempt's progress file of each running member, read each poll
@@ -63,6 +71,7 @@ class JobRun:
         self.trained: list[int] = []
         self.failed: dict[int, str] = {}
         self.started = time.monotonic()
+        self.ended_attempts_s = 0.0  # seconds member processes of this run ran, those that ended
         self.epochs_at_start = epochs_done(self.wanted_members(), self.progress, self.epochs)
 
     @property
@@ -79,8 +88,18 @@ class JobRun:
     def wanted_members(self) -> list[MemberEntry]:
         return [self.member(index) for index in self.indices]
 
+    def epochs_of(self, index: int) -> int:
+        """A member's own length: the planner's under a time limit, else the spec's."""
+        return self.member(index).epochs or self.epochs
+
+    def members_left(self) -> int:
+        """Members this run may still start: the queue, and the new ones a time limit may add."""
+        return len(self.queue) + max((self.budget.cap or 0) - len(self.record.members), 0)
+
     # the loop
     def run(self) -> None:
+        if self.budget.deadline is not None and self.budget.costs is not None:
+            self.announce_plan(time.time())
         while True:
             self.fill_slots()
             if not self.running:
@@ -92,11 +111,19 @@ class JobRun:
 
     def fill_slots(self) -> None:
         """Start queued members (then, under a time limit, new ones) on free slots while time covers them.
-        When nothing runs and the next member does not fit, the rest are given up for this run."""
+        Under a time limit a member without a length of its own gets one from the planner, once the job
+        has costs (before, it calibrates). When nothing runs and the next member does not fit, the rest are
+        given up for this run."""
         while self.free and (self.queue or self.budget.may_grow(len(self.record.members), time.time())):
             index = self.queue[0] if self.queue else None
-            done = 0 if index is None else resumable_epochs(self.layout.member(index), self.epochs)
-            if not self.budget.covers(done, time.time()):
+            done = 0 if index is None else resumable_epochs(self.layout.member(index), self.epochs_of(index))
+            planned = None
+            if index is not None and (done or self.member(index).epochs):
+                fits = self.budget.covers(done, time.time(), self.epochs_of(index))
+            else:
+                planned = self.budget.next_member_epochs(time.time(), self.members_left())
+                fits = planned != 0
+            if not fits:
                 if not self.running:
                     self.not_started = len(self.queue)
                     self.queue.clear()
@@ -104,7 +131,37 @@ class JobRun:
             if index is None:
                 index = self.add_member()
             self.queue.remove(index)
+            if planned:
+                self.give_length(index, planned)
             self.start(index, self.free.pop(0))
+
+    def busy_seconds(self) -> float:
+        """Seconds member processes ran in this run, per slot: what the budget was spent on."""
+        running = sum(time.time() - launched.started for launched in self.running.values())
+        return (self.ended_attempts_s + running) / max(self.budget.slots, 1)
+
+    def give_length(self, index: int, epochs: int) -> None:
+        """The planner's length for a member about to start: in the ledger and in the plan it reads."""
+        self.member(index).epochs = epochs
+        self.plan = replace(self.plan, member_epochs={**self.plan.member_epochs, index: epochs})
+        write_plan(self.ws, self.plan)
+
+    def announce_plan(self, when: float, running: tuple[tuple[int, float], ...] = ()) -> None:
+        """The whole plan for the time left, as the job's costs say: printed and recorded."""
+        plan = self.budget.plan(when, self.members_left(), self.record.spec.tta, running)
+        if plan is None:
+            return
+        self.record.budget = BudgetSpend(self.time_limit, plan)
+        self.save()
+        self.reporter.event(f"budget plan: {plan.describe()} (start-up {plan.costs.startup_s:.0f} s, "
+                            f"{plan.costs.epoch_s:.1f} s an epoch, predictions {plan.costs.predict_s:.0f} s a member)")
+
+    def calibrated(self, index: int, launched: Launched, progress: Progress) -> None:
+        """The job's first member measured its costs and chose its own length: the job keeps the estimate."""
+        costs = self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
+        self.member(index).epochs = progress.epochs
+        now = time.time()
+        self.announce_plan(now, ((progress.epochs, costs.member_s(progress.epochs) - costs.startup_s),))
 
     def add_member(self) -> int:
         """A new member under a time limit: it joins the ledger as it starts."""
@@ -117,7 +174,7 @@ class JobRun:
 
     def start(self, index: int, slot: Slot) -> None:
         member = self.member(index)
-        finished = resumable_epochs(self.layout.member(index), self.epochs)
+        finished = resumable_epochs(self.layout.member(index), self.epochs_of(index))
         launched = self.executor.start(self.job, index, slot)
         launched.resumed_from = finished
         self.tries[index] += 1
@@ -126,7 +183,7 @@ class JobRun:
         member.start(slot=slot.label, device=slot.device, executor=self.executor.name, pid=launched.pid,
                      host=platform.node() if launched.pid else None, epoch=finished, when=now())
         self.save()
-        self.reporter.event(start_text(member, finished, self.epochs, self.executor.where(slot),
+        self.reporter.event(start_text(member, finished, self.epochs_of(index), self.executor.where(slot),
                                        self.layout.log(index)))
 
     def follow(self, index: int) -> None:
@@ -140,8 +197,11 @@ class JobRun:
             self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(progress.notes)
         if progress.known:
+            if progress.costs and progress.epochs and self.budget.costs is None and self.budget.deadline:
+                self.calibrated(index, launched, progress)
             if progress.epoch_seconds and progress.epoch:
-                self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds)
+                self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
+                                           first=progress.epoch == (launched.resumed_from or 0) + 1)
             if ledger_from_progress(member, launched, progress):
                 self.save()
         returncode = self.executor.poll(launched)
@@ -151,6 +211,7 @@ class JobRun:
             del self.running[index], self.progress[index], self.watches[index]
             self.stalled.pop(index, None)
             self.free.append(launched.slot)
+            self.ended_attempts_s += time.time() - launched.started
             self.finish(index, returncode, launched)
 
     def watch(self, index: int, launched: Launched, progress: Progress) -> int | None:
@@ -208,16 +269,16 @@ class JobRun:
         self.reporter.event(self.failed[index])
 
     def finished(self, index: int, member: MemberEntry, metrics: Metrics, launched: Launched) -> None:
-        member.finish(epoch=metrics.epochs, epochs=self.epochs, val_accuracy=metrics.val_accuracy,
+        member.finish(epoch=metrics.epochs, epochs=metrics.epochs_planned or self.epochs_of(index), val_accuracy=metrics.val_accuracy,
                       best_epoch=metrics.best_epoch, returncode=0, when=now())
         self.save()
         self.trained.append(index)
         snapshots = self.record.spec.snapshots
         self.budget.member_measured(time.time() - launched.started, metrics.epochs - (launched.resumed_from or 0),
                                     metrics.predict_seconds, 1 + (snapshots if snapshots > 1 else 0),
-                                    complete=not member.stopped_early)
+                                    complete=not member.stopped_early, epochs=self.epochs_of(index))
         self.tell_members_the_predict_speed(metrics)
-        self.reporter.event(finish_text(member, metrics, self.epochs))
+        self.reporter.event(finish_text(member, metrics, self.epochs_of(index)))
 
     def tell_members_the_predict_speed(self, metrics: Metrics) -> None:
         """Under a time limit, members started from now on plan their last epoch with what this one measured."""

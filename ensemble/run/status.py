@@ -33,9 +33,9 @@ def member_rows(record: JobRecord, progress: dict[int, Progress], statuses: dict
     """A row per member: its state as job.state.member_status gives it, and the ledger's details; a running
     member whose progress file stopped changing is noted as stalled (run.stall)."""
     now = time.time() if now is None else now
-    epochs = record.spec.epochs
     rows = []
     for member in record.members:
+        epochs = member.epochs or record.spec.epochs  # a --time-limit member's own length
         status = statuses[member.index]
         running = status.state is MemberState.RUNNING
         live = progress.get(member.index, NO_PROGRESS) if running else NO_PROGRESS

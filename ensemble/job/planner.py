@@ -1,0 +1,177 @@
+"""The `--time-limit` planner: how many members of how many epochs fill the time left. Pure functions of
+measured costs; the runner measures, records and applies them (scheduler.JobRun), a member sizes its
+schedule to what it is given (member.process).
+
+The rule (BENCHMARKS.md, "Accuracy per compute", round 1: at equal time one 12-epoch one-cycle member
+beat a 6-epoch one by 2.5 points, and two 12-epoch members beat one by 0.4): members keep the recipe's
+length while whole members fit; the time a whole member no longer fits goes to
+- a last, shorter member when it holds at least a quarter of the recipe's epochs (a one-cycle run that short
+  still anneals; its schedule is sized to its own epochs, never a long one cut short),
+- else the members of that slot train that many epochs longer each (only when --epochs was not given:
+  a length the user asked for is kept, and only the last member is shortened).
+A member cap (--n with --time-limit) stretches the members to fill the time, up to STRETCH_MAX x the
+recipe's epochs. Slots (GPUs, --workers) run side by side, so each slot's time is planned on its own.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+STRETCH_MAX = 4  # members of a capped job train at most this many times the recipe's epochs
+MIN_SHARE = 4    # a shortened last member has at least 1/MIN_SHARE of the recipe's epochs
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one member costs on one slot, as the job measured it (seconds)."""
+
+    startup_s: float   # process start, imports, data, model build and graph tracing: before the first epoch
+    epoch_s: float     # one training epoch with its validation pass, as slots run side by side
+    predict_s: float   # every prediction of a finished member: validation and test, each TTA view, each model
+
+    def member_s(self, epochs: int) -> float:
+        return self.startup_s + epochs * self.epoch_s + self.predict_s
+
+    def epochs_in(self, seconds: float) -> int:
+        """Whole epochs a member started now can train and still predict within `seconds`."""
+        if self.epoch_s <= 0:
+            return 0
+        return max(0, math.floor((seconds - self.startup_s - self.predict_s) / self.epoch_s + 1e-9))
+
+    def to_dict(self) -> dict:
+        return {"startup_s": round(self.startup_s, 3), "epoch_s": round(self.epoch_s, 3),
+                "predict_s": round(self.predict_s, 3)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Costs":
+        return cls(float(values["startup_s"]), float(values["epoch_s"]), float(values["predict_s"]))
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """Members to start, each with its epochs, per slot in start order; and what they will take."""
+
+    slots: tuple[tuple[int, ...], ...]
+    seconds: float            # the time planned for
+    costs: Costs
+    tta: bool = False
+    elapsed_s: float = 0.0           # of the run, when the plan was made
+    limit_s: float | None = None     # the --time-limit
+    running_s: tuple[float, ...] = ()  # per slot: seconds its running member (its first entry) still needs
+
+    @property
+    def member_epochs(self) -> list[int]:
+        """Every planned member's epochs in the order slots start them (round-robin over the slots)."""
+        order = []
+        for position in range(max((len(slot) for slot in self.slots), default=0)):
+            order.extend(slot[position] for slot in self.slots if position < len(slot))
+        return order
+
+    @property
+    def planned_s(self) -> float:
+        """The busiest slot's seconds: when the last planned member ends."""
+        def slot_s(position: int, slot: tuple[int, ...]) -> float:
+            busy = self.running_s[position] if position < len(self.running_s) else 0.0
+            new = slot[1:] if busy else slot
+            return busy + sum(self.costs.member_s(epochs) for epochs in new)
+        return max((slot_s(position, slot) for position, slot in enumerate(self.slots)), default=0.0)
+
+    def describe(self) -> str:
+        """'3 members x 9 epochs + 1 x 5, TTA, ~1180 s of 1200'."""
+        epochs = self.member_epochs
+        if not epochs:
+            return f"no member fits in {max(self.seconds, 0):.0f} s (one takes ~{self.costs.member_s(1):.0f} s with 1 epoch)"
+        groups: list[tuple[int, int]] = []  # (epochs, count), in order
+        for value in sorted(epochs, reverse=True):
+            if groups and groups[-1][0] == value:
+                groups[-1] = (value, groups[-1][1] + 1)
+            else:
+                groups.append((value, 1))
+        first_epochs, first_count = groups[0]
+        text = f"{first_count} member{'s' if first_count != 1 else ''} x {first_epochs} epoch{'s' if first_epochs != 1 else ''}"
+        text += "".join(f" + {count} x {value}" for value, count in groups[1:])
+        if len(self.slots) > 1:
+            text += f" on {len(self.slots)} slots"
+        limit = self.limit_s if self.limit_s is not None else self.elapsed_s + self.seconds
+        return f"{text}{', TTA' if self.tta else ''}, ~{self.elapsed_s + self.planned_s:.0f} s of {limit:.0f}"
+
+    def to_dict(self) -> dict:
+        return {"slots": [list(slot) for slot in self.slots], "seconds": round(self.seconds, 1),
+                "costs": self.costs.to_dict(), "tta": self.tta, "planned_s": round(self.planned_s, 1),
+                "elapsed_s": round(self.elapsed_s, 1), "limit_s": self.limit_s,
+                "running_s": [round(value, 1) for value in self.running_s], "text": self.describe()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BudgetPlan":
+        return cls(tuple(tuple(int(e) for e in slot) for slot in values["slots"]), float(values["seconds"]),
+                   Costs.from_dict(values["costs"]), bool(values.get("tta", False)),
+                   float(values.get("elapsed_s", 0.0)), values.get("limit_s"),
+                   tuple(float(value) for value in values.get("running_s", ())))
+
+
+def round_down(epochs: int, multiple: int) -> int:
+    return epochs - epochs % multiple if multiple > 1 else epochs
+
+
+def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool, multiple: int = 1) -> tuple[int, ...]:
+    """One slot's members in start order: recipe-length members, then the rest of the time as a shorter last
+    member or (stretch) as longer members. `multiple`: epochs must split into this many equal cycles."""
+    if cap <= 0 or costs.epoch_s <= 0 or seconds <= 0:
+        return ()
+    alone = round_down(costs.epochs_in(seconds), multiple)
+    whole = min(int(seconds // costs.member_s(epochs)) if costs.member_s(epochs) > 0 else cap, cap)
+    if whole == 0:
+        return (alone,) if alone >= 1 else ()
+    left = seconds - whole * costs.member_s(epochs)
+    if whole < cap:
+        last = round_down(costs.epochs_in(left), multiple)
+        if last >= max(1, math.ceil(epochs / MIN_SHARE), multiple):
+            return (epochs,) * whole + (last,)
+    if not stretch:
+        return (epochs,) * whole
+    # the leftover time as extra epochs, a cycle at a time, the first members first
+    cycles = math.floor((seconds - whole * (costs.startup_s + costs.predict_s)) / costs.epoch_s / multiple + 1e-9)
+    longest = round_down(STRETCH_MAX * epochs, multiple)
+    return tuple(min((cycles // whole + (1 if position < cycles % whole else 0)) * multiple, longest)
+                 for position in range(whole))
+
+
+def plan_budget(seconds: float, costs: Costs, epochs: int, slots: int = 1, cap: int = 100, stretch: bool = True,
+                multiple: int = 1, tta: bool = False, running: tuple[tuple[int, float], ...] = (),
+                elapsed_s: float = 0.0, limit_s: float | None = None) -> BudgetPlan:
+    """The plan for `seconds` on `slots` slots side by side, at most `cap` new members in all. `running`:
+    (epochs, seconds it still needs) of a member already on each of the first slots; it is part of the plan."""
+    slots = max(1, slots, len(running))
+    caps = [cap // slots + (1 if position < cap % slots else 0) for position in range(slots)]
+    planned = []
+    for position, slot_cap in enumerate(caps):
+        busy_epochs, busy_s = running[position] if position < len(running) else (None, 0.0)
+        new = plan_slot(seconds - busy_s, costs, epochs, slot_cap, stretch, multiple)
+        planned.append(((busy_epochs,) if busy_epochs else ()) + new)
+    return BudgetPlan(tuple(planned), seconds, costs, tta, elapsed_s, limit_s,
+                      tuple(busy_s for _, busy_s in running))
+
+
+@dataclass(frozen=True)
+class BudgetSpend:
+    """A --time-limit run's plan and what it used (job.json, for the report)."""
+
+    time_limit: float
+    plan: BudgetPlan | None = None  # as printed when the job's costs were known
+    used_s: float | None = None     # the command's start to its end
+    members_s: float | None = None  # seconds member processes ran, summed over members, per slot
+
+    @property
+    def used_share(self) -> float | None:
+        return self.used_s / self.time_limit if self.used_s is not None and self.time_limit else None
+
+    def to_dict(self) -> dict:
+        return {"time_limit": self.time_limit, "plan": self.plan.to_dict() if self.plan else None,
+                "used_s": None if self.used_s is None else round(self.used_s, 1),
+                "members_s": None if self.members_s is None else round(self.members_s, 1)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "BudgetSpend":
+        plan = values.get("plan")
+        return cls(float(values["time_limit"]), BudgetPlan.from_dict(plan) if plan else None,
+                   values.get("used_s"), values.get("members_s"))

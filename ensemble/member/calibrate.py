@@ -1,0 +1,116 @@
+"""A member's own length under `--time-limit`: the epochs its run's plan gives it, the ones it was started with
+(a resumed member keeps its schedule), or, in a job that has measured nothing yet, what a short probe of its
+own training says fits (run.planner decides from the costs).
+
+The probe trains a few batches on a throwaway copy of the member's model and predicts a slice of the
+validation rows; the member is then built again from its seed, so what it learns does not depend on having
+probed (a test holds its probabilities equal to an unprobed member's).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..job.layout import MemberFolder
+from ..job.plan import RunPlan
+from ..job.spec import JobSpec
+from ..nets.augment import TTA_VIEWS
+from ..job.planner import Costs, plan_slot
+from ..store import atomic
+from .callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
+from .model import build_member_model, steps_per_epoch
+from .predict import PREDICT_BATCH
+
+PROBE_STEPS = 10
+PROBE_PREDICT_ROWS = 1024
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc), else 0: start-up before Python runs counts."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return max(0.0, time.time() - (boot + ticks / os.sysconf("SC_CLK_TCK")))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0
+
+
+def recorded_epochs(folder: MemberFolder, job_epochs: int) -> int | None:
+    """The epochs a member was started with, once it has trained any: its config.json says (one written
+    before members had lengths of their own trained the job's)."""
+    if not folder.committed_epochs() and not folder.history.is_file():
+        return None
+    try:
+        value = atomic.read_json(folder.config).get("epochs", job_epochs)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and value >= 1 else None
+
+
+def models_per_member(spec: JobSpec) -> int:
+    """The kept weights and every snapshot: each predicts validation and test."""
+    return 1 + (spec.snapshots if spec.snapshots > 1 else 0)
+
+
+def measure_costs(spec: JobSpec, arrays, seed: int) -> Costs:
+    """Start-up, epoch and prediction seconds of a member of this spec, from a probe on a throwaway model."""
+    n_train = len(arrays.x_train)
+    model = build_member_model(spec, seed, n_train)
+    batch = min(spec.batch_size, n_train)
+    rng = np.random.default_rng(seed)
+    picks = [rng.integers(0, n_train, batch) for _ in range(PROBE_STEPS + 1)]
+    model.train_on_batch(arrays.x_train[picks[0]].astype("float32"), arrays.y_train[picks[0]])  # traces
+    started_up = process_age()
+    steps = []
+    for pick in picks[1:]:
+        began = time.perf_counter()
+        model.train_on_batch(arrays.x_train[pick].astype("float32"), arrays.y_train[pick])
+        steps.append(time.perf_counter() - began)
+    # validation and test rows, as many as make a full prediction batch: per-image time is not per-call overhead
+    rows = np.concatenate([arrays.x_val[:PROBE_PREDICT_ROWS], arrays.x_test[:PROBE_PREDICT_ROWS]])
+    rows = rows[:PROBE_PREDICT_ROWS].astype("float32")
+    began = time.perf_counter()
+    model.predict(rows, batch_size=PREDICT_BATCH, verbose=0)  # traces
+    predict_trace = time.perf_counter() - began
+    began = time.perf_counter()
+    model.predict(rows, batch_size=PREDICT_BATCH, verbose=0)
+    per_image = (time.perf_counter() - began) / max(len(rows), 1)
+    with tempfile.TemporaryDirectory() as scratch:  # each epoch ends in a commit: training state and best.keras
+        began = time.perf_counter()
+        model.save(Path(scratch) / "probe.keras")
+        commit = 2 * (time.perf_counter() - began)
+    keras.backend.clear_session()
+    epoch = statistics.median(steps) * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit
+    views = len(TTA_VIEWS) if spec.tta else 1
+    outputs = len(arrays.x_val) + len(arrays.x_test)
+    predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + MODEL_LOAD_S)
+    return Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict)
+
+
+def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, clock=time.time) -> int:
+    """This member's epochs as its slot's plan would start it now: at least one."""
+    rules = plan.budget
+    own = plan_slot(plan.deadline - clock(), replace(costs, startup_s=0.0), spec.epochs, rules.cap_per_slot,
+                    rules.stretch, rules.multiple)
+    return max(own[0] if own else 1, 1)
+
+
+def member_epochs(plan: RunPlan, index: int, folder: MemberFolder) -> int | None:
+    """What the member trains for: its own length once started, else its plan's; None: calibrate."""
+    recorded = recorded_epochs(folder, plan.spec.epochs)
+    if recorded is not None:
+        return recorded
+    given = plan.member_epochs.get(index)
+    if given is not None:
+        return given
+    if plan.deadline is None or plan.budget is None or plan.spec.augment == "legacy-idg":
+        return plan.spec.epochs  # the legacy generator is not probed: its first epoch calibrates the job
+    return None

@@ -214,7 +214,9 @@ def train(ctx, **options):
         click.echo(f"job {outcome.job}: interrupted; rerun the same command to resume.", err=True)
         ctx.exit(130)
     if request.time_limit:
-        click.echo(outcome.budget_summary(request.time_limit, load_record(ws, outcome.job).spec.epochs))
+        record = load_record(ws, outcome.job)
+        click.echo(outcome.budget_summary(request.time_limit, {m.index: m.epochs or record.spec.epochs
+                                                               for m in record.members}))
     click.echo(f"job {outcome.job}: trained {len(outcome.trained)}, already done {len(outcome.skipped)}. "
                f"Next: ensemble blend --job {outcome.job}")
 

@@ -33,6 +33,10 @@ def test_too_little_time_for_a_whole_member_plans_one_short_member_or_none():
     assert plan_slot(30, SMALL, 12, cap=100, stretch=True) == ()   # 16 + 13 + 5 = 34 s > 30
     assert plan_slot(-5, SMALL, 12, cap=100, stretch=True) == ()   # past the deadline
     assert plan_budget(30, SMALL, 12).describe() == "no member fits in 30 s (one takes ~34 s with 1 epoch)"
+    # once the job has members, one shorter than a quarter of the recipe (3 epochs) is not worth starting
+    assert plan_slot(40, SMALL, 12, cap=100, stretch=True, first=True) == (1,)
+    assert plan_slot(40, SMALL, 12, cap=100, stretch=True, first=False) == ()
+    assert plan_slot(60, SMALL, 12, cap=100, stretch=True, first=False) == (3,)
 
 
 def test_a_member_cap_stretches_members_to_fill_the_time_up_to_four_times_the_recipe():

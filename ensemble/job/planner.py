@@ -113,19 +113,26 @@ def round_down(epochs: int, multiple: int) -> int:
     return epochs - epochs % multiple if multiple > 1 else epochs
 
 
-def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool, multiple: int = 1) -> tuple[int, ...]:
+def shortest(epochs: int, multiple: int = 1) -> int:
+    """The fewest epochs a shortened member is planned with: a quarter of the recipe's, in whole cycles."""
+    return max(1, math.ceil(epochs / MIN_SHARE), multiple)
+
+
+def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool, multiple: int = 1,
+              first: bool = True) -> tuple[int, ...]:
     """One slot's members in start order: recipe-length members, then the rest of the time as a shorter last
-    member or (stretch) as longer members. `multiple`: epochs must split into this many equal cycles."""
+    member or (stretch) as longer members. `multiple`: epochs must split into this many equal cycles.
+    `first`: nothing of the job is trained yet, so even a member shorter than `shortest` is worth starting."""
     if cap <= 0 or costs.epoch_s <= 0 or seconds <= 0:
         return ()
     alone = round_down(costs.epochs_in(seconds), multiple)
     whole = min(int(seconds // costs.member_s(epochs)) if costs.member_s(epochs) > 0 else cap, cap)
     if whole == 0:
-        return (alone,) if alone >= 1 else ()
+        return (alone,) if alone >= (max(1, multiple) if first else shortest(epochs, multiple)) else ()
     left = seconds - whole * costs.member_s(epochs)
     if whole < cap:
         last = round_down(costs.epochs_in(left), multiple)
-        if last >= max(1, math.ceil(epochs / MIN_SHARE), multiple):
+        if last >= shortest(epochs, multiple):
             return (epochs,) * whole + (last,)
     if not stretch:
         return (epochs,) * whole

@@ -46,6 +46,7 @@ class JobRecord:
     last_run: LastRun | None = None
     rebuilt: str | None = None  # when the record was rebuilt from member folders (jobs.rebuild_record)
     costs: Costs | None = None  # what a member costs on one slot, as measured (--time-limit plans from it)
+    epochs_asked: bool = False  # --epochs was given when the job was made: --time-limit keeps that length
     budget: BudgetSpend | None = None  # the latest --time-limit run's plan and what it used
     version: int = RECORD_VERSION
 
@@ -65,6 +66,7 @@ class JobRecord:
                 "last_run": asdict(self.last_run) if self.last_run else None,
                 **({"rebuilt": self.rebuilt} if self.rebuilt else {}),
                 **({"costs": self.costs.to_dict()} if self.costs else {}),
+                **({"epochs_asked": True} if self.epochs_asked else {}),
                 **({"budget": self.budget.to_dict()} if self.budget else {})}
 
     @classmethod
@@ -76,6 +78,7 @@ class JobRecord:
                    members=[MemberEntry.from_dict(m) for m in values["members"]],
                    last_run=LastRun(**last_run) if last_run else None, rebuilt=values.get("rebuilt"),
                    costs=Costs.from_dict(values["costs"]) if values.get("costs") else None,
+                   epochs_asked=bool(values.get("epochs_asked", False)),
                    budget=BudgetSpend.from_dict(values["budget"]) if values.get("budget") else None,
                    version=int(values.get("version", RECORD_VERSION)))
 

@@ -51,8 +51,13 @@ def recorded_epochs(folder: MemberFolder, job_epochs: int) -> int | None:
     try:
         value = atomic.read_json(folder.config).get("epochs", job_epochs)
     except (OSError, ValueError, AttributeError):
-        return None
-    return int(value) if isinstance(value, int) and value >= 1 else None
+        value = None
+    if not isinstance(value, int) or value < 1:  # unreadable: what its metrics say it was planned for, else the job's
+        try:
+            value = int(atomic.read_json(folder.metrics).get("epochs_planned") or job_epochs)
+        except (OSError, ValueError, AttributeError, TypeError):
+            value = job_epochs
+    return value
 
 
 def models_per_member(spec: JobSpec) -> int:
@@ -60,14 +65,17 @@ def models_per_member(spec: JobSpec) -> int:
     return 1 + (spec.snapshots if spec.snapshots > 1 else 0)
 
 
-def measure_costs(spec: JobSpec, arrays, seed: int) -> Costs:
-    """Start-up, epoch and prediction seconds of a member of this spec, from a probe on a throwaway model."""
+def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
+    """Start-up, epoch and prediction seconds of a member of this spec, from a probe on a throwaway model;
+    and the seconds this member still spends building and tracing its model again before it trains."""
     n_train = len(arrays.x_train)
     model = build_member_model(spec, seed, n_train)
     batch = min(spec.batch_size, n_train)
     rng = np.random.default_rng(seed)
     picks = [rng.integers(0, n_train, batch) for _ in range(PROBE_STEPS + 1)]
+    built = time.perf_counter()
     model.train_on_batch(arrays.x_train[picks[0]].astype("float32"), arrays.y_train[picks[0]])  # traces
+    trace = time.perf_counter() - built
     started_up = process_age()
     steps = []
     for pick in picks[1:]:
@@ -92,15 +100,16 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Costs:
     views = len(TTA_VIEWS) if spec.tta else 1
     outputs = len(arrays.x_val) + len(arrays.x_test)
     predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + MODEL_LOAD_S)
-    return Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict)
+    return Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict), trace + predict_trace
 
 
-def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, clock=time.time) -> int:
-    """This member's epochs as its slot's plan would start it now: at least one."""
+def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, rebuild_s: float, clock=time.time) -> int:
+    """This member's epochs as its slot's plan would start it now (its start-up is behind it but the rebuild
+    and its tracing); at least one cycle even when nothing fits: the job's first member always trains."""
     rules = plan.budget
-    own = plan_slot(plan.deadline - clock(), replace(costs, startup_s=0.0), spec.epochs, rules.cap_per_slot,
+    own = plan_slot(plan.deadline - clock(), replace(costs, startup_s=rebuild_s), spec.epochs, rules.cap_per_slot,
                     rules.stretch, rules.multiple)
-    return max(own[0] if own else 1, 1)
+    return max(own[0] if own else rules.multiple, rules.multiple, 1)
 
 
 def member_epochs(plan: RunPlan, index: int, folder: MemberFolder) -> int | None:

@@ -130,8 +130,8 @@ def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress
     epochs = member_epochs(plan, index, folder)
     if epochs is not None:
         return epochs
-    costs = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
-    epochs = calibrated_epochs(plan, plan.spec, costs)
+    costs, rebuild_s = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
+    epochs = calibrated_epochs(plan, plan.spec, costs, rebuild_s)
     progress.write("starting", epochs=epochs, costs=costs.to_dict())
     print(f"{label} calibrated: start-up {costs.startup_s:.1f} s, {costs.epoch_s:.1f} s an epoch, predictions "
           f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''} to fit the time limit", flush=True)

@@ -125,14 +125,15 @@ class TimeBudget:
                                   max(epochs - epochs_done, 1))
         return fits(now, self.deadline, estimate)
 
-    def next_member_epochs(self, now: float, members_left: int) -> int | None:
-        """The epochs of the member about to start on a free slot, as its slot's plan starts it; None: none
-        fits. Only once the job has costs (before, the member calibrates and chooses)."""
+    def next_member_epochs(self, now: float, members_left: int, first: bool = False) -> int | None:
+        """The epochs of the member about to start on a free slot, as its slot's plan starts it; 0: none fits;
+        None: the job has no costs yet (the member calibrates and chooses). `first`: the job has no member
+        trained yet, so a short one is still worth starting."""
         costs = self.measured_costs()
         if costs is None or self.deadline is None:
             return None
         own = plan_slot(self.deadline - now, costs, self.epochs, math.ceil(members_left / self.slots),
-                        self.stretch, self.multiple)
+                        self.stretch, self.multiple, first)
         return own[0] if own else 0
 
     def plan(self, now: float, members_left: int, tta: bool, running: tuple[tuple[int, float], ...] = ()

@@ -62,12 +62,12 @@ class TrainOutcome:
     not_started: int = 0   # members the time limit left out of this run
     elapsed: float = 0.0   # seconds from the command's start
 
-    def budget_summary(self, time_limit: float, epochs: int) -> str:
-        """What a --time-limit run fitted into its budget."""
+    def budget_summary(self, time_limit: float, epochs: dict[int, int]) -> str:
+        """What a --time-limit run fitted into its budget; `epochs`: each member's own length."""
         complete = len(self.trained) - len(self.stopped_early)
         parts = [f"{complete} complete member{'s' if complete != 1 else ''}"]
         if self.stopped_early:
-            parts.append("stopped early: " + ", ".join(f"member-{i:02d} at epoch {e}/{epochs}"
+            parts.append("stopped early: " + ", ".join(f"member-{i:02d} at epoch {e}/{epochs[i]}"
                                                         for i, e in sorted(self.stopped_early.items())))
         if self.not_started:
             parts.append(f"{self.not_started} not started")
@@ -167,6 +167,7 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
     created = record is None
     if created:
         record = new_record(name, asked.spec, Path(request.data_dir).resolve())
+        record.epochs_asked = request.spec.epochs is not None
         train_index, val_index = stratified_split(asked.train.labels, asked.spec.val_split, asked.spec.seed)
         save_split(ws, name, train_index, val_index,
                    class_indices(asked.train.labels, asked.spec.classes)[val_index])
@@ -315,7 +316,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             run = JobRun(ws, record, prepared.plan, executor, reporter, RunOrder(wanted, todo, request.retries,
                                                                                 request.stall_timeout),
                          TimeBudget(spec.epochs, deadline, request.members, costs=record.costs,
-                                    stretch=request.spec.epochs is None, multiple=spec.snapshots, started=started,
+                                    stretch=not record.epochs_asked, multiple=spec.snapshots, started=started,
                                     time_limit=request.time_limit),
                          request.time_limit)
             interrupted = False

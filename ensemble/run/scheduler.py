@@ -11,7 +11,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from ..job.layout import JobLayout, log_tail, resumable_epochs
-from ..job.ledger import MemberEntry
+from ..job.ledger import MemberEntry, MemberState
 from ..job.outputs import Metrics, OutputShape, output_problem, read_metrics
 from ..job.plan import BudgetRules, RunPlan, predict_speed, write_plan
 from ..job.planner import BudgetSpend, Costs
@@ -118,11 +118,12 @@ class JobRun:
             index = self.queue[0] if self.queue else None
             done = 0 if index is None else resumable_epochs(self.layout.member(index), self.epochs_of(index))
             planned = None
-            if index is not None and (done or self.member(index).epochs):
+            if done:  # it has a length of its own (its config.json) and epochs behind it
                 fits = self.budget.covers(done, time.time(), self.epochs_of(index))
             else:
-                planned = self.budget.next_member_epochs(time.time(), self.members_left())
-                fits = planned != 0
+                first = not any(member.state is MemberState.DONE for member in self.record.members)
+                planned = self.budget.next_member_epochs(time.time(), self.members_left(), first)
+                fits = planned != 0 if planned is not None else self.budget.covers(0, time.time())
             if not fits:
                 if not self.running:
                     self.not_started = len(self.queue)
@@ -159,7 +160,6 @@ class JobRun:
     def calibrated(self, index: int, launched: Launched, progress: Progress) -> None:
         """The job's first member measured its costs and chose its own length: the job keeps the estimate."""
         costs = self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
-        self.member(index).epochs = progress.epochs
         now = time.time()
         self.announce_plan(now, ((progress.epochs, costs.member_s(progress.epochs) - costs.startup_s),))
 
@@ -197,11 +197,15 @@ class JobRun:
             self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(progress.notes)
         if progress.known:
+            if progress.epochs and progress.epochs != member.epochs:  # what it trains, as it says
+                member.epochs = progress.epochs
+                self.save()
             if progress.costs and progress.epochs and self.budget.costs is None and self.budget.deadline:
                 self.calibrated(index, launched, progress)
             if progress.epoch_seconds and progress.epoch:
-                self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
-                                           first=progress.epoch == (launched.resumed_from or 0) + 1)
+                if progress.epoch > (launched.resumed_from or 0):  # not the epoch an earlier attempt ended with
+                    self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
+                                               first=progress.epoch == (launched.resumed_from or 0) + 1)
             if ledger_from_progress(member, launched, progress):
                 self.save()
         returncode = self.executor.poll(launched)

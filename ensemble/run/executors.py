@@ -1,9 +1,12 @@
-"""Where member processes run: here, one process per slot, or as Ray tasks on a cluster.
+"""Where members run: here, a warm worker process per slot, or as Ray tasks on a cluster.
 
-Both start the same command, `python -m ensemble.member --job J --member I`, with its output appended to
-`jobs/<job>/logs/member-XX.log` and its environment from `devices.slot_environment`. Every member process
-is its own session (a Ctrl-C reaches only the runner, which stops members in order) and is killed by the
-kernel when the process that started it dies, so a killed runner never leaves a member training.
+Locally each slot has a worker (`python -m ensemble.member.worker`, member.worker) that trains the members
+it is handed one after another, so start-up is paid once per slot; a worker whose member fails has exited
+with the member's code, and the slot's next member starts in a fresh one. A Ray task runs the member process,
+`python -m ensemble.member --job J --member I`. Either way a member's output is appended to
+`jobs/<job>/logs/member-XX.log`, its environment comes from `devices.slot_environment`, and every worker or
+member process is its own session (a Ctrl-C reaches only the runner, which stops members in order) and is
+killed by the kernel when the process that started it dies, so a killed runner never leaves a member training.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +40,15 @@ def member_command(home: Path, job: str, index: int) -> list[str]:
         return [sys.executable, "-P", "-m", "ensemble.member", *args]
     return [sys.executable, "-c", "import runpy, sys; del sys.path[0]; sys.argv[0] = 'ensemble.member'; "
             "runpy.run_module('ensemble.member', run_name='__main__')", *args]
+
+
+def worker_command(home: Path, results_fd: int) -> list[str]:
+    """The slot's worker, started like the member process (see member_command on -P)."""
+    args = ["--home", str(home), "--results-fd", str(results_fd)]
+    if sys.version_info >= (3, 11):
+        return [sys.executable, "-P", "-m", "ensemble.member.worker", *args]
+    return [sys.executable, "-c", "import runpy, sys; del sys.path[0]; sys.argv[0] = 'ensemble.member.worker'; "
+            "runpy.run_module('ensemble.member.worker', run_name='__main__')", *args]
 
 
 def member_environment(overrides: dict[str, str]) -> dict[str, str]:
@@ -71,6 +84,87 @@ def run_member_to_end(home: str, job: str, index: int, env_overrides: dict[str, 
 
 
 @dataclass
+class Worker:
+    """A slot's warm worker: its process, the assignments written to its stdin, the results it reported."""
+
+    process: subprocess.Popen
+    results_fd: int
+    finished: set[int] = field(default_factory=set)  # members it reported done and no poll has taken yet
+    _unread: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def assign(self, job: str, index: int) -> bool:
+        """Hand it a member; False when it can take none (it has exited)."""
+        try:
+            self.process.stdin.write(f"{job} {index}\n".encode())
+            self.process.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def read_results(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.results_fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                return
+            if not chunk:
+                return
+            self._unread += chunk.decode()
+            *lines, self._unread = self._unread.split("\n")
+            for line in lines:
+                index, code = line.split()
+                if int(code) == 0:
+                    self.finished.add(int(index))
+
+    def took(self, index: int) -> int | None:
+        """The member's exit code once it is over: 0 reported, else the code the worker ended with."""
+        self.read_results()
+        if index in self.finished:
+            self.finished.discard(index)
+            return 0
+        returncode = self.process.poll()
+        if returncode is None:
+            return None
+        self.read_results()  # what it wrote just before it exited
+        if index in self.finished:
+            self.finished.discard(index)
+            return 0
+        return returncode if returncode != 0 else 1  # it ended without a word about the member
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.process.stdin.close()
+        with suppress(OSError):
+            os.close(self.results_fd)
+
+
+def launch_worker(home: Path, job: str, index: int, env_overrides: dict[str, str]) -> Worker:
+    """A worker for a slot, started for its first member: what it prints before that member's output is
+    redirected (an import that fails, say) lands in that member's log."""
+    path = JobLayout(Workspace(Path(home)), job).log(index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    try:
+        with path.open("ab") as log:
+            process = subprocess.Popen(worker_command(home, write_fd), env=member_environment(env_overrides),
+                                       stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=_die_with_parent, pass_fds=(write_fd,))
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return Worker(process, read_fd)
+
+
+@dataclass
 class Launched:
     """A member started on a slot; pid is known at once here, from its progress file under Ray."""
 
@@ -85,16 +179,18 @@ class Launched:
 
 
 KILL_WAIT_S = 30.0
+STOP_IDLE_S = 10.0  # an idle worker told to end (its input closed) has this long before it is killed
 
 
 class LocalExecutor:
-    """Member processes on this machine, one per slot."""
+    """Members on this machine: a warm worker per slot, one member at a time on each."""
 
     name = "local"
-    may_queue = False  # a member process starts at once
+    may_queue = False  # a member starts at once
 
     def __init__(self, ws: Workspace, slots: list[Slot]):
         self.ws, self.slots = ws, slots
+        self.workers: dict[str, Worker] = {}  # slot label -> its worker
 
     def slots_for(self, members: int) -> list[Slot]:
         return list(self.slots)
@@ -103,29 +199,60 @@ class LocalExecutor:
         return f"on {slot.label}"
 
     def start(self, job: str, index: int, slot: Slot) -> Launched:
-        process = launch_member(self.ws.home, job, index, slot_environment(slot))
-        return Launched(index, slot, process, pid=process.pid)
+        worker = self.workers.get(slot.label)
+        if worker is None or not worker.alive or not worker.assign(job, index):
+            if worker is not None:
+                worker.close()
+            worker = self.workers[slot.label] = launch_worker(self.ws.home, job, index, slot_environment(slot))
+            if not worker.assign(job, index):
+                raise JobError(f"the worker for {slot.label} exited at once; see {JobLayout(self.ws, job).log(index)}")
+        return Launched(index, slot, worker, pid=worker.process.pid)
 
     def poll(self, launched: Launched) -> int | None:
-        return launched.handle.poll()
+        returncode = launched.handle.took(launched.index)
+        if returncode is not None and returncode != 0:
+            self._forget(launched.handle)
+        return returncode
+
+    def _forget(self, worker: Worker) -> None:
+        for label, held in list(self.workers.items()):
+            if held is worker:
+                del self.workers[label]
+        worker.close()
 
     def stop(self, running: list[Launched], grace_s: float) -> None:
-        """SIGTERM every member, SIGKILL what is left after grace_s: all writes are atomic, so either is safe."""
-        for launched in running:
-            _signal_group(launched.handle.pid, signal.SIGTERM)
+        """SIGTERM the workers of these members, SIGKILL what is left after grace_s: all writes are atomic,
+        so either is safe. Their slots start fresh workers."""
+        processes = [launched.handle.process for launched in running]
+        for process in processes:
+            _signal_group(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for launched in running:
+        for process in processes:
             try:
-                launched.handle.wait(timeout=max(0.0, deadline - time.monotonic()))
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                _signal_group(launched.handle.pid, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
                 try:  # a process stuck in the kernel (a hung driver, a stalled NFS) dies when it returns
-                    launched.handle.wait(timeout=KILL_WAIT_S)
+                    process.wait(timeout=KILL_WAIT_S)
                 except subprocess.TimeoutExpired:
                     pass
+        for launched in running:
+            self._forget(launched.handle)
 
     def close(self) -> None:
-        pass
+        """Idle workers end at the end of their input; one that does not is killed."""
+        workers = list(self.workers.values())
+        self.workers.clear()
+        for worker in workers:
+            worker.close()
+        deadline = time.monotonic() + STOP_IDLE_S
+        for worker in workers:
+            try:
+                worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(worker.process.pid, signal.SIGKILL)
+                with suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(timeout=KILL_WAIT_S)
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -18,10 +18,12 @@ from ..job.arrays import job_test_labels
 from ..job.errors import JobError
 from ..job.layout import JobLayout, ModelKind, member_of, model_kind
 from ..job.outputs import survey_models
+from ..job.planner import BudgetSpend
 from ..job.record import require_record
 from ..job.records import read_blend_records, read_submission_records
 from ..job.split import existing_split
 from ..nets.metrics import accuracy
+from ..run.budget import format_duration
 from ..store import atomic
 from .plots import plot_confusion, plot_learning_curves, plot_members_curve, plot_per_class
 from .rank import accuracy_by_members_blended, blend_entries, per_class_accuracy, rank_entries, read_entry
@@ -88,7 +90,10 @@ def write_report(ws, job: str | None = None) -> Report:
     frame = rank_entries(blends + cnn_entries + baseline_entries)
     shown = submitted_blend(ws, record, y_val, survey) if members else None
     figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey)
-    notes = [f"{len(y_val)} validation rows, the same stratified split for every model."]
+    notes = [f"{len(y_val)} validation rows, the same stratified split for every model. "
+             + resolution_note(frame["val_accuracy"].max(), len(y_val))]
+    if record.budget is not None:
+        notes.append(budget_note(record.budget))
     if survey.damaged:
         notes.append(damaged_note(survey.damaged, name))
     if survey.stale:
@@ -131,6 +136,26 @@ def write_report(ws, job: str | None = None) -> Report:
         "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
     }
     return Report(name, frame, weights, paths, survey.damaged, survey.stale)
+
+
+def resolution_note(best: float, rows: int) -> str:
+    """What the ranking can tell apart: one validation error, and the standard error at the top accuracy."""
+    standard_error = (best * (1 - best) / rows) ** 0.5 if rows else 0.0
+    return (f"One error is {100 / rows:.2f} points; at the top accuracy ({best:.4f}, {round((1 - best) * rows)} "
+            f"errors) its standard error is {100 * standard_error:.2f} points: accuracies less than about two "
+            f"of those ({200 * standard_error:.1f} points) apart are within the noise of these rows.")
+
+
+def budget_note(spend: BudgetSpend) -> str:
+    """The latest --time-limit run: its plan and what it used."""
+    parts = [f"time limit {format_duration(spend.time_limit)}"]
+    if spend.plan is not None:
+        parts.append(f"plan: {spend.plan.describe()}")
+    if spend.used_s is not None:
+        parts.append(f"used {spend.used_s:.0f} s ({100 * spend.used_share:.1f}% of the limit)")
+    if spend.members_s is not None:
+        parts.append(f"members ran {spend.members_s:.0f} s per slot")
+    return "; ".join(parts) + "."
 
 
 def stale_note(stale: dict[str, str], job: str) -> str:

@@ -303,3 +303,23 @@ def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_
         assert read_metrics(folder).epochs == 2
     assert np.array_equal(outputs["probed"][0], outputs["given"][0])
     assert np.array_equal(outputs["probed"][1], outputs["given"][1])
+
+
+@pytest.mark.jax
+def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_slice(slice_arrays,
+                                                                                       restore_dtype_policy):
+    from ensemble.member.model import build_member_model, fit_member_model
+    from ensemble.nets.losses import SmoothedSparseCrossentropy
+
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], dtype="float32")
+    labels = np.array([0, 2])
+    targets = np.array([[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3], [0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3]])
+    expected = np.mean(-np.sum(targets * np.log(probs), axis=1))
+    loss = SmoothedSparseCrossentropy(0.1, classes=3)(labels, probs)
+    assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(expected, rel=1e-5)
+
+    spec = JobSpec.from_options(label_smoothing=0.1, epochs=1, precision="float32", model="seed004")
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    assert isinstance(model.loss, SmoothedSparseCrossentropy) and model.loss.smoothing == 0.1
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history

@@ -84,6 +84,10 @@ def positive(value) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+def share_below(high):
+    return lambda value: None if 0 <= value < high else f"must be from 0 to below {high:g}"
+
+
 def within(low, high, unit: str):
     return lambda value: None if low <= value <= high else f"is in {unit}, {low:g} to {high:g}"
 

@@ -8,12 +8,12 @@ from ..nets.architectures import NETS
 from ..nets.precision import PRECISIONS, resolve_precision
 from ..nets.recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES, Augmentation, recipe_for
 from .errors import JobError
-from .options import at_least, declared, default_of, option, positive, within
+from .options import at_least, declared, default_of, option, positive, share_below, within
 
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
+                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
                        "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -56,6 +56,10 @@ class JobSpec:
     tta: bool | None = option("--tta/--no-tta", "Members also predict under fixed test-time augmentations "
                               "(default: the recipe's; on for cnn11).", type=bool, is_flag=True,
                               default=lambda recipe: recipe.tta)
+    label_smoothing: float | None = option(
+        "--label-smoothing", "Train against smoothed targets: 1-e on the true class, e/K spread over the K classes "
+        "(default: the recipe's, 0). See BENCHMARKS.md, \"Levers\".", type=float, check=share_below(1),
+        default=lambda recipe: recipe.label_smoothing)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
         "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,

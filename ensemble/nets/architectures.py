@@ -153,11 +153,10 @@ def make_optimizer(name: str, learning_rate):
     return optimizers[name](learning_rate=learning_rate)
 
 
-def compile_model(model, optimizer: str, learning_rate):
-    import keras
+def compile_model(model, optimizer: str, learning_rate, label_smoothing: float = 0.0, classes: int = 10):
+    from .losses import training_loss  # defers Keras, as the net builders do
 
     # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate), loss=training_loss(label_smoothing, classes),
                   metrics=["accuracy"])
     return model

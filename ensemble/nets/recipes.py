@@ -43,6 +43,7 @@ class Recipe:
     precision: str = "auto"   # "auto": bf16 where the hardware has it (devices.resolve_precision)
     keep: str = "best"
     tta: bool = False         # members also predict under the fixed test-time views
+    label_smoothing: float = 0.0  # off in every recipe until measured to help (BENCHMARKS.md, "Levers")
 
 
 RECIPES: dict[str, Recipe] = {

@@ -42,3 +42,14 @@ echo "default recipe wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/fu
 env -u XLA_PYTHON_CLIENT_PREALLOCATE python3 benchmarks/budget.py --data "$out/home/data" --rows 42000 \
   --gpus 0 --out "$out/budget" --variants A,B,C-onecycle,C-onecycle-6ep,C-snapshots,C-deotte-onecycle \
   | tee "$out/budget.log"
+
+# 5. Warm workers: what an extra member costs beyond its training and predictions (one slot, 1 epoch each).
+python3 benchmarks/member_cost.py --data "$out/home/data" --members 4 --repeats 2 --extra "--gpus 0" \
+  | tee "$out/member_cost.log"
+
+# 6. The levers on a GPU, 3 seeds each: a larger batch with a linearly scaled rate (256 at 4x the default
+#    peak of 2e-3), and label smoothing; same 12000 rows and holdout as the CPU tables.
+python3 benchmarks/levers.py --data "$out/home/data" --rows 12000 --seeds 3 --out "$out/levers-batch" \
+  --common "--no-tta --gpus 0" --lever "--batch 256 --lr 8e-3" | tee "$out/levers_batch.log"
+python3 benchmarks/levers.py --data "$out/home/data" --rows 12000 --seeds 3 --out "$out/levers-smoothing" \
+  --common "--no-tta --gpus 0" --lever "--label-smoothing 0.1" | tee "$out/levers_smoothing.log"

@@ -71,7 +71,7 @@ def main() -> None:
               f"{walls[name]:.0f} s", flush=True)
     differences = [100 * (b - a) for a, b in zip(scores["without"], scores["with"])]
     spread = statistics.stdev(differences) if len(differences) > 1 else float("nan")
-    print(f"\n| variant | holdout per seed | mean | sd | wall s |\n| --- | --- | ---: | ---: | ---: |")
+    print("\n| variant | holdout per seed | mean | sd | wall s |\n| --- | --- | ---: | ---: | ---: |")
     for name in scores:
         values = scores[name]
         print(f"| {name} {' '.join(lever) if name == 'with' else ''} | {', '.join(f'{v:.4f}' for v in values)} | "

@@ -289,6 +289,8 @@ def blend(ctx, job, method, tta, only, out, allow_partial):
     honesty = "  (cross-fitted: weights fitted on one half of validation, scored on the other)" \
         if result.fitted_weights else ""
     click.echo(f"  blend        val accuracy {result.val_accuracy:.4f}  log-loss {result.val_logloss:.4f}{honesty}")
+    if result.scoring:
+        click.echo(f"  scored       {result.scoring}")
     click.echo(f"  best single  val accuracy {best_accuracy:.4f}  ({best_name})")
     click.echo(f"  mean single  val accuracy {result.mean_member_accuracy:.4f}")
     if result.other_val_accuracy is not None:

@@ -2,7 +2,6 @@
 their metadata as the real kaggle client validates and sends them."""
 import argparse
 import json
-import os
 from contextlib import contextmanager
 from pathlib import Path
 

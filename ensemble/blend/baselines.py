@@ -162,6 +162,37 @@ def forest_sweep(x_train, y_train, x_val, y_val, x_test, *, n_classes: int, size
                           selection={str(size): value for size, value in selection.items()})
 
 
+def out_of_fold(fit: Callable[..., BaselineResult], x: np.ndarray, y: np.ndarray, x_test: np.ndarray,
+                fold_of_row: np.ndarray) -> BaselineResult:
+    """A baseline on a k-fold job's folds, as scikit-learn's cross_val_predict runs an estimator: for each fold,
+    fit on the other folds (the choice of k or trees made there too) and predict the fold, so every row is
+    predicted once, by a fit that never saw it; the test prediction averages the K fits, as the members' blend
+    averages the members. `fit(x_train, y_train, x_val, y_val, x_test)` is one of the sweeps above."""
+    oof, tests, fits = None, [], []
+    for fold in range(int(fold_of_row.max()) + 1):
+        held_out = fold_of_row == fold
+        result = fit(x[~held_out], y[~held_out], x[held_out], y[held_out], x_test)
+        if oof is None:
+            oof = np.zeros((len(x), result.val_probs.shape[1]))
+        oof[held_out] = result.val_probs
+        tests.append(result.test_probs)
+        fits.append(result)
+    return BaselineResult(fits[0].name, oof, np.mean(tests, axis=0), _per_fold([f.choice for f in fits]),
+                          _mean_per_fold([f.sweep for f in fits]), sum(f.fit_seconds for f in fits),
+                          sum(f.predict_seconds for f in fits), params=fits[0].params,
+                          selection=_mean_per_fold([f.selection for f in fits]))
+
+
+def _per_fold(choices: list[dict]) -> dict:
+    """Each fold's choice, per key: {"k": [3, 3, 5]}."""
+    return {key: [choice[key] for choice in choices] for key in choices[0]}
+
+
+def _mean_per_fold(scores: list[dict]) -> dict:
+    """A candidate's score averaged over the folds (they hold near-equal rows); {} when there are none."""
+    return {key: float(np.mean([score[key] for score in scores])) for key in scores[0]} if scores[0] else {}
+
+
 def baseline_metrics(result: BaselineResult, y_val: np.ndarray, seed: int, n_test: int) -> dict:
     return {
         "model": result.name, "kind": "baseline", "seed": seed, "epochs": None,
@@ -184,18 +215,19 @@ def run_baselines(ws, job: str | None = None, only: tuple[str, ...] = BASELINES,
     arrays = job_arrays(ws, record)
     x_train, x_val, x_test = (flat_pixels(x) for x in (arrays.x_train, arrays.x_val, arrays.x_test))
     n_classes = len(spec.classes)
-    runners = {
-        "knn": lambda: knn_sweep(x_train, arrays.y_train, x_val, arrays.y_val, x_test, n_classes=n_classes,
-                                 n_jobs=n_jobs, seed=spec.seed),
-        "tree": lambda: tree_baseline(x_train, arrays.y_train, x_val, arrays.y_val, x_test, n_classes=n_classes,
-                                      seed=spec.seed),
-        "forest": lambda: forest_sweep(x_train, arrays.y_train, x_val, arrays.y_val, x_test, n_classes=n_classes,
-                                       seed=spec.seed, n_jobs=n_jobs),
+    fits = {
+        "knn": lambda *rows: knn_sweep(*rows, n_classes=n_classes, n_jobs=n_jobs, seed=spec.seed),
+        "tree": lambda *rows: tree_baseline(*rows, n_classes=n_classes, seed=spec.seed),
+        "forest": lambda *rows: forest_sweep(*rows, n_classes=n_classes, seed=spec.seed, n_jobs=n_jobs),
     }
     all_metrics = []
     for name in only:
-        echo(f"baseline {name}: fitting on {len(x_train)} rows, scoring {len(x_val)} validation rows")
-        result = runners[name]()
+        if arrays.folds is not None:  # every row a validation row of one fold: fitted fold by fold
+            echo(f"baseline {name}: fitting {spec.folds} folds of {len(x_val)} rows, scoring each row out of fold")
+            result = out_of_fold(fits[name], x_val, arrays.y_val, x_test, arrays.folds)
+        else:
+            echo(f"baseline {name}: fitting on {len(x_train)} rows, scoring {len(x_val)} validation rows")
+            result = fits[name](x_train, arrays.y_train, x_val, arrays.y_val, x_test)
         metrics = {**baseline_metrics(result, arrays.y_val, spec.seed, len(x_test)),
                    "test_sha256": arrays.test_sha256, "split_sha256": arrays.split_sha256}
         config = {"job": record.name, "baseline": name, "seed": spec.seed, "data_dir": record.data_dir,

@@ -12,13 +12,12 @@ from ..data.tables import file_sha256
 from ..job.errors import JobError
 from ..job.layout import JobLayout, ModelKind, model_kind
 from ..job.outputs import (JobModels, OutputShape, ensemble_models, finished_models, job_output_shape, load_probs,
-                           survey_models)
+                           read_metrics, survey_models)
 from ..job.record import now, require_record, resume_command
 from ..job.records import BlendRecord, record_blend
-from ..job.split import load_split
+from ..job.split import existing_split, load_split
 from ..job.state import member_status
 from ..kaggle.submission import job_submission_layout, write_submission
-from ..nets.metrics import accuracy
 from ..store.locks import is_held
 from .methods import ModelOutputs, get_blend_method
 
@@ -40,6 +39,7 @@ class BlendResult:
     other_val_accuracy: float | None = None    # the same blend the other way (without TTA, or with it)
     fitted_weights: bool = False               # the weights were fitted on validation (its score is cross-fitted)
     notes: tuple[str, ...] = ()                # what the user should know about the outputs blended
+    scoring: str = ""                          # which rows the validation scores rest on, where not the shared split
 
     @property
     def best_member(self) -> tuple[str, float]:
@@ -76,8 +76,27 @@ def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta
     names = list(only) if only else ensemble_models(models)
     folders = [JobLayout(ws, record.name).model(name) for name in names]
     probs = [load_probs(folder, tta) for folder in folders]
-    return ModelOutputs(names, np.stack([val for val, _ in probs]), np.stack([test for _, test in probs]),
-                        tta and any(folder.has_tta for folder in folders))
+    val_probs, mask = [val for val, _ in probs], None
+    if record.spec.folds:
+        split = existing_split(ws, record)
+        if split is None or "fold" not in split:
+            raise JobError(f"job {record.name!r} has no readable k-fold split.npz; `ensemble train --job "
+                           f"{record.name}` makes it again")
+        spread = [spread_fold(val, read_metrics(folder).fold, split["fold"]) for val, folder in zip(val_probs, folders)]
+        val_probs, mask = [val for val, _ in spread], np.stack([covers for _, covers in spread])
+    return ModelOutputs(names, np.stack(val_probs), np.stack([test for _, test in probs]),
+                        tta and any(folder.has_tta for folder in folders), mask)
+
+
+def spread_fold(val_probs: np.ndarray, fold: int | None, fold_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A model's validation softmax placed on a k-fold job's validation rows, and the rows it covers: a
+    member's (fold given) are its fold's rows in split order; a baseline's (fold None) cover every row."""
+    if fold is None:
+        return val_probs, np.ones(len(fold_of_row), dtype=bool)
+    covers = fold_of_row == fold
+    full = np.zeros((len(fold_of_row), val_probs.shape[1]), dtype=val_probs.dtype)
+    full[covers] = val_probs
+    return full, covers
 
 
 def stale_refusal(record: JobRecord, survey: JobModels, shape: OutputShape,
@@ -165,5 +184,15 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
                                               answered, shape.split_sha256))
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
-                       {name: accuracy(p, y_val) for name, p in zip(outputs.names, outputs.val_probs)}, paths,
-                       outputs.tta, other_accuracy, blender.fits_weights, origin_notes(record, survey, outputs.names))
+                       {name: outputs.model_accuracy(i, y_val) for i, name in enumerate(outputs.names)}, paths,
+                       outputs.tta, other_accuracy, blender.fits_weights, origin_notes(record, survey, outputs.names),
+                       fold_scoring(spec.folds, outputs))
+
+
+def fold_scoring(folds: int | None, outputs: ModelOutputs) -> str:
+    """How a k-fold job's blend is scored, in a line; "" for a shared split."""
+    if not folds:
+        return ""
+    rows, scored = outputs.val_probs.shape[1], int(outputs.scored_rows.sum())
+    return (f"out of fold: {scored} of {rows} rows, each scored only by the models that held it out ({folds} folds); "
+            "a member on its own fold")

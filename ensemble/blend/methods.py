@@ -26,14 +26,16 @@ def _as_stack(probs: np.ndarray) -> np.ndarray:
     return probs
 
 
-def mean_blend(probs: np.ndarray) -> np.ndarray:
-    """(members, rows, classes) -> (rows, classes): the arithmetic mean."""
-    return _as_stack(probs).mean(axis=0)
+def mean_blend(probs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(members, rows, classes) -> (rows, classes): the arithmetic mean (of the models that cover each row)."""
+    probs = _as_stack(probs)
+    return probs.mean(axis=0) if mask is None else weighted_blend(probs, np.ones(len(probs)), mask)
 
 
-def geometric_blend(probs: np.ndarray) -> np.ndarray:
-    """(members, rows, classes) -> (rows, classes): the normalised geometric mean."""
-    log_mean = np.log(np.clip(_as_stack(probs), PROB_FLOOR, 1.0)).mean(axis=0)
+def geometric_blend(probs: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """(members, rows, classes) -> (rows, classes): the normalised geometric mean (of the covering models)."""
+    logs = np.log(np.clip(_as_stack(probs), PROB_FLOOR, 1.0))
+    log_mean = logs.mean(axis=0) if mask is None else weighted_blend(logs, np.ones(len(logs)), mask, fill=0.0)
     unnormalised = np.exp(log_mean - log_mean.max(axis=1, keepdims=True))
     return unnormalised / unnormalised.sum(axis=1, keepdims=True)
 
@@ -47,34 +49,69 @@ def blend_probabilities(probs: np.ndarray, method: str = "mean") -> np.ndarray:
     return blender.combine(probs)
 
 
-def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
+def weighted_blend(probs: np.ndarray, weights: np.ndarray, mask: np.ndarray | None = None,
+                   fill: float | None = None) -> np.ndarray:
+    """Sum of weights x probabilities. With a coverage mask (models, rows; a k-fold job's member predicts
+    only the rows of its fold out of fold), each row is the weighted mean of the models that cover it, and a
+    row no weighted model covers is `fill` (default: the uniform distribution)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if mask is None:
+        return np.tensordot(weights, probs, axes=1)
+    per_row = weights[:, None] * mask                      # (models, rows)
+    total = per_row.sum(axis=0)
+    summed = np.einsum("mr,mrc->rc", per_row, probs)
+    fill = 1.0 / probs.shape[2] if fill is None else fill
+    return np.where(total[:, None] > 0, summed / np.where(total > 0, total, 1.0)[:, None], fill)
+
+
+def covered_rows(mask: np.ndarray | None, rows: int) -> np.ndarray:
+    """The rows a job's models can score: those at least one model predicts out of fold (all without a mask)."""
+    return np.ones(rows, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).any(axis=0)
+
+
+def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS,
+                   mask: np.ndarray | None = None) -> np.ndarray:
     """Caruana et al. (2004) ensemble selection with replacement, as AutoGluon does: each round adds the
     model that most lowers the blend's validation log-loss (smooth, where accuracy ties everywhere; the
-    lower index wins a tie). Returns weights summing to 1."""
+    lower index wins a tie). With a coverage mask, a model counts only on the rows it covers (out of fold)
+    and rows nothing picked covers yet score as uniform. Returns weights summing to 1."""
     val_probs = np.asarray(val_probs, dtype=np.float64)
+    mask = np.ones(val_probs.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
+    uniform = 1.0 / val_probs.shape[2]
     picks = np.zeros(len(val_probs))
-    running = np.zeros(val_probs.shape[1:])
-    for done in range(rounds):
-        losses = [log_loss((running + candidate) / (done + 1), labels) for candidate in val_probs]
+    summed = np.zeros(val_probs.shape[1:])
+    counted = np.zeros(val_probs.shape[1])
+    for _ in range(rounds):
+        losses = []
+        for candidate, covers in zip(val_probs, mask):
+            total = counted + covers
+            blend = np.where(total[:, None] > 0, (summed + covers[:, None] * candidate)
+                             / np.where(total > 0, total, 1.0)[:, None], uniform)
+            losses.append(log_loss(blend, labels))
         best = int(np.argmin(losses))
         picks[best] += 1
-        running += val_probs[best]
+        summed += mask[best][:, None] * val_probs[best]
+        counted += mask[best]
     return picks / rounds
 
 
-def weighted_blend(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return np.tensordot(np.asarray(weights, dtype=np.float64), np.asarray(probs, dtype=np.float64), axes=1)
+def _rows_of(mask: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if mask is None else mask[:, rows]
 
 
-def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[float, float]:
+def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed: int = 0,
+                                 mask: np.ndarray | None = None) -> tuple[float, float]:
     """An honest validation score for greedy weights: fit on one half of the validation rows, score on the
-    other, both ways round; returns (accuracy, log-loss) averaged over the two held-out halves."""
-    order = np.random.default_rng(seed).permutation(len(labels))
+    other, both ways round; returns (accuracy, log-loss) averaged over the two held-out halves. Only rows
+    some model covers are scored."""
+    rows = np.flatnonzero(covered_rows(mask, len(labels)))
+    order = rows[np.random.default_rng(seed).permutation(len(rows))]
     halves = (order[: len(order) // 2], order[len(order) // 2:])
     scores = []
     for fit_rows, score_rows in (halves, halves[::-1]):
-        weights = greedy_weights(val_probs[:, fit_rows], labels[fit_rows])
-        held_out = weighted_blend(val_probs[:, score_rows], weights)
+        weights = greedy_weights(val_probs[:, fit_rows], labels[fit_rows], mask=_rows_of(mask, fit_rows))
+        held_out = weighted_blend(val_probs[:, score_rows], weights, _rows_of(mask, score_rows))
         scores.append((accuracy(held_out, labels[score_rows]), log_loss(held_out, labels[score_rows])))
     return float(np.mean([a for a, _ in scores])), float(np.mean([l for _, l in scores]))
 
@@ -85,6 +122,27 @@ class ModelOutputs:
     val_probs: np.ndarray   # (models, n_val, 10)
     test_probs: np.ndarray  # (models, n_test, 10)
     tta: bool = False       # test-time augmented outputs, for every model that has them
+    # k-fold jobs: (models, n_val) True where a model's validation output is its out-of-fold prediction (a
+    # member covers its fold's rows, a baseline every row); None: every model covers every row
+    val_mask: np.ndarray | None = None
+
+    @property
+    def scored_rows(self) -> np.ndarray:
+        """The validation rows a blend of these models is scored on: every row some model covers."""
+        return covered_rows(self.val_mask, self.val_probs.shape[1])
+
+    def model_rows(self, index: int) -> np.ndarray:
+        """The validation rows model `index` predicted out of fold (all rows without a mask)."""
+        return covered_rows(None if self.val_mask is None else self.val_mask[index:index + 1], self.val_probs.shape[1])
+
+    def model_accuracy(self, index: int, labels: np.ndarray) -> float:
+        rows = self.model_rows(index)
+        return accuracy(self.val_probs[index][rows], labels[rows])
+
+    def scores(self, blended_val: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+        """(accuracy, log-loss) of a blended validation softmax on the rows the models cover."""
+        rows = self.scored_rows
+        return accuracy(blended_val[rows], labels[rows]), log_loss(blended_val[rows], labels[rows])
 
 
 @dataclass(frozen=True)
@@ -116,9 +174,9 @@ class UnweightedBlend(BlendMethod):
         self.name, self.combine, self.help, self.min_models = name, combine, help, min_models
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
-        val_blend = self.combine(outputs.val_probs)
+        val_blend = self.combine(outputs.val_probs, outputs.val_mask)
         return Blended(np.full(len(outputs.names), 1 / len(outputs.names)), val_blend,
-                       self.combine(outputs.test_probs), accuracy(val_blend, y_val), log_loss(val_blend, y_val))
+                       self.combine(outputs.test_probs), *outputs.scores(val_blend, y_val))
 
 
 class GreedyBlend(BlendMethod):
@@ -128,9 +186,11 @@ class GreedyBlend(BlendMethod):
     min_models = 2
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
-        weights = greedy_weights(outputs.val_probs, y_val)
-        honest_accuracy, honest_logloss = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed)
-        return Blended(weights, weighted_blend(outputs.val_probs, weights),
+        mask = outputs.val_mask
+        rows = outputs.scored_rows
+        weights = greedy_weights(outputs.val_probs[:, rows], y_val[rows], mask=_rows_of(mask, rows))
+        honest_accuracy, honest_logloss = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed, mask)
+        return Blended(weights, weighted_blend(outputs.val_probs, weights, mask),
                        weighted_blend(outputs.test_probs, weights), honest_accuracy, honest_logloss)
 
 

@@ -80,7 +80,8 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
         plain, augmented, _ = predict_probabilities(model, images, tta)
         new_probs.append(augmented if tta else plain)
     y_val = load_split(ws, record)["val_labels"]
-    blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta), y_val, spec.seed)
+    blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta, saved.val_mask), y_val,
+                            spec.seed)
     labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = SubmissionLayout.for_layout(spec.data_layout, table.ids, len(table), spec.classes)
     target = Path(out) if out else ws.submissions_dir / f"{record.name}-predict-{Path(csv_path).stem}.csv"

@@ -18,3 +18,18 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         raise DataError(f"cannot make a stratified {val_fraction:.0%} validation split of "
                         f"{len(labels)} rows: {error}") from None
     return np.sort(train), np.sort(val)
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of each row: scikit-learn's StratifiedKFold, shuffled with the job seed, so every
+    row is held out by exactly one fold and each fold keeps the class shares."""
+    from sklearn.model_selection import StratifiedKFold
+
+    fold_of_row = np.full(len(labels), -1, dtype=np.int64)
+    try:
+        splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels)
+        for fold, (_, held_out) in enumerate(splits):
+            fold_of_row[held_out] = fold
+    except ValueError as error:
+        raise DataError(f"cannot make {folds} stratified folds of {len(labels)} rows: {error}") from None
+    return fold_of_row

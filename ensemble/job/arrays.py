@@ -12,7 +12,7 @@ from ..data.tables import read_test_csv
 from ..store.workspace import Workspace
 from .errors import JobError
 from .record import JobRecord, data_changed
-from .split import load_split, split_sha256
+from .split import fold_split, load_split, split_sha256
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class JobArrays:
     y_test: np.ndarray | None = None
     test_sha256: str = ""   # the test file's content hash
     split_sha256: str = ""  # the validation split's (job.split.split_sha256)
+    folds: np.ndarray | None = None  # k-fold jobs, all folds at once: the fold of each validation row
 
 
 
@@ -72,9 +73,13 @@ def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
 
 def split_arrays(train_images: np.ndarray, train_labels: np.ndarray, split: dict[str, np.ndarray],
                  test_images: np.ndarray, y_test: np.ndarray | None, test_sha256: str = "",
-                 split_hash: str = "") -> JobArrays:
-    """Training and validation rows as the split says, with the channel axis the nets take."""
+                 split_hash: str = "", fold: int | None = None) -> JobArrays:
+    """Training and validation rows as the split says, with the channel axis the nets take; with a fold (a
+    k-fold job's member), the rows outside that fold and the fold's own."""
+    whole = split
+    split = fold_split(split, fold)
     images = train_images[..., None]
+    folds = whole.get("fold") if fold is None else None
     return JobArrays(images[split["train_index"]], train_labels[split["train_index"]],
                      images[split["val_index"]], train_labels[split["val_index"]], test_images[..., None], y_test,
-                     test_sha256, split_hash)
+                     test_sha256, split_hash, folds)

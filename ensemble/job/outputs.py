@@ -24,7 +24,7 @@ from ..store.workspace import Workspace, member_name
 from .arrays import job_test_file, read_job_test
 from .errors import JobError
 from .layout import JobLayout, MemberFolder, ModelFolder, ModelKind, member_of
-from .split import existing_split, split_sha256
+from .split import existing_split, fold_sizes, split_sha256
 
 if TYPE_CHECKING:
     from .record import JobRecord
@@ -39,7 +39,7 @@ class ModelRef:
 
 
 # keys a model's metrics.json has only where they apply (a snapshot has a cycle, a member sizes, TTA scores)
-ONLY_WHERE_IT_APPLIES = {"member", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
+ONLY_WHERE_IT_APPLIES = {"member", "fold", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
                          "images_per_second", "n_train", "n_val", "n_test", "test_sha256", "split_sha256"}
 
 
@@ -53,6 +53,7 @@ class Metrics:
     kind: str = "member"                   # member, snapshot or baseline
     model: str | None = None               # the net (a baseline: its name)
     member: int | None = None
+    fold: int | None = None                # the fold a k-fold job's member held out: its validation rows
     cycle: int | None = None               # a snapshot's cosine cycle
     seed: int | None = None
     epochs: int | None = None              # epochs trained
@@ -140,6 +141,14 @@ class OutputShape:
     # the test file the job was created from: where outputs that do not say came from (versions before outputs
     # recorded it refused any other test file); None for a record without it, whose old outputs are of unknown origin
     created_test_sha256: str | None = None
+    fold_rows: tuple[int, ...] | None = None  # a k-fold job: validation rows per fold (a member's outputs cover one)
+
+    def val_rows(self, metrics: Metrics) -> int | None:
+        """The validation rows a model's outputs must have: its fold's (a k-fold job's member or snapshot), else
+        every validation row (a shared split's models, and a k-fold job's baselines, which predict every fold)."""
+        if self.fold_rows is not None and metrics.fold is not None:
+            return self.fold_rows[metrics.fold] if 0 <= metrics.fold < len(self.fold_rows) else -1
+        return self.n_val
 
     def test_origin(self, metrics: Metrics) -> str | None:
         """The test file outputs came from: what they say, else what the job was created from, else None."""
@@ -213,10 +222,13 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
         return f"{folder.metrics}: not a model's metrics ({type(error).__name__}: {error})"
     if origin := shape.origin_problem(metrics):  # before the shapes: a new test file may have other rows
         return f"{folder.path}: {origin}"
+    if shape.fold_rows is not None and metrics.kind != "baseline" and metrics.fold is None:
+        return f"{folder.path}: trained on no fold of this k-fold job (its metrics name none)"
     val_path, test_path = folder.probs()
+    val_rows = shape.val_rows(metrics)
     present_tta = [path for path in folder.probs(tta=True) if path.is_file()]
-    tta_rows = dict(zip(folder.probs(tta=True), (shape.n_val, shape.n_test)))
-    for path, rows in ((val_path, shape.n_val), (test_path, shape.n_test), *((p, tta_rows[p]) for p in present_tta)):
+    tta_rows = dict(zip(folder.probs(tta=True), (val_rows, shape.n_test)))
+    for path, rows in ((val_path, val_rows), (test_path, shape.n_test), *((p, tta_rows[p]) for p in present_tta)):
         if problem := _probs_problem(path, rows, shape.n_classes):
             return problem
     if len(present_tta) == 1:
@@ -258,7 +270,7 @@ def job_output_shape(ws: Workspace, record: JobRecord, split: dict | None = None
         test_file = None
     return OutputShape(n_val, n_test, len(record.spec.classes), test_hash,
                        split_sha256(split) if split is not None else None, test_file,
-                       record.spec.test_sha256 or None)
+                       record.spec.test_sha256 or None, fold_sizes(split) if split is not None else None)
 
 
 @dataclass(frozen=True)

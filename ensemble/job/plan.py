@@ -84,9 +84,10 @@ def read_plan(ws: Workspace, job: str) -> RunPlan:
                        f"by `ensemble train --job {job}`, which writes it") from None
 
 
-def plan_arrays(ws: Workspace, plan: RunPlan) -> JobArrays:
+def plan_arrays(ws: Workspace, plan: RunPlan, member: int | None = None) -> JobArrays:
     """The member's data, exactly what the plan names: the cached arrays of the recorded content (parsed
-    again, and checked, only when the cache does not hold them), the split of the recorded hash."""
+    again, and checked, only when the cache does not hold them), the split of the recorded hash; in a
+    k-fold job, member's own fold held out."""
     spec, layout = plan.spec, plan.spec.data_layout
     train = read_train_csv(Path(plan.train.path), ws.cache_dir, layout, spec.limit_train, sha256=plan.train.sha256)
     test = read_test_csv(Path(plan.test.path), ws.cache_dir, layout, sha256=plan.test.sha256)
@@ -101,7 +102,7 @@ def plan_arrays(ws: Workspace, plan: RunPlan) -> JobArrays:
                        f"`ensemble train --job {plan.job}`")
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
     return split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
-                        plan.test.sha256, plan.split_sha256)
+                        plan.test.sha256, plan.split_sha256, spec.member_fold(member) if member is not None else None)
 
 
 def predict_speed(seconds_per_image: list[float]) -> float | None:

@@ -13,7 +13,7 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
+                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0, "folds": None,
                        "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -66,8 +66,12 @@ class JobSpec:
         default=lambda recipe: recipe.precision)  # resolved: float32, mixed_bfloat16 or mixed_float16
     seed: int | None = option("--seed", "Job seed: member i trains with seed+i; the validation split uses it too "
                               "(default 0).", type=int, default=0)
-    val_split: float | None = option("--val-split", "Stratified validation share (default 0.1).", type=float,
-                                     default=0.1)
+    val_split: float | None = option("--val-split", "Stratified validation share (default 0.1; unused with "
+                                     "--folds).", type=float, default=0.1)
+    folds: int | None = option(
+        "--folds", "K stratified folds instead of one shared split: member i trains on every fold but fold i mod K, "
+        "so K members train on every row and score each one out of fold (default: the shared split).", type=int,
+        check=at_least(2))
     layout: str | None = option("--format", "The data layout (default: detected from the folder's files and "
                                 "headers).", choices=tuple(LAYOUTS))
     limit_train: int | None = option("--limit-train", "Use only the first K rows of train.csv.", type=int,
@@ -140,6 +144,11 @@ class JobSpec:
 
     def member_seed(self, index: int) -> int:
         return self.seed + index
+
+    def member_fold(self, index: int) -> int | None:
+        """The fold member `index` holds out (members beyond K take the folds again, with new seeds); None
+        when the job has one shared split."""
+        return index % self.folds if self.folds else None
 
     @property
     def augmentation(self) -> Augmentation:

@@ -44,6 +44,7 @@ def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
     if spec.schedule == "plateau":
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
     return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs,
+            **({"fold": spec.member_fold(index)} if spec.folds else {}),
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
@@ -83,7 +84,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             progress.note(f"{label} was trained on another validation split (sha256 {trained_on[:12]}; this "
                           f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
             reset_member(folder)
-    arrays = plan_arrays(ws, plan)
+    arrays = plan_arrays(ws, plan, index)
     spec = replace(spec, epochs=own_epochs(plan, index, folder, arrays, progress, label))
     config = member_config(plan, index, spec.epochs)
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is

@@ -90,8 +90,9 @@ def write_report(ws, job: str | None = None) -> Report:
     frame = rank_entries(blends + cnn_entries + baseline_entries)
     shown = submitted_blend(ws, record, y_val, survey) if members else None
     figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey)
-    notes = [f"{len(y_val)} validation rows, the same stratified split for every model. "
-             + resolution_note(frame["val_accuracy"].max(), len(y_val))]
+    rows_scored = int(members.scored_rows.sum()) if members is not None else len(y_val)
+    notes = [scoring_note(record.spec.folds, split, rows_scored) + " "
+             + resolution_note(frame["val_accuracy"].max(), rows_scored)]
     if record.budget is not None:
         notes.append(budget_note(record.budget))
     if survey.damaged:
@@ -136,6 +137,17 @@ def write_report(ws, job: str | None = None) -> Report:
         "html": atomic.write_text(out / "leaderboard.html", render_html(name, frame, figures, notes)),
     }
     return Report(name, frame, weights, paths, survey.damaged, survey.stale)
+
+
+def scoring_note(folds: int | None, split: dict[str, np.ndarray], scored: int) -> str:
+    """Which scoring the table shows: the shared split's rows, or out-of-fold predictions over every row."""
+    rows = len(split["val_labels"])
+    if not folds:
+        return f"{rows} validation rows, the same stratified split for every model."
+    covered = "every row" if scored == rows else f"the {scored} rows of the folds that have a member"
+    return (f"Out-of-fold scores over {folds} stratified folds of the {rows} training rows: each member is scored "
+            f"on the fold it held out (about {rows // folds} rows), blends and baselines on {covered}, each row "
+            "predicted only by models that never trained on it.")
 
 
 def resolution_note(best: float, rows: int) -> str:
@@ -203,15 +215,19 @@ def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baseline
     class_names = [spec.data_layout.class_name(label) for label in spec.classes]
     figures = {}
     if members is not None:
-        label, mean_blend = shown or ("blend-mean", members.val_probs.mean(axis=0))
+        label, mean_blend = shown or ("blend-mean", BLEND_METHODS["mean"].blend(members, y_val).val_probs)
+        rows = members.scored_rows
+        y_val, mean_blend = y_val[rows], mean_blend[rows]  # out of fold: the rows some member held out
         figures["confusion"] = (f"Confusion matrix of {label} (validation)",
                                 plot_confusion(y_val, mean_blend, f"{label}, validation", class_names))
-        figures["members"] = ("Validation accuracy vs number of members blended",
-                              plot_members_curve(accuracy_by_members_blended(members.val_probs, y_val, seed=seed)))
+        mask = None if members.val_mask is None else members.val_mask[:, rows]
+        curve = accuracy_by_members_blended(members.val_probs[:, rows], y_val, seed=seed, mask=mask)
+        figures["members"] = ("Validation accuracy vs number of members blended", plot_members_curve(curve))
         figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
                              plot_learning_curves(read_histories(ws, record.name, members.names)))
     if members is not None and baselines:
         others = load_outputs(ws, record, tuple(baselines), survey=survey)
+        others = ModelOutputs(others.names, others.val_probs[:, rows], others.test_probs)
         best = int(np.argmax([accuracy(p, y_val) for p in others.val_probs]))
         figures["classes"] = (f"Per-class accuracy: {label} vs the best baseline ({others.names[best]})",
                               plot_per_class(per_class_accuracy(mean_blend, y_val),

@@ -67,11 +67,16 @@ def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_en
 
 
 def accuracy_by_members_blended(val_probs: np.ndarray, y_val: np.ndarray, orders: int = RANDOM_ORDERS,
-                                seed: int = 0) -> pd.DataFrame:
-    """Mean-blend accuracy of the first m members, m = 1..M: in job order, and min/mean/max over random orders."""
+                                seed: int = 0, mask: np.ndarray | None = None) -> pd.DataFrame:
+    """Mean-blend accuracy of the first m members, m = 1..M: in job order, and min/mean/max over random orders.
+    With a coverage mask (k-fold members), each row averages the first m members that hold it out, and is
+    scored once one of them does."""
+    mask = np.ones(val_probs.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
     def curve(order):
-        running = np.cumsum(val_probs[order], axis=0)
-        return [accuracy(running[m], y_val) for m in range(len(order))]
+        running = np.cumsum(val_probs[order] * mask[order][..., None], axis=0)
+        covered = np.cumsum(mask[order], axis=0) > 0
+        return [accuracy(running[m][covered[m]], y_val[covered[m]]) for m in range(len(order))]
 
     rng = np.random.default_rng(seed)
     shuffled = np.array([curve(rng.permutation(len(val_probs))) for _ in range(orders)])

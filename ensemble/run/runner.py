@@ -20,7 +20,6 @@ import numpy as np
 
 from ..data.folder import class_indices, default_data_dir, read_job_data, resolve_layout
 from ..data.layouts import Layout, data_files, is_own_name
-from ..data.split import stratified_split
 from ..data.tables import DigitTable
 from ..job.errors import JobError
 from ..job.layout import JobLayout
@@ -31,7 +30,7 @@ from ..job.planner import BudgetSpend
 from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
                           data_changed, recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
-from ..job.split import load_split, save_split, split_sha256
+from ..job.split import fold_sizes, load_split, make_split, split_sha256, write_split
 from ..job.state import member_status
 from ..store.atomic import NoSpace
 from ..store.hardware import list_gpus
@@ -168,9 +167,8 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
     if created:
         record = new_record(name, asked.spec, Path(request.data_dir).resolve())
         record.epochs_asked = request.spec.epochs is not None
-        train_index, val_index = stratified_split(asked.train.labels, asked.spec.val_split, asked.spec.seed)
-        save_split(ws, name, train_index, val_index,
-                   class_indices(asked.train.labels, asked.spec.classes)[val_index])
+        write_split(ws, name, make_split(asked.train.labels, class_indices(asked.train.labels, asked.spec.classes),
+                                         asked.spec.val_split, asked.spec.folds, asked.spec.seed))
     else:
         record.data_dir = str(Path(request.data_dir).resolve())
     split = load_split(ws, record, say=say)  # made again here when missing or damaged
@@ -178,7 +176,7 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
         record.ensure_members(request.members)
     save_record(ws, record)
     shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes), asked.test.sha256,
-                        split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None)
+                        split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None, fold_sizes(split))
     plan = run_plan(ws, record, asked, shape, deadline)
     write_plan(ws, plan)
     return PreparedJob(record, created, plan)

@@ -256,7 +256,9 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
     assert sorted(p.name for p in report.iterdir()) == ["leaderboard.csv", "leaderboard.html", "leaderboard.md"]
     page = (report / "leaderboard.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
-    assert len(images) == 4  # confusion matrix, members curve, learning curves, per-class vs best baseline
+    # confusion matrix, members curve, learning curves, accuracy vs time, confident mistakes, per-class vs best baseline
+    assert len(images) == 6
+    assert "got wrong with the most confidence" in page and "Accuracy vs training time" in page
     assert all(base64.b64decode(image)[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
     assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched from a network
     assert "cross-fitted" in page

@@ -12,6 +12,7 @@ from ensemble.blend.baselines import flat_pixels, out_of_fold, tree_baseline
 from ensemble.blend.blending import spread_fold
 from ensemble.blend.methods import (BLEND_METHODS, ModelOutputs, cross_fitted_greedy_accuracy, greedy_weights,
                                     mean_blend, weighted_blend)
+from ensemble.job.outputs import Metrics, OutputShape
 from ensemble.cli import main
 from ensemble.data.sources import sample_digits
 from ensemble.data.split import stratified_folds
@@ -58,9 +59,15 @@ def test_each_member_trains_on_the_other_folds_and_validates_on_its_own():
 
 
 def test_a_shared_split_keeps_its_hash_and_the_folds_are_part_of_a_k_fold_one():
+    import hashlib
+
     labels = _labels()
     shared = make_split(labels, labels, 0.1, None, seed=0)
     assert "fold" not in shared and fold_sizes(shared) is None
+    before = hashlib.sha256()  # the hash every shared split had before k-fold splits existed
+    for key in ("train_index", "val_index", "val_labels"):
+        before.update(np.ascontiguousarray(shared[key], dtype="<i8").tobytes())
+    assert split_sha256(shared) == before.hexdigest()
     folded = make_split(labels, labels, 0.1, 3, seed=0)
     other = {**folded, "fold": (folded["fold"] + 1) % 3}
     assert split_sha256(folded) != split_sha256(other)
@@ -89,20 +96,36 @@ def test_a_row_averages_only_the_members_that_held_it_out():
     assert np.allclose(weighted_blend(probs, [0.0, 1.0, 0.0], mask), [[0.5, 0.5]])  # nothing covers: uniform
 
 
-def test_greedy_with_every_row_covered_is_the_plain_greedy_and_with_folds_covers_every_fold():
+def test_greedy_on_out_of_fold_outputs_is_fitted_fold_by_fold_and_weighs_every_fold():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 3, 40)
-    probs = rng.dirichlet(np.ones(3), size=(4, 40))
-    full = np.ones((4, 40), dtype=bool)
-    assert np.array_equal(greedy_weights(probs, labels), greedy_weights(probs, labels, mask=full))
-    assert cross_fitted_greedy_accuracy(probs, labels, 1) == cross_fitted_greedy_accuracy(probs, labels, 1, full)
-    informed = 0.5 * probs + 0.5 * np.eye(3)[labels]  # better than uniform everywhere
+    informed = 0.5 * rng.dirichlet(np.ones(3), size=(4, 40)) + 0.5 * np.eye(3)[labels]
     fold_of_row = np.arange(40) % 2
     mask = np.stack([fold_of_row == 0, fold_of_row == 1, fold_of_row == 0, fold_of_row == 1])
-    weights = greedy_weights(informed, labels, mask=mask)
-    assert weights[[0, 2]].sum() > 0 and weights[[1, 3]].sum() > 0  # a member of each fold is picked
-    lone = greedy_weights(informed[[0, 1]], labels, mask=mask[[0, 1]])
-    assert np.allclose(weighted_blend(informed[[0, 1]], lone, mask[[0, 1]]), mean_blend(informed[[0, 1]], mask[[0, 1]]))
+    outputs = ModelOutputs([f"member-0{i}" for i in range(4)], informed * mask[..., None],
+                           rng.dirichlet(np.ones(3), size=(4, 7)), val_mask=mask)
+    blended = BLEND_METHODS["greedy"].blend(outputs, labels)
+    # each fold's weights are the plain greedy among that fold's members, and each fold weighs half
+    for fold, members in ((0, [0, 2]), (1, [1, 3])):
+        rows = fold_of_row == fold
+        alone = greedy_weights(informed[members][:, rows], labels[rows])
+        assert np.allclose(blended.weights[members], alone / 2)
+        assert np.allclose(blended.val_probs[rows], weighted_blend(informed[members][:, rows], alone))
+    assert blended.weights.sum() == pytest.approx(1.0)
+    assert np.allclose(blended.test_probs, weighted_blend(outputs.test_probs, blended.weights))
+
+
+def test_greedy_with_every_row_covered_is_the_plain_greedy():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 40)
+    probs = rng.dirichlet(np.ones(3), size=(3, 40))
+    plain = BLEND_METHODS["greedy"].blend(ModelOutputs(["a", "b", "c"], probs, probs), labels)
+    assert np.array_equal(plain.weights, greedy_weights(probs, labels))
+    covered = BLEND_METHODS["greedy"].blend(ModelOutputs(["a", "b", "c"], probs, probs,
+                                                         val_mask=np.ones((3, 40), dtype=bool)), labels)
+    assert np.allclose(covered.weights, plain.weights) and np.allclose(covered.val_probs, plain.val_probs)
+    assert cross_fitted_greedy_accuracy(probs, labels, 1) == pytest.approx(
+        cross_fitted_greedy_accuracy(probs, labels, 1, np.ones((3, 40), dtype=bool)))
 
 
 def test_out_of_fold_baselines_are_cross_val_predict_on_the_same_folds():
@@ -183,3 +206,40 @@ def test_fewer_members_than_folds_score_only_the_rows_their_folds_hold():
                            val_mask=np.stack([m for _, m in spread]))
     assert outputs.scored_rows.tolist() == [True, True, False, True, True, False]
     assert BLEND_METHODS["mean"].blend(outputs, labels).val_accuracy == 1.0  # fold 2 is not counted as wrong
+
+
+def test_a_k_fold_members_outputs_must_hold_its_folds_rows_and_name_the_fold(tmp_path):
+    from ensemble.job.layout import ModelFolder
+    from ensemble.job.outputs import output_problem, save_model_outputs
+
+    shape = OutputShape(n_val=9, n_test=4, n_classes=3, fold_rows=(3, 3, 3))
+    folder = ModelFolder(tmp_path / "baseline-tree")
+    whole = Metrics(0.5, 1.0, kind="baseline")
+    save_model_outputs(folder, {}, np.full((9, 3), 1 / 3), np.full((4, 3), 1 / 3), whole)
+    assert output_problem(folder, shape) is None  # a baseline predicts every fold
+    save_model_outputs(folder, {}, np.full((3, 3), 1 / 3), np.full((4, 3), 1 / 3), whole)
+    assert "shape (3, 3), expected (9, 3)" in output_problem(folder, shape)
+    save_model_outputs(folder, {}, np.full((3, 3), 1 / 3), np.full((4, 3), 1 / 3), Metrics(0.5, 1.0, fold=1, kind="snapshot"))
+    assert output_problem(folder, shape) is None  # a fold's rows: its own
+    save_model_outputs(folder, {}, np.full((3, 3), 1 / 3), np.full((4, 3), 1 / 3), Metrics(0.5, 1.0, kind="snapshot"))
+    assert "trained on no fold" in output_problem(folder, shape)
+    save_model_outputs(folder, {}, np.full((3, 3), 1 / 3), np.full((4, 3), 1 / 3), Metrics(0.5, 1.0, fold=5, kind="snapshot"))
+    assert "fold 5 is not one of this job's 3 folds" in output_problem(folder, shape)
+
+
+def test_a_k_fold_split_without_its_folds_is_made_again_exactly(ws, sample_dir):
+    from ensemble.job.record import load_record
+    from ensemble.job.split import existing_split, load_split, save_split
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import prepare_job
+
+    prepare_job(ws, TrainRequest(n=3, data_dir=sample_dir, job="kf", spec=JobSpec(folds=3, limit_train=300)),
+                gpu_capabilities=[])
+    record = load_record(ws, "kf")
+    made = existing_split(ws, record)
+    assert fold_sizes(made) == (100, 100, 100)
+    save_split(ws, "kf", made["train_index"], made["val_index"], made["val_labels"])  # the folds lost
+    assert existing_split(ws, record) is None  # a reader never trusts it
+    said = []
+    again = load_split(ws, record, say=said.append)
+    assert split_sha256(again) == split_sha256(made) and "made again" in said[0]

@@ -49,3 +49,24 @@ def test_ranking_breaks_ties_by_log_loss_then_name_and_an_empty_board_has_every_
     assert frame[["rank", "model"]].values.tolist() == [[1, "d"], [2, "c"], [3, "a"], [4, "b"]]
     empty = rank_entries([])
     assert list(empty.columns) == COLUMNS and len(empty) == 0
+
+
+def test_confident_mistakes_are_the_wrong_rows_the_blend_was_surest_of():
+    from ensemble.report.rank import Mistake, confident_mistakes
+
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.3, 0.7], [0.95, 0.05]])
+    labels = np.array([1, 1, 0, 0, 0])  # rows 0, 2 and 3 are wrong
+    assert confident_mistakes(probs, labels) == [Mistake(0, 1, 0, 0.9), Mistake(3, 0, 1, 0.7), Mistake(2, 0, 1, 0.6)]
+    assert confident_mistakes(probs, labels, count=1) == [Mistake(0, 1, 0, 0.9)]
+    assert confident_mistakes(probs, np.argmax(probs, axis=1)) == []
+    tie = np.array([[0.3, 0.7], [0.3, 0.7]])
+    assert [m.row for m in confident_mistakes(tie, np.array([0, 0]))] == [0, 1]  # a tie: the earlier row first
+
+
+def test_the_growing_blend_counts_each_members_training_seconds_once():
+    from ensemble.report.rank import blend_by_training_seconds
+
+    frame = blend_by_training_seconds(["member-00-snap1", "member-00-snap2", "member-01", "member-02"],
+                                      {"member-00": 30.0, "member-01": 20.0, "member-02": 25.0}, [0.8, 0.85, 0.9, 0.91])
+    assert frame["seconds"].tolist() == [30.0, 30.0, 50.0, 75.0]
+    assert frame["accuracy"].tolist() == [0.8, 0.85, 0.9, 0.91] and frame["models"].tolist() == [1, 2, 3, 4]

@@ -70,48 +70,82 @@ def covered_rows(mask: np.ndarray | None, rows: int) -> np.ndarray:
     return np.ones(rows, dtype=bool) if mask is None else np.asarray(mask, dtype=bool).any(axis=0)
 
 
-def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS,
-                   mask: np.ndarray | None = None) -> np.ndarray:
+def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
     """Caruana et al. (2004) ensemble selection with replacement, as AutoGluon does: each round adds the
     model that most lowers the blend's validation log-loss (smooth, where accuracy ties everywhere; the
-    lower index wins a tie). With a coverage mask, a model counts only on the rows it covers (out of fold)
-    and rows nothing picked covers yet score as uniform. Returns weights summing to 1."""
+    lower index wins a tie). Returns weights summing to 1."""
     val_probs = np.asarray(val_probs, dtype=np.float64)
-    mask = np.ones(val_probs.shape[:2]) if mask is None else np.asarray(mask, dtype=np.float64)
-    uniform = 1.0 / val_probs.shape[2]
     picks = np.zeros(len(val_probs))
-    summed = np.zeros(val_probs.shape[1:])
-    counted = np.zeros(val_probs.shape[1])
-    for _ in range(rounds):
-        losses = []
-        for candidate, covers in zip(val_probs, mask):
-            total = counted + covers
-            blend = np.where(total[:, None] > 0, (summed + covers[:, None] * candidate)
-                             / np.where(total > 0, total, 1.0)[:, None], uniform)
-            losses.append(log_loss(blend, labels))
+    running = np.zeros(val_probs.shape[1:])
+    for done in range(rounds):
+        losses = [log_loss((running + candidate) / (done + 1), labels) for candidate in val_probs]
         best = int(np.argmin(losses))
         picks[best] += 1
-        summed += mask[best][:, None] * val_probs[best]
-        counted += mask[best]
+        running += val_probs[best]
     return picks / rounds
 
 
-def _rows_of(mask: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
-    return None if mask is None else mask[:, rows]
+def coverage_groups(mask: np.ndarray, rows: np.ndarray) -> dict[bytes, np.ndarray]:
+    """`rows` grouped by which models cover them (in a k-fold job: a group per fold, covered by that fold's
+    members and by the baselines); rows no model covers are left out."""
+    mask = np.asarray(mask, dtype=bool)
+    groups: dict[bytes, list[int]] = {}
+    for row in rows:
+        if mask[:, row].any():
+            groups.setdefault(mask[:, row].tobytes(), []).append(int(row))
+    return {key: np.array(members) for key, members in groups.items()}
+
+
+def greedy_by_coverage(val_probs: np.ndarray, labels: np.ndarray, mask: np.ndarray,
+                       rows: np.ndarray) -> dict[bytes, tuple[np.ndarray, int]]:
+    """Greedy selection where models cover different rows (k-fold members): fitted separately on each
+    coverage group among the models that cover it (a fold's members never compete with rows they trained on),
+    as (weights over every model, rows fitted) per group. One fitted over all rows at once could not tell how
+    much one fold's members weigh against another fold's: no validation row sees both."""
+    fitted = {}
+    for key, group in coverage_groups(mask, rows).items():
+        covering = np.flatnonzero(np.asarray(mask, dtype=bool)[:, group[0]])
+        weights = np.zeros(len(val_probs))
+        weights[covering] = greedy_weights(np.asarray(val_probs)[covering][:, group], labels[group])
+        fitted[key] = (weights, len(group))
+    return fitted
+
+
+def apply_by_coverage(val_probs: np.ndarray, mask: np.ndarray, rows: np.ndarray,
+                      fitted: dict[bytes, tuple[np.ndarray, int]]) -> np.ndarray:
+    """The blend of `rows`, each by its coverage group's weights; a group that was not fitted (absent from
+    the rows weights were fitted on) takes the mean of the models that cover it."""
+    mask = np.asarray(mask, dtype=bool)
+    blended = np.empty((len(rows), np.shape(val_probs)[2]))
+    for position, row in enumerate(rows):
+        covers = mask[:, row]
+        weights = fitted.get(covers.tobytes(), (covers / max(covers.sum(), 1), 0))[0]
+        blended[position] = np.tensordot(weights, np.asarray(val_probs, dtype=np.float64)[:, row], axes=1)
+    return blended
+
+
+def overall_weights_by_coverage(fitted: dict[bytes, tuple[np.ndarray, int]]) -> np.ndarray:
+    """What the groups' weights make of the test blend, where every model predicts every row: each group's
+    weights in proportion to its rows (k folds: about 1/k each), so every fold's members count."""
+    total = sum(rows for _, rows in fitted.values())
+    return sum(weights * rows / total for weights, rows in fitted.values())
 
 
 def cross_fitted_greedy_accuracy(val_probs: np.ndarray, labels: np.ndarray, seed: int = 0,
                                  mask: np.ndarray | None = None) -> tuple[float, float]:
     """An honest validation score for greedy weights: fit on one half of the validation rows, score on the
-    other, both ways round; returns (accuracy, log-loss) averaged over the two held-out halves. Only rows
-    some model covers are scored."""
+    other, both ways round; returns (accuracy, log-loss) averaged over the two held-out halves. With a coverage
+    mask, only rows some model covers are scored, and weights are fitted per coverage group."""
     rows = np.flatnonzero(covered_rows(mask, len(labels)))
     order = rows[np.random.default_rng(seed).permutation(len(rows))]
     halves = (order[: len(order) // 2], order[len(order) // 2:])
     scores = []
     for fit_rows, score_rows in (halves, halves[::-1]):
-        weights = greedy_weights(val_probs[:, fit_rows], labels[fit_rows], mask=_rows_of(mask, fit_rows))
-        held_out = weighted_blend(val_probs[:, score_rows], weights, _rows_of(mask, score_rows))
+        if mask is None:
+            held_out = weighted_blend(val_probs[:, score_rows], greedy_weights(val_probs[:, fit_rows], labels[fit_rows]))
+        else:
+            held_out = apply_by_coverage(val_probs, mask, score_rows,
+                                         greedy_by_coverage(val_probs, labels, mask, fit_rows))
         scores.append((accuracy(held_out, labels[score_rows]), log_loss(held_out, labels[score_rows])))
     return float(np.mean([a for a, _ in scores])), float(np.mean([l for _, l in scores]))
 
@@ -187,11 +221,18 @@ class GreedyBlend(BlendMethod):
 
     def blend(self, outputs: ModelOutputs, y_val: np.ndarray, seed: int = 0) -> Blended:
         mask = outputs.val_mask
-        rows = outputs.scored_rows
-        weights = greedy_weights(outputs.val_probs[:, rows], y_val[rows], mask=_rows_of(mask, rows))
         honest_accuracy, honest_logloss = cross_fitted_greedy_accuracy(outputs.val_probs, y_val, seed, mask)
-        return Blended(weights, weighted_blend(outputs.val_probs, weights, mask),
-                       weighted_blend(outputs.test_probs, weights), honest_accuracy, honest_logloss)
+        if mask is None:
+            weights = greedy_weights(outputs.val_probs, y_val)
+            val_blend = weighted_blend(outputs.val_probs, weights)
+        else:  # k-fold members: fitted fold by fold, the test blend weighing every fold by its rows
+            rows = np.flatnonzero(outputs.scored_rows)
+            fitted = greedy_by_coverage(outputs.val_probs, y_val, mask, rows)
+            weights = overall_weights_by_coverage(fitted)
+            val_blend = np.full(outputs.val_probs.shape[1:], 1.0 / outputs.val_probs.shape[2])
+            val_blend[rows] = apply_by_coverage(outputs.val_probs, mask, rows, fitted)
+        return Blended(weights, val_blend, weighted_blend(outputs.test_probs, weights), honest_accuracy,
+                       honest_logloss)
 
 
 BLEND_METHODS: dict[str, BlendMethod] = {method.name: method for method in (

@@ -147,7 +147,7 @@ class OutputShape:
         """The validation rows a model's outputs must have: its fold's (a k-fold job's member or snapshot), else
         every validation row (a shared split's models, and a k-fold job's baselines, which predict every fold)."""
         if self.fold_rows is not None and metrics.fold is not None:
-            return self.fold_rows[metrics.fold] if 0 <= metrics.fold < len(self.fold_rows) else -1
+            return self.fold_rows[metrics.fold]  # a fold the job has (output_problem checks that first)
         return self.n_val
 
     def test_origin(self, metrics: Metrics) -> str | None:
@@ -224,6 +224,8 @@ def output_problem(folder: ModelFolder, shape: OutputShape) -> str | None:
         return f"{folder.path}: {origin}"
     if shape.fold_rows is not None and metrics.kind != "baseline" and metrics.fold is None:
         return f"{folder.path}: trained on no fold of this k-fold job (its metrics name none)"
+    if shape.fold_rows is not None and metrics.fold is not None and not 0 <= metrics.fold < len(shape.fold_rows):
+        return f"{folder.path}: fold {metrics.fold} is not one of this job's {len(shape.fold_rows)} folds"
     val_path, test_path = folder.probs()
     val_rows = shape.val_rows(metrics)
     present_tta = [path for path in folder.probs(tta=True) if path.is_file()]

@@ -119,7 +119,11 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
             configs[int(config["member"])] = (config["spec"], config["data_dir"], path.stat().st_mtime)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             continue
-    described = {json.dumps([spec, data_dir], sort_keys=True) for spec, data_dir, _ in configs.values()}
+    try:  # compared as specs: a config written before a field existed reads as what it meant (SPEC_FIELD_DEFAULTS)
+        described = {json.dumps([JobSpec.from_dict(spec).to_dict(), data_dir], sort_keys=True)
+                     for spec, data_dir, _ in configs.values()}
+    except (KeyError, TypeError, ValueError):
+        return None
     if len(described) != 1:
         return None
     spec, data_dir, _ = next(iter(configs.values()))

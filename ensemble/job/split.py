@@ -80,7 +80,22 @@ def split_sha256(split: dict[str, np.ndarray]) -> str:
 
 def existing_split(ws: Workspace, record: JobRecord) -> dict[str, np.ndarray] | None:
     """The saved split as it is, None when it is missing or damaged: for readers, which never make it again."""
-    return _read_split(JobLayout(ws, record.name).split)
+    return _job_split(JobLayout(ws, record.name).split, record)
+
+
+def _job_split(path: Path, record: JobRecord) -> dict[str, np.ndarray] | None:
+    """The saved split where it is the kind the job's spec makes (K folds, or a shared share), else None: a
+    k-fold job's split without its folds would have members train on the rows they are scored on."""
+    split = _read_split(path)
+    if split is None:
+        return None
+    folds = record.spec.folds
+    if ("fold" in split) != bool(folds):
+        return None
+    if folds and (int(split["fold"].max(initial=-1)) + 1 != folds
+                  or not np.array_equal(split["train_index"], split["val_index"])):
+        return None
+    return split
 
 
 def read_split_file(path: Path) -> dict[str, np.ndarray]:
@@ -109,7 +124,7 @@ def load_split(ws: Workspace, record: JobRecord, say=None) -> dict[str, np.ndarr
     """The job's validation split. A missing or damaged split.npz is made again, exactly: the split is a
     function of the recorded seed, share and training data (checked against its recorded hash)."""
     path = JobLayout(ws, record.name).split
-    split = _read_split(path)
+    split = _job_split(path, record)
     if split is not None:
         return split
     spec = record.spec

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..blend.blending import load_outputs
+from ..data.folder import read_job_data
+from ..data.tables import DataError
 from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..job.arrays import job_test_labels
 from ..job.errors import JobError
@@ -25,8 +27,10 @@ from ..job.split import existing_split
 from ..nets.metrics import accuracy
 from ..run.budget import format_duration
 from ..store import atomic
-from .plots import plot_confusion, plot_learning_curves, plot_members_curve, plot_per_class
-from .rank import accuracy_by_members_blended, blend_entries, per_class_accuracy, rank_entries, read_entry
+from .plots import (plot_accuracy_vs_time, plot_confusion, plot_learning_curves, plot_members_curve, plot_mistakes,
+                    plot_per_class)
+from .rank import (accuracy_by_members_blended, blend_by_training_seconds, blend_entries, confident_mistakes,
+                   per_class_accuracy, rank_entries, read_entry)
 from .render import render_html, render_markdown
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -89,7 +93,7 @@ def write_report(ws, job: str | None = None) -> Report:
             row["note"] += f"; public {score:.5f}"
     frame = rank_entries(blends + cnn_entries + baseline_entries)
     shown = submitted_blend(ws, record, y_val, survey) if members else None
-    figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey)
+    figures = report_figures(ws, record, members, baselines, y_val, seed, shown, survey, split)
     rows_scored = int(members.scored_rows.sum()) if members is not None else len(y_val)
     notes = [scoring_note(record.spec.folds, split, rows_scored) + " "
              + resolution_note(frame["val_accuracy"].max(), rows_scored)]
@@ -144,10 +148,11 @@ def scoring_note(folds: int | None, split: dict[str, np.ndarray], scored: int) -
     rows = len(split["val_labels"])
     if not folds:
         return f"{rows} validation rows, the same stratified split for every model."
-    covered = "every row" if scored == rows else f"the {scored} rows of the folds that have a member"
+    covered = ("blends and baselines on every row" if scored == rows else
+               f"blends on the {scored} rows of the folds that have a member, baselines on every row")
     return (f"Out-of-fold scores over {folds} stratified folds of the {rows} training rows: each member is scored "
-            f"on the fold it held out (about {rows // folds} rows), blends and baselines on {covered}, each row "
-            "predicted only by models that never trained on it.")
+            f"on the fold it held out (about {rows // folds} rows), {covered}, each row predicted only by models "
+            "that never trained on it.")
 
 
 def resolution_note(best: float, rows: int) -> str:
@@ -190,8 +195,10 @@ def kaggle_scores(ws, job: str) -> dict[str, float]:
     return scores
 
 
-def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None) -> tuple[str, np.ndarray] | None:
-    """The blend that wrote submissions/submission.csv, as (label, validation softmax), when one did."""
+def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None
+                    ) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The blend that wrote submissions/submission.csv, as (label, validation softmax, the rows its models
+    cover: every row, except out of fold where members cover some folds only), when one did."""
     submission = str(ws.submissions_dir / "submission.csv")
     latest = next((entry for entry in reversed(read_blend_records(ws, record.name))
                    if submission in entry.files), None)
@@ -202,29 +209,55 @@ def submitted_blend(ws, record: JobRecord, y_val: np.ndarray, survey=None) -> tu
     except (JobError, OSError, ValueError):  # a model it used is gone since: the report shows the mean blend
         return None
     blended = BLEND_METHODS[latest.method].blend(outputs, y_val, record.spec.seed)
-    return f"{latest.label}{' with TTA' if latest.tta else ''} (in submission.csv)", blended.val_probs
+    return (f"{latest.label}{' with TTA' if latest.tta else ''} (in submission.csv)", blended.val_probs,
+            outputs.scored_rows)
+
+
+def validation_images(ws, record: JobRecord, split: dict[str, np.ndarray], positions: np.ndarray) -> np.ndarray | None:
+    """The images of validation rows (positions in the split's validation order), read through the cache;
+    None when the job's training file cannot be read as it was (the report then goes without them)."""
+    spec = record.spec
+    try:
+        train, _ = read_job_data(ws, record.data_path, spec.limit_train, spec.data_layout)
+    except (DataError, JobError, OSError):
+        return None
+    if train.sha256 != spec.train_sha256:
+        return None
+    return train.images[split["val_index"][positions]]
 
 
 def report_figures(ws, record: JobRecord, members: ModelOutputs | None, baselines: list[str], y_val: np.ndarray,
-                   seed: int, shown: tuple[str, np.ndarray] | None = None, survey=None) -> dict[str, tuple[str, bytes]]:
+                   seed: int, shown: tuple[str, np.ndarray, np.ndarray] | None = None, survey=None,
+                   split: dict[str, np.ndarray] | None = None) -> dict[str, tuple[str, bytes]]:
     """The report's plots, each as (caption, PNG); member plots only when there are members. The confusion
-    matrix and per-class plot show the blend in submissions/submission.csv (`shown`), else the mean blend."""
-
-
+    matrix, per-class plot and mistakes show the blend in submissions/submission.csv (`shown`), else the mean
+    blend."""
     spec = record.spec
     class_names = [spec.data_layout.class_name(label) for label in spec.classes]
     figures = {}
     if members is not None:
-        label, mean_blend = shown or ("blend-mean", BLEND_METHODS["mean"].blend(members, y_val).val_probs)
-        rows = members.scored_rows
-        y_val, mean_blend = y_val[rows], mean_blend[rows]  # out of fold: the rows some member held out
+        label, mean_blend, rows = shown or ("blend-mean", BLEND_METHODS["mean"].blend(members, y_val).val_probs,
+                                            members.scored_rows)
+        every_label = y_val
+        y_val, mean_blend = y_val[rows], mean_blend[rows]  # out of fold: the rows some model of the blend held out
         figures["confusion"] = (f"Confusion matrix of {label} (validation)",
                                 plot_confusion(y_val, mean_blend, f"{label}, validation", class_names))
-        mask = None if members.val_mask is None else members.val_mask[:, rows]
-        curve = accuracy_by_members_blended(members.val_probs[:, rows], y_val, seed=seed, mask=mask)
+        curve = accuracy_by_members_blended(members.val_probs, every_label, seed=seed, mask=members.val_mask)
         figures["members"] = ("Validation accuracy vs number of members blended", plot_members_curve(curve))
-        figures["curves"] = ("Learning curves: validation accuracy per epoch per member",
-                             plot_learning_curves(read_histories(ws, record.name, members.names)))
+        histories = read_histories(ws, record.name, members.names)
+        figures["curves"] = ("Learning curves: validation accuracy per epoch per member", plot_learning_curves(histories))
+        seconds = {member: float(history["epoch_seconds"].sum()) for member, history in histories.items()
+                   if "epoch_seconds" in history}
+        growing = blend_by_training_seconds(members.names, seconds, list(curve["in_order"]))
+        figures["time"] = ("Accuracy vs training time: each member by its own seconds, the mean blend by its members'",
+                           plot_accuracy_vs_time(histories, growing))
+        mistakes = confident_mistakes(mean_blend, y_val)
+        images = validation_images(ws, record, split, np.flatnonzero(rows)[[m.row for m in mistakes]]) \
+            if mistakes and split is not None else None
+        if images is not None:
+            figures["mistakes"] = (f"The {len(mistakes)} validation images {label} got wrong with the most confidence: "
+                                   "true class, predicted class and the probability it gave it",
+                                   plot_mistakes(images, mistakes, class_names))
     if members is not None and baselines:
         others = load_outputs(ws, record, tuple(baselines), survey=survey)
         others = ModelOutputs(others.names, others.val_probs[:, rows], others.test_probs)

@@ -80,3 +80,36 @@ def plot_per_class(blend_accuracy: np.ndarray, other_accuracy: np.ndarray, other
     axes.set_xticks(positions, class_names, rotation="vertical" if len(class_names) > 10 else "horizontal")
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     return _png(figure)
+
+
+def plot_accuracy_vs_time(histories: dict[str, pd.DataFrame], blend: pd.DataFrame) -> bytes:
+    """Each member's validation accuracy against the seconds it had trained, and the mean blend against the
+    seconds all the members in it trained."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.5, 4))
+    for name, history in histories.items():
+        seconds = history["epoch_seconds"].cumsum() if "epoch_seconds" in history else history["epoch"] + 1
+        axes.plot(seconds, history["val_accuracy"], marker=".", alpha=0.6, label=name if len(histories) <= 8 else None)
+    axes.plot(blend["seconds"], blend["accuracy"], "ko-", label="mean blend, models added in order")
+    axes.set(xlabel="training seconds (a member's own; the blend's: all its members')", ylabel="validation accuracy",
+             title="Accuracy vs training time")
+    axes.legend(loc="lower right", fontsize="small")
+    return _png(figure)
+
+
+def plot_mistakes(images: np.ndarray, mistakes: list, class_names: list[str]) -> bytes:
+    """A grid of validation images the blend got wrong with most confidence: true and predicted class and the
+    probability it gave the predicted one (seed 000's "most important errors")."""
+    import matplotlib.pyplot as plt
+
+    columns = min(6, max(len(mistakes), 1))
+    rows = max(1, -(-len(mistakes) // columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for axes in grid.ravel():
+        axes.axis("off")
+    for axes, image, mistake in zip(grid.ravel(), images, mistakes):
+        axes.imshow(np.asarray(image).reshape(image.shape[0], image.shape[1]), cmap="gray_r")
+        axes.set_title(f"true {class_names[mistake.true]}\npred {class_names[mistake.predicted]} "
+                       f"({mistake.probability:.2f})", fontsize=8)
+    return _png(figure)

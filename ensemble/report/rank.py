@@ -1,13 +1,14 @@
 """Ranking and the numbers behind the plots: pure functions of entries and arrays."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ..blend.methods import BLEND_METHODS, ModelOutputs
-from ..job.layout import JobLayout
+from ..job.layout import JobLayout, member_of
 from ..job.outputs import Metrics, read_metrics
 from ..nets.metrics import accuracy
 
@@ -90,3 +91,35 @@ def per_class_accuracy(probs: np.ndarray, y_val: np.ndarray) -> np.ndarray:
     predicted = np.argmax(probs, axis=1)
     return np.array([np.mean(predicted[y_val == c] == c) if np.any(y_val == c) else np.nan
                      for c in range(probs.shape[1])])
+
+
+@dataclass(frozen=True)
+class Mistake:
+    row: int            # position among the validation rows shown
+    true: int           # class index
+    predicted: int
+    probability: float  # the blend's probability of the class it predicted
+
+
+def confident_mistakes(probs: np.ndarray, labels: np.ndarray, count: int = 12) -> list[Mistake]:
+    """The `count` wrongly predicted rows the blend was surest of, surest first (ties: the earlier row), as seed
+    000's "most important errors" picks them: mislabelled or truly ambiguous images are usually among them."""
+    predicted = np.argmax(probs, axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    sureness = probs[wrong, predicted[wrong]]
+    order = wrong[np.lexsort((wrong, -sureness))][:count]
+    return [Mistake(int(row), int(labels[row]), int(predicted[row]), float(probs[row, predicted[row]])) for row in order]
+
+
+def blend_by_training_seconds(names: list[str], member_seconds: dict[str, float],
+                              in_order: list[float]) -> pd.DataFrame:
+    """The growing blend against the training it cost: after the m-th model joins (in job order), the
+    seconds its members trained (a member's snapshots count its seconds once) and the blend's accuracy."""
+    seen, total, seconds = set(), 0.0, []
+    for name in names:
+        member = member_of(name)
+        if member not in seen:
+            seen.add(member)
+            total += member_seconds.get(member, 0.0)
+        seconds.append(total)
+    return pd.DataFrame({"models": np.arange(1, len(names) + 1), "seconds": seconds, "accuracy": list(in_order)})

@@ -42,12 +42,17 @@ def render_html(job: str, frame: pd.DataFrame, figures: dict[str, tuple[str, byt
         f"<figcaption>{html.escape(title)}</figcaption></figure>"
         for title, png in figures.values())
     notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    table = display_frame(frame).to_html(index=False, border=0, classes="board")
+    # headers with spaces wrap (val_accuracy over two lines), and the note column wraps within its width: the
+    # table's 13 columns stay within a 1300-pixel window instead of scrolling sideways
+    shown = display_frame(frame).rename(columns=lambda name: name.replace("_", " "))
+    table = shown.to_html(index=False, border=0, classes="board")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ensemble leaderboard: {html.escape(job)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table.board {{ border-collapse: collapse; }} table.board th, table.board td {{ padding: .3rem .7rem; }}
+table.board {{ border-collapse: collapse; font-size: .9rem; max-width: 1240px; }}
+table.board th, table.board td {{ padding: .3rem .5rem; }} table.board th {{ max-width: 6rem; }}
+table.board td:last-child {{ text-align: left; max-width: 16rem; }}
 table.board td {{ text-align: right; font-variant-numeric: tabular-nums; }}
 table.board td:nth-child(2), table.board td:nth-child(3) {{ text-align: left; }}
 table.board tr:nth-child(even) {{ background: #f3f5f8; }} table.board th {{ border-bottom: 2px solid #999; }}

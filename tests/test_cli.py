@@ -248,6 +248,8 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
     models = {row[1]: row for row in rows}
     assert {"blend-mean", "blend-geometric", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
     assert models["member-00"][4] != "" and models["knn"][4] == ""  # TTA accuracy for members, none for knn
+    # the sample's answers (test_labels.csv beside test.csv) fill the test column for every row
+    assert all(0.0 <= float(row[5]) <= 1.0 for row in rows), rows
     accuracies = [float(row[3]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     assert [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))

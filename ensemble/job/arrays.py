@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.folder import class_indices, read_job_data
 from ..data.layouts import LayoutError, data_files
-from ..data.tables import read_test_csv
+from ..data.tables import DataError, read_labels_csv, read_test_csv
 from ..store.workspace import Workspace
 from .errors import JobError
 from .record import JobRecord, data_changed
@@ -47,12 +47,26 @@ def read_job_test(ws: Workspace, record: JobRecord):
     return read_test_csv(job_test_file(record), ws.cache_dir, record.spec.data_layout)
 
 
+# the answers beside an unlabelled test file, in the submission's format (the sample, `ensemble data idx`)
+ANSWERS_FILE = "test_labels.csv"
+
+
 def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
-    """Class indices of the test rows where the layout labels test (Fashion-MNIST, Sign Language MNIST,
-    EMNIST), else None."""
+    """Class indices of the test rows where they are known, else None: the layout labels test (Fashion-MNIST,
+    Sign Language MNIST, EMNIST), or test_labels.csv beside the test file holds one answer per test row. A
+    class that training never saw is -1 (always wrong)."""
     test = read_job_test(ws, record)
     classes = record.spec.classes
-    return class_indices(test.labels, classes) if test.labels is not None else None
+    if test.labels is not None:
+        return class_indices(test.labels, classes)
+    answers = job_test_file(record).parent / ANSWERS_FILE
+    if not answers.is_file():
+        return None
+    try:
+        labels = read_labels_csv(answers, record.spec.data_layout)
+    except (DataError, OSError, ValueError):
+        return None
+    return class_indices(labels, classes) if len(labels) == len(test) else None
 
 
 def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:

@@ -111,8 +111,8 @@ def write_report(ws, job: str | None = None) -> Report:
                      + (" (each member's snapshots stand in for it)" if any(model_kind(n) is ModelKind.SNAPSHOT for n in members.names)
                         else ""))
     if y_test is not None:
-        notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file, which no model trained "
-                     "or was chosen on.")
+        notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file (or the answers in "
+                     "test_labels.csv beside it), which no model trained or was chosen on.")
     if augmented is not None:
         notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
                      "(augment.TTA_VIEWS), averaged; ranking uses plain validation accuracy.")

@@ -323,3 +323,46 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_
     assert isinstance(model.loss, SmoothedSparseCrossentropy) and model.loss.smoothing == 0.1
     history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
     assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+
+
+@pytest.mark.jax
+def test_weight_averaging_puts_the_average_in_the_net_at_each_epochs_end_and_trains_on_a_slice(
+        slice_arrays, restore_dtype_policy):
+    from ensemble.member.model import build_member_model, fit_member_model
+
+    spec = JobSpec.from_options(ema=0.9, epochs=1, precision="float32", model="seed004", batch_size=32)  # 5 steps
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.9
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+    averages = model.optimizer._model_variables_moving_average
+    assert len(averages) == len(model.trainable_variables)
+    for variable, average in zip(model.trainable_variables, averages):  # validated and kept: the average
+        assert np.array_equal(keras.ops.convert_to_numpy(variable), keras.ops.convert_to_numpy(average))
+    plain_spec = JobSpec.from_options(epochs=1, precision="float32", model="seed004", batch_size=32)
+    plain = build_member_model(plain_spec, seed=0, n_train=len(slice_arrays.x_train))
+    fit_member_model(plain, plain_spec, slice_arrays, seed=0, callbacks=[])
+    assert not np.array_equal(keras.ops.convert_to_numpy(plain.trainable_variables[0]),
+                              keras.ops.convert_to_numpy(model.trainable_variables[0]))
+
+
+def test_a_resumed_member_continues_its_weight_average(tmp_path, sample_dir, monkeypatch, restore_dtype_policy):
+    """The average lives in the optimizer's variables: a member killed after an epoch resumes with the average it
+    had (not one begun again from zeros), and finishes."""
+    from ensemble.member.resume import resume_point
+
+    ws = _job(tmp_path, sample_dir, ema=0.9, epochs=3, limit_train=96)
+    with monkeypatch.context() as patched:
+        _interrupt_at(patched, 1)
+        with pytest.raises(Killed):
+            train_member(ws, "j", 0)
+    folder = JobLayout(ws, "j").member(0)
+    spec = load_record(ws, "j").spec
+    model, state = resume_point(folder, spec, spec.member_seed(0), 86, lambda _: None)
+    assert state is not None and len(state.history) == 1
+    averages = [keras.ops.convert_to_numpy(a) for a in model.optimizer._model_variables_moving_average]
+    weights = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    assert all(np.array_equal(a, w) for a, w in zip(averages, weights))  # the epoch's end: net = average
+    assert any(np.abs(a).sum() > 0 for a in averages)
+    train_member(ws, "j", 0)
+    assert read_metrics(folder).epochs == 3

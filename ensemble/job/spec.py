@@ -13,7 +13,7 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0, "folds": None,
+                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0, "ema": 0.0, "folds": None,
                        "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -60,6 +60,11 @@ class JobSpec:
         "--label-smoothing", "Train against smoothed targets: 1-e on the true class, e/K spread over the K classes "
         "(default: the recipe's, 0). See BENCHMARKS.md, \"Levers\".", type=float, check=share_below(1),
         default=lambda recipe: recipe.label_smoothing)
+    ema: float | None = option(
+        "--ema", "Weight averaging: the optimizer keeps an exponential moving average of the weights with this "
+        "momentum (e.g. 0.99; Keras' use_ema) and the net takes the average at each epoch's end, so validation "
+        "and the kept weights are the average (default: the recipe's, 0: off). See BENCHMARKS.md, \"Levers\".",
+        type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
         "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,

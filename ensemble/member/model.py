@@ -45,7 +45,7 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
     keras.config.set_dtype_policy(spec.precision)
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
     return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)), spec.label_smoothing,
-                         len(spec.classes))
+                         len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
 
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0):

@@ -44,6 +44,7 @@ class Recipe:
     keep: str = "best"
     tta: bool = False         # members also predict under the fixed test-time views
     label_smoothing: float = 0.0  # off in every recipe until measured to help (BENCHMARKS.md, "Levers")
+    ema: float = 0.0              # weight averaging's momentum; off in every recipe until measured to help
 
 
 RECIPES: dict[str, Recipe] = {

@@ -196,6 +196,10 @@ class JobLayout:
         """What the runner hands every member of the current run (job.plan)."""
         return self.dir / "plan.json"
 
+    def pseudo(self, round_: int) -> Path:
+        """A pseudo-label round's test rows and labels (job.pseudo)."""
+        return self.dir / f"pseudo-{round_}.npz"
+
     @property
     def blends(self) -> Path:
         return self.dir / "blends.json"

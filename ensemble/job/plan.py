@@ -20,6 +20,8 @@ from .arrays import JobArrays, split_arrays
 from .errors import JobError
 from .layout import JobLayout
 from .outputs import OutputShape
+from .pseudo import add_pseudo_rows, read_pseudo
+from .rounds import PseudoRound
 from .spec import JobSpec
 from .split import read_split_file, split_sha256
 
@@ -54,10 +56,11 @@ class RunPlan:
     predict_seconds_per_image: float | None = None   # as the job's finished members measured it, if any
     member_epochs: dict[int, int] = field(default_factory=dict)  # the epochs the runner gave each member
     budget: BudgetRules | None = None  # under a deadline: how a member with no epochs given sizes itself
+    pseudo: PseudoRound | None = None  # the job's pseudo-label round: members from its first index train on it
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "spec": self.spec.to_dict(),
+        return {**asdict(self), "spec": self.spec.to_dict(), "pseudo": self.pseudo.to_dict() if self.pseudo else None,
                 "member_epochs": {str(index): epochs for index, epochs in self.member_epochs.items()}}
 
     @classmethod
@@ -68,6 +71,7 @@ class RunPlan:
                    deadline=values.get("deadline"), predict_seconds_per_image=values.get("predict_seconds_per_image"),
                    member_epochs={int(index): int(epochs) for index, epochs in (values.get("member_epochs") or {}).items()},
                    budget=BudgetRules(**values["budget"]) if values.get("budget") else None,
+                   pseudo=PseudoRound.from_dict(values["pseudo"]) if values.get("pseudo") else None,
                    version=int(values.get("version", PLAN_VERSION)))
 
 
@@ -101,8 +105,16 @@ def plan_arrays(ws: Workspace, plan: RunPlan, member: int | None = None) -> JobA
         raise JobError(f"{split_path} is not the split this run was planned with; rerun "
                        f"`ensemble train --job {plan.job}`")
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
-    return split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
-                        plan.test.sha256, plan.split_sha256, spec.member_fold(member) if member is not None else None)
+    arrays = split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
+                          plan.test.sha256, plan.split_sha256, spec.member_fold(member) if member is not None else None)
+    if member is None or plan.pseudo is None or not plan.pseudo.uses(member):
+        return arrays
+    if plan.pseudo.test_sha256 != plan.test.sha256:
+        raise JobError(f"the job's pseudo-labels are rows of another {Path(plan.test.path).name} (sha256 "
+                       f"{plan.pseudo.test_sha256[:12]}; it now has {plan.test.sha256[:12]}): put that file back to "
+                       "train the members that use them")
+    rows, labels = read_pseudo(plan.pseudo.path(ws, plan.job), plan.pseudo.sha256)
+    return add_pseudo_rows(arrays, rows, labels)
 
 
 def predict_speed(seconds_per_image: list[float]) -> float | None:

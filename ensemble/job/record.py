@@ -20,6 +20,7 @@ from .errors import JobError
 from .layout import JobLayout
 from .ledger import LastRun, MemberEntry
 from .planner import BudgetSpend, Costs
+from .rounds import PseudoRound
 from .spec import JobSpec, spec_words
 
 RECORD_VERSION = 1
@@ -48,6 +49,7 @@ class JobRecord:
     costs: Costs | None = None  # what a member costs on one slot, as measured (--time-limit plans from it)
     epochs_asked: bool = False  # --epochs was given when the job was made: --time-limit keeps that length
     budget: BudgetSpend | None = None  # the latest --time-limit run's plan and what it used
+    pseudo: PseudoRound | None = None  # the job's pseudo-label round (--pseudo-label), once made
     version: int = RECORD_VERSION
 
     @property
@@ -67,7 +69,8 @@ class JobRecord:
                 **({"rebuilt": self.rebuilt} if self.rebuilt else {}),
                 **({"costs": self.costs.to_dict()} if self.costs else {}),
                 **({"epochs_asked": True} if self.epochs_asked else {}),
-                **({"budget": self.budget.to_dict()} if self.budget else {})}
+                **({"budget": self.budget.to_dict()} if self.budget else {}),
+                **({"pseudo": self.pseudo.to_dict()} if self.pseudo else {})}
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobRecord":
@@ -80,6 +83,7 @@ class JobRecord:
                    costs=Costs.from_dict(values["costs"]) if values.get("costs") else None,
                    epochs_asked=bool(values.get("epochs_asked", False)),
                    budget=BudgetSpend.from_dict(values["budget"]) if values.get("budget") else None,
+                   pseudo=PseudoRound.from_dict(values["pseudo"]) if values.get("pseudo") else None,
                    version=int(values.get("version", RECORD_VERSION)))
 
 
@@ -112,11 +116,13 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     """A job record made again from its member folders: each member's config.json holds the job's whole spec
     and data folder, so the record is exact when they agree. None when no member says, or they disagree.
     Per-member state is left to the runner's reconcile, which reads it from the files."""
-    configs = {}
+    configs, rounds = {}, []  # a member that trained on pseudo-labels carries its round
     for path in JobLayout(ws, job).member_configs():
         try:
             config = atomic.read_json(path)
             configs[int(config["member"])] = (config["spec"], config["data_dir"], path.stat().st_mtime)
+            if config.get("pseudo"):
+                rounds.append(PseudoRound.from_dict(config["pseudo"]))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             continue
     try:  # compared as specs: a config written before a field existed reads as what it meant (SPEC_FIELD_DEFAULTS)
@@ -130,6 +136,7 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     record = new_record(job, JobSpec.from_dict(spec), Path(data_dir))
     record.created = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(min(m for *_, m in configs.values())))
     record.rebuilt = now()
+    record.pseudo = rounds[0] if rounds else None
     return record.ensure_members(max(configs) + 1)
 
 

@@ -45,6 +45,7 @@ def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
     return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs,
             **({"fold": spec.member_fold(index)} if spec.folds else {}),
+            **({"pseudo": plan.pseudo.to_dict()} if plan.pseudo and plan.pseudo.uses(index) else {}),
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",

@@ -99,6 +99,8 @@ def write_report(ws, job: str | None = None) -> Report:
              + resolution_note(frame["val_accuracy"].max(), rows_scored)]
     if record.budget is not None:
         notes.append(budget_note(record.budget))
+    if record.pseudo is not None:
+        notes.append(record.pseudo.describe() + ".")
     if survey.damaged:
         notes.append(damaged_note(survey.damaged, name))
     if survey.stale:

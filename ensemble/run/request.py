@@ -41,6 +41,11 @@ class TrainRequest:
         "--stall-timeout", "Kill and retry a member whose progress has not moved for this long (20s, 5m); it "
         "resumes from its last finished epoch (default: 10m, longer for a member whose own updates are slow).",
         parse=budget.parse_stall_timeout)  # seconds
+    pseudo_label: float | None = option(
+        "--pseudo-label", "A pseudo-label round: the mean blend of the job's finished members labels the test rows "
+        "it gives at least this probability (e.g. 0.99), and the members this run adds (--n above the job's count) "
+        "also train on them. Recorded with the job; a rerun continues it.", type=float, check=lambda value: None
+        if 0 < value < 1 else "must be between 0 and 1")
     retries: int = run_field(2, "--retries", "Further attempts for a member whose process dies; each resumes "
                              "from its last epoch.", type=int)
     executor: str = run_field("local", "--executor", "local: member processes on this machine; ray: Ray tasks "

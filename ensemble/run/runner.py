@@ -30,6 +30,8 @@ from ..job.planner import BudgetSpend
 from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
                           data_changed, recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
+from ..job.pseudo import make_pseudo_round, pseudo_problem
+from ..job.rounds import PseudoRound
 from ..job.split import fold_sizes, load_split, make_split, split_sha256, write_split
 from ..job.state import member_status
 from ..store.atomic import NoSpace
@@ -172,14 +174,31 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
     else:
         record.data_dir = str(Path(request.data_dir).resolve())
     split = load_split(ws, record, say=say)  # made again here when missing or damaged
+    shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes), asked.test.sha256,
+                        split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None, fold_sizes(split))
+    if request.pseudo_label is not None:
+        record.pseudo = pseudo_round(ws, record, request, shape, say or print)
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
         record.ensure_members(request.members)
     save_record(ws, record)
-    shape = OutputShape(len(split["val_index"]), len(asked.test), len(record.spec.classes), asked.test.sha256,
-                        split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None, fold_sizes(split))
     plan = run_plan(ws, record, asked, shape, deadline)
     write_plan(ws, plan)
     return PreparedJob(record, created, plan)
+
+
+def pseudo_round(ws: Workspace, record: JobRecord, request: TrainRequest, shape: OutputShape, say) -> PseudoRound:
+    """The job's pseudo-label round: the recorded one when the threshold fits it, else made now from the
+    finished members (the members this run adds are the ones that train on it)."""
+    if record.pseudo is not None:
+        if problem := pseudo_problem(record.pseudo, request.pseudo_label):
+            raise JobError(problem)
+        return record.pseudo
+    if request.time_limit is None and request.members <= len(record.members):
+        raise JobError(f"--pseudo-label adds members that train on the pseudo-labels: job {record.name!r} has "
+                       f"{len(record.members)} members, so pass --n above that (e.g. --n {2 * len(record.members)})")
+    made = make_pseudo_round(ws, record, request.pseudo_label, shape, now())
+    say(made.describe())
+    return made
 
 
 def run_plan(ws: Workspace, record: JobRecord, asked: AskedData, shape: OutputShape,
@@ -197,7 +216,7 @@ def run_plan(ws: Workspace, record: JobRecord, asked: AskedData, shape: OutputSh
     spec = record.spec
     return RunPlan(record.name, record.data_dir, spec, DataFile(str(asked.train_path), spec.train_sha256),
                    DataFile(str(asked.test_path), asked.test.sha256), shape.split_sha256, shape, deadline,
-                   predict_speed(measured))
+                   predict_speed(measured), pseudo=record.pseudo)
 
 
 @contextmanager

@@ -53,3 +53,12 @@ python3 benchmarks/levers.py --data "$out/home/data" --rows 12000 --seeds 3 --ou
   --common "--no-tta --gpus 0" --lever "--batch 256 --lr 8e-3" | tee "$out/levers_batch.log"
 python3 benchmarks/levers.py --data "$out/home/data" --rows 12000 --seeds 3 --out "$out/levers-smoothing" \
   --common "--no-tta --gpus 0" --lever "--label-smoothing 0.1" | tee "$out/levers_smoothing.log"
+python3 benchmarks/levers.py --data "$out/home/data" --rows 12000 --seeds 3 --out "$out/levers-ema" \
+  --common "--no-tta --gpus 0" --lever "--ema 0.99" | tee "$out/levers_ema.log"
+
+# 7. K-fold members against the shared split (5 members each), and a pseudo-label round (3 paired seeds,
+#    a test file of Digit Recognizer's ratio to the training rows).
+python3 benchmarks/folds.py --data "$out/home/data" --rows 12000 --members 5 --epochs 12 --out "$out/folds" \
+  --common "--no-tta --gpus 0" | tee "$out/folds.log"
+python3 benchmarks/pseudo.py --data "$out/home/data" --rows 12000 --test-rows 8000 --seeds 3 --threshold 0.99 \
+  --common "--no-tta --gpus 0 --epochs 12" --out "$out/pseudo" | tee "$out/pseudo.log"

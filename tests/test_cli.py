@@ -244,7 +244,7 @@ def test_baselines_then_leaderboard_report(trained, sample_dir):
     rows = [line.split(",") for line in board.output.splitlines() if line and line[0].isdigit()]
     header = board.output.splitlines()[0].split(",")
     assert header == ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss",
-                      "fit_s", "predict_ms_per_1k", "params", "seed", "epochs", "note"]
+                      "fit_s", "predict_ms_per_1k", "params", "seed", "epochs", "note", "val_rows"]
     models = {row[1]: row for row in rows}
     assert {"blend-mean", "blend-geometric", "blend-greedy", "member-00", "member-01", "knn", "tree"} <= set(models)
     assert models["member-00"][4] != "" and models["knn"][4] == ""  # TTA accuracy for members, none for knn

@@ -70,3 +70,16 @@ def test_the_growing_blend_counts_each_members_training_seconds_once():
                                       {"member-00": 30.0, "member-01": 20.0, "member-02": 25.0}, [0.8, 0.85, 0.9, 0.91])
     assert frame["seconds"].tolist() == [30.0, 30.0, 50.0, 75.0]
     assert frame["accuracy"].tolist() == [0.8, 0.85, 0.9, 0.91] and frame["models"].tolist() == [1, 2, 3, 4]
+
+
+def test_each_accuracy_is_shown_with_its_errors_and_standard_error():
+    from ensemble.report.render import accuracy_cell, render_markdown
+
+    assert accuracy_cell(0.985, 1000) == "0.9850 (15 err, ±0.38)"
+    assert accuracy_cell(1.0, 300) == "1.0000 (0 err, ±0.00)"
+    assert accuracy_cell(0.9, None) == "0.9000" and accuracy_cell(float("nan"), 100) == ""
+    frame = rank_entries([entry("member-00", "member", 0.9, 0.3) | {"val_rows": 200},
+                          entry("blend-mean", "blend", 0.95, 0.2) | {"val_rows": 1000}])
+    table = render_markdown(frame)
+    assert "0.9500 (50 err, ±0.69)" in table and "0.9000 (20 err, ±2.12)" in table
+    assert "val_rows" not in table.splitlines()[0] and "val_rows" in frame.to_csv(index=False).splitlines()[0]

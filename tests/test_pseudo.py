@@ -43,6 +43,9 @@ def test_a_pseudo_label_round_is_recorded_trains_the_new_members_and_resumes(tmp
     assert first.exit_code == 0, first.output
     too_few = invoke(home, "train", "--job", "p", "--n", "2", "--pseudo-label", "0.18")
     assert too_few.exit_code != 0 and "pass --n above that (e.g. --n 4)" in too_few.output
+    unreachable = invoke(home, "train", "--job", "p", "--n", "4", "--pseudo-label", "0.999")
+    assert unreachable.exit_code != 0 and "no test row reaches 0.999" in unreachable.output
+    assert "pseudo" not in json.loads((home / "jobs/p/job.json").read_text())  # nothing recorded
 
     second = invoke(home, "train", "--job", "p", "--n", "4", "--pseudo-label", "0.18")
     assert second.exit_code == 0, second.output
@@ -86,3 +89,22 @@ def test_a_round_needs_every_member_finished(tmp_path, sample_dir):
     refused = invoke(home, "train", "--job", "q", "--n", "4", "--pseudo-label", "0.9")
     assert refused.exit_code != 0
     assert "not finished: member-00, member-01" in refused.output and "Traceback" not in refused.output
+
+
+def test_a_round_is_refused_where_it_would_mislead(tmp_path, sample_dir):
+    home = tmp_path / "home"
+    assert invoke(home, "train", "--job", "f", "--n", "2", "--folds", "2", "--data", sample_dir,
+                  *SLICE).exit_code == 0
+    folds = invoke(home, "train", "--job", "f", "--n", "4", "--pseudo-label", "0.18")
+    assert folds.exit_code != 0 and "would leak labels into the out-of-fold scores" in folds.output
+    out_of_range = invoke(home, "train", "--job", "f", "--n", "4", "--pseudo-label", "1.5")
+    assert out_of_range.exit_code != 0 and "--pseudo-label must be between 0 and 1" in out_of_range.output
+    assert "pseudo" not in json.loads((home / "jobs/f/job.json").read_text())  # nothing was recorded
+
+
+def test_ema_is_refused_where_loss_scaling_would_move_the_average_off_the_epoch_ends():
+    from ensemble.job.spec import JobSpec
+
+    with pytest.raises(JobError, match="--ema 0.99 needs float32 or mixed_bfloat16"):
+        JobSpec.from_options(ema=0.99, precision="mixed_float16")
+    assert JobSpec.from_options(ema=0.99, precision="float32").ema == 0.99

@@ -330,16 +330,23 @@ def test_weight_averaging_puts_the_average_in_the_net_at_each_epochs_end_and_tra
         slice_arrays, restore_dtype_policy):
     from ensemble.member.model import build_member_model, fit_member_model
 
-    spec = JobSpec.from_options(ema=0.9, epochs=1, precision="float32", model="seed004", batch_size=32)  # 5 steps
+    spec = JobSpec.from_options(ema=0.9, epochs=2, precision="float32", model="seed004", batch_size=32)  # 5 steps
+
+    class AtEpochEnd(keras.callbacks.Callback):  # before fit's own final copy of the average into the net
+        seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            averages = self.model.optimizer._model_variables_moving_average
+            self.seen.append(len(averages) == len(self.model.trainable_variables) and all(
+                np.array_equal(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(a))
+                for v, a in zip(self.model.trainable_variables, averages)))
+
     model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
     assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.9
-    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[AtEpochEnd()])
     assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
-    averages = model.optimizer._model_variables_moving_average
-    assert len(averages) == len(model.trainable_variables)
-    for variable, average in zip(model.trainable_variables, averages):  # validated and kept: the average
-        assert np.array_equal(keras.ops.convert_to_numpy(variable), keras.ops.convert_to_numpy(average))
-    plain_spec = JobSpec.from_options(epochs=1, precision="float32", model="seed004", batch_size=32)
+    assert AtEpochEnd.seen == [True, True]  # each epoch validated and checkpointed the average
+    plain_spec = JobSpec.from_options(epochs=2, precision="float32", model="seed004", batch_size=32)
     plain = build_member_model(plain_spec, seed=0, n_train=len(slice_arrays.x_train))
     fit_member_model(plain, plain_spec, slice_arrays, seed=0, callbacks=[])
     assert not np.array_equal(keras.ops.convert_to_numpy(plain.trainable_variables[0]),

@@ -358,8 +358,13 @@ def _describe_bad_cell(cell: str, column_name: str, limit: int) -> str:
 
 def read_labels_csv(path: Path, fmt: Layout = DIGITS) -> np.ndarray:
     """Answers in the layout's submission format, e.g. the sample's test_labels.csv, as labels in file order."""
+    return read_answers_csv(path, fmt)[1]
+
+
+def read_answers_csv(path: Path, fmt: Layout = DIGITS) -> tuple[np.ndarray, np.ndarray]:
+    """Answers in the layout's submission format as (ids, labels), in file order."""
     frame = pd.read_csv(path)
     if tuple(frame.columns) != tuple(fmt.submission):
         raise DataError(f"{path}, line 1: header must be {','.join(fmt.submission)}, "
                         f"found {','.join(map(str, frame.columns))}")
-    return frame[fmt.submission[1]].to_numpy()
+    return frame[fmt.submission[0]].to_numpy(), frame[fmt.submission[1]].to_numpy()

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..data.folder import class_indices, read_job_data
 from ..data.layouts import LayoutError, data_files
-from ..data.tables import DataError, read_labels_csv, read_test_csv
+from ..data.tables import DataError, read_answers_csv, read_test_csv
 from ..store.workspace import Workspace
 from .errors import JobError
 from .record import JobRecord, data_changed
@@ -62,11 +62,16 @@ def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
     answers = job_test_file(record).parent / ANSWERS_FILE
     if not answers.is_file():
         return None
+    layout = record.spec.data_layout
     try:
-        labels = read_labels_csv(answers, record.spec.data_layout)
+        ids, labels = read_answers_csv(answers, layout)
     except (DataError, OSError, ValueError):
         return None
-    return class_indices(labels, classes) if len(labels) == len(test) else None
+    # an answer per test row, in the test file's order: the ids a submission of this file would carry
+    expected = np.asarray(test.ids) if layout.ids_from_test else np.arange(1, len(test) + 1)
+    if len(ids) != len(expected) or not np.array_equal(ids.astype(str), expected.astype(str)):
+        return None
+    return class_indices(labels, classes)
 
 
 def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:

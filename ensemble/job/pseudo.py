@@ -96,10 +96,16 @@ def make_pseudo_round(ws: Workspace, record: JobRecord, threshold: float, shape:
         raise JobError(f"{', '.join(stale)}: predicted from another test file; `ensemble train --job {record.name}` "
                        "predicts them again first")
     names = ensemble_models(survey.finished)
+    if unsure := [name for name in names if name in survey.unbound or name in survey.damaged]:
+        raise JobError(f"{', '.join(unsure)}: outputs that do not say which test file they came from, or damaged; "
+                       f"`ensemble train --job {record.name}` predicts them again first")
     layout = JobLayout(ws, record.name)
     tta = record.spec.tta and all(layout.model(name).has_tta for name in names)
     test_probs = np.mean([load_probs(layout.model(name), tta)[1] for name in names], axis=0, dtype=np.float64)
     rows, labels = select_confident(test_probs, threshold)
+    if not len(rows):
+        raise JobError(f"no test row reaches {threshold:g} in the blend of {len(names)} models (its surest row has "
+                       f"{test_probs.max():.3f}); lower --pseudo-label")
     round_ = PseudoRound(1, float(threshold), len(record.members), len(rows), len(test_probs), tuple(names), tta,
                          shape.test_sha256 or "", "", made)
     sha256 = write_pseudo(round_.path(ws, record.name), rows, labels)

@@ -121,6 +121,12 @@ class JobSpec:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
+        if values["ema"] and values["precision"] == "mixed_float16":
+            # loss scaling skips the optimizer's steps whose gradients overflow, so the average's write into
+            # the net would drift off the epoch ends (validation and checkpoints would see the raw weights)
+            raise JobError(f"--ema {values['ema']:g} needs float32 or mixed_bfloat16: under mixed_float16 (what "
+                           "--precision auto picks on this GPU) loss scaling skips steps and the average would not "
+                           "land at epoch ends; add --precision float32")
         return cls(**values, optimizer=base.optimizer, zoom=base.augmentation.zoom, shift=base.augmentation.shift,
                    train_sha256=train_sha256, test_sha256=test_sha256, classes=tuple(int(c) for c in classes))
 

@@ -29,7 +29,7 @@ from ..store.session import folder_bytes
 from .session import output_note
 
 # What a job folder keeps that travels: the record, its split and plan, and what it wrote and sent
-JOB_FILES = ("job.json", "split.npz", "plan.json", "blends.json", "submissions.json", "kernel.json")
+JOB_FILES = ("job.json", "split.npz", "plan.json", "blends.json", "submissions.json", "kernel.json", "pseudo-1.npz")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 UPLOADED_FOLDERS = ("jobs", "models")  # the archives an upload of a staged job may turn into; no others are opened
 
@@ -190,6 +190,10 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
     elif differences := spec_differences(record.spec, incoming.spec):
         raise JobError(f"the copy of job {job!r} from {origin} is another job ({'; '.join(differences)}); "
                        "nothing imported")
+    elif record.pseudo is not None and incoming.pseudo is not None and record.pseudo != incoming.pseudo:
+        raise JobError(f"the copy of job {job!r} from {origin} has another pseudo-label round than this one "
+                       f"(threshold {incoming.pseudo.threshold:g}, {incoming.pseudo.rows} rows; here "
+                       f"{record.pseudo.threshold:g}, {record.pseudo.rows}); nothing imported")
     elif data_dir is not None:
         record.data_dir = str(Path(data_dir).resolve())
     # held to the split, not to the test file: weights are what travel, and a session may see another test
@@ -198,6 +202,11 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
     here, there = survey_models(ws, record, shape), survey_models(source, incoming, shape)
     _import_models(ws, source, record, incoming, here, there, result)
     record = _merged_ledger(record, incoming, result.imported)
+    if record.pseudo is None and incoming.pseudo is not None:  # the round the copy's members trained with
+        pseudo_file = incoming.pseudo.path(source, job)
+        if pseudo_file.is_file():
+            shutil.copy2(pseudo_file, incoming.pseudo.path(ws, job))
+        record.pseudo = incoming.pseudo
     reconcile(ws, record, shape)  # the ledger agrees with the files: a copy made mid-run says "running"
     save_record(ws, record)
     return result

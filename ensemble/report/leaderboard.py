@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 
 from ..blend.blending import load_outputs
+from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..data.folder import read_job_data
 from ..data.tables import DataError
-from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..job.arrays import job_test_labels
 from ..job.errors import JobError
 from ..job.layout import JobLayout, ModelKind, member_of, model_kind
-from ..job.outputs import survey_models
+from ..job.outputs import job_output_shape, survey_models
 from ..job.planner import BudgetSpend
 from ..job.record import require_record
 from ..job.records import read_blend_records, read_submission_records
@@ -27,6 +27,7 @@ from ..job.split import existing_split
 from ..nets.metrics import accuracy
 from ..run.budget import format_duration
 from ..store import atomic
+from ..store.workspace import member_name
 from .plots import (plot_accuracy_vs_time, plot_confusion, plot_learning_curves, plot_members_curve, plot_mistakes,
                     plot_per_class)
 from .rank import (accuracy_by_members_blended, blend_by_training_seconds, blend_entries, confident_mistakes,
@@ -75,8 +76,9 @@ def write_report(ws, job: str | None = None) -> Report:
         raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
                        f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
     y_test = job_test_labels(ws, record)
-    cnn_entries = [read_entry(ws, name, n) for n in cnn_names]
-    baseline_entries = [read_entry(ws, name, b) for b in baselines]
+    shape = job_output_shape(ws, record, split)
+    cnn_entries = [read_entry(ws, name, n, shape) for n in cnn_names]
+    baseline_entries = [read_entry(ws, name, b, shape) for b in baselines]
     if y_test is not None:  # a labelled test file: every model's test accuracy beside its validation accuracy
         everything = load_outputs(ws, record, tuple(cnn_names + baselines), survey=survey)
         for entry, test_probs in zip(cnn_entries + baseline_entries, everything.test_probs):
@@ -113,8 +115,11 @@ def write_report(ws, job: str | None = None) -> Report:
                      + (" (each member's snapshots stand in for it)" if any(model_kind(n) is ModelKind.SNAPSHOT for n in members.names)
                         else ""))
     if y_test is not None:
+        trained_on = (f"; {member_name(record.pseudo.first_member)} and later trained on the pseudo-labelled images "
+                      "of some of them (labels from the blend, not from the answers)" if record.pseudo else
+                      ", which no model trained on")
         notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file (or the answers in "
-                     "test_labels.csv beside it), which no model trained or was chosen on.")
+                     f"test_labels.csv beside it), which no model was chosen on{trained_on}.")
     if augmented is not None:
         notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
                      "(augment.TTA_VIEWS), averaged; ranking uses plain validation accuracy.")

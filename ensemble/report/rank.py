@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..blend.methods import BLEND_METHODS, ModelOutputs
 from ..job.layout import JobLayout, member_of
-from ..job.outputs import Metrics, read_metrics
+from ..job.outputs import Metrics, OutputShape, read_metrics
 from ..nets.metrics import accuracy
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
@@ -17,7 +17,9 @@ if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at mo
 
 
 COLUMNS = ["rank", "model", "kind", "val_accuracy", "val_acc_tta", "test_accuracy", "val_logloss", "fit_s",
-           "predict_ms_per_1k", "params", "seed", "epochs", "note"]
+           "predict_ms_per_1k", "params", "seed", "epochs", "note", "val_rows"]
+# what the tables show: val_rows is folded into the accuracy's cell (its errors and standard error)
+SHOWN_COLUMNS = COLUMNS[:-1]
 RANDOM_ORDERS = 20
 
 
@@ -30,18 +32,21 @@ def rank_entries(entries: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def model_entry(name: str, metrics: Metrics) -> dict:
+def model_entry(name: str, metrics: Metrics, val_rows: int | None = None) -> dict:
     planned = metrics.epochs_planned if metrics.epochs_planned is not None else "?"
     return {"model": name, "kind": metrics.kind, "val_accuracy": metrics.val_accuracy,
             "val_acc_tta": metrics.val_accuracy_tta, "test_accuracy": None,
             "val_logloss": metrics.val_logloss, "fit_s": metrics.fit_seconds,
             "predict_ms_per_1k": metrics.predict_ms_per_1k, "params": metrics.params,
             "seed": metrics.seed, "epochs": metrics.epochs,
-            "note": f"stopped early at epoch {metrics.epochs}/{planned} (time limit)" if metrics.stopped_early else ""}
+            "note": f"stopped early at epoch {metrics.epochs}/{planned} (time limit)" if metrics.stopped_early else "",
+            "val_rows": val_rows if val_rows is not None else metrics.n_val}
 
 
-def read_entry(ws, job: str, name: str) -> dict:
-    return model_entry(name, read_metrics(JobLayout(ws, job).model(name)))
+def read_entry(ws, job: str, name: str, shape: OutputShape | None = None) -> dict:
+    """A model's row; `shape` says how many validation rows its accuracy rests on (a k-fold member: its fold's)."""
+    metrics = read_metrics(JobLayout(ws, job).model(name))
+    return model_entry(name, metrics, shape.val_rows(metrics) if shape is not None else None)
 
 
 def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_entries: list[dict],
@@ -61,7 +66,7 @@ def blend_entries(plain: ModelOutputs, augmented: ModelOutputs | None, member_en
                      "val_acc_tta": with_tta,
                      "test_accuracy": accuracy(blended.test_probs, y_test) if y_test is not None else None,
                      "val_logloss": blended.val_logloss, **costs, "seed": None,
-                     "epochs": None, "note": f"{len(plain.names)} models"})
+                     "epochs": None, "note": f"{len(plain.names)} models", "val_rows": int(plain.scored_rows.sum())})
         if method.fits_weights:
             weights = {name: float(w) for name, w in zip(plain.names, blended.weights)}
     return rows, weights

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ..run.view import render_frame
-from .rank import COLUMNS
+from .rank import SHOWN_COLUMNS
 
 if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at module load
     pass
@@ -17,9 +17,22 @@ if TYPE_CHECKING:  # the record's type, without importing jobs (and Keras) at mo
 REPORT_FORMATS = ("table", "md", "csv", "html")
 
 
+def accuracy_cell(accuracy, rows) -> str:
+    """An accuracy with what it can resolve: '0.9850 (15 err, ±0.38)', its errors and its standard error in
+    points on the rows it was scored on; the bare accuracy where the rows are not known."""
+    if pd.isna(accuracy):
+        return ""
+    if pd.isna(rows) or not rows:
+        return f"{accuracy:.4f}"
+    errors = round((1 - accuracy) * rows)
+    return f"{accuracy:.4f} ({errors} err, ±{100 * (accuracy * (1 - accuracy) / rows) ** 0.5:.2f})"
+
+
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     shown = frame.copy()
-    for column, digits in (("val_accuracy", 4), ("val_acc_tta", 4), ("test_accuracy", 4), ("val_logloss", 4), ("fit_s", 1),
+    rows = shown["val_rows"] if "val_rows" in shown else pd.Series([None] * len(shown), dtype=object)
+    shown["val_accuracy"] = [accuracy_cell(a, n) for a, n in zip(shown["val_accuracy"], rows)]
+    for column, digits in (("val_acc_tta", 4), ("test_accuracy", 4), ("val_logloss", 4), ("fit_s", 1),
                            ("predict_ms_per_1k", 1)):
         shown[column] = shown[column].map(lambda v, d=digits: "" if pd.isna(v) else f"{v:.{d}f}")
     for column in ("params", "seed", "epochs"):
@@ -28,11 +41,11 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_table(frame: pd.DataFrame, title: str = "") -> str:
-    return render_frame(display_frame(frame)[COLUMNS], title, text_columns=("model", "kind", "note"))
+    return render_frame(display_frame(frame)[SHOWN_COLUMNS], title, text_columns=("model", "kind", "note"))
 
 
 def render_markdown(frame: pd.DataFrame) -> str:
-    return display_frame(frame).to_markdown(index=False, disable_numparse=True,
+    return display_frame(frame)[SHOWN_COLUMNS].to_markdown(index=False, disable_numparse=True,
                                             colalign=["right", "left", "left"] + ["right"] * 9 + ["left"])
 
 
@@ -44,7 +57,7 @@ def render_html(job: str, frame: pd.DataFrame, figures: dict[str, tuple[str, byt
     notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
     # headers with spaces wrap (val_accuracy over two lines), and the note column wraps within its width: the
     # table's 13 columns stay within a 1300-pixel window instead of scrolling sideways
-    shown = display_frame(frame).rename(columns=lambda name: name.replace("_", " "))
+    shown = display_frame(frame)[SHOWN_COLUMNS].rename(columns=lambda name: name.replace("_", " "))
     table = shown.to_html(index=False, border=0, classes="board")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>ensemble leaderboard: {html.escape(job)}</title>

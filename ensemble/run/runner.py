@@ -30,6 +30,7 @@ from ..job.planner import BudgetSpend
 from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, load_record, new_record, now,
                           data_changed, recover_record, resume_command, save_record)
 from ..job.spec import JobSpec, spec_differences
+from ..job.options import declared
 from ..job.pseudo import make_pseudo_round, pseudo_problem
 from ..job.rounds import PseudoRound
 from ..job.split import fold_sizes, load_split, make_split, split_sha256, write_split
@@ -37,7 +38,7 @@ from ..job.state import member_status
 from ..store.atomic import NoSpace
 from ..store.hardware import list_gpus
 from ..store.locks import LockHeld, PidLock
-from ..store.workspace import Workspace
+from ..store.workspace import Workspace, member_name
 from . import budget
 from .budget import TimeBudget
 from .devices import check_backend, parse_gpus, plan_slots
@@ -110,6 +111,9 @@ class AskedData:
 
 
 def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[float] | None) -> AskedData:
+    for name, declaration in declared(TrainRequest):
+        if problem := declaration.problem(getattr(request, name)):
+            raise JobError(problem)
     if request.members < 1:
         raise JobError(f"--n must be at least 1, got {request.n}")
     if request.time_limit is not None and request.time_limit <= 0:
@@ -178,6 +182,8 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
                         split_sha256(split), str(asked.test_path), record.spec.test_sha256 or None, fold_sizes(split))
     if request.pseudo_label is not None:
         record.pseudo = pseudo_round(ws, record, request, shape, say or print)
+    if problem := pseudo_test_problem(record, request, asked.test.sha256):
+        raise JobError(problem)
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
         record.ensure_members(request.members)
     save_record(ws, record)
@@ -193,12 +199,27 @@ def pseudo_round(ws: Workspace, record: JobRecord, request: TrainRequest, shape:
         if problem := pseudo_problem(record.pseudo, request.pseudo_label):
             raise JobError(problem)
         return record.pseudo
-    if request.time_limit is None and request.members <= len(record.members):
+    if record.spec.folds:
+        raise JobError("--pseudo-label with --folds would leak labels into the out-of-fold scores: the members "
+                       "that label the test rows trained on every fold; use a job with the shared split")
+    if (request.n is not None or request.time_limit is None) and request.members <= len(record.members):
         raise JobError(f"--pseudo-label adds members that train on the pseudo-labels: job {record.name!r} has "
                        f"{len(record.members)} members, so pass --n above that (e.g. --n {2 * len(record.members)})")
     made = make_pseudo_round(ws, record, request.pseudo_label, shape, now())
+    record.costs = None  # its members train on more rows: the first of them measures its costs again
     say(made.describe())
     return made
+
+
+def pseudo_test_problem(record: JobRecord, request: TrainRequest, test_sha256: str) -> str | None:
+    """Why the members this run would train on the job's pseudo-labels cannot: the rows are rows of another
+    test file than the one the run found. None when they can, or no such member is to train."""
+    round_ = record.pseudo
+    if round_ is None or round_.test_sha256 == test_sha256 or request.members <= round_.first_member:
+        return None
+    return (f"the job's pseudo-labels are rows of another test file (sha256 {round_.test_sha256[:12]}; the one found "
+            f"has {test_sha256[:12]}): put that file back to train {member_name(round_.first_member)} and the later "
+            f"members, or train only the first {round_.first_member} with --n {round_.first_member}")
 
 
 def run_plan(ws: Workspace, record: JobRecord, asked: AskedData, shape: OutputShape,

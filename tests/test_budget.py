@@ -4,6 +4,8 @@ import re
 from datetime import datetime
 from statistics import median
 
+import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -145,7 +147,10 @@ def test_snapshot_members_are_blended_ranked_and_named_like_members(tmp_path, sa
     assert {"member-00", "member-00-snap1", "member-00-snap2", "blend-mean", "blend-greedy"} <= set(rows)
     assert rows["member-00-snap2"][2] == "snapshot" and rows["member-00"][2] == "member"
     assert all(rows[name][4] != "" for name in ("member-00-snap1", "blend-mean"))  # val_acc_tta filled in
-    assert rows["member-00"][5] == ""  # the digit sample's test file is unlabelled: no test accuracy
+    # the digit sample's test file is unlabelled, and its answers lie beside it (test_labels.csv): scored on them
+    truth = pd.read_csv(sample_dir / "test_labels.csv")["Label"].to_numpy()
+    member_probs = np.load(tmp_path / "models/snap/member-00/test_probs.npy")
+    assert float(rows["member-00"][5]) == pytest.approx(np.mean(member_probs.argmax(axis=1) == truth))
     assert sorted(int(row[0]) for row in rows.values()) == list(range(1, len(rows) + 1))
 
 

@@ -115,11 +115,11 @@ def write_report(ws, job: str | None = None) -> Report:
                      + (" (each member's snapshots stand in for it)" if any(model_kind(n) is ModelKind.SNAPSHOT for n in members.names)
                         else ""))
     if y_test is not None:
-        trained_on = (f"; {member_name(record.pseudo.first_member)} and later trained on the pseudo-labelled images "
-                      "of some of them (labels from the blend, not from the answers)" if record.pseudo else
-                      ", which no model trained on")
+        trained_on = (f"which no model was chosen on; {member_name(record.pseudo.first_member)} and later trained on "
+                      "the pseudo-labelled images of some of them (labels from the blend, not from the answers)"
+                      if record.pseudo else "which no model trained or was chosen on")
         notes.append(f"test_accuracy: on the {len(y_test)} labelled rows of the test file (or the answers in "
-                     f"test_labels.csv beside it), which no model was chosen on{trained_on}.")
+                     f"test_labels.csv beside it), {trained_on}.")
     if augmented is not None:
         notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
                      "(augment.TTA_VIEWS), averaged; ranking uses plain validation accuracy.")

@@ -85,15 +85,20 @@ def greedy_weights(val_probs: np.ndarray, labels: np.ndarray, rounds: int = GREE
     return picks / rounds
 
 
+def coverage_positions(mask: np.ndarray, rows: np.ndarray) -> dict[bytes, np.ndarray]:
+    """Positions in `rows` grouped by which models cover those rows (in a k-fold job: a group per fold, covered
+    by that fold's members and by the baselines), in the order the rows come; rows no model covers are left out."""
+    columns = np.asarray(mask, dtype=bool)[:, np.asarray(rows, dtype=np.int64)].T  # (rows, models)
+    patterns, inverse = np.unique(columns, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return {pattern.tobytes(): np.flatnonzero(inverse == index) for index, pattern in enumerate(patterns)
+            if pattern.any()}
+
+
 def coverage_groups(mask: np.ndarray, rows: np.ndarray) -> dict[bytes, np.ndarray]:
-    """`rows` grouped by which models cover them (in a k-fold job: a group per fold, covered by that fold's
-    members and by the baselines); rows no model covers are left out."""
-    mask = np.asarray(mask, dtype=bool)
-    groups: dict[bytes, list[int]] = {}
-    for row in rows:
-        if mask[:, row].any():
-            groups.setdefault(mask[:, row].tobytes(), []).append(int(row))
-    return {key: np.array(members) for key, members in groups.items()}
+    """`rows` grouped by which models cover them; rows no model covers are left out."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return {key: rows[positions] for key, positions in coverage_positions(mask, rows).items()}
 
 
 def greedy_by_coverage(val_probs: np.ndarray, labels: np.ndarray, mask: np.ndarray,
@@ -103,10 +108,11 @@ def greedy_by_coverage(val_probs: np.ndarray, labels: np.ndarray, mask: np.ndarr
     as (weights over every model, rows fitted) per group. One fitted over all rows at once could not tell how
     much one fold's members weigh against another fold's: no validation row sees both."""
     fitted = {}
+    mask, probs = np.asarray(mask, dtype=bool), np.asarray(val_probs)
     for key, group in coverage_groups(mask, rows).items():
-        covering = np.flatnonzero(np.asarray(mask, dtype=bool)[:, group[0]])
-        weights = np.zeros(len(val_probs))
-        weights[covering] = greedy_weights(np.asarray(val_probs)[covering][:, group], labels[group])
+        covering = np.flatnonzero(mask[:, group[0]])
+        weights = np.zeros(len(probs))
+        weights[covering] = greedy_weights(probs[covering][:, group], labels[group])
         fitted[key] = (weights, len(group))
     return fitted
 
@@ -116,11 +122,13 @@ def apply_by_coverage(val_probs: np.ndarray, mask: np.ndarray, rows: np.ndarray,
     """The blend of `rows`, each by its coverage group's weights; a group that was not fitted (absent from
     the rows weights were fitted on) takes the mean of the models that cover it."""
     mask = np.asarray(mask, dtype=bool)
-    blended = np.empty((len(rows), np.shape(val_probs)[2]))
-    for position, row in enumerate(rows):
-        covers = mask[:, row]
-        weights = fitted.get(covers.tobytes(), (covers / max(covers.sum(), 1), 0))[0]
-        blended[position] = np.tensordot(weights, np.asarray(val_probs, dtype=np.float64)[:, row], axes=1)
+    rows = np.asarray(rows, dtype=np.int64)
+    probs = np.asarray(val_probs, dtype=np.float64)
+    blended = np.zeros((len(rows), probs.shape[2]))  # a row no model covers stays all zeros
+    for key, positions in coverage_positions(mask, rows).items():
+        covers = mask[:, rows[positions[0]]]
+        weights = fitted.get(key, (covers / covers.sum(), 0))[0]
+        blended[positions] = np.tensordot(weights, probs[:, rows[positions]], axes=1)
     return blended
 
 

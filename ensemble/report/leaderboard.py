@@ -68,7 +68,8 @@ def write_report(ws, job: str | None = None) -> Report:
     if split is None:
         raise JobError(f"job {name!r} has no readable split.npz; `ensemble train --job {name}` makes it again")
     y_val = split["val_labels"]
-    survey = survey_models(ws, record)  # every model's files checked once; the damaged ones are left out, named
+    shape = job_output_shape(ws, record, split)
+    survey = survey_models(ws, record, shape)  # every model's files checked once; the damaged ones are left out, named
     models = survey.finished
     baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]
     cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE]
@@ -76,7 +77,6 @@ def write_report(ws, job: str | None = None) -> Report:
         raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
                        f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
     y_test = job_test_labels(ws, record)
-    shape = job_output_shape(ws, record, split)
     cnn_entries = [read_entry(ws, name, n, shape) for n in cnn_names]
     baseline_entries = [read_entry(ws, name, b, shape) for b in baselines]
     if y_test is not None:  # a labelled test file: every model's test accuracy beside its validation accuracy

@@ -114,8 +114,6 @@ def request_spec(ws: Workspace, request: TrainRequest, gpu_capabilities: list[fl
     for name, declaration in declared(TrainRequest):
         if problem := declaration.problem(getattr(request, name)):
             raise JobError(problem)
-    if request.members < 1:
-        raise JobError(f"--n must be at least 1, got {request.n}")
     if request.time_limit is not None and request.time_limit <= 0:
         raise JobError(f"--time-limit must be more than 0 seconds, got {request.time_limit}")
     asked = request.spec

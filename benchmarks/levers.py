@@ -25,21 +25,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget import ROOT, make_data  # noqa: E402  (the same holdout split as the budget benchmark)
 
 
-def run_job(data: Path, home: Path, job: str, seeds: int, options: list[str]) -> float:
+def run_job(data: Path, home: Path, job: str, seeds: int, options: list[str], log: Path | None = None) -> float:
+    """`ensemble train --n SEEDS` of this checkout as its own process; its output goes to `log` (default:
+    HOME.log beside the workspace). Returns its wall seconds."""
     command = [sys.executable, "-m", "ensemble.cli", "--home", str(home), "train", "--data", str(data), "--job", job,
                "--n", str(seeds), *options]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     started = time.time()
-    with (home.parent / f"{home.name}.log").open("w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    log = log or home.parent / f"{home.name}.log"
+    with log.open("w") as handle:
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     if result.returncode != 0:
-        raise SystemExit(f"{job} failed (exit {result.returncode}); see {home.parent / f'{home.name}.log'}")
+        raise SystemExit(f"{job} failed (exit {result.returncode}); see {log}")
     return time.time() - started
 
 
-def member_accuracies(home: Path, job: str, seeds: int, holdout: np.ndarray, tta: bool) -> list[float]:
+def member_accuracies(home: Path, job: str, members: range, holdout: np.ndarray, tta: bool) -> list[float]:
+    """Each member's accuracy on the holdout (the job's test file), from its saved test softmax."""
     found = []
-    for index in range(seeds):
+    for index in members:
         folder = home / "models" / job / f"member-{index:02d}"
         probs = np.load(folder / ("test_probs_tta.npy" if tta else "test_probs.npy"))
         found.append(float(np.mean(probs.argmax(axis=1) == holdout)))
@@ -66,7 +70,7 @@ def main() -> None:
         subprocess.run(["rm", "-rf", str(home)], check=True)
         home.mkdir(parents=True)
         walls[name] = run_job(data, home, name, args.seeds, options)
-        scores[name] = member_accuracies(home, name, args.seeds, holdout, tta="--tta" in options)
+        scores[name] = member_accuracies(home, name, range(args.seeds), holdout, tta="--tta" in options)
         print(f"{name} {' '.join(lever) if name == 'with' else ''}: holdout per seed {scores[name]}, "
               f"{walls[name]:.0f} s", flush=True)
     differences = [100 * (b - a) for a, b in zip(scores["without"], scores["with"])]

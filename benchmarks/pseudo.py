@@ -20,13 +20,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from levers import ROOT, member_accuracies, run_job  # noqa: E402
 
 
 def make_data(source: Path, rows: int, test_rows: int, out: Path) -> np.ndarray:
@@ -35,23 +35,6 @@ def make_data(source: Path, rows: int, test_rows: int, out: Path) -> np.ndarray:
     pd.read_csv(source / "train.csv", nrows=rows).to_csv(out / "train.csv", index=False)
     pd.read_csv(source / "test.csv", nrows=test_rows).to_csv(out / "test.csv", index=False)
     return pd.read_csv(source / "test_labels.csv", nrows=test_rows).iloc[:, 1].to_numpy()
-
-
-def train(home: Path, data: Path, job: str, members: int, options: list[str], log) -> float:
-    command = [sys.executable, "-m", "ensemble.cli", "--home", str(home), "train", "--data", str(data), "--job", job,
-               "--n", str(members), *options]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    started = time.time()
-    result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    if result.returncode != 0:
-        raise SystemExit(f"{job} failed (exit {result.returncode}); see {log.name}")
-    return time.time() - started
-
-
-def accuracies(home: Path, job: str, members: range, truth: np.ndarray, tta: bool) -> list[float]:
-    name = "test_probs_tta.npy" if tta else "test_probs.npy"
-    return [float(np.mean(np.load(home / "models" / job / f"member-{i:02d}" / name).argmax(axis=1) == truth))
-            for i in members]
 
 
 def blend_accuracy(home: Path, job: str, members: range, truth: np.ndarray, tta: bool) -> float:
@@ -79,14 +62,14 @@ def main() -> None:
           f"{args.threshold:g}, common {' '.join(common)}", flush=True)
     home = args.out / "home"
     subprocess.run(["rm", "-rf", str(home)], check=True)
-    with (args.out / "train.log").open("w") as log:
-        walls = {"plain": train(home, data, "plain", 2 * seeds, common, log)}
-        walls["pseudo"] = train(home, data, "pseudo", seeds, common, log)
-        walls["pseudo"] += train(home, data, "pseudo", 2 * seeds, [*common, "--pseudo-label", str(args.threshold)], log)
+    walls = {"plain": run_job(data, home, "plain", 2 * seeds, common, args.out / "plain.log")}
+    walls["pseudo"] = run_job(data, home, "pseudo", seeds, common, args.out / "pseudo-round-0.log")
+    walls["pseudo"] += run_job(data, home, "pseudo", 2 * seeds, [*common, "--pseudo-label", str(args.threshold)],
+                               args.out / "pseudo-round-1.log")
     with np.load(home / "jobs" / "pseudo" / "pseudo-1.npz") as saved:
         rows, labels = saved["rows"], saved["labels"]
     second = range(seeds, 2 * seeds)
-    plain, pseudo = accuracies(home, "plain", second, truth, tta), accuracies(home, "pseudo", second, truth, tta)
+    plain, pseudo = (member_accuracies(home, job, second, truth, tta) for job in ("plain", "pseudo"))
     differences = [100 * (b - a) for a, b in zip(plain, pseudo)]
     spread = statistics.stdev(differences) if len(differences) > 1 else float("nan")
     print(f"\nround: {len(rows)} of {len(truth)} test rows ({len(rows) / len(truth):.1%}) at >= {args.threshold:g}, "

@@ -64,6 +64,8 @@ def declared_option(declaration: Option):
         details["type"] = click.Path(file_okay=False, path_type=Path)
     elif declaration.type in (int, float):
         details["type"] = declaration.type
+    if declaration.is_flag and "/" not in declaration.flag:
+        details.update(is_flag=True, default=None)
     if declaration.parse is not None:
         details["callback"] = checked_by(declaration.parse, f"{declaration.name} {{value!r}}: ")
     return click.option(declaration.flag, declaration.keyword, **details)
@@ -333,7 +335,9 @@ def check(ctx, file, data_dir, format, job):
         file = file or ws.submissions_dir / "submission.csv"
         checked = Job.open(job, ws).check(file)
         click.echo(f"{file}: OK ({checked.rows} rows), exactly what {checked.blend.describe()} of job {job} gives "
-                   f"from {', '.join(checked.blend.models)} on the test file as it is now")
+                   f"from {', '.join(checked.blend.models)}"
+                   + (f" (test predictions from {', '.join(checked.blend.test_models)})" if checked.blend.test_models else "")
+                   + " on the test file as it is now")
         return
     if file is None:
         raise click.ClickException("name the submission to check: ensemble check FILE (or --job J for a job's "
@@ -362,6 +366,8 @@ def predict(ctx, csv_file, job, out, only, method, tta):
     result = Job.open(job, workspace(ctx)).predict_file(csv_file, out, only=parse_names(only), method=method, tta=tta)
     click.echo(f"job {result.job}: {result.method} blend of {len(result.models)} ({', '.join(result.models)}), "
                f"{'with' if result.tta else 'without'} test-time augmentation, on {result.rows} rows")
+    if result.twins:
+        click.echo("predicted by their refit twins: " + ", ".join(f"{twin} for {name}" for name, twin in result.twins.items()))
     click.echo(f"wrote {result.path}")
 
 

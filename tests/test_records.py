@@ -76,5 +76,5 @@ def test_train_help_lists_exactly_the_declared_flags():
     assert flags == sorted(["--n", "--recipe", "--model", "--epochs", "--batch", "--lr", "--schedule", "--augment",
                             "--rotation", "--keep", "--snapshots", "--tta", "--label-smoothing", "--ema", "--time-limit",
                             "--precision", "--seed",
-                            "--val-split", "--folds", "--job", "--pseudo-label", "--data", "--format", "--limit-train",
+                            "--val-split", "--folds", "--job", "--pseudo-label", "--refit-full", "--data", "--format", "--limit-train",
                             "--gpus", "--per-gpu", "--workers", "--stall-timeout", "--retries", "--executor", "--address"])

@@ -2,7 +2,7 @@
 submissions, recorded in blends.json."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,6 +74,10 @@ def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta
         raise JobError(f"job {record.name!r} has no finished {', '.join(map(repr, missing))} "
                        f"(finished: {', '.join(available) or 'none'}; baselines come from `ensemble baselines`)")
     names = list(only) if only else ensemble_models(models)
+    if twins := [model.name for model in models if model.refit_of and model.name in names]:
+        parents = ", ".join(model.refit_of for model in models if model.name in twins)
+        raise JobError(f"{', '.join(twins)}: refit on every row, so no held-out rows score or weigh them; blend "
+                       f"{parents} instead, whose test predictions they make in every blend of the job")
     folders = [JobLayout(ws, record.name).model(name) for name in names]
     probs = [load_probs(folder, tta) for folder in folders]
     val_probs, mask = [val for val, _ in probs], None
@@ -86,6 +90,42 @@ def load_outputs(ws, record: JobRecord, only: tuple[str, ...] | None = None, tta
         val_probs, mask = [val for val, _ in spread], np.stack([covers for _, covers in spread])
     return ModelOutputs(names, np.stack(val_probs), np.stack([test for _, test in probs]),
                         tta and any(folder.has_tta for folder in folders), mask)
+
+
+@dataclass(frozen=True)
+class RefitTests:
+    """A blend's test predictions with the job's refit twins standing in: the softmax per blended model, and
+    which twin gave each model's (only the models that have a finished, current twin)."""
+
+    test_probs: np.ndarray
+    twins: dict[str, str]  # blended model -> its twin
+
+    def note(self, blended: list[str]) -> str:
+        if not self.twins:
+            return ""
+        left = [name for name in blended if name not in self.twins]
+        return (f"test predictions from the refit twins ({', '.join(f'{twin} for {name}' for name, twin in self.twins.items())}"
+                f"), each trained on every row; weights and scores from the fold members' out-of-fold predictions"
+                + (f"; {', '.join(left)} without a finished twin predict test themselves" if left else ""))
+
+
+def refit_test_probs(names: list[str], test_probs: np.ndarray, twin_tests: dict[str, np.ndarray]) -> np.ndarray:
+    """The blended models' test softmax, each replaced by its twin's where `twin_tests` has one."""
+    return np.stack([twin_tests[name] if name in twin_tests else probs for name, probs in zip(names, test_probs)])
+
+
+def finished_twins(survey: JobModels, names: list[str]) -> dict[str, str]:
+    """Each named model's refit twin, where the job has one and its files passed the checks."""
+    finished = {model.refit_of: model.name for model in survey.finished if model.refit_of}
+    return {name: finished[name] for name in names if name in finished}
+
+
+def refit_tests(ws, record: JobRecord, outputs: ModelOutputs, twins: dict[str, str]) -> RefitTests:
+    """What the refit twins predict for the blended models' test rows (their TTA outputs where the blend uses
+    TTA), the models' own where `twins` names none."""
+    layout = JobLayout(ws, record.name)
+    twin_tests = {name: load_probs(layout.model(twin), outputs.tta)[1] for name, twin in twins.items()}
+    return RefitTests(refit_test_probs(outputs.names, outputs.test_probs, twin_tests), twins)
 
 
 def spread_fold(val_probs: np.ndarray, fold: int | None, fold_of_row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +208,8 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
                        f"{finished} finished ones with --allow-partial.")
     outputs = load_outputs(ws, record, only, tta, survey)
     y_val = load_split(ws, record)["val_labels"]
-    blended = blender.blend(outputs, y_val, spec.seed)
+    refit = refit_tests(ws, record, outputs, finished_twins(survey, outputs.names))
+    blended = blender.blend(replace(outputs, test_probs=refit.test_probs), y_val, spec.seed)
     other = load_outputs(ws, record, only, not outputs.tta, survey)
     other_accuracy = blender.blend(other, y_val, spec.seed).val_accuracy if other.tta != outputs.tta else None
     test_labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
@@ -178,14 +219,18 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     paths = [write_submission(target, test_labels, layout) for target in targets]
     # the test file the blended outputs came from; unknown when one of them does not say
     answered = None if any(name in survey.unbound for name in outputs.names) else shape.test_sha256
+    test_models = tuple(refit.twins.get(name, name) for name in outputs.names) if refit.twins else ()
+    if any(name in survey.unbound for name in test_models):
+        answered = None
     record_blend(ws, record.name, BlendRecord(method, tuple(outputs.names), outputs.tta,
                                               tuple(float(w) for w in blended.weights), blended.val_accuracy,
                                               tuple(str(p) for p in paths), file_sha256(paths[0]), now(),
-                                              answered, shape.split_sha256))
+                                              answered, shape.split_sha256, test_models))
     return BlendResult(record.name, method, outputs.names, [float(w) for w in blended.weights],
                        blended.val_accuracy, blended.val_logloss,
                        {name: outputs.model_accuracy(i, y_val) for i, name in enumerate(outputs.names)}, paths,
-                       outputs.tta, other_accuracy, blender.fits_weights, origin_notes(record, survey, outputs.names),
+                       outputs.tta, other_accuracy, blender.fits_weights,
+                       origin_notes(record, survey, outputs.names) + ((refit.note(outputs.names),) if refit.twins else ()),
                        fold_scoring(spec.folds, outputs))
 
 

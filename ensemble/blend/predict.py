@@ -19,7 +19,7 @@ from ..job.record import require_record
 from ..job.split import load_split
 from ..kaggle.submission import SubmissionLayout, write_submission
 from ..store.workspace import Workspace
-from .blending import load_outputs
+from .blending import finished_twins, load_outputs
 from .methods import ModelOutputs, get_blend_method
 
 
@@ -31,6 +31,7 @@ class Prediction:
     tta: bool
     rows: int
     path: Path
+    twins: dict[str, str] | None = None  # blended model -> the refit twin that predicted for it
 
 
 def model_file(ws: Workspace, job: str, name: str) -> Path:
@@ -66,7 +67,8 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
         raise JobError("predicted from other files: " + "; ".join(stale)
                        + f". `ensemble train --job {record.name}` predicts them again (nothing is retrained)")
     saved = load_outputs(ws, record, only, tta, survey)  # the validation side, as `blend` uses it
-    paths = [model_file(ws, record.name, name) for name in saved.names]
+    twins = finished_twins(survey, saved.names)  # a refit twin predicts for its fold member, as in `blend`
+    paths = [model_file(ws, record.name, twins.get(name, name)) for name in saved.names]
     problems = [problem for path in paths if (problem := keras_file_problem(path))]
     if problems:
         raise JobError(f"job {record.name!r}: {'; '.join(problems)}")
@@ -85,4 +87,5 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     labels = np.asarray(spec.classes)[np.argmax(blended.test_probs, axis=1)]
     layout = SubmissionLayout.for_layout(spec.data_layout, table.ids, len(table), spec.classes)
     target = Path(out) if out else ws.submissions_dir / f"{record.name}-predict-{Path(csv_path).stem}.csv"
-    return Prediction(record.name, saved.names, method, tta, len(table), write_submission(target, labels, layout))
+    return Prediction(record.name, saved.names, method, tta, len(table), write_submission(target, labels, layout),
+                      twins)

@@ -4,7 +4,7 @@ labels made again from the members' outputs as they are now: a file that passes 
 with today's models."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from ..job.records import BlendRecord
 from ..job.split import existing_split
 from ..kaggle.submission import (SubmissionError, blend_origin_problem, check_submission_text,
                                  job_submission_layout, submission_blend)
-from .blending import load_outputs, stale_refusal
+from .blending import load_outputs, refit_tests, stale_refusal
 from .methods import get_blend_method
 
 
@@ -53,6 +53,11 @@ def check_job_submission(ws, job: str | None, path: Path) -> JobSubmissionCheck:
     if split is None:
         raise JobError(f"job {record.name!r} has no readable split.npz; `ensemble train --job {record.name}` makes "
                        "it again")
+    if twins := {name: twin for name, twin in zip(blend.models, blend.test_models) if twin != name}:
+        if gone := [twin for twin in twins.values() if not survey.is_finished(twin)]:
+            raise JobError(f"{path}: its test predictions came from {', '.join(gone)}, which the job no longer has "
+                           f"finished; `ensemble train --job {record.name}` trains it again, then blend again")
+        outputs = replace(outputs, test_probs=refit_tests(ws, record, outputs, twins).test_probs)
     blended = get_blend_method(blend.method).blend(outputs, split["val_labels"], record.spec.seed)
     expected = np.asarray(record.spec.classes)[np.argmax(blended.test_probs, axis=1)]
     written = pd.read_csv(path)[layout.columns[1]].to_numpy()

@@ -90,15 +90,24 @@ def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
                         test.sha256, split_sha256(split))
 
 
+def every_row(split: dict[str, np.ndarray]) -> np.ndarray:
+    """Every training row a split has, in order: a k-fold split's validation rows are all of them."""
+    if "fold" in split:
+        return split["val_index"]
+    return np.sort(np.concatenate([split["train_index"], split["val_index"]]))
+
+
 def split_arrays(train_images: np.ndarray, train_labels: np.ndarray, split: dict[str, np.ndarray],
                  test_images: np.ndarray, y_test: np.ndarray | None, test_sha256: str = "",
-                 split_hash: str = "", fold: int | None = None) -> JobArrays:
+                 split_hash: str = "", fold: int | None = None, train_all: bool = False) -> JobArrays:
     """Training and validation rows as the split says, with the channel axis the nets take; with a fold (a
-    k-fold job's member), the rows outside that fold and the fold's own."""
+    k-fold job's member), the rows outside that fold and the fold's own; train_all (a refit twin) trains on
+    every row of the split, and predicts the fold's rows as its validation."""
     whole = split
     split = fold_split(split, fold)
     images = train_images[..., None]
     folds = whole.get("fold") if fold is None else None
-    return JobArrays(images[split["train_index"]], train_labels[split["train_index"]],
+    trained = every_row(whole) if train_all else split["train_index"]
+    return JobArrays(images[trained], train_labels[trained],
                      images[split["val_index"]], train_labels[split["val_index"]], test_images[..., None], y_test,
                      test_sha256, split_hash, folds)

@@ -21,7 +21,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     default: Any = None                    # a value, or a callable of the recipe
     check: Callable[[Any], str | None] | None = None  # the problem with a given value, None when it is fine
-    is_flag: bool = False                  # an on/off pair: --tta/--no-tta
+    is_flag: bool = False                  # an on/off pair (--tta/--no-tta), or a switch (--refit-full)
     parse: Callable[[str], Any] | None = None  # text -> value (ValueError: a usage error)
     show_default: bool = False             # --help shows the default (options that always have one)
 
@@ -47,6 +47,8 @@ class Option:
         """The value as it is typed on a command line; [] for a value that is not given."""
         if value is None:
             return []
+        if self.is_flag and "/" not in self.flag:  # a switch: on, or not given
+            return [self.flag] if value else []
         if self.is_flag:
             on, off = self.flag.split("/")
             return [on if value else off]

@@ -36,10 +36,11 @@ class ModelRef:
     kind: ModelKind
     member: str | None = None  # the member a snapshot was taken from
     stopped_early: bool = False  # a member the time limit stopped before its last epoch (and last cycle)
+    refit_of: str | None = None  # a refit twin (--refit-full): the fold member whose test predictions it makes
 
 
 # keys a model's metrics.json has only where they apply (a snapshot has a cycle, a member sizes, TTA scores)
-ONLY_WHERE_IT_APPLIES = {"member", "fold", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
+ONLY_WHERE_IT_APPLIES = {"member", "fold", "refit_of", "cycle", "epochs_planned", "best_epoch", "val_accuracy_tta", "val_logloss_tta",
                          "images_per_second", "n_train", "n_val", "n_test", "test_sha256", "split_sha256"}
 
 
@@ -54,6 +55,8 @@ class Metrics:
     model: str | None = None               # the net (a baseline: its name)
     member: int | None = None
     fold: int | None = None                # the fold a k-fold job's member held out: its validation rows
+    refit_of: str | None = None            # a refit twin: the fold member it refits on every row (its
+                                           # validation rows are that member's fold, trained on: never scored)
     cycle: int | None = None               # a snapshot's cosine cycle
     seed: int | None = None
     epochs: int | None = None              # epochs trained
@@ -333,7 +336,8 @@ def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = 
         problem = output_problem(folder, shape)
         if problem is None:
             metrics = read_metrics(folder)
-            finished.append(ModelRef(name, kind, member, kind is ModelKind.MEMBER and metrics.stopped_early))
+            finished.append(ModelRef(name, kind, member, kind is ModelKind.MEMBER and metrics.stopped_early,
+                                     metrics.refit_of))
             if shape.test_origin(metrics) is None:
                 unbound.append(name)
         elif folder.metrics.is_file():
@@ -363,8 +367,9 @@ def ensemble_models(models: list[ModelRef]) -> list[str]:
     """What a default blend averages: a member's snapshots where it has them (its best-epoch model comes
     from the same run, so it is not counted beside them), else the member itself; a member the time limit
     stopped mid-cycle also brings its best weights, which are newer than its last snapshot. Baselines only
-    when named."""
+    when named. A refit twin never: it has no held-out rows, and its test predictions stand in for its fold
+    member's (blend.blending.refit_test_probs)."""
     snapshotted = {model.member for model in models if model.kind is ModelKind.SNAPSHOT}
-    return [model.name for model in models
-            if model.kind is ModelKind.SNAPSHOT
-            or (model.kind is ModelKind.MEMBER and (model.name not in snapshotted or model.stopped_early))]
+    return [model.name for model in models if model.refit_of is None and (
+            model.kind is ModelKind.SNAPSHOT
+            or (model.kind is ModelKind.MEMBER and (model.name not in snapshotted or model.stopped_early)))]

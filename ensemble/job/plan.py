@@ -21,7 +21,7 @@ from .errors import JobError
 from .layout import JobLayout
 from .outputs import OutputShape
 from .pseudo import add_pseudo_rows, read_pseudo
-from .rounds import PseudoRound
+from .rounds import PseudoRound, RefitRound
 from .spec import JobSpec
 from .split import read_split_file, split_sha256
 
@@ -57,10 +57,12 @@ class RunPlan:
     member_epochs: dict[int, int] = field(default_factory=dict)  # the epochs the runner gave each member
     budget: BudgetRules | None = None  # under a deadline: how a member with no epochs given sizes itself
     pseudo: PseudoRound | None = None  # the job's pseudo-label round: members from its first index train on it
+    refit: RefitRound | None = None    # the job's refit round: its twins train on every row
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict:
         return {**asdict(self), "spec": self.spec.to_dict(), "pseudo": self.pseudo.to_dict() if self.pseudo else None,
+                "refit": self.refit.to_dict() if self.refit else None,
                 "member_epochs": {str(index): epochs for index, epochs in self.member_epochs.items()}}
 
     @classmethod
@@ -72,7 +74,18 @@ class RunPlan:
                    member_epochs={int(index): int(epochs) for index, epochs in (values.get("member_epochs") or {}).items()},
                    budget=BudgetRules(**values["budget"]) if values.get("budget") else None,
                    pseudo=PseudoRound.from_dict(values["pseudo"]) if values.get("pseudo") else None,
+                   refit=RefitRound.from_dict(values["refit"]) if values.get("refit") else None,
                    version=int(values.get("version", PLAN_VERSION)))
+
+
+    def is_twin(self, member: int) -> bool:
+        """Whether `member` is a refit twin: it trains on every row."""
+        return self.refit is not None and self.refit.uses(member)
+
+    def member_fold(self, member: int) -> int | None:
+        """The fold whose rows a member predicts as validation: the one it held out, a twin its fold member's
+        (which it trained on; nothing scores them)."""
+        return self.spec.member_fold(self.refit.parent(member) if self.is_twin(member) else member)
 
 
 def write_plan(ws: Workspace, plan: RunPlan) -> Path:
@@ -91,7 +104,7 @@ def read_plan(ws: Workspace, job: str) -> RunPlan:
 def plan_arrays(ws: Workspace, plan: RunPlan, member: int | None = None) -> JobArrays:
     """The member's data, exactly what the plan names: the cached arrays of the recorded content (parsed
     again, and checked, only when the cache does not hold them), the split of the recorded hash; in a
-    k-fold job, member's own fold held out."""
+    k-fold job, member's own fold held out (a refit twin trains on every row)."""
     spec, layout = plan.spec, plan.spec.data_layout
     train = read_train_csv(Path(plan.train.path), ws.cache_dir, layout, spec.limit_train, sha256=plan.train.sha256)
     test = read_test_csv(Path(plan.test.path), ws.cache_dir, layout, sha256=plan.test.sha256)
@@ -106,7 +119,8 @@ def plan_arrays(ws: Workspace, plan: RunPlan, member: int | None = None) -> JobA
                        f"`ensemble train --job {plan.job}`")
     y_test = class_indices(test.labels, spec.classes) if test.labels is not None else None
     arrays = split_arrays(train.images, class_indices(train.labels, spec.classes), split, test.images, y_test,
-                          plan.test.sha256, plan.split_sha256, spec.member_fold(member) if member is not None else None)
+                          plan.test.sha256, plan.split_sha256, plan.member_fold(member) if member is not None else None,
+                          train_all=member is not None and plan.is_twin(member))
     if member is None or plan.pseudo is None or not plan.pseudo.uses(member):
         return arrays
     if plan.pseudo.test_sha256 != plan.test.sha256:

@@ -20,7 +20,7 @@ from .errors import JobError
 from .layout import JobLayout
 from .ledger import LastRun, MemberEntry
 from .planner import BudgetSpend, Costs
-from .rounds import PseudoRound
+from .rounds import PseudoRound, RefitRound
 from .spec import JobSpec, spec_words
 
 RECORD_VERSION = 1
@@ -50,6 +50,7 @@ class JobRecord:
     epochs_asked: bool = False  # --epochs was given when the job was made: --time-limit keeps that length
     budget: BudgetSpend | None = None  # the latest --time-limit run's plan and what it used
     pseudo: PseudoRound | None = None  # the job's pseudo-label round (--pseudo-label), once made
+    refit: RefitRound | None = None    # the job's refit round (--refit-full), once made
     version: int = RECORD_VERSION
 
     @property
@@ -70,7 +71,8 @@ class JobRecord:
                 **({"costs": self.costs.to_dict()} if self.costs else {}),
                 **({"epochs_asked": True} if self.epochs_asked else {}),
                 **({"budget": self.budget.to_dict()} if self.budget else {}),
-                **({"pseudo": self.pseudo.to_dict()} if self.pseudo else {})}
+                **({"pseudo": self.pseudo.to_dict()} if self.pseudo else {}),
+                **({"refit": self.refit.to_dict()} if self.refit else {})}
 
     @classmethod
     def from_dict(cls, values: dict) -> "JobRecord":
@@ -84,6 +86,7 @@ class JobRecord:
                    epochs_asked=bool(values.get("epochs_asked", False)),
                    budget=BudgetSpend.from_dict(values["budget"]) if values.get("budget") else None,
                    pseudo=PseudoRound.from_dict(values["pseudo"]) if values.get("pseudo") else None,
+                   refit=RefitRound.from_dict(values["refit"]) if values.get("refit") else None,
                    version=int(values.get("version", RECORD_VERSION)))
 
 
@@ -116,13 +119,15 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     """A job record made again from its member folders: each member's config.json holds the job's whole spec
     and data folder, so the record is exact when they agree. None when no member says, or they disagree.
     Per-member state is left to the runner's reconcile, which reads it from the files."""
-    configs, rounds = {}, []  # a member that trained on pseudo-labels carries its round
+    configs, rounds, refits = {}, [], []  # a member that trained on pseudo-labels, or a twin, carries its round
     for path in JobLayout(ws, job).member_configs():
         try:
             config = atomic.read_json(path)
             configs[int(config["member"])] = (config["spec"], config["data_dir"], path.stat().st_mtime)
             if config.get("pseudo"):
                 rounds.append(PseudoRound.from_dict(config["pseudo"]))
+            if config.get("refit"):
+                refits.append(RefitRound.from_dict(config["refit"]))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             continue
     try:  # compared as specs: a config written before a field existed reads as what it meant (SPEC_FIELD_DEFAULTS)
@@ -137,6 +142,7 @@ def rebuild_record(ws: Workspace, job: str) -> JobRecord | None:
     record.created = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(min(m for *_, m in configs.values())))
     record.rebuilt = now()
     record.pseudo = rounds[0] if rounds else None
+    record.refit = refits[0] if refits else None
     return record.ensure_members(max(configs) + 1)
 
 

@@ -25,17 +25,19 @@ class BlendRecord:
     written: str | None = None
     test_sha256: str | None = None   # the test file the blended outputs were predicted from (None: older record)
     split_sha256: str | None = None  # the split its validation score comes from
+    test_models: tuple[str, ...] = ()  # whose test outputs were blended, where not `models`' own (refit twins)
 
     def to_dict(self) -> dict:
         values = asdict(self)
-        return {**values, "models": list(self.models), "weights": list(self.weights), "files": list(self.files)}
+        return {**values, "models": list(self.models), "weights": list(self.weights), "files": list(self.files),
+                "test_models": list(self.test_models)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "BlendRecord":
         known = {f.name for f in fields(cls)}
         chosen = {key: value for key, value in values.items() if key in known}
         return cls(**{**chosen, "models": tuple(chosen["models"]), "weights": tuple(chosen.get("weights", ())),
-                      "files": tuple(chosen.get("files", ()))})
+                      "files": tuple(chosen.get("files", ())), "test_models": tuple(chosen.get("test_models", ()))})
 
     @property
     def label(self) -> str:

@@ -194,6 +194,11 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
         raise JobError(f"the copy of job {job!r} from {origin} has another pseudo-label round than this one "
                        f"(threshold {incoming.pseudo.threshold:g}, {incoming.pseudo.rows} rows; here "
                        f"{record.pseudo.threshold:g}, {record.pseudo.rows}); nothing imported")
+    elif record.refit is not None and incoming.refit is not None and \
+            (record.refit.parents, record.refit.epochs) != (incoming.refit.parents, incoming.refit.epochs):
+        raise JobError(f"the copy of job {job!r} from {origin} has another refit round than this one (twins from "
+                       f"member {incoming.refit.first_member}, epochs {list(incoming.refit.epochs)}; here from "
+                       f"{record.refit.first_member}, {list(record.refit.epochs)}); nothing imported")
     elif data_dir is not None:
         record.data_dir = str(Path(data_dir).resolve())
     # held to the split, not to the test file: weights are what travel, and a session may see another test
@@ -207,6 +212,7 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
         if pseudo_file.is_file():
             shutil.copy2(pseudo_file, incoming.pseudo.path(ws, job))
         record.pseudo = incoming.pseudo
+    record.refit = record.refit or incoming.refit  # the copy's twins are twins here too
     reconcile(ws, record, shape)  # the ledger agrees with the files: a copy made mid-run says "running"
     save_record(ws, record)
     return result

@@ -48,13 +48,16 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
                          len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
 
 
-def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0):
-    """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator."""
+def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
+                     validate: bool = True):
+    """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator.
+    validate False (a refit twin, whose validation rows are training rows): no validation pass per epoch."""
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
-                         epochs=spec.epochs, initial_epoch=initial_epoch, validation_data=(arrays.x_val, arrays.y_val),
+                         epochs=spec.epochs, initial_epoch=initial_epoch,
+                         validation_data=(arrays.x_val, arrays.y_val) if validate else None,
                          callbacks=callbacks, verbose=0)
     return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
                      epochs=spec.epochs, initial_epoch=initial_epoch,
-                     validation_data=(arrays.x_val.astype("float32"), arrays.y_val),
+                     validation_data=(arrays.x_val.astype("float32"), arrays.y_val) if validate else None,
                      shuffle=True, callbacks=callbacks, verbose=0)

@@ -51,14 +51,15 @@ def write_member_outputs(folder: MemberFolder, config: dict, spec: JobSpec, inde
                 shutil.rmtree(target.path)
                 print(f"note: {target.name} dropped: its outputs are damaged and {problem}", flush=True)
             continue
-        described = {"kind": "snapshot", "member": index, "fold": spec.member_fold(index), "cycle": cycle,
+        described = {"kind": "snapshot", "member": index, "fold": config.get("fold"), "cycle": cycle,
                      "seed": spec.member_seed(index),
                      "model": spec.model, "precision": spec.precision, "tta": spec.tta}
         snapshot_metrics = _predict_and_save(path, target, {**config, "snapshot": cycle}, spec, arrays,
                                              history[:end_epoch], described, snapshot=True, callbacks=callbacks)
         print(f"{target.name} (cycle {cycle}, epoch {end_epoch}): val_acc {snapshot_metrics.val_accuracy:.4f}",
               flush=True)
-    described = {"member": index, "fold": spec.member_fold(index), "kind": "member", "seed": spec.member_seed(index),
+    described = {"member": index, "fold": config.get("fold"), "refit_of": config.get("refit_of"), "kind": "member",
+                 "seed": spec.member_seed(index),
                  "model": spec.model,
                  "epochs_planned": spec.epochs, **sizes, "precision": spec.precision, "tta": spec.tta}
     return _predict_and_save(folder.best, folder, config, spec, arrays, history, described, extra=runtime,

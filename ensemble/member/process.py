@@ -19,7 +19,7 @@ from ..nets.augment import TTA_VIEWS
 from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
-from ..store.workspace import Workspace
+from ..store.workspace import Workspace, member_name
 from .calibrate import calibrated_epochs, measure_costs, member_epochs
 from .callbacks.clock import EpochClock
 from .callbacks.commit import EpochCommit
@@ -44,8 +44,10 @@ def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
     if spec.schedule == "plateau":
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
     return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs,
-            **({"fold": spec.member_fold(index)} if spec.folds else {}),
+            **({"fold": plan.member_fold(index)} if spec.folds else {}),
             **({"pseudo": plan.pseudo.to_dict()} if plan.pseudo and plan.pseudo.uses(index) else {}),
+            **({"refit_of": member_name(plan.refit.parent(index)), "refit": plan.refit.to_dict()}
+               if plan.is_twin(index) else {}),
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
@@ -87,6 +89,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             reset_member(folder)
     arrays = plan_arrays(ws, plan, index)
     spec = replace(spec, epochs=own_epochs(plan, index, folder, arrays, progress, label))
+    if plan.is_twin(index):  # its length was chosen by the folds, and nothing held out could choose an epoch
+        spec = replace(spec, keep="last")
     config = member_config(plan, index, spec.epochs)
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
 
@@ -102,7 +106,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             if history:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
             callbacks = _callbacks(folder, label, spec, state, progress, deadline)
-            fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history))
+            fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
+                             validate=not plan.is_twin(index))
             history = list(next(c for c in callbacks if isinstance(c, EpochCommit)).state.history)
     stopped_early = len(history) < spec.epochs
     if stopped_early:
@@ -113,8 +118,12 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     if not stopped_early:  # everything the state could rebuild now exists and loads
         shutil.rmtree(folder.backup, ignore_errors=True)
     progress.write("done", val_accuracy=metrics.val_accuracy)
-    print(f"{label} done: val_acc {metrics.val_accuracy:.4f} (best epoch {metrics.best_epoch}), "
-          f"{metrics.fit_seconds:.0f}s fit", flush=True)
+    if plan.is_twin(index):  # its validation rows are rows it trained on: no score to print
+        print(f"{label} done: refit of {metrics.refit_of} on all {len(arrays.x_train)} rows, {metrics.epochs} epochs, "
+              f"{metrics.fit_seconds:.0f}s fit", flush=True)
+    else:
+        print(f"{label} done: val_acc {metrics.val_accuracy:.4f} (best epoch {metrics.best_epoch}), "
+              f"{metrics.fit_seconds:.0f}s fit", flush=True)
     return metrics
 
 

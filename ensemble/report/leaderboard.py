@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ..blend.blending import load_outputs
+from ..blend.blending import finished_twins, load_outputs, refit_tests
 from ..blend.methods import BLEND_METHODS, GREEDY_ROUNDS, ModelOutputs
 from ..data.folder import read_job_data
 from ..data.tables import DataError
@@ -72,7 +72,8 @@ def write_report(ws, job: str | None = None) -> Report:
     survey = survey_models(ws, record, shape)  # every model's files checked once; the damaged ones are left out, named
     models = survey.finished
     baselines = [model.name for model in models if model.kind is ModelKind.BASELINE]
-    cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE]
+    # a refit twin trained on its validation rows: it is not ranked, its test predictions stand in (refit_note)
+    cnn_names = [model.name for model in models if model.kind is not ModelKind.BASELINE and not model.refit_of]
     if not cnn_names and not baselines:
         raise JobError(f"job {name!r} has nothing finished to rank yet: train members "
                        f"(`ensemble train --job {name}`) or fit baselines (`ensemble baselines --job {name}`)")
@@ -103,6 +104,8 @@ def write_report(ws, job: str | None = None) -> Report:
         notes.append(budget_note(record.budget))
     if record.pseudo is not None:
         notes.append(record.pseudo.describe() + ".")
+    if record.refit is not None:
+        notes.append(refit_note(ws, record, members, survey, y_test))
     if survey.damaged:
         notes.append(damaged_note(survey.damaged, name))
     if survey.stale:
@@ -160,6 +163,20 @@ def scoring_note(folds: int | None, split: dict[str, np.ndarray], scored: int) -
     return (f"Out-of-fold scores over {folds} stratified folds of the {rows} training rows: each member is scored "
             f"on the fold it held out (about {rows // folds} rows), {covered}, each row predicted only by models "
             "that never trained on it.")
+
+
+def refit_note(ws, record: JobRecord, members: ModelOutputs | None, survey, y_test: np.ndarray | None) -> str:
+    """The job's refit round, how many twins are finished, and where the test rows are labelled, what the mean
+    blend's test accuracy is with the twins' test predictions against the fold members' own."""
+    round_ = record.refit
+    twins = finished_twins(survey, members.names) if members is not None else {}
+    note = f"{round_.describe()}; {len(twins)} of {len(round_.parents)} twins finished (not ranked: they trained on every row)."
+    if y_test is None or not twins:
+        return note
+    mean = BLEND_METHODS["mean"]
+    own = accuracy(mean.combine(members.test_probs), y_test)
+    refit = accuracy(mean.combine(refit_tests(ws, record, members, twins).test_probs), y_test)
+    return note + f" Test accuracy of blend-mean with the twins' test predictions: {refit:.4f} (the fold members' own: {own:.4f})."
 
 
 def resolution_note(best: float, rows: int) -> str:

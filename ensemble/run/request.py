@@ -46,6 +46,11 @@ class TrainRequest:
         "it gives at least this probability (e.g. 0.99), and the members this run adds (--n above the job's count) "
         "also train on them. Recorded with the job; a rerun continues it.", type=float, check=lambda value: None
         if 0 < value < 1 else "must be between 0 and 1")
+    refit_full: bool | None = option(
+        "--refit-full", "With --folds: once the fold members finish, train a twin of each on every row for the "
+        "epochs its fold member's kept weights had; the folds still choose and score every blend, and the twins' "
+        "test predictions make the submission (AutoGluon's refit_full). See BENCHMARKS.md, \"K-fold\".",
+        type=bool, is_flag=True)
     retries: int = run_field(2, "--retries", "Further attempts for a member whose process dies; each resumes "
                              "from its last epoch.", type=int)
     executor: str = run_field("local", "--executor", "local: member processes on this machine; ray: Ray tasks "

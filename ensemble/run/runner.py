@@ -32,7 +32,8 @@ from ..job.record import (JobRecord, default_job_name, latest_job_with_spec, loa
 from ..job.spec import JobSpec, spec_differences
 from ..job.options import declared
 from ..job.pseudo import make_pseudo_round, pseudo_problem
-from ..job.rounds import PseudoRound
+from ..job.refit import make_refit_round, refit_spec_problem
+from ..job.rounds import PseudoRound, RefitRound
 from ..job.split import fold_sizes, load_split, make_split, split_sha256, write_split
 from ..job.state import member_status
 from ..store.atomic import NoSpace
@@ -160,13 +161,21 @@ def prepare_job(ws: Workspace, request: TrainRequest, gpu_capabilities: list[flo
     name = request.job or latest_job_with_spec(ws, asked.spec) or default_job_name()
     record = record if request.job else load_record(ws, name)
     check_spec(record, asked)
+    check_refit(record, request, asked.spec)
     return open_job(ws, name, asked, request, record)
 
 
+def check_refit(record: JobRecord | None, request: TrainRequest, spec: JobSpec) -> None:
+    """A --refit-full request on a spec that cannot be refitted is refused before anything is written."""
+    if request.refit_full and (problem := refit_spec_problem(spec)):
+        raise JobError(problem)
+
+
 def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, record: JobRecord | None,
-             deadline: float | None = None, say=None) -> PreparedJob:
+             deadline: float | None = None, say=None, add_twins: bool = False) -> PreparedJob:
     """Create or continue the record (read, and its spec checked, once by the caller), its split (made once,
-    checked, or made again) and the plan every member of this run reads."""
+    checked, or made again) and the plan every member of this run reads; add_twins: the run that follows the
+    fold members of a --refit-full request makes the job's refit round (once) and trains its twins."""
     created = record is None
     if created:
         record = new_record(name, asked.spec, Path(request.data_dir).resolve())
@@ -182,8 +191,15 @@ def open_job(ws: Workspace, name: str, asked: AskedData, request: TrainRequest, 
         record.pseudo = pseudo_round(ws, record, request, shape, say or print)
     if problem := pseudo_test_problem(record, request, asked.test.sha256):
         raise JobError(problem)
+    if add_twins and record.refit is None:
+        record.refit = make_refit_round(ws, record, shape, now())
+        (say or print)(record.refit.describe())
     if request.time_limit is None:  # with a time limit, members join the ledger as they start
         record.ensure_members(request.members)
+    if record.refit is not None:  # the twins are members of the job: every run that trains it trains them
+        record.ensure_members(record.refit.end)
+        for twin in record.members[record.refit.first_member:record.refit.end]:
+            twin.epochs = record.refit.epochs_of(twin.index)
     save_record(ws, record)
     plan = run_plan(ws, record, asked, shape, deadline)
     write_plan(ws, plan)
@@ -235,7 +251,15 @@ def run_plan(ws: Workspace, record: JobRecord, asked: AskedData, shape: OutputSh
     spec = record.spec
     return RunPlan(record.name, record.data_dir, spec, DataFile(str(asked.train_path), spec.train_sha256),
                    DataFile(str(asked.test_path), asked.test.sha256), shape.split_sha256, shape, deadline,
-                   predict_speed(measured), pseudo=record.pseudo)
+                   predict_speed(measured), member_epochs=twin_lengths(record.refit), pseudo=record.pseudo,
+                   refit=record.refit)
+
+
+def twin_lengths(round_: RefitRound | None) -> dict[int, int]:
+    """The epochs the plan gives each refit twin: those the folds chose."""
+    if round_ is None:
+        return {}
+    return {twin: round_.epochs_of(twin) for twin in range(round_.first_member, round_.end)}
 
 
 @contextmanager
@@ -315,7 +339,45 @@ def sigterm_as_interrupt():
 
 
 def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome:
-    """Train the first n members of the job the request names (or implies); resumable at any point."""
+    """Train the first n members of the job the request names (or implies); resumable at any point. With
+    --refit-full, the fold members first, then (once they all finished) a twin of each on every row."""
+    if not request.refit_full:
+        return train_members(ws, request, reporter)
+    reporter = reporter or PlainReporter()
+    started = time.time()
+    folds = train_members(ws, fold_pass(ws, request), reporter)
+    if folds.interrupted:
+        return folds
+    left = None if request.time_limit is None else request.time_limit - (time.time() - started)
+    if folds.not_started or folds.stopped_early or (left is not None and left <= budget.end_margin(left)):
+        reporter.event(f"refit-full: the twins start once every fold member is finished and time is left; rerun "
+                       f"`ensemble train --job {folds.job} --refit-full` (a new session continues it)")
+        return folds
+    twins = train_members(ws, replace(request, job=folds.job, time_limit=left), reporter, add_twins=True)
+    return replace(twins, trained=sorted(set(folds.trained) | set(twins.trained)),
+                   skipped=[index for index in twins.skipped if index not in folds.trained],
+                   created=folds.created, elapsed=time.time() - started)
+
+
+def fold_pass(ws: Workspace, request: TrainRequest) -> TrainRequest:
+    """The first run of a --refit-full request: the fold members. Under a time limit, K of them (unless --n
+    says) in the share of the time that leaves their twins as long: a fold member trains on (K-1)/K of the
+    rows, its twin on all of them, for the same epochs."""
+    if request.time_limit is None:
+        return request
+    record = load_record(ws, request.job) if request.job else None
+    folds = request.spec.folds or (record.spec.folds if record is not None else None)
+    if not folds:
+        return request  # refused by check_refit, before anything is written
+    if record is not None and record.refit is not None:
+        return request  # the round exists: one run trains what is left of the folds and the twins
+    share = (folds - 1) / folds
+    return replace(request, n=request.n or folds, time_limit=request.time_limit * share / (share + 1))
+
+
+def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins: bool = False) -> TrainOutcome:
+    """One run over the job's members: the first n, and the twins of its refit round where it has one (made
+    first with add_twins)."""
     started = time.time()
     deadline = started + request.time_limit - budget.end_margin(request.time_limit) if request.time_limit else None
     reporter = reporter or PlainReporter()
@@ -328,6 +390,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
         if not request.job:
             record = load_record(ws, name)
         check_spec(record, asked)  # before taking the lock: a refused run writes nothing
+        check_refit(record, request, spec)
         for note in asked.notes:
             reporter.event(note)
         read_at = record_stamp(ws, name)
@@ -335,8 +398,11 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
             if record_stamp(ws, name) != read_at:  # another runner wrote it between our read and our lock
                 record = load_record(ws, name)
                 check_spec(record, asked)
-            prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event)
+            prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event, add_twins=add_twins)
             record, created = prepared.record, prepared.created
+            if record.refit is not None and (add_twins or request.members < record.refit.end):
+                request = replace(request, n=max(record.refit.end, request.n or 0) if not add_twins
+                                  else record.refit.end)
             for note in reconcile(ws, record, prepared.plan.shape):
                 reporter.event(note)
             wanted = [member.index for member in record.members[:request.members]]

@@ -120,6 +120,8 @@ class JobRun:
             planned = None
             if done:  # it has a length of its own (its config.json) and epochs behind it
                 fits = self.budget.covers(done, time.time(), self.epochs_of(index))
+            elif self.plan.is_twin(index):  # a refit twin: its length is the one the folds chose
+                fits = self.budget.covers(0, time.time(), self.epochs_of(index))
             else:
                 first = not any(member.state is MemberState.DONE for member in self.record.members)
                 planned = self.budget.next_member_epochs(time.time(), self.members_left(), first)
@@ -273,8 +275,12 @@ class JobRun:
         self.reporter.event(self.failed[index])
 
     def finished(self, index: int, member: MemberEntry, metrics: Metrics, launched: Launched) -> None:
-        member.finish(epoch=metrics.epochs, epochs=metrics.epochs_planned or self.epochs_of(index), val_accuracy=metrics.val_accuracy,
+        # a refit twin's validation rows are rows it trained on: the ledger keeps no score for it
+        member.finish(epoch=metrics.epochs, epochs=metrics.epochs_planned or self.epochs_of(index),
+                      val_accuracy=None if metrics.refit_of else metrics.val_accuracy,
                       best_epoch=metrics.best_epoch, returncode=0, when=now())
+        if metrics.refit_of:
+            member.note = f"refit of {metrics.refit_of} on every row"
         self.save()
         self.trained.append(index)
         snapshots = self.record.spec.snapshots
@@ -323,6 +329,9 @@ def start_text(member: MemberEntry, finished: int, epochs: int, where: str, log)
 
 def finish_text(member: MemberEntry, metrics: Metrics, epochs: int) -> str:
     how = f"stopped early at epoch {metrics.epochs}/{epochs} (time limit)" if member.stopped_early else "done"
+    if metrics.refit_of:
+        return (f"{member.name} {how}: refit of {metrics.refit_of} on all {metrics.n_train} rows, {metrics.epochs} "
+                f"epochs, {metrics.fit_seconds:.0f}s fit")
     return (f"{member.name} {how}: val_acc {metrics.val_accuracy:.4f} (best epoch {metrics.best_epoch}), "
             f"{metrics.fit_seconds:.0f}s fit")
 

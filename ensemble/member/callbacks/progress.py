@@ -55,7 +55,7 @@ class ProgressFile(keras.callbacks.Callback):
         super().__init__()
         self.reporter, self.epochs = reporter, epochs
         self.finished = len(history)
-        self.val_accuracy = history[-1][MONITOR] if history else None
+        self.val_accuracy = history[-1].get(MONITOR) if history else None
         self.epoch_seconds = history[-1].get("epoch_seconds") if history else None
         self._written = 0.0
 

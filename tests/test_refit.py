@@ -103,6 +103,9 @@ def test_refit_full_trains_twins_whose_test_predictions_make_the_checked_submiss
 
     again = invoke(home, "train", "--job", "r", "--folds", "3", "--n", "3", "--data", sample_dir, *SLICE, "--refit-full")
     assert again.exit_code == 0 and "trained 0, already done 6" in again.output
+    limited = invoke(home, "train", "--job", "r", "--time-limit", "10m")  # the twins are the last members: no growth
+    assert limited.exit_code == 0 and "trained 0, already done 6" in limited.output
+    assert len(json.loads((home / "jobs/r/job.json").read_text())["members"]) == 6
 
     blended = invoke(home, "blend", "--job", "r")
     assert blended.exit_code == 0, blended.output
@@ -182,3 +185,57 @@ def test_unfinished_folds_make_no_twins_and_a_time_limit_trains_them_at_their_ch
     members = json.loads((home / "jobs/t/job.json").read_text())["members"]
     assert [m["state"] for m in members] == ["done"] * 4 and [m["epochs"] for m in members[2:]] == [2, 2]
     assert all(not m["stopped_early"] for m in members)
+
+
+def test_a_twin_the_time_limit_stopped_does_not_stand_in_for_its_fold_member():
+    from ensemble.blend.blending import finished_twins
+    from ensemble.job.layout import ModelKind
+    from ensemble.job.outputs import JobModels, ModelRef
+
+    survey = JobModels([ModelRef("member-00", ModelKind.MEMBER), ModelRef("member-01", ModelKind.MEMBER),
+                        ModelRef("member-02", ModelKind.MEMBER, refit_of="member-00"),
+                        ModelRef("member-03", ModelKind.MEMBER, stopped_early=True, refit_of="member-01")], {})
+    assert finished_twins(survey, ["member-00", "member-01"]) == {"member-00": "member-02"}
+
+
+def test_twins_come_only_after_a_member_on_every_fold(tmp_path, sample_dir):
+    home = tmp_path / "home"
+    assert invoke(home, "train", "--job", "f", "--folds", "3", "--n", "2", "--data", sample_dir, *SLICE).exit_code == 0
+    from ensemble.job.errors import JobError
+    from ensemble.job.outputs import job_output_shape
+    from ensemble.job.record import load_record
+    from ensemble.job.refit import make_refit_round
+    from ensemble.run.runner import folds_finished
+    from ensemble.store.workspace import Workspace
+
+    ws = Workspace.resolve(home)
+    record = load_record(ws, "f")
+    assert not folds_finished(ws, "f")
+    with pytest.raises(JobError, match="has 2 of its 3 folds' members"):
+        make_refit_round(ws, record, job_output_shape(ws, record), "now")
+
+
+def test_a_copy_whose_twins_would_land_on_fold_members_is_refused():
+    from ensemble.job.ledger import MemberEntry
+    from ensemble.job.record import new_record
+    from ensemble.kaggle.transfer import refit_mismatch
+
+    def job(members, refit=None):
+        record = new_record("j", JobSpec(folds=2), "/data")
+        record.members = [MemberEntry(i, f"member-{i:02d}", i) for i in range(members)]
+        record.refit = refit
+        return record
+
+    refit = RefitRound(2, (0, 1), (3, 3), "now")
+    assert refit_mismatch(job(2), job(4, refit)) is None  # a session added the twins to the job sent to it
+    assert refit_mismatch(job(4, refit), job(2)) is None
+    assert "has refit twins where this job has fold members" in refit_mismatch(job(3), job(4, refit))
+    assert "has fold members where this job has refit twins" in refit_mismatch(job(4, refit), job(3))
+
+
+def test_kernel_train_passes_the_rounds_on_to_the_session():
+    from ensemble.kaggle.kernel import run_options
+    from ensemble.run.request import TrainRequest
+
+    words = run_options(TrainRequest(n=5, refit_full=True, pseudo_label=0.99))
+    assert words == ("--n", "5", "--retries", "2", "--pseudo-label", "0.99", "--refit-full")

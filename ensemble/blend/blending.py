@@ -115,8 +115,9 @@ def refit_test_probs(names: list[str], test_probs: np.ndarray, twin_tests: dict[
 
 
 def finished_twins(survey: JobModels, names: list[str]) -> dict[str, str]:
-    """Each named model's refit twin, where the job has one and its files passed the checks."""
-    finished = {model.refit_of: model.name for model in survey.finished if model.refit_of}
+    """Each named model's refit twin, where the job has one, its files passed the checks and it trained its
+    whole length (a twin the time limit stopped is still high on its schedule: the next run continues it)."""
+    finished = {model.refit_of: model.name for model in survey.finished if model.refit_of and not model.stopped_early}
     return {name: finished[name] for name in names if name in finished}
 
 

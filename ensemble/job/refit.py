@@ -58,6 +58,10 @@ def make_refit_round(ws: Workspace, record: JobRecord, shape: OutputShape, made:
     if stale := [name for name in survey.stale if name.startswith("member-")]:
         raise JobError(f"{', '.join(stale)}: predicted from another test file; `ensemble train --job {record.name}` "
                        "predicts them again first")
+    if len(record.members) < record.spec.folds:
+        raise JobError(f"--refit-full refits fold members that together trained on every row: job {record.name!r} has "
+                       f"{len(record.members)} of its {record.spec.folds} folds' members; train them first "
+                       f"(`ensemble train --job {record.name} --n {record.spec.folds}`), then add the twins")
     layout = JobLayout(ws, record.name)
     kept = [read_metrics(layout.member(member.index)).best_epoch or member.epochs or record.spec.epochs
             for member in record.members]

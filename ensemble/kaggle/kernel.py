@@ -177,6 +177,10 @@ def run_options(request) -> tuple[str, ...]:
         words += ["--time-limit", format_duration(request.time_limit)]
     if request.stall_timeout:
         words += ["--stall-timeout", f"{int(request.stall_timeout)}s"]
+    if request.pseudo_label is not None:
+        words += ["--pseudo-label", f"{request.pseudo_label:g}"]
+    if request.refit_full:  # the session's run makes the round once its fold members finish
+        words += ["--refit-full"]
     return tuple(words)
 
 

@@ -24,7 +24,7 @@ from ..job.record import JobRecord, load_record, save_record
 from ..job.spec import spec_differences
 from ..run.runner import reconcile
 from ..store.locks import LockHeld, PidLock
-from ..store.workspace import Workspace
+from ..store.workspace import Workspace, member_name
 from ..store.session import folder_bytes
 from .session import output_note
 
@@ -199,6 +199,8 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
         raise JobError(f"the copy of job {job!r} from {origin} has another refit round than this one (twins from "
                        f"member {incoming.refit.first_member}, epochs {list(incoming.refit.epochs)}; here from "
                        f"{record.refit.first_member}, {list(record.refit.epochs)}); nothing imported")
+    elif problem := refit_mismatch(record, incoming):
+        raise JobError(f"the copy of job {job!r} from {origin} {problem}; nothing imported")
     elif data_dir is not None:
         record.data_dir = str(Path(data_dir).resolve())
     # held to the split, not to the test file: weights are what travel, and a session may see another test
@@ -216,6 +218,16 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
     reconcile(ws, record, shape)  # the ledger agrees with the files: a copy made mid-run says "running"
     save_record(ws, record)
     return result
+
+
+def refit_mismatch(record: JobRecord, incoming: JobRecord) -> str | None:
+    """Why one side's refit twins would land on the other's fold members (a round on one side only, with
+    members at its twins' indexes on the other), None when they fit."""
+    for has, other, where in ((record, incoming, "has fold members where this job has refit twins"),
+                              (incoming, record, "has refit twins where this job has fold members")):
+        if has.refit is not None and other.refit is None and len(other.members) > has.refit.first_member:
+            return where + f" (from {member_name(has.refit.first_member)} on)"
+    return None
 
 
 def _adopt_record(ws: Workspace, source: Workspace, incoming: JobRecord, data_dir: Path | None) -> JobRecord:

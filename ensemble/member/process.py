@@ -117,7 +117,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     metrics = write_member_outputs(folder, config, spec, index, arrays, history, [PredictProgress(progress)])
     if not stopped_early:  # everything the state could rebuild now exists and loads
         shutil.rmtree(folder.backup, ignore_errors=True)
-    progress.write("done", val_accuracy=metrics.val_accuracy)
+    progress.write("done", val_accuracy=None if plan.is_twin(index) else metrics.val_accuracy)  # a twin's: in-sample
     if plan.is_twin(index):  # its validation rows are rows it trained on: no score to print
         print(f"{label} done: refit of {metrics.refit_of} on all {len(arrays.x_train)} rows, {metrics.epochs} epochs, "
               f"{metrics.fit_seconds:.0f}s fit", flush=True)

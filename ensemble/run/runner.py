@@ -349,7 +349,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
     if folds.interrupted:
         return folds
     left = None if request.time_limit is None else request.time_limit - (time.time() - started)
-    if folds.not_started or folds.stopped_early or (left is not None and left <= budget.end_margin(left)):
+    if not folds_finished(ws, folds.job) or (left is not None and left <= budget.end_margin(left)):
         reporter.event(f"refit-full: the twins start once every fold member is finished and time is left; rerun "
                        f"`ensemble train --job {folds.job} --refit-full` (a new session continues it)")
         return folds
@@ -357,6 +357,16 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
     return replace(twins, trained=sorted(set(folds.trained) | set(twins.trained)),
                    skipped=[index for index in twins.skipped if index not in folds.trained],
                    created=folds.created, elapsed=time.time() - started)
+
+
+def folds_finished(ws: Workspace, job: str) -> bool:
+    """Whether the job has its refit round, or members on every fold, each done with its whole length (under a
+    time limit members join as they start, so a run the budget ended may have left folds without one)."""
+    record = load_record(ws, job)
+    if record is None or record.refit is not None:
+        return record is not None
+    return len(record.members) >= (record.spec.folds or 0) and all(
+        member.state is MemberState.DONE and not member.stopped_early for member in record.members)
 
 
 def fold_pass(ws: Workspace, request: TrainRequest) -> TrainRequest:
@@ -400,9 +410,9 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
                 check_spec(record, asked)
             prepared = open_job(ws, name, asked, request, record, deadline, say=reporter.event, add_twins=add_twins)
             record, created = prepared.record, prepared.created
-            if record.refit is not None and (add_twins or request.members < record.refit.end):
-                request = replace(request, n=max(record.refit.end, request.n or 0) if not add_twins
-                                  else record.refit.end)
+            if record.refit is not None:  # the twins are the job's last members, unless --n asks for more
+                request = replace(request, n=record.refit.end if add_twins or request.n is None
+                                  else max(record.refit.end, request.n))
             for note in reconcile(ws, record, prepared.plan.shape):
                 reporter.event(note)
             wanted = [member.index for member in record.members[:request.members]]
@@ -433,8 +443,8 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
                 reporter.close(run.overview())
                 raise
             reporter.close(run.overview())
-            if deadline is not None:
-                keep_spend(ws, run, request.time_limit, time.time() - started)
+            if deadline is not None:  # a twin's costs are not a fold member's (all rows, no validation pass)
+                keep_spend(ws, run, request.time_limit, time.time() - started, keep_costs=not add_twins)
     finally:
         executor.close()
     stopped = {i: run.member(i).epoch for i in run.trained if run.member(i).stopped_early}
@@ -448,11 +458,12 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
     return outcome
 
 
-def keep_spend(ws: Workspace, run: JobRun, time_limit: float, used_s: float) -> None:
+def keep_spend(ws: Workspace, run: JobRun, time_limit: float, used_s: float, keep_costs: bool = True) -> None:
     """A --time-limit run's end: the job keeps the costs its members measured (a rerun plans from them) and
     what the run used of its budget."""
     record = run.record
-    record.costs = run.budget.measured_costs() or record.costs
+    if keep_costs:
+        record.costs = run.budget.measured_costs() or record.costs
     spend = record.budget or BudgetSpend(time_limit)
     record.budget = replace(spend, time_limit=time_limit, used_s=used_s, members_s=run.busy_seconds())
     with suppress(NoSpace):

@@ -120,8 +120,10 @@ class JobRun:
             planned = None
             if done:  # it has a length of its own (its config.json) and epochs behind it
                 fits = self.budget.covers(done, time.time(), self.epochs_of(index))
-            elif self.plan.is_twin(index):  # a refit twin: its length is the one the folds chose
-                fits = self.budget.covers(0, time.time(), self.epochs_of(index))
+            elif self.plan.is_twin(index):  # a refit twin: its length is the one the folds chose; the job's
+                # costs are a fold member's, on (K-1)/K of the rows a twin trains on
+                folds = self.record.spec.folds
+                fits = self.budget.covers(0, time.time(), math.ceil(self.epochs_of(index) * folds / (folds - 1)))
             else:
                 first = not any(member.state is MemberState.DONE for member in self.record.members)
                 planned = self.budget.next_member_epochs(time.time(), self.members_left(), first)

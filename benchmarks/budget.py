@@ -13,7 +13,8 @@ the last epoch's weights). Its wall time is the budget (or --budget seconds) and
 `ensemble train --time-limit BUDGET`. "A-budget" is the seed recipe itself under the time limit (its 50
 epochs stopped at the budget). For each variant: holdout accuracy of its mean blend, with and without
 TTA where it made TTA outputs, and the wall time at which it first reached A's validation accuracy (the
-best validation accuracy among the models finished so far or the running member's epochs).
+best validation accuracy among the models finished so far or the running member's epochs, each at the wall
+clock its epoch ended: start-up counts).
 Each variant is a real `ensemble train` process in a fresh workspace, timed from start to exit.
 """
 from __future__ import annotations
@@ -109,9 +110,12 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     timeline = []
     for member in record.members:
         history = pd.read_csv(JobLayout(ws, job).member(member.index).path / "history.csv").drop_duplicates("epoch", keep="last")
-        start = parse_time(member.started) - run_started
-        for seconds, val in zip(history["epoch_seconds"].cumsum(), history["val_accuracy"]):
-            timeline.append((start + seconds, val))
+        if "ended_at" in history:  # the wall clock at each epoch's end: the member's start-up counts
+            ends = history["ended_at"] - run_started
+        else:  # an older member: its epochs from its launch, without its start-up (reads early)
+            ends = parse_time(member.started) - run_started + history["epoch_seconds"].cumsum()
+        for at, val in zip(ends, history["val_accuracy"]):
+            timeline.append((at, val))
     names = default_blend_names(ws, record)
     finished = sorted((parse_time(record.members[read_metrics(JobLayout(ws, job).model(n)).member].ended)
                        - run_started, n) for n in names)

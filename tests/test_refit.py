@@ -2,8 +2,10 @@
 epochs its fold member's kept weights had; the fold members' out-of-fold predictions weigh and score every
 blend, and the twins' test predictions make the submission."""
 import json
+import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -79,8 +81,11 @@ def test_a_twin_trains_on_every_row_and_predicts_its_fold_members_fold():
 
 def test_refit_full_trains_twins_whose_test_predictions_make_the_checked_submission(tmp_path, sample_dir):
     home = tmp_path / "home"
+    started = time.time()
     folds = invoke(home, "train", "--job", "r", "--folds", "3", "--n", "3", "--data", sample_dir, *SLICE)
     assert folds.exit_code == 0, folds.output
+    history = pd.read_csv(home / "models/r/member-00/history.csv")  # each epoch's end on the wall clock
+    assert started < history["ended_at"].iloc[0] < history["ended_at"].iloc[1] < time.time()
     shortened = home / "models/r/member-01/metrics.json"  # as if its best epoch had been its first
     shortened.write_text(json.dumps({**json.loads(shortened.read_text()), "best_epoch": 1}))
 

@@ -1,4 +1,5 @@
-"""EpochClock: each epoch's seconds, its validation pass's seconds and its starting learning rate, into the logs."""
+"""EpochClock: each epoch's seconds, its validation pass's seconds, its starting learning rate and the wall
+clock at its end, into the logs."""
 from __future__ import annotations
 
 import time
@@ -11,8 +12,9 @@ def current_learning_rate(model) -> float:
 
 
 class EpochClock(keras.callbacks.Callback):
-    """Adds epoch_seconds, the validation pass's seconds and the learning rate the epoch started with to
-    the logs, so history.csv carries the cost of each epoch and the schedule as it ran."""
+    """Adds epoch_seconds, the validation pass's seconds, the learning rate the epoch started with and the
+    time it ended (ended_at, Unix seconds) to the logs, so history.csv carries the cost of each epoch, the
+    schedule as it ran, and when each score became available."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self._started = time.perf_counter()
@@ -29,3 +31,4 @@ class EpochClock(keras.callbacks.Callback):
             if self._validation_started is not None:
                 logs["validation_seconds"] = now - self._validation_started
             logs["learning_rate"] = self._rate
+            logs["ended_at"] = time.time()  # wall clock: a timeline across processes counts their start-up too

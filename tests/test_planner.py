@@ -84,3 +84,18 @@ def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_
         budget.epoch_measured(0, epoch, 80.0 if epoch == 1 else 60.0, first=epoch == 1)
     assert budget.measured_costs() == Costs(16.0, 60.0, 20.0)
     assert TimeBudget(12, deadline=100.0, cap=3).next_member_epochs(0.0, 3) is None  # no costs: it calibrates
+
+
+def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
+    # 3 fold members in 300 s: alone, the plan is a 12-epoch member and a 7-epoch one, which leaves a fold
+    # without a member; shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each
+    assert plan_slot(300, SMALL, 12, cap=3, stretch=True) == (12, 7)
+    assert plan_slot(300, SMALL, 12, cap=3, stretch=True, every=True) == (6, 6, 6)
+    assert plan_slot(320, SMALL, 12, cap=3, stretch=True, every=True) == (7, 6, 6)  # 19 epochs: the first takes the odd one
+    # plenty of time: at most the recipe's epochs with --epochs asked, 4x stretched
+    assert plan_slot(3000, SMALL, 12, cap=3, stretch=False, every=True) == (12, 12, 12)
+    assert plan_slot(3000, SMALL, 12, cap=3, stretch=True, every=True) == (48, 48, 48)
+    # too little for all: those a cycle is left for; whole cycles of snapshots
+    assert plan_slot(100, SMALL, 12, cap=3, stretch=True, every=True) == (1, 1)
+    assert plan_slot(300, SMALL, 12, cap=3, stretch=True, multiple=2, every=True) == (6, 6, 6)
+    assert plan_budget(600, SMALL, 12, slots=2, cap=4, every=True).member_epochs == [21, 21, 21, 21]

@@ -41,6 +41,7 @@ class BudgetRules:
     cap_per_slot: int   # members its slot may still start
     stretch: bool       # whether members may train longer than the spec's epochs (--epochs not given)
     multiple: int = 1   # epochs split into this many equal cycles (--snapshots)
+    every: bool = False  # all cap_per_slot members, the time shared out (a --refit-full fold pass)
 
 
 @dataclass(frozen=True)

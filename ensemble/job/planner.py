@@ -119,12 +119,16 @@ def shortest(epochs: int, multiple: int = 1) -> int:
 
 
 def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool, multiple: int = 1,
-              first: bool = True) -> tuple[int, ...]:
+              first: bool = True, every: bool = False) -> tuple[int, ...]:
     """One slot's members in start order: recipe-length members, then the rest of the time as a shorter last
     member or (stretch) as longer members. `multiple`: epochs must split into this many equal cycles.
-    `first`: nothing of the job is trained yet, so even a member shorter than `shortest` is worth starting."""
+    `first`: nothing of the job is trained yet, so even a member shorter than `shortest` is worth starting.
+    `every`: all `cap` members, the time shared out among them (a --refit-full job's fold members: every fold
+    needs one), none longer than the recipe's epochs unless stretch."""
     if cap <= 0 or costs.epoch_s <= 0 or seconds <= 0:
         return ()
+    if every:
+        return share_out(seconds, costs, epochs, cap, stretch, multiple)
     alone = round_down(costs.epochs_in(seconds), multiple)
     whole = min(int(seconds // costs.member_s(epochs)) if costs.member_s(epochs) > 0 else cap, cap)
     if whole == 0:
@@ -143,9 +147,20 @@ def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool
                  for position in range(whole))
 
 
+def share_out(seconds: float, costs: Costs, epochs: int, members: int, stretch: bool, multiple: int = 1
+              ) -> tuple[int, ...]:
+    """`members` members in `seconds`, the epochs shared out a cycle at a time, the first members first (at
+    most the recipe's epochs, or STRETCH_MAX times them with stretch); a member no cycle is left for is left out."""
+    cycles = math.floor((seconds - members * (costs.startup_s + costs.predict_s)) / costs.epoch_s / multiple + 1e-9)
+    longest = round_down(STRETCH_MAX * epochs if stretch else epochs, multiple)
+    shares = [min((cycles // members + (1 if position < cycles % members else 0)) * multiple, longest)
+              for position in range(members)] if cycles > 0 else []
+    return tuple(share for share in shares if share > 0)
+
+
 def plan_budget(seconds: float, costs: Costs, epochs: int, slots: int = 1, cap: int = 100, stretch: bool = True,
                 multiple: int = 1, tta: bool = False, running: tuple[tuple[int, float], ...] = (),
-                elapsed_s: float = 0.0, limit_s: float | None = None) -> BudgetPlan:
+                elapsed_s: float = 0.0, limit_s: float | None = None, every: bool = False) -> BudgetPlan:
     """The plan for `seconds` on `slots` slots side by side, at most `cap` new members in all. `running`:
     (epochs, seconds it still needs) of a member already on each of the first slots; it is part of the plan."""
     slots = max(1, slots, len(running))
@@ -153,7 +168,7 @@ def plan_budget(seconds: float, costs: Costs, epochs: int, slots: int = 1, cap: 
     planned = []
     for position, slot_cap in enumerate(caps):
         busy_epochs, busy_s = running[position] if position < len(running) else (None, 0.0)
-        new = plan_slot(seconds - busy_s, costs, epochs, slot_cap, stretch, multiple)
+        new = plan_slot(seconds - busy_s, costs, epochs, slot_cap, stretch, multiple, every=every)
         planned.append(((busy_epochs,) if busy_epochs else ()) + new)
     return BudgetPlan(tuple(planned), seconds, costs, tta, elapsed_s, limit_s,
                       tuple(busy_s for _, busy_s in running))

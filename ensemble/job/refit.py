@@ -49,8 +49,8 @@ def make_refit_round(ws: Workspace, record: JobRecord, shape: OutputShape, made:
     """A twin for every member of the job so far, which must all be finished and current: their kept epochs
     size the twins."""
     survey = survey_models(ws, record, shape)
-    unfinished = [member.name for member in record.members if not survey.is_finished(member.name)
-                  or member.stopped_early]
+    # a member the time limit stopped is finished (blendable, its kept epoch known): its twin takes that length
+    unfinished = [member.name for member in record.members if not survey.is_finished(member.name)]
     if not record.members or unfinished:
         waiting = ", ".join(unfinished) if unfinished else "none trained yet"
         raise JobError(f"--refit-full sizes each twin by its fold member's kept epoch; not finished: {waiting}. "

@@ -89,6 +89,7 @@ class TimeBudget:
     costs: Costs | None = None     # the job's estimate, as recorded or calibrated; refined by what this run measures
     stretch: bool = True           # members may train longer than `epochs` (--epochs was not given)
     multiple: int = 1              # epochs come in this many equal cycles (--snapshots)
+    every: bool = False            # every member of the cap, the time shared out (a --refit-full fold pass)
     slots: int = 1
     started: float = 0.0           # epoch seconds the run started (plans say what they take of the limit)
     time_limit: float | None = None
@@ -133,7 +134,7 @@ class TimeBudget:
         if costs is None or self.deadline is None:
             return None
         own = plan_slot(self.deadline - now, costs, self.epochs, math.ceil(members_left / self.slots),
-                        self.stretch, self.multiple, first)
+                        self.stretch, self.multiple, first, self.every)
         return own[0] if own else 0
 
     def plan(self, now: float, members_left: int, tta: bool, running: tuple[tuple[int, float], ...] = ()
@@ -143,7 +144,8 @@ class TimeBudget:
         if costs is None or self.deadline is None:
             return None
         return plan_budget(self.deadline - now, costs, self.epochs, self.slots, members_left, self.stretch,
-                           self.multiple, tta, running, now - self.started if self.started else 0.0, self.time_limit)
+                           self.multiple, tta, running, now - self.started if self.started else 0.0, self.time_limit,
+                           self.every)
 
     def epoch_measured(self, index: int, epoch: int, seconds: float, first: bool = False) -> None:
         if (index, epoch) not in self.epoch_seconds and not first:

@@ -360,13 +360,14 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
 
 
 def folds_finished(ws: Workspace, job: str) -> bool:
-    """Whether the job has its refit round, or members on every fold, each done with its whole length (under a
-    time limit members join as they start, so a run the budget ended may have left folds without one)."""
+    """Whether the job has its refit round, or members on every fold, each done (under a time limit members join
+    as they start, so a run the budget ended may have left folds without one; one it stopped early is done:
+    its kept epoch sizes its twin, and a later run continues it)."""
     record = load_record(ws, job)
     if record is None or record.refit is not None:
         return record is not None
     return len(record.members) >= (record.spec.folds or 0) and all(
-        member.state is MemberState.DONE and not member.stopped_early for member in record.members)
+        member.state is MemberState.DONE for member in record.members)
 
 
 def fold_pass(ws: Workspace, request: TrainRequest) -> TrainRequest:
@@ -429,7 +430,8 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
                                                                                 request.stall_timeout),
                          TimeBudget(spec.epochs, deadline, request.members, costs=record.costs,
                                     stretch=not record.epochs_asked, multiple=spec.snapshots, started=started,
-                                    time_limit=request.time_limit),
+                                    time_limit=request.time_limit,
+                                    every=bool(request.refit_full) and not add_twins and record.refit is None),
                          request.time_limit)
             interrupted = False
             try:

@@ -62,7 +62,7 @@ class JobRun:
         if budget.deadline is not None:
             budget.slots = max(len(self.free), 1)
             self.plan = replace(plan, budget=BudgetRules(math.ceil(self.members_left() / budget.slots),
-                                                         budget.stretch, budget.multiple))
+                                                         budget.stretch, budget.multiple, budget.every))
             write_plan(ws, self.plan)
         self.not_started = 0
         self.running: dict[int, Launched] = {}
@@ -156,6 +156,10 @@ class JobRun:
         plan = self.budget.plan(when, self.members_left(), self.record.spec.tta, running)
         if plan is None:
             return
+        if self.queue and all(self.plan.is_twin(index) for index in self.queue):  # their lengths are fixed
+            slots = max(self.budget.slots, 1)
+            lengths = [self.epochs_of(index) for index in self.queue]
+            plan = replace(plan, slots=tuple(tuple(lengths[position::slots]) for position in range(slots)))
         self.record.budget = BudgetSpend(self.time_limit, plan)
         self.save()
         self.reporter.event(f"budget plan: {plan.describe()} (start-up {plan.costs.startup_s:.0f} s, "

@@ -95,7 +95,10 @@ def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
     # plenty of time: at most the recipe's epochs with --epochs asked, 4x stretched
     assert plan_slot(3000, SMALL, 12, cap=3, stretch=False, every=True) == (12, 12, 12)
     assert plan_slot(3000, SMALL, 12, cap=3, stretch=True, every=True) == (48, 48, 48)
-    # too little for all: those a cycle is left for; whole cycles of snapshots
-    assert plan_slot(100, SMALL, 12, cap=3, stretch=True, every=True) == (1, 1)
+    # too little for all: as many as each get a cycle (3 would leave 2 epochs for 3; 2 leave 4); snapshots in
+    # whole cycles
+    assert plan_slot(100, SMALL, 12, cap=3, stretch=True, every=True) == (2, 2)
+    assert plan_slot(215, Costs(60.0, 10.0, 10.0), 12, cap=3, stretch=True, every=True) == (4, 3)  # 75 s: 7 epochs
+    assert plan_slot(20, SMALL, 12, cap=3, stretch=True, every=True) == ()
     assert plan_slot(300, SMALL, 12, cap=3, stretch=True, multiple=2, every=True) == (6, 6, 6)
     assert plan_budget(600, SMALL, 12, slots=2, cap=4, every=True).member_epochs == [21, 21, 21, 21]

@@ -111,6 +111,11 @@ def test_refit_full_trains_twins_whose_test_predictions_make_the_checked_submiss
     limited = invoke(home, "train", "--job", "r", "--time-limit", "10m")  # the twins are the last members: no growth
     assert limited.exit_code == 0 and "trained 0, already done 6" in limited.output
     assert len(json.loads((home / "jobs/r/job.json").read_text())["members"]) == 6
+    stopped = json.loads((home / "jobs/r/job.json").read_text())  # as if the limit had stopped member-01 early:
+    stopped["members"][1].update(stopped_early=True, epochs=3)   # its twin was sized from its kept epoch
+    (home / "jobs/r/job.json").write_text(json.dumps(stopped))
+    kept = invoke(home, "train", "--job", "r")
+    assert kept.exit_code == 0 and "trained 0, already done 6" in kept.output, kept.output
 
     blended = invoke(home, "blend", "--job", "r")
     assert blended.exit_code == 0, blended.output

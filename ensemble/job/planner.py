@@ -149,13 +149,16 @@ def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool
 
 def share_out(seconds: float, costs: Costs, epochs: int, members: int, stretch: bool, multiple: int = 1
               ) -> tuple[int, ...]:
-    """`members` members in `seconds`, the epochs shared out a cycle at a time, the first members first (at
-    most the recipe's epochs, or STRETCH_MAX times them with stretch); a member no cycle is left for is left out."""
-    cycles = math.floor((seconds - members * (costs.startup_s + costs.predict_s)) / costs.epoch_s / multiple + 1e-9)
+    """Up to `members` members in `seconds`, the epochs shared out a cycle at a time, the first members first (at
+    most the recipe's epochs, or STRETCH_MAX times them with stretch): as many members as each get a cycle
+    after all their start-ups and predictions."""
     longest = round_down(STRETCH_MAX * epochs if stretch else epochs, multiple)
-    shares = [min((cycles // members + (1 if position < cycles % members else 0)) * multiple, longest)
-              for position in range(members)] if cycles > 0 else []
-    return tuple(share for share in shares if share > 0)
+    for count in range(members, 0, -1):
+        cycles = math.floor((seconds - count * (costs.startup_s + costs.predict_s)) / costs.epoch_s / multiple + 1e-9)
+        if cycles >= count:
+            return tuple(min((cycles // count + (1 if position < cycles % count else 0)) * multiple, longest)
+                         for position in range(count))
+    return ()
 
 
 def plan_budget(seconds: float, costs: Costs, epochs: int, slots: int = 1, cap: int = 100, stretch: bool = True,

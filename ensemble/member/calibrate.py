@@ -124,10 +124,13 @@ def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, rebuild_s: flo
     """This member's epochs as its slot's plan would start it now (its start-up is behind it but the rebuild
     and its tracing); at least one cycle even when nothing fits: the job's first member always trains."""
     rules = plan.budget
-    # sharing the time out among every member, the others' start-ups are still ahead: they count whole
-    own_costs = costs if rules.every else replace(costs, startup_s=rebuild_s)
-    own = plan_slot(plan.deadline - clock(), own_costs, spec.epochs, rules.cap_per_slot, rules.stretch,
-                    rules.multiple, every=rules.every)
+    seconds = plan.deadline - clock()
+    if rules.every:  # the time shared out among every member: only this one's start-up is behind it
+        own = plan_slot(seconds + costs.startup_s - rebuild_s, costs, spec.epochs, rules.cap_per_slot, rules.stretch,
+                        rules.multiple, every=True)
+    else:
+        own = plan_slot(seconds, replace(costs, startup_s=rebuild_s), spec.epochs, rules.cap_per_slot,
+                        rules.stretch, rules.multiple)
     return max(own[0] if own else rules.multiple, rules.multiple, 1)
 
 

@@ -362,7 +362,7 @@ def run_job(ws: Workspace, request: TrainRequest, reporter=None) -> TrainOutcome
 def folds_finished(ws: Workspace, job: str) -> bool:
     """Whether the job has its refit round, or members on every fold, each done (under a time limit members join
     as they start, so a run the budget ended may have left folds without one; one it stopped early is done:
-    its kept epoch sizes its twin, and a later run continues it)."""
+    its kept epoch sizes its twin, and it is not continued once the round exists)."""
     record = load_record(ws, job)
     if record is None or record.refit is not None:
         return record is not None
@@ -417,9 +417,11 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
             for note in reconcile(ws, record, prepared.plan.shape):
                 reporter.event(note)
             wanted = [member.index for member in record.members[:request.members]]
-            # a member the time limit stopped early is finished but not complete: a rerun continues it
+            # a member the time limit stopped early is finished but not complete: a rerun continues it, unless a
+            # refit round has sized its twin from the epoch it kept
             todo = [index for index in wanted if record.members[index].state is not MemberState.DONE
-                    or record.members[index].stopped_early]
+                    or (record.members[index].stopped_early
+                        and not (record.refit and index < record.refit.first_member))]
             record.last_run = LastRun(pid=os.getpid(), host=platform.node(), started=now(), executor=executor.name,
                                       members=request.members, retries=request.retries,
                                       time_limit=request.time_limit, deadline=deadline,

@@ -241,6 +241,7 @@ def test_a_copy_whose_twins_would_land_on_fold_members_is_refused():
     assert refit_mismatch(job(4, refit), job(2)) is None
     assert "has refit twins where this job has fold members" in refit_mismatch(job(3), job(4, refit))
     assert "has fold members where this job has refit twins" in refit_mismatch(job(4, refit), job(3))
+    assert "has another refit round than this one" in refit_mismatch(job(4, refit), job(4, RefitRound(2, (0, 1), (2, 3), "x")))
 
 
 def test_kernel_train_passes_the_rounds_on_to_the_session():

@@ -218,11 +218,9 @@ def blend_job(ws, job: str | None = None, method: str = "mean", out: Path | None
     copy_name = f"{record.name}-{method}" + ("-tta" if outputs.tta else "") + (f"-{'+'.join(only)}" if only else "")
     targets = [ws.submissions_dir / f"{copy_name}.csv", Path(out) if out else ws.submissions_dir / "submission.csv"]
     paths = [write_submission(target, test_labels, layout) for target in targets]
-    # the test file the blended outputs came from; unknown when one of them does not say
-    answered = None if any(name in survey.unbound for name in outputs.names) else shape.test_sha256
     test_models = tuple(refit.twins.get(name, name) for name in outputs.names) if refit.twins else ()
-    if any(name in survey.unbound for name in test_models):
-        answered = None
+    # the test file the blended outputs came from; unknown when one of them does not say
+    answered = None if any(name in survey.unbound for name in (*outputs.names, *test_models)) else shape.test_sha256
     record_blend(ws, record.name, BlendRecord(method, tuple(outputs.names), outputs.tta,
                                               tuple(float(w) for w in blended.weights), blended.val_accuracy,
                                               tuple(str(p) for p in paths), file_sha256(paths[0]), now(),

@@ -351,6 +351,25 @@ def survey_models(ws: Workspace, record: JobRecord, shape: OutputShape | None = 
     return JobModels(finished, damaged, stale, unbound, sorted(set(retrain)))
 
 
+def survey_round_sources(ws: Workspace, record: JobRecord, shape: OutputShape, needs: str, then: str,
+                         stopped_early_counts: bool) -> JobModels:
+    """The job's models, for a round made from every member so far (pseudo-labels, refit twins), which must
+    all be finished and none predicted from another test file; `needs` says what the round needs them for and
+    `then` what the user does once they are (both in the refusal). stopped_early_counts: a member the time
+    limit stopped counts as finished."""
+    survey = survey_models(ws, record, shape)
+    unfinished = [member.name for member in record.members if not survey.is_finished(member.name)
+                  or (member.stopped_early and not stopped_early_counts)]
+    if not record.members or unfinished:
+        waiting = ", ".join(unfinished) if unfinished else "none trained yet"
+        raise JobError(f"{needs}; not finished: {waiting}. Finish them first (`ensemble train --job {record.name}`), "
+                       f"then {then}.")
+    if stale := [name for name in survey.stale if name.startswith("member-")]:
+        raise JobError(f"{', '.join(stale)}: predicted from another test file; `ensemble train --job {record.name}` "
+                       "predicts them again first")
+    return survey
+
+
 def _recorded_origin(folder: ModelFolder) -> Metrics | None:
     try:
         return read_metrics(folder)

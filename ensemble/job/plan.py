@@ -78,7 +78,6 @@ class RunPlan:
                    refit=RefitRound.from_dict(values["refit"]) if values.get("refit") else None,
                    version=int(values.get("version", PLAN_VERSION)))
 
-
     def is_twin(self, member: int) -> bool:
         """Whether `member` is a refit twin: it trains on every row."""
         return self.refit is not None and self.refit.uses(member)

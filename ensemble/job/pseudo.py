@@ -26,7 +26,7 @@ from ..store import atomic
 from ..store.workspace import Workspace
 from .errors import JobError
 from .layout import JobLayout
-from .outputs import OutputShape, ensemble_models, load_probs, survey_models
+from .outputs import OutputShape, ensemble_models, load_probs, survey_round_sources
 from .rounds import PseudoRound
 
 if TYPE_CHECKING:  # the record's type, without a cycle (record.py reads rounds from here)
@@ -85,16 +85,8 @@ def add_pseudo_rows(arrays, rows: np.ndarray, labels: np.ndarray):
 def make_pseudo_round(ws: Workspace, record: JobRecord, threshold: float, shape: OutputShape, made: str) -> PseudoRound:
     """Label the test rows the job's finished members are sure of and write them (the round's file); every
     member so far must be finished, so the round's labellers are exactly the members before it."""
-    survey = survey_models(ws, record, shape)
-    unfinished = [member.name for member in record.members if not survey.is_finished(member.name)
-                  or member.stopped_early]
-    if not record.members or unfinished:
-        waiting = ", ".join(unfinished) if unfinished else "none trained yet"
-        raise JobError(f"--pseudo-label labels the test rows with the job's finished members; not finished: "
-                       f"{waiting}. Finish them first (`ensemble train --job {record.name}`), then add the round.")
-    if stale := [name for name in survey.stale if name.startswith("member-")]:
-        raise JobError(f"{', '.join(stale)}: predicted from another test file; `ensemble train --job {record.name}` "
-                       "predicts them again first")
+    survey = survey_round_sources(ws, record, shape, "--pseudo-label labels the test rows with the job's finished "
+                                  "members", "add the round", stopped_early_counts=False)
     names = ensemble_models(survey.finished)
     if unsure := [name for name in names if name in survey.unbound or name in survey.damaged]:
         raise JobError(f"{', '.join(unsure)}: outputs that do not say which test file they came from, or damaged; "

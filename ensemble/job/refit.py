@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..store.workspace import Workspace
 from .errors import JobError
 from .layout import JobLayout
-from .outputs import OutputShape, read_metrics, survey_models
+from .outputs import OutputShape, read_metrics, survey_round_sources
 from .rounds import RefitRound
 
 if TYPE_CHECKING:  # the record's type, without a cycle (record.py reads rounds)
@@ -48,16 +48,9 @@ def twin_epochs(kept_epochs: list[int]) -> tuple[int, ...]:
 def make_refit_round(ws: Workspace, record: JobRecord, shape: OutputShape, made: str) -> RefitRound:
     """A twin for every member of the job so far, which must all be finished and current: their kept epochs
     size the twins."""
-    survey = survey_models(ws, record, shape)
     # a member the time limit stopped is finished (blendable, its kept epoch known): its twin takes that length
-    unfinished = [member.name for member in record.members if not survey.is_finished(member.name)]
-    if not record.members or unfinished:
-        waiting = ", ".join(unfinished) if unfinished else "none trained yet"
-        raise JobError(f"--refit-full sizes each twin by its fold member's kept epoch; not finished: {waiting}. "
-                       f"Finish them first (`ensemble train --job {record.name}`), then add the twins.")
-    if stale := [name for name in survey.stale if name.startswith("member-")]:
-        raise JobError(f"{', '.join(stale)}: predicted from another test file; `ensemble train --job {record.name}` "
-                       "predicts them again first")
+    survey_round_sources(ws, record, shape, "--refit-full sizes each twin by its fold member's kept epoch",
+                         "add the twins", stopped_early_counts=True)
     if len(record.members) < record.spec.folds:
         raise JobError(f"--refit-full refits fold members that together trained on every row: job {record.name!r} has "
                        f"{len(record.members)} of its {record.spec.folds} folds' members; train them first "

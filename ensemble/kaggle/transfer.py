@@ -194,11 +194,6 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
         raise JobError(f"the copy of job {job!r} from {origin} has another pseudo-label round than this one "
                        f"(threshold {incoming.pseudo.threshold:g}, {incoming.pseudo.rows} rows; here "
                        f"{record.pseudo.threshold:g}, {record.pseudo.rows}); nothing imported")
-    elif record.refit is not None and incoming.refit is not None and \
-            (record.refit.parents, record.refit.epochs) != (incoming.refit.parents, incoming.refit.epochs):
-        raise JobError(f"the copy of job {job!r} from {origin} has another refit round than this one (twins from "
-                       f"member {incoming.refit.first_member}, epochs {list(incoming.refit.epochs)}; here from "
-                       f"{record.refit.first_member}, {list(record.refit.epochs)}); nothing imported")
     elif problem := refit_mismatch(record, incoming):
         raise JobError(f"the copy of job {job!r} from {origin} {problem}; nothing imported")
     elif data_dir is not None:
@@ -221,8 +216,13 @@ def _import_locked(ws: Workspace, source: Workspace, incoming: JobRecord, origin
 
 
 def refit_mismatch(record: JobRecord, incoming: JobRecord) -> str | None:
-    """Why one side's refit twins would land on the other's fold members (a round on one side only, with
-    members at its twins' indexes on the other), None when they fit."""
+    """Why the copy's refit round does not fit this job's: another round, or one side's twins landing on the
+    other's fold members (a round on one side only, with members at its twins' indexes on the other); None
+    when they fit."""
+    ours, theirs = record.refit, incoming.refit
+    if ours is not None and theirs is not None and (ours.parents, ours.epochs) != (theirs.parents, theirs.epochs):
+        return (f"has another refit round than this one (twins from member {theirs.first_member}, epochs "
+                f"{list(theirs.epochs)}; here from {ours.first_member}, {list(ours.epochs)})")
     for has, other, where in ((record, incoming, "has fold members where this job has refit twins"),
                               (incoming, record, "has refit twins where this job has fold members")):
         if has.refit is not None and other.refit is None and len(other.members) > has.refit.first_member:

@@ -89,7 +89,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             reset_member(folder)
     arrays = plan_arrays(ws, plan, index)
     spec = replace(spec, epochs=own_epochs(plan, index, folder, arrays, progress, label))
-    if plan.is_twin(index):  # its length was chosen by the folds, and nothing held out could choose an epoch
+    twin = plan.is_twin(index)
+    if twin:  # its length was chosen by the folds, and nothing held out could choose an epoch
         spec = replace(spec, keep="last")
     config = member_config(plan, index, spec.epochs)
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
@@ -107,7 +108,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
             callbacks = _callbacks(folder, label, spec, state, progress, deadline)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
-                             validate=not plan.is_twin(index))
+                             validate=not twin)
             history = list(next(c for c in callbacks if isinstance(c, EpochCommit)).state.history)
     stopped_early = len(history) < spec.epochs
     if stopped_early:
@@ -117,8 +118,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     metrics = write_member_outputs(folder, config, spec, index, arrays, history, [PredictProgress(progress)])
     if not stopped_early:  # everything the state could rebuild now exists and loads
         shutil.rmtree(folder.backup, ignore_errors=True)
-    progress.write("done", val_accuracy=None if plan.is_twin(index) else metrics.val_accuracy)  # a twin's: in-sample
-    if plan.is_twin(index):  # its validation rows are rows it trained on: no score to print
+    progress.write("done", val_accuracy=None if twin else metrics.val_accuracy)  # a twin's: in-sample
+    if twin:  # its validation rows are rows it trained on: no score to print
         print(f"{label} done: refit of {metrics.refit_of} on all {len(arrays.x_train)} rows, {metrics.epochs} epochs, "
               f"{metrics.fit_seconds:.0f}s fit", flush=True)
     else:

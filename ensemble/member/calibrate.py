@@ -2,7 +2,7 @@
 (a resumed member keeps its schedule), or, in a job that has measured nothing yet, what a short probe of its
 own training says fits (run.planner decides from the costs).
 
-The probe fits a few batches (through `fit`, as the member trains) on a throwaway copy of the member's model
+The probe fits a few batches (through the member's own loop, as it trains) on a throwaway copy of the member's model
 and predicts a slice of the validation rows; the member is then built again from its seed, so what it learns does not depend on having
 probed (a test holds its probabilities equal to an unprobed member's).
 """
@@ -26,6 +26,7 @@ from ..nets.augment import TTA_VIEWS
 from ..job.planner import Costs, plan_slot
 from ..store import atomic
 from .callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
+from .loop import predict_rows, train_epochs
 from .model import build_member_model, steps_per_epoch
 from .predict import PREDICT_BATCH
 
@@ -88,25 +89,24 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
     model = build_member_model(spec, seed, n_train)
     batch = min(spec.batch_size, n_train)
     rng = np.random.default_rng(seed)
-    # steps through fit itself, as the member trains: train_on_batch skips fit's input pipeline, and read
-    # 15-20% fast on a 2-core CPU (a 12000-row member planned at 5.9 s an epoch ran 7.1)
+    # steps through the member's own loop, as it trains: one run of several passes pays its set-up once
     pick = rng.choice(n_train, size=min(n_train, batch * PROBE_STEPS), replace=False)
-    x, y = arrays.x_train[pick].astype("float32"), arrays.y_train[pick]
+    x, y = arrays.x_train[pick], arrays.y_train[pick]
     steps_per_pass = math.ceil(len(pick) / batch)
-    clock = PassClock()  # one fit of several passes: its set-up is paid once, as the member pays it
+    clock = PassClock()
     built = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1 + PROBE_PASSES, shuffle=True, verbose=0, callbacks=[clock])
+    train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed, callbacks=[clock])
     started_up = process_age()
     step = statistics.median(clock.seconds[1:]) / steps_per_pass  # the first pass traces
     trace = max(time.perf_counter() - built - step * steps_per_pass * (1 + PROBE_PASSES), 0.0)
     # validation and test rows, as many as make a full prediction batch: per-image time is not per-call overhead
     rows = np.concatenate([arrays.x_val[:PROBE_PREDICT_ROWS], arrays.x_test[:PROBE_PREDICT_ROWS]])
-    rows = rows[:PROBE_PREDICT_ROWS].astype("float32")
+    rows = rows[:PROBE_PREDICT_ROWS]
     began = time.perf_counter()
-    model.predict(rows, batch_size=PREDICT_BATCH, verbose=0)  # traces
+    predict_rows(model, rows, PREDICT_BATCH)  # traces
     predict_trace = time.perf_counter() - began
     began = time.perf_counter()
-    model.predict(rows, batch_size=PREDICT_BATCH, verbose=0)
+    predict_rows(model, rows, PREDICT_BATCH)
     per_image = (time.perf_counter() - began) / max(len(rows), 1)
     with tempfile.TemporaryDirectory() as scratch:  # each epoch ends in a commit: training state and best.keras
         began = time.perf_counter()

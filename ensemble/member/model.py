@@ -1,5 +1,5 @@
 """A member's net as it trains: seeded and compiled under the job's precision, its schedule sized to its
-rows, fitted on whole arrays (augmentation in the graph) or through the legacy generator."""
+rows, fitted step by step on the arrays (augmentation in the graph) or through the legacy generator."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -13,6 +13,7 @@ from ..job.spec import JobSpec
 from ..nets.architectures import build_model, compile_model
 from ..nets.augment import legacy_idg_flow
 from ..nets.schedules import Schedule, optimizer_rate
+from .loop import train_epochs
 
 MONITOR = "val_accuracy"
 
@@ -50,14 +51,14 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
                      validate: bool = True):
-    """Train on the whole arrays at once (augmentation in the graph); legacy-idg feeds the old generator.
-    validate False (a refit twin, whose validation rows are training rows): no validation pass per epoch."""
+    """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall);
+    legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
+    rows are training rows): no validation pass per epoch."""
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, initial_epoch=initial_epoch,
-                         validation_data=(arrays.x_val, arrays.y_val) if validate else None,
+                         validation_data=(arrays.x_val.astype("float32"), arrays.y_val) if validate else None,
                          callbacks=callbacks, verbose=0)
-    return model.fit(arrays.x_train.astype("float32"), arrays.y_train, batch_size=spec.batch_size,
-                     epochs=spec.epochs, initial_epoch=initial_epoch,
-                     validation_data=(arrays.x_val.astype("float32"), arrays.y_val) if validate else None,
-                     shuffle=True, callbacks=callbacks, verbose=0)
+    return train_epochs(model, arrays.x_train, arrays.y_train, batch_size=spec.batch_size, epochs=spec.epochs,
+                        seed=seed, initial_epoch=initial_epoch,
+                        validation=(arrays.x_val, arrays.y_val) if validate else None, callbacks=callbacks)

@@ -15,6 +15,7 @@ from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS, tta_view
 from ..nets.metrics import accuracy, log_loss
 from ..nets.schedules import cycle_end_epochs
+from .loop import predict_rows
 from .model import MONITOR, runtime_description
 
 PREDICT_BATCH = 1024
@@ -24,8 +25,8 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = Fa
                           ) -> tuple[np.ndarray, np.ndarray | None, float]:
     """Softmax on images, plain and (with tta) averaged over TTA_VIEWS, and the seconds it took."""
     started = time.perf_counter()
-    predict = lambda x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0, callbacks=list(callbacks))  # noqa: E731
-    plain = np.asarray(predict(images.astype("float32")), np.float32)
+    predict = lambda x: predict_rows(model, x, PREDICT_BATCH, list(callbacks))  # noqa: E731
+    plain = np.asarray(predict(images), np.float32)
     augmented = None
     if tta:
         views = [plain] + [np.asarray(predict(tta_view(images, view))) for view in TTA_VIEWS[1:]]

@@ -1,0 +1,116 @@
+"""Keras' fit and predict loops, batch by batch, with no input pipeline under them.
+
+Given arrays, `fit` and `predict` on TensorFlow feed the net through a tf.data iterator, a new one every epoch
+and every call, and dropping one waits for its autotune thread's next wake-up: on a 2-core CPU 4 s of a 6 s
+epoch at 12000 rows and 20 s of a 21 s one at 42000, with both cores idle, in a third of the epochs
+(benchmarks/epoch_stall.py). Feeding `train_on_batch` / `test_on_batch` / `predict_on_batch` from numpy
+creates no iterator at all, on any backend, and each step costs what a step inside `fit` costs.
+
+What `fit` does around its steps is kept: the callbacks see the same calls in the same order (train, epoch,
+batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
+rows (training) and over every validation row (`val_` prefixed), `stop_training` ends the epoch and the
+run, and the optimizer's weight average is written into the net at the end. Each epoch's row order is drawn
+from (seed, epoch), so a resumed member sees the batches an uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The rows of one epoch in the order it trains on them."""
+    return np.random.default_rng([seed, epoch]).permutation(n_rows)
+
+
+def batch_starts(n_rows: int, batch_size: int) -> range:
+    return range(0, n_rows, batch_size)
+
+
+class RowMeans:
+    """Means of per-batch results weighted by the batch's rows: what Keras' metric trackers accumulate."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.rows = 0
+
+    def add(self, logs: dict, rows: int) -> None:
+        for name, value in logs.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value) * rows
+        self.rows += rows
+
+    def means(self) -> dict[str, float]:
+        return {name: total / self.rows for name, total in self.sums.items()} if self.rows else {}
+
+
+def _as_inputs(images: np.ndarray) -> np.ndarray:
+    return images.astype("float32", copy=False)
+
+
+def evaluate_rows(model, x: np.ndarray, y: np.ndarray, batch_size: int, callbacks) -> dict[str, float]:
+    """Loss and metrics over every row, as `evaluate` reports them."""
+    callbacks.on_test_begin()
+    means = RowMeans()
+    for step, start in enumerate(batch_starts(len(x), batch_size)):
+        callbacks.on_test_batch_begin(step)
+        logs = model.test_on_batch(_as_inputs(x[start:start + batch_size]), y[start:start + batch_size],
+                                   return_dict=True)
+        means.add(logs, min(batch_size, len(x) - start))
+        callbacks.on_test_batch_end(step, logs)
+    result = means.means()
+    callbacks.on_test_end(result)
+    return result
+
+
+def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
+                 initial_epoch: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
+                 callbacks: list = ()) -> keras.callbacks.History:
+    """`model.fit(x, y, batch_size, epochs, initial_epoch, validation_data, shuffle=True)`, step by step."""
+    batch_size = min(batch_size, len(x))
+    steps = math.ceil(len(x) / batch_size)
+    callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=False, model=model,
+                                                 verbose=0, epochs=epochs, steps=steps)
+    model.stop_training = False
+    callback_list.on_train_begin()
+    epoch_logs: dict = {}
+    for epoch in range(initial_epoch, epochs):
+        callback_list.on_epoch_begin(epoch)
+        order = epoch_order(len(x), seed, epoch)
+        means = RowMeans()
+        for step, start in enumerate(batch_starts(len(x), batch_size)):
+            callback_list.on_train_batch_begin(step)
+            rows = order[start:start + batch_size]
+            logs = model.train_on_batch(_as_inputs(x[rows]), y[rows], return_dict=True)
+            means.add(logs, len(rows))
+            callback_list.on_train_batch_end(step, means.means())
+            if model.stop_training:
+                break
+        epoch_logs = means.means()
+        if validation is not None:
+            scores = evaluate_rows(model, *validation, batch_size, callback_list)
+            epoch_logs.update({f"val_{name}": value for name, value in scores.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
+        model.optimizer.finalize_variable_values(model.trainable_weights)  # the weight average, where kept
+    callback_list.on_train_end(epoch_logs)
+    return model.history
+
+
+def predict_rows(model, images: np.ndarray, batch_size: int, callbacks: list = ()) -> np.ndarray:
+    """`model.predict(images, batch_size)`, batch by batch; callbacks see predict begin/batch/end."""
+    callback_list = keras.callbacks.CallbackList(list(callbacks), model=model, verbose=0,
+                                                 steps=math.ceil(len(images) / batch_size))
+    callback_list.on_predict_begin()
+    outputs = []
+    for step, start in enumerate(batch_starts(len(images), batch_size)):
+        callback_list.on_predict_batch_begin(step)
+        outputs.append(np.asarray(model.predict_on_batch(_as_inputs(images[start:start + batch_size]))))
+        callback_list.on_predict_batch_end(step, {"outputs": outputs[-1]})
+    callback_list.on_predict_end()
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), np.float32)
+    return np.concatenate(outputs)

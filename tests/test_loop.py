@@ -1,0 +1,130 @@
+"""The member's own fit and predict loops (member.loop): they learn and report exactly what Keras' `fit` and
+`predict` do given the same batches, see every row once an epoch in an order fixed by (seed, epoch), resume
+exactly, and stop when a callback says so."""
+import keras
+import numpy as np
+import pytest
+
+from ensemble.data.sources import sample_digits
+from ensemble.job.spec import JobSpec
+from ensemble.member.loop import RowMeans, epoch_order, predict_rows, train_epochs
+from ensemble.member.model import build_member_model
+
+pytestmark = pytest.mark.jax  # the loop is what trains members on every backend
+
+ROWS, BATCH, SEED = 200, 64, 7  # 4 batches an epoch, the last one partial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = sample_digits()
+    labels = labels.astype("int64")
+    return images[:ROWS].reshape(-1, 28, 28, 1), labels[:ROWS], images[ROWS:ROWS + 70].reshape(-1, 28, 28, 1), \
+        labels[ROWS:ROWS + 70]
+
+
+def fresh_model(epochs: int = 2):
+    spec = JobSpec.from_options(model="cnn11", epochs=epochs, batch_size=BATCH, precision="float32",
+                                gpu_capabilities=[])
+    return build_member_model(spec, SEED, ROWS)
+
+
+def endless_batches(x, y, seed):
+    """What the loop trains on, as a generator `fit` can take."""
+    epoch = 0
+    while True:
+        order = epoch_order(len(x), seed, epoch)
+        for start in range(0, len(x), BATCH):
+            rows = order[start:start + BATCH]
+            yield x[rows].astype("float32"), y[rows]
+        epoch += 1
+
+
+def weights(model):
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_each_epoch_trains_every_row_once_in_an_order_fixed_by_seed_and_epoch():
+    first, again, second = epoch_order(ROWS, SEED, 0), epoch_order(ROWS, SEED, 0), epoch_order(ROWS, SEED, 1)
+    assert sorted(first) == list(range(ROWS)) and sorted(second) == list(range(ROWS))
+    assert np.array_equal(first, again) and not np.array_equal(first, second)
+    assert not np.array_equal(first, epoch_order(ROWS, SEED + 1, 0))
+
+
+def test_row_means_weigh_each_batch_by_its_rows():
+    means = RowMeans()
+    means.add({"loss": 1.0, "accuracy": 0.5}, 64)
+    means.add({"loss": 4.0, "accuracy": 1.0}, 8)
+    assert means.means() == {"loss": (64 + 32) / 72, "accuracy": (32 + 8) / 72}
+    assert RowMeans().means() == {}
+
+
+def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):
+    x, y, x_val, y_val = digits
+    looped = fresh_model()
+    history = train_epochs(looped, x, y, batch_size=BATCH, epochs=2, seed=SEED, validation=(x_val, y_val))
+    fitted = fresh_model()
+    reference = fitted.fit(endless_batches(x, y, SEED), steps_per_epoch=4, epochs=2, shuffle=False, verbose=0,
+                           validation_data=(x_val.astype("float32"), y_val))
+    for ours, theirs in zip(weights(looped), weights(fitted)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert sorted(history.history) == sorted(reference.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    for name, values in reference.history.items():
+        np.testing.assert_allclose(history.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations) == 8
+
+
+def test_a_resumed_run_continues_exactly_where_an_uninterrupted_one_would_be(digits):
+    x, y, _, _ = digits
+    whole = fresh_model()
+    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED)
+    resumed = fresh_model()
+    train_epochs(resumed, x, y, batch_size=BATCH, epochs=1, seed=SEED)
+    train_epochs(resumed, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1)
+    for ours, theirs in zip(weights(resumed), weights(whole)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+class Recorder(keras.callbacks.Callback):
+    def __init__(self, stop_at_batch=None):
+        super().__init__()
+        self.calls, self.stop_at_batch = [], stop_at_batch
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin", self.params["epochs"], self.params["steps"]))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch", batch))
+        if batch == self.stop_at_batch:
+            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self.calls.append(("test_begin",))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, sorted(logs)))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+
+def test_callbacks_see_fits_calls_and_a_stop_ends_the_epoch_and_the_run(digits):
+    x, y, x_val, y_val = digits
+    recorder = Recorder(stop_at_batch=1)
+    train_epochs(fresh_model(3), x, y, batch_size=BATCH, epochs=3, seed=SEED, initial_epoch=1,
+                 validation=(x_val, y_val), callbacks=[recorder])
+    assert recorder.calls == [("train_begin", 3, 4), ("epoch_begin", 1), ("batch", 0), ("batch", 1), ("test_begin",),
+                              ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]), ("train_end",)]
+
+
+def test_predicting_batch_by_batch_equals_keras_predict(digits):
+    x, y, x_val, _ = digits
+    model = fresh_model()
+    train_epochs(model, x, y, batch_size=BATCH, epochs=1, seed=SEED)
+    ours = predict_rows(model, x_val, 32)
+    np.testing.assert_allclose(ours, model.predict(x_val.astype("float32"), batch_size=32, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert ours.shape == (70, 10) and predict_rows(model, x_val[:0], 32).shape == (0, 10)

@@ -42,6 +42,7 @@ VARIANTS = {
     "B": ["--recipe", "cnn11", "--schedule", "plateau", "--lr", "1e-4", "--epochs", "50"],
     "C-onecycle": ["--recipe", "cnn11", "--tta"],
     "C-onecycle-6ep": ["--recipe", "cnn11", "--epochs", "6", "--tta"],
+    "C-onecycle-n2": ["--recipe", "cnn11", "--tta", "--n", "2"],  # a cap: 2 members stretched to fill the limit
     "C-snapshots": ["--recipe", "cnn11", "--snapshots", "3", "--epochs", "12", "--tta"],
     "C-deotte-recipe": ["--recipe", "deotte", "--tta"],
     "C-deotte-onecycle": ["--recipe", "cnn11", "--model", "deotte", "--rotation", "10", "--tta"],

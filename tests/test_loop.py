@@ -57,6 +57,10 @@ def test_row_means_weigh_each_batch_by_its_rows():
     means.add({"loss": 4.0, "accuracy": 1.0}, 8)
     assert means.means() == {"loss": (64 + 32) / 72, "accuracy": (32 + 8) / 72}
     assert RowMeans().means() == {}
+    ties = RowMeans(), RowMeans()  # 29 + 30 and 30 + 29 rows right: the same accuracy, to the last bit
+    ties[0].add({"accuracy": np.float32(29 / 40)}, 40), ties[0].add({"accuracy": np.float32(30 / 64)}, 64)
+    ties[1].add({"accuracy": np.float32(30 / 40)}, 40), ties[1].add({"accuracy": np.float32(29 / 64)}, 64)
+    assert ties[0].means()["accuracy"] == ties[1].means()["accuracy"] == 59 / 104
 
 
 def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):

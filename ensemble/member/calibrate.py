@@ -69,7 +69,7 @@ def models_per_member(spec: JobSpec) -> int:
 
 
 class PassClock(keras.callbacks.Callback):
-    """Each epoch's seconds within one fit call."""
+    """Each pass's seconds within one training run."""
 
     def __init__(self):
         super().__init__()

@@ -57,7 +57,7 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, i
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, initial_epoch=initial_epoch,
-                         validation_data=(arrays.x_val.astype("float32"), arrays.y_val) if validate else None,
+                         validation_data=(arrays.x_val, arrays.y_val) if validate else None,
                          callbacks=callbacks, verbose=0)
     return train_epochs(model, arrays.x_train, arrays.y_train, batch_size=spec.batch_size, epochs=spec.epochs,
                         seed=seed, initial_epoch=initial_epoch,

@@ -64,15 +64,16 @@ def make_data(source: Path, rows: int, out: Path) -> np.ndarray:
 
 
 def run_variant(name: str, args: list[str], data: Path, home: Path, budget: float | None, log: Path,
-                gpus: str = "cpu") -> float:
+                gpus: str = "cpu", root: Path = ROOT) -> float:
+    """One `ensemble train` of `root`'s package (default: this checkout), timed from start to exit."""
     command = [*ENSEMBLE, "--home", str(home), "train", "--data", str(data), "--job", name, "--gpus", gpus, *args]
     if budget is not None:
         command += ["--time-limit", f"{budget:.0f}"]
     started = time.time()
-    # this checkout's package, also in the member processes (which never import from the current directory)
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # that checkout's package, also in the member processes (which never import from the current directory)
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=root, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{name} failed (exit {result.returncode}); see {log}")
     return time.time() - started

@@ -9,23 +9,38 @@ BIG = Costs(startup_s=16.0, epoch_s=69.0, predict_s=20.0)
 SMALL = Costs(startup_s=16.0, epoch_s=13.0, predict_s=5.0)
 
 
-def test_whole_recipe_members_then_a_shortened_last_one():
-    # 2 x (16 + 12*69 + 20) = 1728 > 1200: one whole member (864 s); 336 s left hold a member of 4 epochs
+def test_members_grow_to_twice_the_recipe_then_a_last_one_at_least_the_recipes_length():
+    # a 24-epoch member takes 16 + 24 * 13 + 5 = 333 s: one in 600 s, and the 267 s left hold
+    # (267 - 21) / 13 = 18 epochs, at least the recipe's 12: a last member of 18
+    assert plan_slot(600, SMALL, 12, cap=100, stretch=True) == (24, 18)
+    assert plan_slot(580, SMALL, 12, cap=100, stretch=True) == (24, 17)
+    # three whole 24-epoch members in 1000 s (999 s): nothing left for a fourth
+    assert plan_slot(1000, SMALL, 12, cap=100, stretch=True) == (24, 24, 24)
+    # 1100 s: the 101 s after three hold 6 epochs, under the recipe's 12: they go to the members as extra
+    # epochs instead (1100 - 3 * 21 = 1037 s = 79.8 epochs -> 79 = 27 + 26 + 26)
+    assert plan_slot(1100, SMALL, 12, cap=100, stretch=True) == (27, 26, 26)
+    # 2400 s of BIG: one 24-epoch member (1692 s), 708 s left hold 9 epochs: one member of 34 instead
+    assert plan_slot(2400, BIG, 12, cap=100, stretch=True) == (34,)
+
+
+def test_a_budget_short_of_one_grown_member_plans_one_member_as_long_as_fits():
+    # 1200 s of BIG: a 24-epoch member takes 1692 s; one member trains (1200 - 36) / 69 = 16.9 -> 16 epochs
     plan = plan_budget(1200, BIG, epochs=12)
-    assert plan.member_epochs == [12, 4]
-    assert plan.planned_s == pytest.approx(864 + 16 + 4 * 69 + 20)
-    assert plan.describe() == "1 member x 12 epochs + 1 x 4, ~1176 s of 1200"
-
-
-def test_a_rest_too_short_for_a_member_makes_the_members_longer_unless_epochs_were_asked():
-    # 198 s: one 12-epoch member takes 177 s; the 21 s left hold no 3-epoch member: the member trains 13
+    assert plan.member_epochs == [16]
+    assert plan.planned_s == pytest.approx(16 + 16 * 69 + 20)
+    assert plan.describe() == "1 member x 16 epochs, ~1140 s of 1200"
+    # 198 s of SMALL: (198 - 21) / 13 = 13.6 -> 13 epochs
     assert plan_slot(198, SMALL, 12, cap=100, stretch=True) == (13,)
-    assert plan_slot(198, SMALL, 12, cap=100, stretch=False) == (12,)  # --epochs 12 was asked: kept
-    # 3 whole members in 600 s (531 s), 69 s left: 3 epochs of a 4th would need 60 s: a last member of 3
-    assert plan_slot(600, SMALL, 12, cap=100, stretch=True) == (12, 12, 12, 3)
-    # 580 s: 49 s left hold 2 epochs of another member, less than a quarter of 12: 3 members x 12 + 49 s
-    # spread as 3 more epochs (580 - 3 * 21 = 517 s = 39.8 epochs -> 39 = 13 + 13 + 13)
-    assert plan_slot(580, SMALL, 12, cap=100, stretch=True) == (13, 13, 13)
+
+
+def test_epochs_that_were_asked_keep_their_length_and_a_last_member_holds_a_quarter():
+    assert plan_slot(198, SMALL, 12, cap=100, stretch=False) == (12,)  # --epochs 12: not stretched
+    # 3 whole members in 600 s (531 s), 69 s left: 3 epochs of a 4th need 60 s: a last member of 3
+    assert plan_slot(600, SMALL, 12, cap=100, stretch=False) == (12, 12, 12, 3)
+    # 580 s: the 49 s left hold 2 epochs, less than a quarter of 12: no last member, nothing stretched
+    assert plan_slot(580, SMALL, 12, cap=100, stretch=False) == (12, 12, 12)
+    plan = plan_budget(1200, BIG, epochs=12, stretch=False)
+    assert plan.describe() == "1 member x 12 epochs + 1 x 4, ~1176 s of 1200"
 
 
 def test_too_little_time_for_a_whole_member_plans_one_short_member_or_none():
@@ -46,17 +61,24 @@ def test_a_member_cap_stretches_members_to_fill_the_time_up_to_four_times_the_re
 
 
 def test_snapshot_members_keep_whole_cycles():
-    # --snapshots 3: epochs in multiples of 3; the rest of 600 s after 3 whole members (69 s) holds 3 epochs
-    assert plan_slot(600, SMALL, 12, cap=100, stretch=True, multiple=3) == (12, 12, 12, 3)
-    assert plan_slot(580, SMALL, 12, cap=100, stretch=True, multiple=3) == (15, 12, 12)  # 39 epochs: 13 of 3
+    # --snapshots 3: epochs in multiples of 3; 24-epoch members, then a last one of 18, 15 or 12 (17 -> 15)
+    assert plan_slot(600, SMALL, 12, cap=100, stretch=True, multiple=3) == (24, 18)
+    assert plan_slot(580, SMALL, 12, cap=100, stretch=True, multiple=3) == (24, 15)
+    assert plan_slot(600, SMALL, 12, cap=100, stretch=False, multiple=3) == (12, 12, 12, 3)
     assert plan_slot(60, SMALL, 12, cap=100, stretch=True, multiple=3) == (3,)
+    # 1100 s: three 24-epoch members and 79 epochs in all -> 26 whole cycles: 27 + 27 + 24
+    assert plan_slot(1100, SMALL, 12, cap=100, stretch=True, multiple=3) == (27, 27, 24)
 
 
 def test_slots_run_side_by_side_and_share_the_cap():
-    plan = plan_budget(1200, BIG, 12, slots=2, cap=3)
-    assert plan.slots == ((12, 4), (16,))
-    assert plan.member_epochs == [12, 16, 4]  # the order the slots start them
-    assert plan.describe() == "1 member x 16 epochs + 1 x 12 + 1 x 4 on 2 slots, ~1176 s of 1200"
+    # a cap of 3 on 2 slots: 2 and 1. Slot 1 fits both its 24-epoch members (666 s) and stretches them to
+    # (700 - 2 * 21) / 13 = 50 epochs; slot 2's one member takes its 4x the recipe's, 48
+    plan = plan_budget(700, SMALL, 12, slots=2, cap=3)
+    assert plan.slots == ((25, 25), (48,))
+    assert plan.member_epochs == [25, 48, 25]  # the order the slots start them
+    assert plan.describe() == "1 member x 48 epochs + 2 x 25 on 2 slots, ~692 s of 700"
+    # with --epochs: 12-epoch members, as many as the cap allows
+    assert plan_budget(1200, SMALL, 12, slots=2, cap=3, stretch=False).slots == ((12, 12), (12,))
 
 
 def test_a_running_member_is_part_of_the_plan_and_the_text_counts_from_the_runs_start():
@@ -77,8 +99,10 @@ def test_plans_and_spends_round_trip_through_json():
 
 def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_measured():
     budget = TimeBudget(12, deadline=1200.0, cap=100, costs=BIG)
-    assert budget.next_member_epochs(now=0.0, members_left=100) == 12
+    assert budget.next_member_epochs(now=0.0, members_left=100) == 16  # as plan_budget(1200, BIG, 12)
+    # late in the job a member of a quarter of the recipe still starts (the members before it are running)
     assert budget.next_member_epochs(now=1200 - 16 - 20 - 4 * 69, members_left=100) == 4
+    assert budget.next_member_epochs(now=1200 - 16 - 20 - 2 * 69, members_left=100) == 0
     assert budget.next_member_epochs(now=1199.0, members_left=100) == 0  # nothing fits: not started
     for epoch in (1, 2, 3):  # each attempt's first epoch traces the graph: not a steady epoch
         budget.epoch_measured(0, epoch, 80.0 if epoch == 1 else 60.0, first=epoch == 1)
@@ -87,9 +111,8 @@ def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_
 
 
 def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
-    # 3 fold members in 300 s: alone, the plan is a 12-epoch member and a 7-epoch one, which leaves a fold
-    # without a member; shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each
-    assert plan_slot(300, SMALL, 12, cap=3, stretch=True) == (12, 7)
+    # 3 fold members in 300 s: alone, the plan is one 21-epoch member, which leaves two folds without one; shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each
+    assert plan_slot(300, SMALL, 12, cap=3, stretch=True) == (21,)
     assert plan_slot(300, SMALL, 12, cap=3, stretch=True, every=True) == (6, 6, 6)
     assert plan_slot(320, SMALL, 12, cap=3, stretch=True, every=True) == (7, 6, 6)  # 19 epochs: the first takes the odd one
     # plenty of time: at most the recipe's epochs with --epochs asked, 4x stretched

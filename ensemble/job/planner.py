@@ -2,15 +2,19 @@
 measured costs; the runner measures, records and applies them (scheduler.JobRun), a member sizes its
 schedule to what it is given (member.process).
 
-The rule (BENCHMARKS.md, "Accuracy per compute", round 1: at equal time one 12-epoch one-cycle member
-beat a 6-epoch one by 2.5 points, and two 12-epoch members beat one by 0.4): members keep the recipe's
-length while whole members fit; the time a whole member no longer fits goes to
-- a last, shorter member when it holds at least a quarter of the recipe's epochs (a one-cycle run that short
-  still anneals; its schedule is sized to its own epochs, never a long one cut short),
-- else the members of that slot train that many epochs longer each (only when --epochs was not given:
-  a length the user asked for is kept, and only the last member is shortened).
-A member cap (--n with --time-limit) stretches the members to fill the time, up to STRETCH_MAX x the
-recipe's epochs. Slots (GPUs, --workers) run side by side, so each slot's time is planned on its own.
+The rule, from the benchmarks at equal wall time (BENCHMARKS.md, "Accuracy per compute" and "Members vs
+epochs"): a longer member beats more members until it is about twice the recipe's length. Round 1 measured
+one 12-epoch one-cycle member 2.5 points above a 6-epoch one; round 2, on 42000 rows in 20 minutes, two
+members of 26 and 23 epochs 0.85 above four of about 12. So, unless --epochs was given:
+- members train GROWTH x the recipe's epochs while such whole members fit, and a budget too short for one
+  gets a single member as long as the time allows;
+- the time a whole member no longer fits goes to a last, shorter member when it holds at least the
+  recipe's epochs (its schedule sized to its own epochs, never a long one cut short), else to extra epochs
+  for the members of that slot.
+With --epochs, members keep that length and a last member holds at least a quarter of it (a one-cycle run
+that short still anneals). A member cap (--n with --time-limit) stretches the members to fill the time, up
+to STRETCH_MAX x the recipe's epochs. Slots (GPUs, --workers) run side by side, so each slot's time is
+planned on its own.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ import math
 from dataclasses import dataclass
 
 STRETCH_MAX = 4  # members of a capped job train at most this many times the recipe's epochs
-MIN_SHARE = 4    # a shortened last member has at least 1/MIN_SHARE of the recipe's epochs
+GROWTH = 2       # without --epochs, members train this many times the recipe's epochs before another starts
+MIN_SHARE = 4    # a shortened member of a fixed length (--epochs) has at least 1/MIN_SHARE of its epochs
 
 
 @dataclass(frozen=True)
@@ -118,28 +123,41 @@ def shortest(epochs: int, multiple: int = 1) -> int:
     return max(1, math.ceil(epochs / MIN_SHARE), multiple)
 
 
+def member_length(epochs: int, stretch: bool, multiple: int = 1) -> int:
+    """The epochs a whole member is planned with: the recipe's grown GROWTH times, or --epochs as given."""
+    return round_down(GROWTH * epochs, multiple) if stretch else epochs
+
+
+def shortest_last(epochs: int, stretch: bool, multiple: int = 1) -> int:
+    """The fewest epochs of a last member after whole ones: the recipe's own length when the rest could
+    instead lengthen the members (a shorter member added nothing to a blend of longer ones), else a quarter."""
+    return max(round_down(epochs, multiple), multiple, 1) if stretch else shortest(epochs, multiple)
+
+
 def plan_slot(seconds: float, costs: Costs, epochs: int, cap: int, stretch: bool, multiple: int = 1,
               first: bool = True, every: bool = False) -> tuple[int, ...]:
-    """One slot's members in start order: recipe-length members, then the rest of the time as a shorter last
-    member or (stretch) as longer members. `multiple`: epochs must split into this many equal cycles.
-    `first`: nothing of the job is trained yet, so even a member shorter than `shortest` is worth starting.
-    `every`: all `cap` members, the time shared out among them (a --refit-full job's fold members: every fold
-    needs one), none longer than the recipe's epochs unless stretch."""
+    """One slot's members in start order: whole members (member_length), then the rest of the time as a
+    shorter last member or (stretch) as longer members. `epochs`: the recipe's (or --epochs); `multiple`:
+    epochs must split into this many equal cycles. `first`: nothing of the job is trained yet, so even a
+    member shorter than `shortest` is worth starting. `every`: all `cap` members, the time shared out among
+    them (a --refit-full job's fold members: every fold needs one), none longer than the recipe's epochs
+    unless stretch."""
     if cap <= 0 or costs.epoch_s <= 0 or seconds <= 0:
         return ()
     if every:
         return share_out(seconds, costs, epochs, cap, stretch, multiple)
+    length = member_length(epochs, stretch, multiple)
     alone = round_down(costs.epochs_in(seconds), multiple)
-    whole = min(int(seconds // costs.member_s(epochs)) if costs.member_s(epochs) > 0 else cap, cap)
+    whole = min(int(seconds // costs.member_s(length)) if costs.member_s(length) > 0 else cap, cap)
     if whole == 0:
         return (alone,) if alone >= (max(1, multiple) if first else shortest(epochs, multiple)) else ()
-    left = seconds - whole * costs.member_s(epochs)
+    left = seconds - whole * costs.member_s(length)
     if whole < cap:
         last = round_down(costs.epochs_in(left), multiple)
-        if last >= shortest(epochs, multiple):
-            return (epochs,) * whole + (last,)
+        if last >= shortest_last(epochs, stretch, multiple):
+            return (length,) * whole + (last,)
     if not stretch:
-        return (epochs,) * whole
+        return (length,) * whole
     # the leftover time as extra epochs, a cycle at a time, the first members first
     cycles = math.floor((seconds - whole * (costs.startup_s + costs.predict_s)) / costs.epoch_s / multiple + 1e-9)
     longest = round_down(STRETCH_MAX * epochs, multiple)

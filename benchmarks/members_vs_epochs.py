@@ -1,0 +1,93 @@
+"""Members vs epochs at equal wall time: the default job (`--recipe cnn11 --tta --time-limit BUDGET`) of each
+checkout, over several job seeds, checkouts alternating within a seed. Each checkout's planner decides how
+many members of how many epochs fill the budget; the holdout decides which plan was worth more.
+
+    git worktree add -f /tmp/recipe-length 0f02732   # the planner that kept members at the recipe's length
+    python benchmarks/members_vs_epochs.py --data data/fashion --rows 12000 --budget 400 --seeds 0,1,2 \\
+        --roots /tmp/recipe-length,.
+
+The data and holdout are benchmarks/budget.py's (the first --rows rows of the seeded 42000-row train.csv, a
+stratified 10% held out). The job seed sets the members' seeds and the validation split; the holdout is the
+same for every run. Per run: the plan as the job recorded it, the epochs each member ran, wall time, and the
+holdout accuracy of the mean blend with and without TTA; per checkout: the mean and the spread over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from budget import ROOT, VARIANTS, make_data, run_variant, score_variant  # noqa: E402
+
+
+def planned(home: Path, job: str) -> str:
+    from ensemble.job.record import load_record
+    from ensemble.store.workspace import Workspace
+
+    record = load_record(Workspace.resolve(home), job)
+    return record.budget.plan.describe() if record.budget and record.budget.plan else "-"
+
+
+def spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}" if values else "-"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "fashion")
+    parser.add_argument("--rows", type=int, default=12000)
+    parser.add_argument("--budget", type=float, required=True, help="seconds per run (--time-limit)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--roots", required=True, help="checkouts, comma-separated ('.' is this one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-members")
+    args = parser.parse_args()
+
+    roots = [Path(root).resolve() for root in args.roots.split(",")]
+    data = args.out / f"data-{args.rows}"
+    holdout = make_data(args.data, args.rows, data)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; rows {args.rows}, "
+          f"budget {args.budget:.0f} s, holdout {len(holdout)} rows", flush=True)
+    runs = []
+    for seed in args.seeds.split(","):
+        for number, root in enumerate(roots):
+            commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
+            label = f"{number}-{commit}"
+            home = args.out / f"{args.rows}-{label}-seed{seed}"
+            subprocess.run(["rm", "-rf", str(home)], check=True)
+            started = time.time()
+            wall = run_variant("C-onecycle", [*VARIANTS["C-onecycle"], "--seed", seed], data, home, args.budget,
+                               args.out / f"{args.rows}-{label}-seed{seed}.log", root=root)
+            scored = score_variant(home, "C-onecycle", holdout, started)
+            run = {"checkout": label, "seed": int(seed), "wall": round(wall, 1), "plan": planned(home, "C-onecycle"),
+                   **{k: v for k, v in scored.items() if k != "timeline"}}
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+    (args.out / f"members-{args.rows}.json").write_text(json.dumps(runs, indent=1))
+
+    print("\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA |")
+    print("| --- | ---: | --- | --- | ---: | ---: | ---: |")
+    for run in runs:
+        tta = "" if run["holdout_tta"] is None else f"{run['holdout_tta']:.4f}"
+        print(f"| {run['checkout']} | {run['seed']} | {run['plan']} | {run['members']} "
+              f"({', '.join(map(str, run['epochs']))}) | {run['wall']:.0f} | {run['holdout']:.4f} | {tta} |")
+    print("\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd |")
+    print("| --- | ---: | ---: | ---: |")
+    for label in dict.fromkeys(run["checkout"] for run in runs):
+        mine = [run for run in runs if run["checkout"] == label]
+        print(f"| {label} | {len(mine)} | {spread([r['holdout'] for r in mine])} | "
+              f"{spread([r['holdout_tta'] for r in mine if r['holdout_tta'] is not None])} |")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    main()

@@ -35,6 +35,11 @@ def planned(home: Path, job: str) -> str:
     return record.budget.plan.describe() if record.budget and record.budget.plan else "-"
 
 
+def cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+
+
 def spread(values: list[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.4f}" if values else "-"
@@ -54,7 +59,7 @@ def main() -> None:
     roots = [Path(root).resolve() for root in args.roots.split(",")]
     data = args.out / f"data-{args.rows}"
     holdout = make_data(args.data, args.rows, data)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; rows {args.rows}, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores; rows {args.rows}, "
           f"budget {args.budget:.0f} s, holdout {len(holdout)} rows", flush=True)
     runs = []
     for seed in args.seeds.split(","):

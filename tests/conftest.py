@@ -10,6 +10,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ensemble.data.sources import make_sample
 from ensemble.store.workspace import Workspace
+# the Kaggle service's fixtures, for any test that names them (imported here, not in the tests, where a
+# parameter of the same name would shadow the import)
+from kaggle_service import kaggle_image, kaggle_service  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 `kaggle_image`: a "Kaggle image" python env (TensorFlow, Keras, pandas, ... but neither ensemble nor
 its small dependencies), built once per test session. `kaggle_service`: a `kaggle` executable first on
 PATH, credentials for user `tester`, and a helper to set up competitions and read the service's state.
-Use them with `from kaggle_service import kaggle_image, kaggle_service  # noqa: F401`.
+tests/conftest.py imports them, so any test can name them.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from kaggle_service import kaggle_image, kaggle_service, formats, write_kernel  # noqa: F401
+from kaggle_service import formats, write_kernel
 
 REF = "tester/tiny-notebook"
 PROBE = '''

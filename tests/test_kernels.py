@@ -17,7 +17,6 @@ from ensemble.cli import main
 from ensemble.job.record import load_record
 from ensemble.job.records import read_kernel_versions, read_submission_records
 from ensemble.store.workspace import Workspace
-from kaggle_service import kaggle_image, kaggle_service  # noqa: F401
 
 TRAIN = ("--epochs", "1", "--model", "seed004", "--limit-train", "300", "--precision", "float32")
 

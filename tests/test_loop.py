@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from ensemble.data.sources import sample_digits
+from ensemble.job.layout import MemberFolder
 from ensemble.job.spec import JobSpec
+from ensemble.member.callbacks.commit import EpochCommit
+from ensemble.member.checkpoints import random_states, restore_newest
 from ensemble.member.loop import RowMeans, epoch_order, predict_rows, train_epochs
 from ensemble.member.model import build_member_model
 
@@ -23,10 +26,13 @@ def digits():
         labels[ROWS:ROWS + 70]
 
 
-def fresh_model(epochs: int = 2):
-    spec = JobSpec.from_options(model="cnn11", epochs=epochs, batch_size=BATCH, precision="float32",
+def small_spec(epochs: int = 2) -> JobSpec:
+    return JobSpec.from_options(model="cnn11", epochs=epochs, batch_size=BATCH, precision="float32",
                                 gpu_capabilities=[])
-    return build_member_model(spec, SEED, ROWS)
+
+
+def fresh_model(epochs: int = 2):
+    return build_member_model(small_spec(epochs), SEED, ROWS)
 
 
 def endless_batches(x, y, seed):
@@ -87,6 +93,31 @@ def test_a_resumed_run_continues_exactly_where_an_uninterrupted_one_would_be(dig
     train_epochs(resumed, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1)
     for ours, theirs in zip(weights(resumed), weights(whole)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_member_rebuilt_from_its_committed_state_continues_exactly(digits, tmp_path):
+    """A kill after epoch 1: the member process starts again, builds its model from its seed and restores
+    the state that epoch committed. Its augmentation and dropout draw on where their streams were, so epoch 2
+    is the uninterrupted member's epoch 2."""
+    x, y, _, _ = digits
+    spec = small_spec()
+    assert spec.augment == "idg" and spec.augmentation.zoom > 0  # random layers in the graph
+    whole = fresh_model()
+    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED)
+
+    folder = MemberFolder(tmp_path / "member-00")
+    killed = fresh_model()
+    train_epochs(killed, x, y, batch_size=BATCH, epochs=1, seed=SEED, callbacks=[EpochCommit(folder, spec, None)])
+    rebuilt = fresh_model()
+    assert random_states(rebuilt) != random_states(killed)  # a new build starts its streams over
+    state = restore_newest(rebuilt, folder.backup, say=pytest.fail)
+    assert state.epoch == 1 and state.random == random_states(killed) == random_states(rebuilt)
+    assert len(state.random) > 1  # the augmentation layer's stream and each dropout layer's
+    assert all(counter > 0 for _, counter in state.random)  # each drew during epoch 1
+    train_epochs(rebuilt, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1)
+    for ours, theirs in zip(weights(rebuilt), weights(whole)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
 
 
 class Recorder(keras.callbacks.Callback):

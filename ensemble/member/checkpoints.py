@@ -1,8 +1,9 @@
 """A member's training state between epochs: committed once per epoch, restored from the newest that loads.
 
 `backup/epoch-0005/` holds the weights (the model's and the optimizer's: step, moments, learning rate) and
-state.json (every finished epoch's history row, the epoch whose weights best.keras holds, and the plateau
-counters). It is written as `backup/.incoming-epoch-0005/` and renamed: that rename is the commit point of
+state.json (every finished epoch's history row, the epoch whose weights best.keras holds, the plateau
+counters, and the states of the model's random streams: Keras' weights files leave out its seed generators,
+so without them a rebuilt member would draw epoch 0's augmentation and dropout again). It is written as `backup/.incoming-epoch-0005/` and renamed: that rename is the commit point of
 the epoch. Only after it are the files a user sees published from the same weights: best.keras, the cycle's
 snapshot, history.csv. A kill at any moment leaves the old state or the new one, and a restore republishes
 what its state says, so no published file runs ahead of or behind the state training continues from.
@@ -18,11 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
+import numpy as np
+
 from ..job.layout import INCOMING_PREFIX, SET_ASIDE_DIR, MemberFolder, committed_epochs, state_dir
 from ..store import atomic
 
 WEIGHTS_FILE = "training.weights.h5"  # Keras wants the .weights.h5 suffix
 STATE_FILE = "state.json"
+SEED_STATE_NAME = "seed_generator_state"  # what Keras names a SeedGenerator's variable
 STATES_KEPT = 2  # the newest and the one before it, plus the best epoch's (best.keras is rebuilt from it)
 
 
@@ -45,10 +50,12 @@ class TrainingState:
     history: tuple[dict, ...]    # one row per finished epoch, as history.csv has them
     best_epoch: int              # the finished epoch (1-based) whose weights best.keras holds; 0: none yet
     plateau: PlateauState | None = None
+    random: tuple[tuple[int, ...], ...] = ()  # each seed generator's state (random_states); (): an older state
 
     def to_dict(self) -> dict:
         return {"epoch": self.epoch, "history": list(self.history), "best_epoch": self.best_epoch,
-                "plateau": None if self.plateau is None else vars(self.plateau)}
+                "plateau": None if self.plateau is None else vars(self.plateau),
+                "random": [list(values) for values in self.random]}
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingState":
@@ -60,11 +67,12 @@ class TrainingState:
                 None if plateau["best"] is None else float(plateau["best"]), int(plateau["wait"]),
                 int(plateau["cooldown"]))
             rows_in_order = [int(row["epoch"]) for row in history] == list(range(epoch))
+            random = tuple(tuple(int(value) for value in stream) for stream in values.get("random", ()))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise StateError(f"not a training state ({type(error).__name__}: {error})") from None
         if not rows_in_order or not 0 <= best_epoch <= epoch:
             raise StateError(f"inconsistent: {len(history)} history rows for {epoch} epochs, best epoch {best_epoch}")
-        return cls(epoch, history, best_epoch, plateau)
+        return cls(epoch, history, best_epoch, plateau, random)
 
 
 def history_row(epoch: int, logs: dict) -> dict:
@@ -150,6 +158,26 @@ def read_state(backup: Path, epoch: int) -> TrainingState:
     return state
 
 
+def seed_variables(model) -> list:
+    """The model's seed-generator states (augmentation and dropout layers), in the model's own order."""
+    return [variable for variable in model.variables if variable.name == SEED_STATE_NAME]
+
+
+def random_states(model) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(value) for value in keras.ops.convert_to_numpy(variable)) for variable in seed_variables(model))
+
+
+def restore_random(model, states: tuple[tuple[int, ...], ...]) -> None:
+    """Put the random streams where the state left them; a state from before they were kept restores none."""
+    if not states:
+        return
+    variables = seed_variables(model)
+    if len(variables) != len(states) or any(len(values) != variable.shape[0] for values, variable in zip(states, variables)):
+        raise StateError(f"it keeps {len(states)} random streams, the model has {len(variables)}")
+    for variable, values in zip(variables, states):
+        variable.assign(np.asarray(values, dtype=variable.dtype))
+
+
 def load_weights(model, backup: Path, epoch: int) -> None:
     """The state's weights into the model (its optimizer built first, so its variables have a place)."""
     path = state_dir(backup, epoch) / WEIGHTS_FILE
@@ -189,6 +217,7 @@ def restore_newest(model, backup: Path, say=print) -> TrainingState | None:
         try:
             state = read_state(backup, epoch)
             load_weights(model, backup, epoch)
+            restore_random(model, state.random)
             return state
         except StateError as error:
             moved = set_aside(backup, epoch)

@@ -11,7 +11,8 @@ from ...job.outputs import keras_file_problem
 from ...job.spec import JobSpec
 from ...nets.schedules import cycle_end_epochs
 from ...store import atomic
-from ..checkpoints import TrainingState, commit_state, history_csv, history_row, prune_states, states_to_keep
+from ..checkpoints import (TrainingState, commit_state, history_csv, history_row, prune_states, random_states,
+                           states_to_keep)
 from ..model import MONITOR
 from .plateau import ResumableReduceLROnPlateau
 
@@ -64,7 +65,7 @@ class EpochCommit(keras.callbacks.Callback):
         previous = self.state
         improved = self.improves(row)
         state = TrainingState(epoch + 1, previous.history + (row,), epoch + 1 if improved else previous.best_epoch,
-                              self.plateau.counters() if self.plateau else None)
+                              self.plateau.counters() if self.plateau else None, random_states(self.model))
         commit_state(self.model, self.backup, state, after_weights=lambda: self.after_step("weights", epoch))
         self.state = state
         self.after_step("state", epoch)

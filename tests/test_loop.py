@@ -119,7 +119,6 @@ def test_a_member_rebuilt_from_its_committed_state_continues_exactly(digits, tmp
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
-
 class Recorder(keras.callbacks.Callback):
     def __init__(self, stop_at_batch=None):
         super().__init__()

@@ -111,7 +111,8 @@ def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_
 
 
 def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
-    # 3 fold members in 300 s: alone, the plan is one 21-epoch member, which leaves two folds without one; shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each
+    # 3 fold members in 300 s: alone, the plan is one 21-epoch member, which leaves two folds without one;
+    # shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each
     assert plan_slot(300, SMALL, 12, cap=3, stretch=True) == (21,)
     assert plan_slot(300, SMALL, 12, cap=3, stretch=True, every=True) == (6, 6, 6)
     assert plan_slot(320, SMALL, 12, cap=3, stretch=True, every=True) == (7, 6, 6)  # 19 epochs: the first takes the odd one

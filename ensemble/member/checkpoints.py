@@ -3,9 +3,9 @@
 `backup/epoch-0005/` holds the weights (the model's and the optimizer's: step, moments, learning rate) and
 state.json (every finished epoch's history row, the epoch whose weights best.keras holds, the plateau
 counters, and the states of the model's random streams: Keras' weights files leave out its seed generators,
-so without them a rebuilt member would draw epoch 0's augmentation and dropout again). It is written as `backup/.incoming-epoch-0005/` and renamed: that rename is the commit point of
-the epoch. Only after it are the files a user sees published from the same weights: best.keras, the cycle's
-snapshot, history.csv. A kill at any moment leaves the old state or the new one, and a restore republishes
+so without them a rebuilt member would draw epoch 0's augmentation and dropout again). It is written as
+`backup/.incoming-epoch-0005/` and renamed: that rename is the commit point of the epoch. Only after it are
+the files a user sees published from the same weights: best.keras, the cycle's snapshot, history.csv. A kill at any moment leaves the old state or the new one, and a restore republishes
 what its state says, so no published file runs ahead of or behind the state training continues from.
 
 A state that cannot be restored, for any reason, is moved to `set-aside/` beside `backup/` (kept for a look, never
@@ -164,7 +164,8 @@ def seed_variables(model) -> list:
 
 
 def random_states(model) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(int(value) for value in keras.ops.convert_to_numpy(variable)) for variable in seed_variables(model))
+    return tuple(tuple(int(value) for value in keras.ops.convert_to_numpy(variable))
+                 for variable in seed_variables(model))
 
 
 def restore_random(model, states: tuple[tuple[int, ...], ...]) -> None:
@@ -172,7 +173,8 @@ def restore_random(model, states: tuple[tuple[int, ...], ...]) -> None:
     if not states:
         return
     variables = seed_variables(model)
-    if len(variables) != len(states) or any(len(values) != variable.shape[0] for values, variable in zip(states, variables)):
+    shapes_differ = any(len(values) != variable.shape[0] for values, variable in zip(states, variables))
+    if len(variables) != len(states) or shapes_differ:
         raise StateError(f"it keeps {len(states)} random streams, the model has {len(variables)}")
     for variable, values in zip(variables, states):
         variable.assign(np.asarray(values, dtype=variable.dtype))

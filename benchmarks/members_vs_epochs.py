@@ -6,6 +6,14 @@ many members of how many epochs fill the budget; the holdout decides which plan 
     python benchmarks/members_vs_epochs.py --data data/fashion --rows 12000 --budget 400 --seeds 0,1,2 \\
         --roots /tmp/recipe-length,.
 
+With --lever (repeatable), each checkout also runs its default job plus those train options, paired seed by
+seed (a lever measured under the time limit, as a user runs it). With --target, each run also says when the job
+first reached that validation accuracy (budget.py's timeline: the wall clock at each epoch's end, start-up
+included), e.g. seed 002's validation accuracy from a budget.py run of A on the same rows:
+
+    python benchmarks/members_vs_epochs.py --rows 12000 --budget 110 --roots . --lever "--warmup 0.05" \\
+        --target 0.8148
+
 The data and holdout are benchmarks/budget.py's (the first --rows rows of the seeded 42000-row train.csv, a
 stratified 10% held out). The job seed sets the members' seeds and the validation split; the holdout is the
 same for every run. Per run: the plan as the job recorded it, the epochs each member ran, wall time, and the
@@ -24,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from budget import ROOT, VARIANTS, make_data, run_variant, score_variant  # noqa: E402
+from budget import ROOT, VARIANTS, make_data, run_variant, score_variant, time_to  # noqa: E402
 
 
 def planned(home: Path, job: str) -> str:
@@ -40,10 +48,10 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
 
 
-def spread(values: list[float]) -> str:
+def spread(values: list[float], digits: int = 4) -> str:
     if len(values) < 2:
-        return f"{values[0]:.4f}" if values else "-"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return f"{values[0]:.{digits}f}" if values else "-"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
@@ -53,6 +61,9 @@ def main() -> None:
     parser.add_argument("--budget", type=float, required=True, help="seconds per run (--time-limit)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--roots", required=True, help="checkouts, comma-separated ('.' is this one)")
+    parser.add_argument("--lever", action="append", default=[],
+                        help='train options run beside each default, e.g. "--warmup 0.05" (repeatable)')
+    parser.add_argument("--target", type=float, default=None, help="a validation accuracy: seconds until reached")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-members")
     args = parser.parse_args()
 
@@ -61,36 +72,44 @@ def main() -> None:
     holdout = make_data(args.data, args.rows, data)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; rows {args.rows}, "
           f"budget {args.budget:.0f} s, holdout {len(holdout)} rows", flush=True)
+    variants = [("", [])] + [("+" + lever.replace("--", "").replace(" ", ""), lever.split()) for lever in args.lever]
     runs = []
     for seed in args.seeds.split(","):
         for number, root in enumerate(roots):
             commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                     text=True).stdout.strip()
-            label = f"{number}-{commit}"
-            home = args.out / f"{args.rows}-{label}-seed{seed}"
-            subprocess.run(["rm", "-rf", str(home)], check=True)
-            started = time.time()
-            wall = run_variant("C-onecycle", [*VARIANTS["C-onecycle"], "--seed", seed], data, home, args.budget,
-                               args.out / f"{args.rows}-{label}-seed{seed}.log", root=root)
-            scored = score_variant(home, "C-onecycle", holdout, started)
-            run = {"checkout": label, "seed": int(seed), "wall": round(wall, 1), "plan": planned(home, "C-onecycle"),
-                   **{k: v for k, v in scored.items() if k != "timeline"}}
-            runs.append(run)
-            print(json.dumps(run), flush=True)
+            for suffix, options in variants:
+                label = f"{number}-{commit}{suffix}"
+                home = args.out / f"{args.rows}-{label}-seed{seed}"
+                subprocess.run(["rm", "-rf", str(home)], check=True)
+                started = time.time()
+                wall = run_variant("C-onecycle", [*VARIANTS["C-onecycle"], "--seed", seed, *options], data, home,
+                                   args.budget, args.out / f"{args.rows}-{label}-seed{seed}.log", root=root)
+                scored = score_variant(home, "C-onecycle", holdout, started)
+                reached = time_to(scored["timeline"], args.target) if args.target is not None else None
+                run = {"checkout": label, "seed": int(seed), "wall": round(wall, 1),
+                       "plan": planned(home, "C-onecycle"), "reached": reached,
+                       **{k: v for k, v in scored.items() if k != "timeline"}}
+                runs.append(run)
+                print(json.dumps(run), flush=True)
     (args.out / f"members-{args.rows}.json").write_text(json.dumps(runs, indent=1))
 
-    print("\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA |")
-    print("| --- | ---: | --- | --- | ---: | ---: | ---: |")
+    print(f"\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA | s to {args.target} |")
+    print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for run in runs:
         tta = "" if run["holdout_tta"] is None else f"{run['holdout_tta']:.4f}"
+        reached = "-" if run["reached"] is None else f"{run['reached']:.0f}"
         print(f"| {run['checkout']} | {run['seed']} | {run['plan']} | {run['members']} "
-              f"({', '.join(map(str, run['epochs']))}) | {run['wall']:.0f} | {run['holdout']:.4f} | {tta} |")
-    print("\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd |")
-    print("| --- | ---: | ---: | ---: |")
+              f"({', '.join(map(str, run['epochs']))}) | {run['wall']:.0f} | {run['holdout']:.4f} | {tta} "
+              f"| {reached} |")
+    print(f"\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd | s to {args.target}, mean ± sd |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for label in dict.fromkeys(run["checkout"] for run in runs):
         mine = [run for run in runs if run["checkout"] == label]
+        reached = [r["reached"] for r in mine if r["reached"] is not None]
         print(f"| {label} | {len(mine)} | {spread([r['holdout'] for r in mine])} | "
-              f"{spread([r['holdout_tta'] for r in mine if r['holdout_tta'] is not None])} |")
+              f"{spread([r['holdout_tta'] for r in mine if r['holdout_tta'] is not None])} | "
+              f"{spread(reached, 1) if len(reached) == len(mine) else f'{len(reached)} of {len(mine)} reached'} |")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,18 @@ def test_snapshots_mean_cosine_cycles_of_equal_length():
         JobSpec.from_options(snapshots=3, schedule="exp")
 
 
+def test_warm_up_shapes_only_the_onecycle_schedule():
+    assert JobSpec.from_options(precision="float32").warmup == 0.25
+    assert JobSpec.from_options(precision="float32", warmup=0.05).warmup == 0.05
+    with pytest.raises(JobError, match="--warmup 0.1 shapes the onecycle schedule, and this job's is cosine; drop "
+                                       "--warmup or add --schedule onecycle"):
+        JobSpec.from_options(snapshots=3, warmup=0.1, precision="float32")
+    with pytest.raises(JobError, match="--warmup must be from 0 to below 1"):
+        JobSpec.from_options(warmup=1.0)
+    # the recipe's own value is what every job's resume command carries: accepted whatever the schedule
+    assert JobSpec.from_options(recipe="seed", warmup=0.25).schedule == "plateau"
+
+
 def test_a_record_written_before_recipes_reads_as_what_it_meant():
     old = {"model": "cnn11", "epochs": 50, "batch_size": 64, "optimizer": "adam", "learning_rate": 1e-4,
            "augment": "idg", "precision": "float32", "seed": 0, "val_split": 0.1, "limit_train": None,
@@ -66,7 +78,8 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     command = resume_command(record)
     assert command == (f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
                        "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
-                       "--rotation 10 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 --precision float32 --seed 0 "
+                       "--rotation 10 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 --warmup 0.25 "
+                       "--precision float32 --seed 0 "
                        "--val-split 0.1 "
                        "--format digit-recognizer")
 

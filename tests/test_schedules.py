@@ -67,3 +67,22 @@ def test_plateau_rates_halve_after_three_epochs_without_improvement():
     assert plateau_rates(values, 1e-4) == pytest.approx(
         [1e-4, 1e-4, 1e-4, 1e-4, 1e-4, 5e-5, 5e-5, 5e-5, 5e-5, 5e-5], rel=1e-12)
     assert plateau_rates([0.5] * 8, 2e-5) == pytest.approx([2e-5] * 4 + [1e-5] * 4, rel=1e-12)  # floor at min_lr
+
+
+def test_onecycle_warm_up_is_the_share_of_steps_it_is_given():
+    # 40 steps, warm-up over the first 20: halfway up at step 10, the peak at 20, halfway down at 30
+    schedule = Schedule("onecycle", LR, epochs=4, steps_per_epoch=10, warmup=0.5)
+    assert rates_per_epoch(schedule) == pytest.approx(
+        [LR / 25, (LR + LR / 25) / 2, LR, 1e-8 + (LR - 1e-8) * 0.5], rel=1e-12, abs=0)
+    short = Schedule("onecycle", LR, epochs=12, steps_per_epoch=50, warmup=0.05)
+    rates = np.array([rate_at_step(short, step) for step in range(short.total_steps)])
+    assert int(np.argmax(rates)) == 30  # 5% of 600 steps
+    with pytest.raises(ValueError, match="a warm-up of 1 of the steps is not a share from 0 to below 1"):
+        Schedule("onecycle", LR, 12, 10, warmup=1.0)
+
+
+def test_a_saved_rate_keeps_its_warm_up_and_one_saved_before_it_had_one_reads_as_the_default():
+    rate = optimizer_rate(Schedule("onecycle", LR, epochs=6, steps_per_epoch=7, warmup=0.1))
+    assert rate.get_config()["warmup"] == 0.1 and ScheduledRate(**rate.get_config()).schedule.warmup == 0.1
+    older = {key: value for key, value in rate.get_config().items() if key != "warmup"}
+    assert ScheduledRate(**older).schedule == Schedule("onecycle", LR, epochs=6, steps_per_epoch=7, warmup=0.25)

@@ -326,6 +326,29 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_
 
 
 @pytest.mark.jax
+def test_a_short_warm_up_reaches_the_peak_rate_early_and_trains_an_epoch_on_a_slice(slice_arrays,
+                                                                                     restore_dtype_policy):
+    from ensemble.member.model import build_member_model, fit_member_model, member_schedule
+    from ensemble.nets.schedules import rate_at_step
+
+    spec = JobSpec.from_options(warmup=0.1, epochs=2, precision="float32", model="seed004", schedule="onecycle",
+                                batch_size=32)
+    n_train = len(slice_arrays.x_train)
+    schedule = member_schedule(spec, n_train)
+    assert schedule.warmup == 0.1
+    model = build_member_model(spec, seed=0, n_train=n_train)
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"]).all() and len(history.history["val_accuracy"]) == 2
+    steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    assert steps == schedule.total_steps
+    # the optimizer's rate came from the short warm-up: past the peak (step 1 of 10) it is already falling
+    in_optimizer = model.optimizer.learning_rate
+    assert float(keras.ops.convert_to_numpy(in_optimizer)) == pytest.approx(float(rate_at_step(schedule, steps)),
+                                                                         rel=1e-5)
+    assert float(rate_at_step(schedule, 1)) == pytest.approx(spec.learning_rate, rel=1e-9)
+
+
+@pytest.mark.jax
 def test_weight_averaging_puts_the_average_in_the_net_at_each_epochs_end_and_trains_on_a_slice(
         slice_arrays, restore_dtype_policy):
     from ensemble.member.model import build_member_model, fit_member_model

@@ -13,8 +13,8 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0, "ema": 0.0, "folds": None,
-                       "classes": tuple(range(10))}
+                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
+                       "ema": 0.0, "folds": None, "warmup": 0.25, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 
@@ -65,6 +65,10 @@ class JobSpec:
         "momentum (e.g. 0.99; Keras' use_ema) and the net takes the average at each epoch's end, so validation "
         "and the kept weights are the average (default: the recipe's, 0: off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
+    warmup: float | None = option(
+        "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
+        "peak (default: the recipe's, 0.25, fastai's). See BENCHMARKS.md, \"Levers\".", type=float,
+        check=share_below(1), default=lambda recipe: recipe.warmup)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
         "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,
@@ -117,6 +121,10 @@ class JobSpec:
                 fits = max(snapshots, round(epochs / snapshots) * snapshots)
                 raise JobError(f"--snapshots {snapshots} needs epochs in equal cycles: {epochs} epochs do not "
                                f"split into {snapshots}; use --epochs {fits}")
+        # only onecycle warms up; the recipe's own value is what a resume command of any job carries
+        if asked.warmup not in (None, base.warmup) and values["schedule"] != "onecycle":
+            raise JobError(f"--warmup {asked.warmup:g} shapes the onecycle schedule, and this job's is "
+                           f"{values['schedule']}; drop --warmup or add --schedule onecycle")
         try:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:

@@ -37,7 +37,8 @@ def steps_per_epoch(spec: JobSpec, n_train: int) -> int:
 
 
 def member_schedule(spec: JobSpec, n_train: int) -> Schedule:
-    return Schedule(spec.schedule, spec.learning_rate, spec.epochs, steps_per_epoch(spec, n_train), spec.snapshots)
+    return Schedule(spec.schedule, spec.learning_rate, spec.epochs, steps_per_epoch(spec, n_train), spec.snapshots,
+                    spec.warmup)
 
 
 def build_member_model(spec: JobSpec, seed: int, n_train: int):

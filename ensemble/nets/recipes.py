@@ -45,6 +45,7 @@ class Recipe:
     tta: bool = False         # members also predict under the fixed test-time views
     label_smoothing: float = 0.0  # off in every recipe until measured to help (BENCHMARKS.md, "Levers")
     ema: float = 0.0              # weight averaging's momentum; off in every recipe until measured to help
+    warmup: float = 0.25          # onecycle's share of steps rising to the peak rate (fastai's pct_start)
 
 
 RECIPES: dict[str, Recipe] = {

@@ -9,7 +9,7 @@ moves the rate from validation results (train.ResumableReduceLROnPlateau replays
     constant   lr
     plateau    lr, halved by ReduceLROnPlateau(val acc, patience 3, factor 0.5, min_lr 1e-5) (seed 002)
     exp        lr * 0.95 ** epoch                                     (Deotte)
-    onecycle   cosine warm-up from lr/25 to lr over the first 25% of steps, cosine anneal to lr/1e5
+    onecycle   cosine warm-up from lr/25 to lr over the first 25% of steps (`warmup`), cosine anneal to lr/1e5
                (Smith & Topin 2017 with fastai's fit_one_cycle defaults)
     cosine     lr/2 * (1 + cos(pi * t)), t the position within the current cycle; with K cycles each
                restarts at lr and the weights at every cycle's end are a snapshot (Huang et al. 2017)
@@ -38,8 +38,11 @@ class Schedule:
     epochs: int
     steps_per_epoch: int
     cycles: int = 1
+    warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps spent rising to the peak
 
     def __post_init__(self):
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"a warm-up of {self.warmup:g} of the steps is not a share from 0 to below 1")
         if self.kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
         if self.cycles > 1 and self.kind != "cosine":
@@ -69,7 +72,7 @@ def rate_at_step(schedule: Schedule, step, xp=np):
         return lr * xp.power(EXP_DECAY, xp.floor(step / schedule.steps_per_epoch))
     total = float(schedule.total_steps)
     if schedule.kind == "onecycle":
-        warm = max(1.0, round(ONECYCLE_WARMUP * total))
+        warm = max(1.0, round(schedule.warmup * total))
         rising = _half_cosine(lr / ONECYCLE_START_DIV, lr, xp.clip(step / warm, 0.0, 1.0), xp)
         falling = _half_cosine(lr, lr / ONECYCLE_FINAL_DIV, xp.clip((step - warm) / max(total - warm, 1.0), 0.0, 1.0), xp)
         return xp.where(step < warm, rising, falling)
@@ -112,8 +115,10 @@ def cycle_end_epochs(epochs: int, cycles: int) -> list[int]:
 class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
     """`rate_at_step` inside the optimizer, computed from its own step count."""
 
-    def __init__(self, kind: str, learning_rate: float, epochs: int, steps_per_epoch: int, cycles: int = 1):
-        self.schedule = Schedule(kind, float(learning_rate), int(epochs), int(steps_per_epoch), int(cycles))
+    def __init__(self, kind: str, learning_rate: float, epochs: int, steps_per_epoch: int, cycles: int = 1,
+                 warmup: float = ONECYCLE_WARMUP):  # a model saved before warm-up was a field had the default's
+        self.schedule = Schedule(kind, float(learning_rate), int(epochs), int(steps_per_epoch), int(cycles),
+                                 float(warmup))
 
     def __call__(self, step):
         return rate_at_step(self.schedule, keras.ops.cast(step, "float32"), xp=keras.ops)
@@ -121,7 +126,7 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         s = self.schedule
         return {"kind": s.kind, "learning_rate": s.learning_rate, "epochs": s.epochs,
-                "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles}
+                "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles, "warmup": s.warmup}
 
 
 def optimizer_rate(schedule: Schedule):
@@ -129,4 +134,4 @@ def optimizer_rate(schedule: Schedule):
     if not schedule.in_optimizer:
         return schedule.learning_rate
     return ScheduledRate(schedule.kind, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
-                         schedule.cycles)
+                         schedule.cycles, schedule.warmup)

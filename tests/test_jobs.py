@@ -52,7 +52,8 @@ def test_snapshots_mean_cosine_cycles_of_equal_length():
 
 
 def test_warm_up_shapes_only_the_onecycle_schedule():
-    assert JobSpec.from_options(precision="float32").warmup == 0.25
+    assert JobSpec.from_options(precision="float32").warmup == 0.05  # cnn11's recipe
+    assert JobSpec.from_options(recipe="deotte", schedule="onecycle", precision="float32").warmup == 0.25
     assert JobSpec.from_options(precision="float32", warmup=0.05).warmup == 0.05
     with pytest.raises(JobError, match="--warmup 0.1 shapes the onecycle schedule, and this job's is cosine; drop "
                                        "--warmup or add --schedule onecycle"):
@@ -61,6 +62,12 @@ def test_warm_up_shapes_only_the_onecycle_schedule():
         JobSpec.from_options(warmup=1.0)
     # the recipe's own value is what every job's resume command carries: accepted whatever the schedule
     assert JobSpec.from_options(recipe="seed", warmup=0.25).schedule == "plateau"
+    assert JobSpec.from_options(snapshots=3, warmup=0.05, precision="float32").schedule == "cosine"
+    # a snapshot job recorded before the field existed reads as the fixed 25% it had, and resumes
+    recorded = JobSpec.from_options(snapshots=3, precision="float32").to_dict()
+    del recorded["warmup"]
+    older = JobSpec.from_dict(recorded)
+    assert older.warmup == 0.25 and JobSpec.resolve(older).schedule == "cosine"
 
 
 def test_a_record_written_before_recipes_reads_as_what_it_meant():

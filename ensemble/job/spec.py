@@ -67,7 +67,7 @@ class JobSpec:
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
-        "peak (default: the recipe's, 0.25, fastai's). See BENCHMARKS.md, \"Levers\".", type=float,
+        "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,
         check=share_below(1), default=lambda recipe: recipe.warmup)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
@@ -121,8 +121,9 @@ class JobSpec:
                 fits = max(snapshots, round(epochs / snapshots) * snapshots)
                 raise JobError(f"--snapshots {snapshots} needs epochs in equal cycles: {epochs} epochs do not "
                                f"split into {snapshots}; use --epochs {fits}")
-        # only onecycle warms up; the recipe's own value is what a resume command of any job carries
-        if asked.warmup not in (None, base.warmup) and values["schedule"] != "onecycle":
+        # only onecycle warms up. What a resume command carries (the recipe's value) and what a record from
+        # before the field holds (the old fixed 25%) are no request, whatever the schedule.
+        if asked.warmup not in (None, base.warmup, SPEC_FIELD_DEFAULTS["warmup"]) and values["schedule"] != "onecycle":
             raise JobError(f"--warmup {asked.warmup:g} shapes the onecycle schedule, and this job's is "
                            f"{values['schedule']}; drop --warmup or add --schedule onecycle")
         try:

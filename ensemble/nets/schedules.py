@@ -9,8 +9,8 @@ moves the rate from validation results (train.ResumableReduceLROnPlateau replays
     constant   lr
     plateau    lr, halved by ReduceLROnPlateau(val acc, patience 3, factor 0.5, min_lr 1e-5) (seed 002)
     exp        lr * 0.95 ** epoch                                     (Deotte)
-    onecycle   cosine warm-up from lr/25 to lr over the first 25% of steps (`warmup`), cosine anneal to lr/1e5
-               (Smith & Topin 2017 with fastai's fit_one_cycle defaults)
+    onecycle   cosine warm-up from lr/25 to lr over the first 25% of steps (`warmup`; cnn11's recipe: 5%),
+               cosine anneal to lr/1e5 (Smith & Topin 2017 with fastai's fit_one_cycle defaults)
     cosine     lr/2 * (1 + cos(pi * t)), t the position within the current cycle; with K cycles each
                restarts at lr and the weights at every cycle's end are a snapshot (Huang et al. 2017)
 """

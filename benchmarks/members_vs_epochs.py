@@ -94,7 +94,8 @@ def main() -> None:
                 print(json.dumps(run), flush=True)
     (args.out / f"members-{args.rows}.json").write_text(json.dumps(runs, indent=1))
 
-    print(f"\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA | s to {args.target} |")
+    reach = f"s to {args.target}" if args.target is not None else "s to a target (none given)"
+    print(f"\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA | {reach} |")
     print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for run in runs:
         tta = "" if run["holdout_tta"] is None else f"{run['holdout_tta']:.4f}"
@@ -102,7 +103,7 @@ def main() -> None:
         print(f"| {run['checkout']} | {run['seed']} | {run['plan']} | {run['members']} "
               f"({', '.join(map(str, run['epochs']))}) | {run['wall']:.0f} | {run['holdout']:.4f} | {tta} "
               f"| {reached} |")
-    print(f"\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd | s to {args.target}, mean ± sd |")
+    print(f"\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd | {reach}, mean ± sd |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for label in dict.fromkeys(run["checkout"] for run in runs):
         mine = [run for run in runs if run["checkout"] == label]

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..data.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, get_layout
 from ..nets.architectures import NETS
 from ..nets.precision import PRECISIONS, resolve_precision
-from ..nets.recipes import AUGMENTATIONS, KEEP, RECIPES, SCHEDULES, Augmentation, recipe_for
+from ..nets.recipes import AUGMENTATIONS, KEEP, ONECYCLE_WARMUP, RECIPES, SCHEDULES, Augmentation, recipe_for
 from .errors import JobError
 from .options import at_least, declared, default_of, option, positive, share_below, within
 
@@ -14,7 +14,7 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
-                       "ema": 0.0, "folds": None, "warmup": 0.25, "classes": tuple(range(10))}
+                       "ema": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 AUGMENTATIONS = ("idg", "legacy-idg", "none")  # see augment.py
 SCHEDULES = ("constant", "plateau", "exp", "onecycle", "cosine")  # see schedules.py
 KEEP = ("best", "last")  # which weights a member keeps: best validation epoch, or the final epoch
+ONECYCLE_WARMUP = 0.25  # fastai's pct_start: onecycle's share of steps rising to the peak, unless a recipe says
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Recipe:
     tta: bool = False         # members also predict under the fixed test-time views
     label_smoothing: float = 0.0  # off in every recipe until measured to help (BENCHMARKS.md, "Levers")
     ema: float = 0.0              # weight averaging's momentum; off in every recipe until measured to help
-    warmup: float = 0.25          # onecycle's share of steps rising to the peak rate (fastai's pct_start)
+    warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps rising to the peak rate
 
 
 RECIPES: dict[str, Recipe] = {

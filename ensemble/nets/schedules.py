@@ -22,10 +22,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from .recipes import SCHEDULES
+from .recipes import ONECYCLE_WARMUP, SCHEDULES
 
 EXP_DECAY = 0.95
-ONECYCLE_WARMUP = 0.25
 ONECYCLE_START_DIV = 25.0
 ONECYCLE_FINAL_DIV = 1e5
 PLATEAU = {"patience": 3, "factor": 0.5, "min_lr": 1e-5}  # seed 002's ReduceLROnPlateau

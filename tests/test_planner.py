@@ -1,7 +1,9 @@
 """The --time-limit planner: members x epochs from measured costs, as exact cases (pure functions)."""
+from dataclasses import replace
+
 import pytest
 
-from ensemble.job.planner import BudgetPlan, BudgetSpend, Costs, plan_budget, plan_slot
+from ensemble.job.planner import BudgetPlan, BudgetSpend, Costs, Replanned, plan_budget, plan_slot, replan_member
 from ensemble.run.budget import TimeBudget
 
 # round 1's 42000-row Fashion job on this machine: ~16 s start-up, 69 s an epoch, 20 s of predictions
@@ -126,3 +128,28 @@ def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
     assert plan_slot(20, SMALL, 12, cap=3, stretch=True, every=True) == ()
     assert plan_slot(300, SMALL, 12, cap=3, stretch=True, multiple=2, every=True) == (6, 6, 6)
     assert plan_budget(600, SMALL, 12, slots=2, cap=4, every=True).member_epochs == [21, 21, 21, 21]
+
+
+REPLAN = Costs(startup_s=10, epoch_s=40, predict_s=20)
+
+
+def test_a_lone_member_replanned_from_slower_epochs_is_shortened_to_end_by_the_deadline():
+    # 2 epochs done, 1000 s left: 24 more epochs and the predictions take 980 s, a 25th would overrun
+    assert replan_member(2, 1000, REPLAN, 12, cap=1, stretch=True, current=28) == Replanned(26, last=True)
+    # epochs faster than the probe said: it grows to fill the time (30 s epochs: 32 more and 20 s of predictions)
+    assert replan_member(2, 1000, replace(REPLAN, epoch_s=30), 12, cap=1, stretch=True, current=28) == \
+        Replanned(34, last=True)
+
+
+def test_a_replanned_member_of_asked_epochs_is_shortened_never_lengthened():
+    assert replan_member(2, 1000, REPLAN, 12, cap=1, stretch=False, current=10) == Replanned(10, last=True)
+    assert replan_member(2, 300, REPLAN, 12, cap=1, stretch=False, current=10) == Replanned(9, last=True)
+
+
+def test_a_member_with_members_after_it_is_replanned_as_its_slots_first_and_is_not_the_last():
+    # 2090 s for the slot: two grown members, the leftover too short for a third, spread as extra epochs
+    assert replan_member(2, 2000, REPLAN, 12, cap=3, stretch=True, current=24) == Replanned(25, last=False)
+
+
+def test_a_replanned_member_never_has_fewer_epochs_than_it_has_trained():
+    assert replan_member(5, 10, REPLAN, 12, cap=1, stretch=True, current=8) == Replanned(5, last=True)

@@ -196,6 +196,29 @@ def plan_budget(seconds: float, costs: Costs, epochs: int, slots: int = 1, cap: 
 
 
 @dataclass(frozen=True)
+class Replanned:
+    """A running member's length re-planned from its own epochs, and whether it is its slot's last member (it
+    then keeps fitting its length to the deadline; a member with others after it keeps the time it was given)."""
+
+    epochs: int
+    last: bool
+
+
+def replan_member(done: int, seconds_left: float, costs: Costs, epochs: int, cap: int, stretch: bool,
+                  current: int, multiple: int = 1) -> Replanned:
+    """The length of a member that has trained `done` of its `current` epochs, `seconds_left` before the deadline:
+    the first entry of its slot's plan made now as if it started now, its start-up and its `done` epochs already
+    paid (`costs` as it measured them). `epochs`, `cap`, `stretch`, `multiple`: as plan_slot's. Never fewer than
+    `done` (then it stops now); with --epochs (not stretch) never more than `current`: a member is shortened to
+    fit, never lengthened past what was asked."""
+    own = plan_slot(seconds_left + costs.startup_s + done * costs.epoch_s, costs, epochs, cap, stretch, multiple)
+    planned = own[0] if own else done
+    if not stretch:
+        planned = min(planned, current)
+    return Replanned(max(round_down(planned, multiple), done), len(own) <= 1)
+
+
+@dataclass(frozen=True)
 class BudgetSpend:
     """A --time-limit run's plan and what it used (job.json, for the report)."""
 

@@ -13,7 +13,6 @@ import os
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -124,13 +123,9 @@ def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, rebuild_s: flo
     """This member's epochs as its slot's plan would start it now (its start-up is behind it but the rebuild
     and its tracing); at least one cycle even when nothing fits: the job's first member always trains."""
     rules = plan.budget
-    seconds = plan.deadline - clock()
-    if rules.every:  # the time shared out among every member: only this one's start-up is behind it
-        own = plan_slot(seconds + costs.startup_s - rebuild_s, costs, spec.epochs, rules.cap_per_slot, rules.stretch,
-                        rules.multiple, every=True)
-    else:
-        own = plan_slot(seconds, replace(costs, startup_s=rebuild_s), spec.epochs, rules.cap_per_slot,
-                        rules.stretch, rules.multiple)
+    # the slot's plan as if the member started now with only the rebuild ahead of it; later members start up
+    own = plan_slot(plan.deadline - clock() + costs.startup_s - rebuild_s, costs, spec.epochs, rules.cap_per_slot,
+                    rules.stretch, rules.multiple, every=rules.every)
     return max(own[0] if own else rules.multiple, rules.multiple, 1)
 
 

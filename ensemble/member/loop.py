@@ -9,7 +9,8 @@ creates no iterator at all, on any backend, and each step costs what a step insi
 What `fit` does around its steps is kept: the callbacks see the same calls in the same order (train, epoch,
 batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
 rows (training) and over every validation row (`val_` prefixed), `stop_training` ends the epoch and the
-run, and the optimizer's weight average is written into the net at the end. Each epoch's row order is drawn
+run, and the optimizer's weight average is written into the net at the end. One addition: the run lasts as
+many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end. Each epoch's row order is drawn
 from (seed, epoch), so a resumed member sees the batches an uninterrupted one would have.
 """
 from __future__ import annotations
@@ -78,7 +79,8 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
     model.stop_training = False
     callback_list.on_train_begin()
     epoch_logs: dict = {}
-    for epoch in range(initial_epoch, epochs):
+    epoch = initial_epoch
+    while epoch < callback_list.params["epochs"]:  # a callback may re-plan the run's length (member.callbacks.replan)
         callback_list.on_epoch_begin(epoch)
         order = epoch_order(len(x), seed, epoch)
         means = RowMeans()
@@ -97,6 +99,7 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break
+        epoch += 1
     if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
         model.optimizer.finalize_variable_values(model.trainable_weights)  # the weight average, where kept
     callback_list.on_train_end(epoch_logs)

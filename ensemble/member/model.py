@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import platform
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -48,6 +49,19 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int):
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
     return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)), spec.label_smoothing,
                          len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
+
+
+def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int) -> bool:
+    """The member's schedule in its optimizer made the one of a run of `epochs` epochs (a re-plan: the steps
+    it has taken keep their place); True when its rates depend on the length, and the train step, which has
+    the old rates traced into it, is traced again on the next batch."""
+    schedule = member_schedule(replace(spec, epochs=epochs), n_train)
+    if not (schedule.in_optimizer and schedule.shaped_by_length):
+        return False
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss-scale wrapper
+    optimizer.learning_rate = optimizer_rate(schedule)
+    model.train_function = None
+    return True
 
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,

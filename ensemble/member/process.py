@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from ..job.layout import JobLayout, MemberFolder
 from ..job.outputs import Metrics, read_metrics
 from ..job.plan import RunPlan, plan_arrays, read_plan
+from ..job.planner import Costs
 from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS
 from ..nets.schedules import PLATEAU, cycle_end_epochs
@@ -27,8 +28,9 @@ from .callbacks.deadline import Deadline
 from .callbacks.plateau import ResumableReduceLROnPlateau
 from .callbacks.printer import EpochPrinter
 from .callbacks.progress import PredictProgress, ProgressFile, ProgressWriter
+from .callbacks.replan import Replan
 from .checkpoints import TrainingState
-from .model import MONITOR, fit_member_model
+from .model import MONITOR, fit_member_model, resize_schedule
 from .predict import write_member_outputs
 from .resume import reset_member, resume_point, trained_history
 
@@ -55,16 +57,19 @@ def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
 
 
 def _callbacks(folder: MemberFolder, label: str, spec: JobSpec, restored: TrainingState | None,
-               progress: ProgressWriter | None = None, deadline: Deadline | None = None) -> list:
+               progress: ProgressWriter | None = None, deadline: Deadline | None = None,
+               replan: Replan | None = None) -> list:
     # Order matters: the clock fills logs first; the plateau callback changes the rate before the commit
     # saves it; the epoch's line is printed before the commit (a kill between shows the epoch twice in the
-    # log, never not at all); progress and the deadline follow the commit.
+    # log, never not at all); progress, the re-plan (which changes the schedule of epochs not yet committed)
+    # and the deadline (which sees the re-planned length) follow the commit.
     history = list(restored.history) if restored else []
     live = [ProgressFile(progress, spec.epochs, history)] if progress else []
     plateau = ResumableReduceLROnPlateau(restored.plateau if restored else None, monitor=MONITOR, mode="max",
                                          **PLATEAU) if spec.schedule == "plateau" else None
     return [EpochClock(), *([plateau] if plateau else []), EpochPrinter(label, spec.epochs),
-            EpochCommit(folder, spec, restored, plateau), *live, *([deadline] if deadline else [])]
+            EpochCommit(folder, spec, restored, plateau), *live, *([replan] if replan else []),
+            *([deadline] if deadline else [])]
 
 
 def train_member(ws: Workspace, job: str, index: int) -> Metrics:
@@ -88,7 +93,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
                           f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
             reset_member(folder)
     arrays = plan_arrays(ws, plan, index)
-    spec = replace(spec, epochs=own_epochs(plan, index, folder, arrays, progress, label))
+    epochs, probed = own_epochs(plan, index, folder, arrays, progress, label)
+    spec = replace(spec, epochs=epochs)
     twin = plan.is_twin(index)
     if twin:  # its length was chosen by the folds, and nothing held out could choose an epoch
         spec = replace(spec, keep="last")
@@ -106,10 +112,15 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             # else no epoch fits the time left
             if history:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-            callbacks = _callbacks(folder, label, spec, state, progress, deadline)
+            replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label) \
+                if probed and not history and not twin else None
+            callbacks = _callbacks(folder, label, spec, state, progress, deadline, replan)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
                              validate=not twin)
             history = list(next(c for c in callbacks if isinstance(c, EpochCommit)).state.history)
+            if replan:
+                spec = replace(spec, epochs=replan.epochs)
+                config = member_config(plan, index, spec.epochs)
     stopped_early = len(history) < spec.epochs
     if stopped_early:
         print(f"{label} stopped by the time limit after epoch {len(history)}/{spec.epochs}; "
@@ -136,18 +147,38 @@ def _trained_split(folder: MemberFolder) -> str | None:
         return None
 
 
-def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress: ProgressWriter, label: str) -> int:
+def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress: ProgressWriter, label: str
+               ) -> tuple[int, Costs | None]:
     """The member's length: kept once started, else given by the plan, else (the job's first member under a
-    time limit) calibrated from a probe of its own training."""
+    time limit) calibrated from a probe of its own training; and the costs that probe measured (else None)."""
     epochs = member_epochs(plan, index, folder)
     if epochs is not None:
-        return epochs
+        return epochs, None
     costs, rebuild_s = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
     epochs = calibrated_epochs(plan, plan.spec, costs, rebuild_s)
     progress.write("starting", epochs=epochs, costs=costs.to_dict())
     print(f"{label} calibrated: start-up {costs.startup_s:.1f} s, {costs.epoch_s:.1f} s an epoch, predictions "
           f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''} to fit the time limit", flush=True)
-    return epochs
+    return epochs, costs
+
+
+def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays, costs: Costs,
+                  progress: ProgressWriter, label: str) -> Replan | None:
+    """For a member that sized itself from a probe: the callback that sizes it again from its own epochs, where
+    its length is the planner's to change (no snapshot cycles to keep whole, no time shared among every fold)."""
+    rules = plan.budget
+    if plan.deadline is None or rules is None or rules.every or spec.snapshots > 1:
+        return None
+
+    def resize(epochs: int, measured: Costs) -> bool:
+        traces = resize_schedule(model, spec, len(arrays.x_train), epochs)
+        atomic.write_json(folder.config, member_config(plan, index, epochs))  # a resume trains the new length
+        progress.write("training", epochs=epochs)
+        print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs",
+              flush=True)
+        return traces
+
+    return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize)
 
 
 def member_deadline(plan: RunPlan, spec: JobSpec, arrays) -> Deadline | None:

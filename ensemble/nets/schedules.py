@@ -52,6 +52,11 @@ class Schedule:
         return self.epochs * self.steps_per_epoch
 
     @property
+    def shaped_by_length(self) -> bool:
+        """Whether each step's rate depends on how many epochs the run has (its position in them)."""
+        return self.kind in ("onecycle", "cosine")
+
+    @property
     def in_optimizer(self) -> bool:
         """Whether the optimizer computes the rate from its step (all but plateau and constant)."""
         return self.kind not in ("plateau", "constant")

@@ -171,6 +171,15 @@ class JobRun:
         now = time.time()
         self.announce_plan(now, ((progress.epochs, costs.member_s(progress.epochs) - costs.startup_s),))
 
+    def replanned(self, progress: Progress) -> None:
+        """A member sized itself again from the epochs it trained (member.callbacks.replan): the plan for the
+        time left, from the job's measured costs, is printed and recorded again."""
+        costs = self.budget.measured_costs()
+        if self.budget.deadline is None or costs is None:
+            return
+        left = (progress.epochs - progress.epoch) * costs.epoch_s + costs.predict_s
+        self.announce_plan(time.time(), ((progress.epochs, left),))
+
     def add_member(self) -> int:
         """A new member under a time limit: it joins the ledger as it starts."""
         self.record.ensure_members(len(self.record.members) + 1)
@@ -206,8 +215,11 @@ class JobRun:
         launched.notes_seen = len(progress.notes)
         if progress.known:
             if progress.epochs and progress.epochs != member.epochs:  # what it trains, as it says
+                replanned = bool(member.epochs and progress.epoch)  # changed mid-training: it re-planned itself
                 member.epochs = progress.epochs
                 self.save()
+                if replanned:
+                    self.replanned(progress)
             if progress.costs and progress.epochs and self.budget.costs is None and self.budget.deadline:
                 self.calibrated(index, launched, progress)
             if progress.epoch_seconds and progress.epoch:

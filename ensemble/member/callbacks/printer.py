@@ -6,6 +6,7 @@ import math
 import keras
 
 from ..model import MONITOR
+from .replan import planned_epochs
 
 
 class EpochPrinter(keras.callbacks.Callback):
@@ -17,7 +18,7 @@ class EpochPrinter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        print(f"{self.label} epoch {epoch + 1}/{self.epochs}  loss {logs.get('loss', math.nan):.4f}  "
+        print(f"{self.label} epoch {epoch + 1}/{planned_epochs(self)}  loss {logs.get('loss', math.nan):.4f}  "
               f"acc {logs.get('accuracy', math.nan):.4f}  val_loss {logs.get('val_loss', math.nan):.4f}  "
               f"val_acc {logs.get(MONITOR, math.nan):.4f}  lr {logs.get('learning_rate', math.nan):.1e}  "
               f"{logs.get('epoch_seconds', math.nan):.1f}s", flush=True)

@@ -10,6 +10,7 @@ import keras
 
 from ...store import atomic
 from ..model import MONITOR
+from .replan import planned_epochs
 
 PROGRESS_EVERY_S = 1.0
 
@@ -82,7 +83,7 @@ class ProgressFile(keras.callbacks.Callback):
     def _write(self, finished: int, batch: int) -> None:
         self.finished = finished
         self._written = time.monotonic()
-        self.reporter.beat("training", epoch=finished, epochs=self.epochs, batch=batch, batches=self.batches,
+        self.reporter.beat("training", epoch=finished, epochs=planned_epochs(self), batch=batch, batches=self.batches,
                             val_accuracy=self.val_accuracy, epoch_seconds=self.epoch_seconds)
 
 

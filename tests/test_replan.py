@@ -1,0 +1,166 @@
+"""A member that sized itself from a probe sizes itself again from the epochs it trains (member.callbacks.replan):
+the loop ends where the re-plan says, the schedule becomes the new length's exactly, and the member's files,
+progress and the job's ledger say the new length, so a resume trains it."""
+import json
+import time
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pytest
+
+from ensemble.data.sources import sample_digits
+from ensemble.job.layout import JobLayout, MemberFolder
+from ensemble.job.outputs import read_metrics
+from ensemble.job.plan import BudgetRules, read_plan, write_plan
+from ensemble.job.planner import Costs, Replanned
+from ensemble.job.progress import read_progress
+from ensemble.job.spec import JobSpec
+from ensemble.member import calibrate
+from ensemble.member.callbacks import replan as replan_module
+from ensemble.member.callbacks.commit import EpochCommit
+from ensemble.member.callbacks.replan import Replan
+from ensemble.member.checkpoints import restore_newest
+from ensemble.member.loop import train_epochs
+from ensemble.member.model import build_member_model, member_schedule, resize_schedule
+from ensemble.member.process import train_member
+from ensemble.nets.schedules import rate_at_step
+from ensemble.run.request import TrainRequest
+from ensemble.run.runner import prepare_job
+from ensemble.store.workspace import Workspace
+
+ROWS, BATCH, SEED = 200, 64, 7
+COSTS = Costs(startup_s=10, epoch_s=30, predict_s=20)  # what a probe said: epochs of 30 s
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = sample_digits()
+    order = np.random.default_rng(0).permutation(len(labels))[:ROWS]
+    return images[order].reshape(-1, 28, 28, 1), labels[order].astype("int64")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class Tick(keras.callbacks.Callback):
+    """Each epoch takes `seconds(epoch)` on the fake clock (it runs before the re-plan sees the epoch end)."""
+
+    def __init__(self, clock: FakeClock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.clock.now += self.seconds(epoch)
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Dense(10, "softmax")])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    return model
+
+
+def run_replanned(digits, clock, seconds, deadline, rules, epochs):
+    x, y = digits
+    resized = []
+    replan = Replan(deadline, COSTS, rules, recipe_epochs=12, epochs=epochs,
+                    resize=lambda new, costs: resized.append((new, costs.epoch_s)) or True, clock=clock)
+    history = train_epochs(tiny_model(), x, y, batch_size=BATCH, epochs=epochs, seed=SEED,
+                           callbacks=[Tick(clock, seconds), replan])
+    return replan, resized, len(history.epoch)
+
+
+def test_a_lone_member_is_resized_from_its_second_epoch_and_then_follows_the_deadline(digits):
+    clock = FakeClock()
+    # the probe said 30 s an epoch and planned 32; they take 40 s, then 60 s from the fifth on
+    seconds = lambda epoch: 40 if epoch < 4 else 60  # noqa: E731
+    replan, resized, trained = run_replanned(digits, clock, seconds, 1100, BudgetRules(1, stretch=True), epochs=32)
+    # epoch 1 traced; after epoch 2, at 80 s: 25 more epochs of 40 s and the predictions end at 1100
+    assert replan.changes[0] == (2, 27) and resized[0] == (27, 40)
+    assert trained == replan.epochs == replan.changes[-1][1] < 27  # the slower epochs shortened it again
+    assert clock.now + COSTS.predict_s <= 1100 < clock.now + 60 + COSTS.predict_s  # no epoch more would fit
+
+
+def test_a_member_with_members_after_it_keeps_the_length_of_its_first_replan(digits):
+    clock = FakeClock()
+    seconds = lambda epoch: 40 if epoch < 4 else 80  # noqa: E731
+    replan, resized, trained = run_replanned(digits, clock, seconds, 2000 + 80, BudgetRules(3, stretch=True),
+                                             epochs=20)
+    assert replan.changes == [(2, 25)] and replan.last is False and trained == 25
+
+
+def test_an_epoch_that_traces_is_not_what_an_epoch_costs(digits):
+    clock = FakeClock()
+    seconds = lambda epoch: 400 if epoch in (0, 2) else 40  # noqa: E731  the first, and the first after a resize
+    replan, _, _ = run_replanned(digits, clock, seconds, 1500, BudgetRules(1, stretch=True), epochs=32)
+    assert replan.steady[:2] == [40, 40] and 400 not in replan.steady[:3]
+
+
+@pytest.mark.jax  # the step's rates are traced into it on every backend
+def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_same_state(digits, tmp_path):
+    """Resized after 2 of 6 epochs to 3: the third epoch is the one a member of 3 epochs, restored from the
+    state after epoch 2, trains; a schedule left at 6 epochs (the rate traced into the step) trains another."""
+    x, y = digits
+    spec = JobSpec.from_options(model="cnn11", epochs=6, batch_size=BATCH, precision="float32", gpu_capabilities=[])
+    assert member_schedule(spec, ROWS).kind == "onecycle"
+
+    class ResizeAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                assert resize_schedule(self.model, spec, ROWS, 3)
+                self.params["epochs"] = 3
+
+    folder = MemberFolder(tmp_path / "member-00")  # the state after epoch 2 of a 6-epoch member
+    train_epochs(build_member_model(spec, SEED, ROWS), x, y, batch_size=BATCH, epochs=2, seed=SEED,
+                 callbacks=[EpochCommit(folder, spec, None)])
+    resized = build_member_model(spec, SEED, ROWS)
+    history = train_epochs(resized, x, y, batch_size=BATCH, epochs=6, seed=SEED, callbacks=[ResizeAfterTwo()])
+    assert history.epoch == [0, 1, 2]
+    three = replace(spec, epochs=3)
+    assert float(resized.optimizer.learning_rate) == pytest.approx(
+        float(rate_at_step(member_schedule(three, ROWS), 3 * 4)))
+
+    def from_epoch_two(epochs):
+        model = build_member_model(replace(spec, epochs=epochs), SEED, ROWS)
+        assert restore_newest(model, folder.backup, say=pytest.fail).epoch == 2
+        train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, initial_epoch=2)
+        return model
+
+    for ours, theirs in zip(resized.get_weights(), from_epoch_two(3).get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    unchanged = from_epoch_two(6).get_weights()
+    assert any(not np.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+               for ours, theirs in zip(resized.get_weights(), unchanged))
+
+
+def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_path, sample_dir, monkeypatch,
+                                                                            capsys):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32",
+                   schedule="onecycle")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="r", spec=spec), gpu_capabilities=[])
+    plan = read_plan(ws, "r")
+    write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(1, stretch=False)))
+    calls = []
+
+    def replanned(done, *args):
+        calls.append(done)
+        return Replanned(3, last=True)
+
+    monkeypatch.setattr(replan_module, "replan_member", replanned)
+    metrics = train_member(ws, "r", 0)
+    folder = JobLayout(ws, "r").member(0)
+    log = capsys.readouterr().out
+    assert "member-00 calibrated: start-up" in log and "trains 4 epochs" in log  # the probe's length
+    assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs" in log
+    assert calls == [2]  # after the first epoch that traced nothing; the next traced the new schedule, and was the last
+    assert metrics.epochs == 3 and read_metrics(folder).epochs == 3 and metrics.stopped_early is False
+    assert json.loads(folder.config.read_text())["epochs"] == 3
+    assert calibrate.member_epochs(read_plan(ws, "r"), 0, folder) == 3  # a resume trains the new length
+    assert read_progress(JobLayout(ws, "r").progress(0)).epochs == 3

@@ -153,3 +153,13 @@ def test_a_member_with_members_after_it_is_replanned_as_its_slots_first_and_is_n
 
 def test_a_replanned_member_never_has_fewer_epochs_than_it_has_trained():
     assert replan_member(5, 10, REPLAN, 12, cap=1, stretch=True, current=8) == Replanned(5, last=True)
+
+
+def test_a_member_replanned_again_is_lengthened_only_with_slack_to_spare():
+    # 990 s left: 32 more epochs of 30 s and the predictions take 980 s, so 34 fit, but not with 15 s to spare
+    faster = replace(REPLAN, epoch_s=30)
+    assert replan_member(2, 990, faster, 12, cap=1, stretch=True, current=28) == Replanned(34, last=True)
+    assert replan_member(2, 990, faster, 12, cap=1, stretch=True, current=28, grow_slack=0.5) == Replanned(33, True)
+    # shortening needs no slack: 24 more epochs of 40 s take 980 s, so 26 stay with 990 s left and not with 970
+    assert replan_member(2, 990, REPLAN, 12, cap=1, stretch=True, current=26, grow_slack=0.5) == Replanned(26, True)
+    assert replan_member(2, 970, REPLAN, 12, cap=1, stretch=True, current=26, grow_slack=0.5) == Replanned(25, True)

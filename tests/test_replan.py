@@ -149,7 +149,7 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(1, stretch=False)))
     calls = []
 
-    def replanned(done, *args):
+    def replanned(done, *args, **options):
         calls.append(done)
         return Replanned(3, last=True)
 
@@ -163,4 +163,6 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     assert metrics.epochs == 3 and read_metrics(folder).epochs == 3 and metrics.stopped_early is False
     assert json.loads(folder.config.read_text())["epochs"] == 3
     assert calibrate.member_epochs(read_plan(ws, "r"), 0, folder) == 3  # a resume trains the new length
-    assert read_progress(JobLayout(ws, "r").progress(0)).epochs == 3
+    progress = read_progress(JobLayout(ws, "r").progress(0))
+    assert progress.epochs == 3  # the runner's ledger follows it
+    assert set(progress.costs) == {"startup_s", "epoch_s", "predict_s"}  # the costs it re-planned with, for the job

@@ -1,6 +1,7 @@
 """The `--time-limit` planner: how many members of how many epochs fill the time left. Pure functions of
 measured costs; the runner measures, records and applies them (scheduler.JobRun), a member sizes its
-schedule to what it is given (member.process).
+schedule to what it is given (member.process), and a member that calibrated itself re-plans its length from
+its own epochs (replan_member, applied by member.callbacks.replan).
 
 The rule, from the benchmarks at equal wall time (BENCHMARKS.md, "Accuracy per compute" and "Members vs
 epochs"): a longer member beats more members until it is about twice the recipe's length. Round 1 measured
@@ -205,14 +206,21 @@ class Replanned:
 
 
 def replan_member(done: int, seconds_left: float, costs: Costs, epochs: int, cap: int, stretch: bool,
-                  current: int, multiple: int = 1) -> Replanned:
+                  current: int, multiple: int = 1, grow_slack: float = 0.0) -> Replanned:
     """The length of a member that has trained `done` of its `current` epochs, `seconds_left` before the deadline:
     the first entry of its slot's plan made now as if it started now, its start-up and its `done` epochs already
     paid (`costs` as it measured them). `epochs`, `cap`, `stretch`, `multiple`: as plan_slot's. Never fewer than
     `done` (then it stops now); with --epochs (not stretch) never more than `current`: a member is shortened to
-    fit, never lengthened past what was asked."""
-    own = plan_slot(seconds_left + costs.startup_s + done * costs.epoch_s, costs, epochs, cap, stretch, multiple)
+    fit, never lengthened past what was asked. `grow_slack`: a longer length must still fit with that many epochs
+    to spare (a member re-planned every epoch then does not swing between two lengths on its epochs' noise)."""
+    def first(seconds: float) -> tuple[int, ...]:
+        return plan_slot(seconds + costs.startup_s + done * costs.epoch_s, costs, epochs, cap, stretch, multiple)
+
+    own = first(seconds_left)
     planned = own[0] if own else done
+    if planned > current and grow_slack:
+        cautious = first(seconds_left - grow_slack * costs.epoch_s)
+        planned = max(current, cautious[0] if cautious else done)
     if not stretch:
         planned = min(planned, current)
     return Replanned(max(round_down(planned, multiple), done), len(own) <= 1)

@@ -173,7 +173,7 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
     def resize(epochs: int, measured: Costs) -> bool:
         traces = resize_schedule(model, spec, len(arrays.x_train), epochs)
         atomic.write_json(folder.config, member_config(plan, index, epochs))  # a resume trains the new length
-        progress.write("training", epochs=epochs)
+        progress.write("training", epochs=epochs, costs=measured.to_dict())
         print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs",
               flush=True)
         return traces

@@ -172,8 +172,11 @@ class JobRun:
         self.announce_plan(now, ((progress.epochs, costs.member_s(progress.epochs) - costs.startup_s),))
 
     def replanned(self, progress: Progress) -> None:
-        """A member sized itself again from the epochs it trained (member.callbacks.replan): the plan for the
-        time left, from the job's measured costs, is printed and recorded again."""
+        """A member sized itself again from the epochs it trained (member.callbacks.replan): the job keeps the
+        costs it re-planned with (its epochs as measured, in place of the probe's), and the plan for the time
+        left is printed and recorded again."""
+        if progress.costs:
+            self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
         costs = self.budget.measured_costs()
         if self.budget.deadline is None or costs is None:
             return

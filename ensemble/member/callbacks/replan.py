@@ -5,7 +5,8 @@ then run 10-20% off that on a busy 2-core machine (BENCHMARKS.md, "A short warm-
 long is cut at the deadline before its one-cycle anneals, one planned too short ends with time unused. So
 after each epoch that traced nothing, the member plans its slot again (job.planner.replan_member) with the
 mean of those epochs: the first time in full (how many members of how long still fit), and from then on,
-when it is its slot's last member, only its own length to the deadline. A member with members after it keeps
+when it is its slot's last member, only its own length to the deadline (lengthened only with half an epoch
+to spare). A member with members after it keeps
 the length that first re-plan gave it: theirs are planned by the runner from the same measured epochs.
 A new length moves the end of the training loop (`params["epochs"]`, member.loop) and, through `resize`, the
 member's schedule and its config.json, before the next epoch begins.
@@ -25,6 +26,11 @@ from ...job.planner import Costs, replan_member
 def planned_epochs(callback: keras.callbacks.Callback, default: int | None = None) -> int | None:
     """The run's length as it stands: what the loop was started with, or what a re-plan made it since."""
     return (callback.params or {}).get("epochs", default if default is not None else getattr(callback, "epochs", None))
+
+
+# Once re-planned, a longer length must fit with half an epoch to spare: each change retraces the step, and the
+# mean of a few epochs moves by more than the margin of a length that just fits.
+GROW_SLACK = 0.5
 
 
 class Replan(keras.callbacks.Callback):
@@ -54,9 +60,10 @@ class Replan(keras.callbacks.Callback):
         if self.last is False or self.model.stop_training:
             return
         costs = replace(self.costs, epoch_s=statistics.fmean(self.steady))
+        first = self.last is None
         planned = replan_member(epoch + 1, self.deadline - self.clock(), costs, self.recipe_epochs,
-                                self.rules.cap_per_slot if self.last is None else 1, self.rules.stretch,
-                                self.epochs, self.rules.multiple)
+                                self.rules.cap_per_slot if first else 1, self.rules.stretch, self.epochs,
+                                self.rules.multiple, grow_slack=0.0 if first else GROW_SLACK)
         self.last = planned.last
         if planned.epochs == self.epochs or planned.epochs <= epoch + 1:
             return  # no epoch left that fits: the deadline stops it, resumable at the length it has

@@ -50,10 +50,14 @@ def test_too_little_time_for_a_whole_member_plans_one_short_member_or_none():
     assert plan_slot(30, SMALL, 12, cap=100, stretch=True) == ()   # 16 + 13 + 5 = 34 s > 30
     assert plan_slot(-5, SMALL, 12, cap=100, stretch=True) == ()   # past the deadline
     assert plan_budget(30, SMALL, 12).describe() == "no member fits in 30 s (one takes ~34 s with 1 epoch)"
-    # once the job has members, one shorter than a quarter of the recipe (3 epochs) is not worth starting
+    # once the job has members, one shorter than the recipe (12 epochs; with --epochs a quarter of them) is not
+    # worth starting: it would only dilute the mean blend of the longer ones
     assert plan_slot(40, SMALL, 12, cap=100, stretch=True, first=True) == (1,)
-    assert plan_slot(40, SMALL, 12, cap=100, stretch=True, first=False) == ()
-    assert plan_slot(60, SMALL, 12, cap=100, stretch=True, first=False) == (3,)
+    assert plan_slot(60, SMALL, 12, cap=100, stretch=True, first=False) == ()
+    assert plan_slot(176, SMALL, 12, cap=100, stretch=True, first=False) == ()  # 11 epochs
+    assert plan_slot(177, SMALL, 12, cap=100, stretch=True, first=False) == (12,)
+    assert plan_slot(40, SMALL, 12, cap=100, stretch=False, first=False) == ()
+    assert plan_slot(60, SMALL, 12, cap=100, stretch=False, first=False) == (3,)
 
 
 def test_a_member_cap_stretches_members_to_fill_the_time_up_to_four_times_the_recipe():
@@ -102,9 +106,11 @@ def test_plans_and_spends_round_trip_through_json():
 def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_measured():
     budget = TimeBudget(12, deadline=1200.0, cap=100, costs=BIG)
     assert budget.next_member_epochs(now=0.0, members_left=100) == 16  # as plan_budget(1200, BIG, 12)
-    # late in the job a member of a quarter of the recipe still starts (the members before it are running)
-    assert budget.next_member_epochs(now=1200 - 16 - 20 - 4 * 69, members_left=100) == 4
-    assert budget.next_member_epochs(now=1200 - 16 - 20 - 2 * 69, members_left=100) == 0
+    # late in the job, while no member has finished, a short member still starts (nothing else is trained yet);
+    # once one has, a member needs the recipe's 12 epochs
+    assert budget.next_member_epochs(now=1200 - 16 - 20 - 4 * 69, members_left=100, first=True) == 4
+    assert budget.next_member_epochs(now=1200 - 16 - 20 - 4 * 69, members_left=100) == 0
+    assert budget.next_member_epochs(now=1200 - 16 - 20 - 12 * 69, members_left=100) == 12
     assert budget.next_member_epochs(now=1199.0, members_left=100) == 0  # nothing fits: not started
     for epoch in (1, 2, 3):  # each attempt's first epoch traces the graph: not a steady epoch
         budget.epoch_measured(0, epoch, 80.0 if epoch == 1 else 60.0, first=epoch == 1)

@@ -10,8 +10,9 @@ What `fit` does around its steps is kept: the callbacks see the same calls in th
 batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
 rows (training) and over every validation row (`val_` prefixed), `stop_training` ends the epoch and the
 run, and the optimizer's weight average is written into the net at the end. One addition: the run lasts as
-many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end. Each epoch's row order is drawn
-from (seed, epoch), so a resumed member sees the batches an uninterrupted one would have.
+many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end.
+Each epoch's row order is drawn from (seed, epoch), so a resumed member sees the batches an uninterrupted one
+would have.
 """
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ long is cut at the deadline before its one-cycle anneals, one planned too short 
 after each epoch that traced nothing, the member plans its slot again (job.planner.replan_member) with the
 mean of those epochs: the first time in full (how many members of how long still fit), and from then on,
 when it is its slot's last member, only its own length to the deadline (lengthened only with half an epoch
-to spare). A member with members after it keeps
-the length that first re-plan gave it: theirs are planned by the runner from the same measured epochs.
+to spare). A member with members after it keeps the length that first re-plan gave it: theirs are planned by
+the runner from the same measured epochs.
 A new length moves the end of the training loop (`params["epochs"]`, member.loop) and, through `resize`, the
 member's schedule and its config.json, before the next epoch begins.
 """
@@ -23,9 +23,10 @@ from ...job.plan import BudgetRules
 from ...job.planner import Costs, replan_member
 
 
-def planned_epochs(callback: keras.callbacks.Callback, default: int | None = None) -> int | None:
-    """The run's length as it stands: what the loop was started with, or what a re-plan made it since."""
-    return (callback.params or {}).get("epochs", default if default is not None else getattr(callback, "epochs", None))
+def planned_epochs(callback: keras.callbacks.Callback) -> int:
+    """The run's length as it stands: what the loop was started with, or what a re-plan made it since (the
+    callback's own `epochs` before the loop has set its params)."""
+    return (callback.params or {}).get("epochs", callback.epochs)
 
 
 # Once re-planned, a longer length must fit with half an epoch to spare: each change retraces the step, and the

@@ -157,6 +157,19 @@ def test_callbacks_see_fits_calls_and_a_stop_ends_the_epoch_and_the_run(digits):
                               ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]), ("train_end",)]
 
 
+def test_a_partial_last_epoch_trains_the_first_batches_of_its_order_and_ends_the_schedule(digits):
+    x, y, x_val, y_val = digits
+    model = build_member_model(small_spec(3), SEED, ROWS, final_steps=2)
+    recorder = Recorder()
+    train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, validation=(x_val, y_val),
+                 callbacks=[recorder], final_steps=2)
+    batches = [call[1] for call in recorder.calls if call[0] == "batch"]
+    assert batches == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]          # 4, 4, then 2 of the last epoch's 4
+    assert int(model.optimizer.iterations) == 10 and ("test_begin",) in recorder.calls[-4:]  # validated all the same
+    # the rate at step 10 is the one-cycle's last: the schedule ends with the partial epoch
+    assert float(model.optimizer.learning_rate) == pytest.approx(small_spec(3).learning_rate / 1e5, rel=1e-3)
+
+
 def test_predicting_batch_by_batch_equals_keras_predict(digits):
     x, y, x_val, _ = digits
     model = fresh_model()

@@ -3,7 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from ensemble.job.planner import BudgetPlan, BudgetSpend, Costs, Replanned, plan_budget, plan_slot, replan_member
+from ensemble.job.planner import (BudgetPlan, BudgetSpend, Costs, Replanned, fitted_steps, plan_budget, plan_slot,
+                                  replan_member, replan_steps, split_steps)
 from ensemble.run.budget import TimeBudget
 
 # round 1's 42000-row Fashion job on this machine: ~16 s start-up, 69 s an epoch, 20 s of predictions
@@ -169,3 +170,41 @@ def test_a_member_replanned_again_is_lengthened_only_with_slack_to_spare():
     # shortening needs no slack: 24 more epochs of 40 s take 980 s, so 26 stay with 990 s left and not with 970
     assert replan_member(2, 990, REPLAN, 12, cap=1, stretch=True, current=26, grow_slack=0.5) == Replanned(26, True)
     assert replan_member(2, 970, REPLAN, 12, cap=1, stretch=True, current=26, grow_slack=0.5) == Replanned(25, True)
+
+
+# 100 steps an epoch; of each 40 s epoch, 10 s are its validation pass and commit, so a step costs 0.3 s
+STEPS = 100
+
+
+def test_a_run_in_steps_is_whole_epochs_and_a_partial_last_one():
+    assert split_steps(2633, STEPS) == (27, 33)
+    assert split_steps(2600, STEPS) == (26, None)
+    assert split_steps(2601, STEPS) == (27, 1)
+    assert split_steps(0, STEPS) == (1, None)
+
+
+def test_the_steps_that_fit_are_whole_epochs_then_what_the_rest_holds_after_a_validation_pass():
+    # 1000 s left: 980 s before the predictions, 24 whole epochs (960 s), then 20 s: 10 s of validation and
+    # commit and 33 steps of 0.3 s
+    assert fitted_steps(1000, REPLAN, 2, STEPS, 10.0) == 2633
+    assert fitted_steps(972, REPLAN, 2, STEPS, 10.0) == 2573   # 23 whole, then 32 s: 73 steps
+    # 12 s after 24 epochs hold 6 steps, under a tenth of an epoch: not worth a validation pass
+    assert fitted_steps(992, REPLAN, 2, STEPS, 10.0) == 2600
+    assert fitted_steps(15, REPLAN, 2, STEPS, 10.0) == 200     # nothing fits: the epochs done
+
+
+def test_a_last_member_keeps_its_steps_while_they_fit_with_under_half_an_epoch_to_spare():
+    # with 1000 s left, 2633 steps fit, and 2600 with half an epoch (20 s) to spare: anything between stays
+    for current in (2600, 2610, 2633):
+        assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current) == current
+    # outside the band, what fits with a quarter epoch to spare: 990 s, 24 epochs, 10 s hold no step
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, 2700) == 2600    # too long
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, 2000) == 2600    # much shorter than the time allows
+    assert replan_steps(2, 1050, REPLAN, STEPS, 10.0, 2000) == 2733    # 1040 s: 25 epochs, then 33 steps in 20 s
+
+
+def test_a_capped_last_member_is_shortened_in_steps_never_lengthened_past_its_cap():
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=1000, cap=1000) == 1000   # fits: kept
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=2700, cap=2700) == 2600   # does not: shortened
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=900, cap=1200) == 1200    # grows only to its cap
+    assert replan_steps(5, 10, REPLAN, STEPS, 10.0, current=2700) == 500                # never below the epochs done

@@ -49,14 +49,20 @@ class FakeClock:
 
 
 class Tick(keras.callbacks.Callback):
-    """Each epoch takes `seconds(epoch)` on the fake clock (it runs before the re-plan sees the epoch end)."""
+    """Each whole epoch takes `seconds(epoch)` on the fake clock, a step at a time (it runs before the re-plan
+    sees the epoch end); it counts the steps each epoch trains."""
 
     def __init__(self, clock: FakeClock, seconds):
         super().__init__()
         self.clock, self.seconds = clock, seconds
+        self.steps: list[int] = []
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.clock.now += self.seconds(epoch)
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.clock.now += self.seconds(len(self.steps) - 1) / self.params["steps"]
+        self.steps[-1] += 1
 
 
 def tiny_model():
@@ -70,29 +76,44 @@ def run_replanned(digits, clock, seconds, deadline, rules, epochs):
     x, y = digits
     resized = []
     replan = Replan(deadline, COSTS, rules, recipe_epochs=12, epochs=epochs,
-                    resize=lambda new, costs: resized.append((new, costs.epoch_s)) or True, clock=clock)
-    history = train_epochs(tiny_model(), x, y, batch_size=BATCH, epochs=epochs, seed=SEED,
-                           callbacks=[Tick(clock, seconds), replan])
-    return replan, resized, len(history.epoch)
+                    resize=lambda new, final, costs: resized.append((new, final, costs.epoch_s)) or True, clock=clock)
+    tick = Tick(clock, seconds)
+    train_epochs(tiny_model(), x, y, batch_size=BATCH, epochs=epochs, seed=SEED, callbacks=[tick, replan])
+    return replan, resized, tick.steps
 
 
 def test_a_lone_member_is_resized_from_its_second_epoch_and_then_follows_the_deadline(digits):
     clock = FakeClock()
     # the probe said 30 s an epoch and planned 32; they take 40 s, then 60 s from the fifth on
     seconds = lambda epoch: 40 if epoch < 4 else 60  # noqa: E731
-    replan, resized, trained = run_replanned(digits, clock, seconds, 1100, BudgetRules(1, stretch=True), epochs=32)
-    # epoch 1 traced; after epoch 2, at 80 s: 25 more epochs of 40 s and the predictions end at 1100
-    assert replan.changes[0] == (2, 27) and resized[0] == (27, 40)
-    assert trained == replan.epochs == replan.changes[-1][1] < 27  # the slower epochs shortened it again
-    assert clock.now + COSTS.predict_s <= 1100 < clock.now + 60 + COSTS.predict_s  # no epoch more would fit
+    replan, resized, steps = run_replanned(digits, clock, seconds, 1100, BudgetRules(1, stretch=True), epochs=32)
+    # epoch 1 traced; after epoch 2, at 80 s, 1020 s are left: with a quarter epoch to spare, 24 more epochs of
+    # 40 s (4 steps of 10 s), then 3 steps (the predictions take 20 s)
+    assert replan.changes[0] == (2, 27, 3) and resized[0] == (27, 3, 40)
+    assert len(steps) == replan.epochs < 27  # the slower epochs shortened it again
+    assert steps[:-1] == [4] * (len(steps) - 1) and steps[-1] == (replan.final_steps or 4)
+    # it ends with less than half an epoch's time unused
+    assert clock.now + COSTS.predict_s <= 1100 < clock.now + COSTS.predict_s + 60 / 2
+
+
+def test_a_last_member_fills_the_time_left_with_a_partial_last_epoch_and_keeps_a_length_that_fits(digits):
+    clock = FakeClock()
+    replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 1130, BudgetRules(1, stretch=True),
+                                           epochs=32)
+    # after epoch 2, 1050 s left: 1030 s before the predictions, 25 epochs, then 30 s: 3 steps; with a quarter
+    # epoch to spare, 2. Later re-plans find that length inside the band (it fits, with under half an epoch
+    # spare) and keep it: the step is traced once more, not after every epoch.
+    assert replan.changes == [(2, 28, 2)] and resized == [(28, 2, 40)]
+    assert steps == [4] * 27 + [2]
+    assert clock.now == pytest.approx(27 * 40 + 20) and clock.now + COSTS.predict_s <= 1130  # 10 s unused, not 30
 
 
 def test_a_member_with_members_after_it_keeps_the_length_of_its_first_replan(digits):
     clock = FakeClock()
     seconds = lambda epoch: 40 if epoch < 4 else 80  # noqa: E731
-    replan, resized, trained = run_replanned(digits, clock, seconds, 2000 + 80, BudgetRules(3, stretch=True),
-                                             epochs=20)
-    assert replan.changes == [(2, 25)] and replan.last is False and trained == 25
+    replan, resized, steps = run_replanned(digits, clock, seconds, 2000 + 80, BudgetRules(3, stretch=True),
+                                           epochs=20)
+    assert replan.changes == [(2, 25, None)] and replan.last is False and steps == [4] * 25  # whole epochs
 
 
 def test_an_epoch_that_traces_is_not_what_an_epoch_costs(digits):
@@ -103,9 +124,11 @@ def test_an_epoch_that_traces_is_not_what_an_epoch_costs(digits):
 
 
 @pytest.mark.jax  # the step's rates are traced into it on every backend
-def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_same_state(digits, tmp_path):
-    """Resized after 2 of 6 epochs to 3: the third epoch is the one a member of 3 epochs, restored from the
-    state after epoch 2, trains; a schedule left at 6 epochs (the rate traced into the step) trains another."""
+@pytest.mark.parametrize("final", [None, 2])
+def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_same_state(digits, tmp_path, final):
+    """Resized after 2 of 6 epochs to 3 (the last of them whole, or 2 of its 4 steps): the third epoch is the one
+    a member of that length, restored from the state after epoch 2, trains; a schedule left at 6 epochs (the
+    rate traced into the step) trains another."""
     x, y = digits
     spec = JobSpec.from_options(model="cnn11", epochs=6, batch_size=BATCH, precision="float32", gpu_capabilities=[])
     assert member_schedule(spec, ROWS).kind == "onecycle"
@@ -113,8 +136,8 @@ def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_s
     class ResizeAfterTwo(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
-                assert resize_schedule(self.model, spec, ROWS, 3)
-                self.params["epochs"] = 3
+                assert resize_schedule(self.model, spec, ROWS, 3, final)
+                self.params["epochs"], self.params["final_steps"] = 3, final
 
     folder = MemberFolder(tmp_path / "member-00")  # the state after epoch 2 of a 6-epoch member
     train_epochs(build_member_model(spec, SEED, ROWS), x, y, batch_size=BATCH, epochs=2, seed=SEED,
@@ -123,18 +146,19 @@ def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_s
     history = train_epochs(resized, x, y, batch_size=BATCH, epochs=6, seed=SEED, callbacks=[ResizeAfterTwo()])
     assert history.epoch == [0, 1, 2]
     three = replace(spec, epochs=3)
+    assert int(resized.optimizer.iterations) == 2 * 4 + (final or 4)
     assert float(resized.optimizer.learning_rate) == pytest.approx(
-        float(rate_at_step(member_schedule(three, ROWS), 3 * 4)))
+        float(rate_at_step(member_schedule(three, ROWS, final), 2 * 4 + (final or 4))))
 
-    def from_epoch_two(epochs):
-        model = build_member_model(replace(spec, epochs=epochs), SEED, ROWS)
+    def from_epoch_two(epochs, final_steps):
+        model = build_member_model(replace(spec, epochs=epochs), SEED, ROWS, final_steps)
         assert restore_newest(model, folder.backup, say=pytest.fail).epoch == 2
-        train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, initial_epoch=2)
+        train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, initial_epoch=2, final_steps=final)
         return model
 
-    for ours, theirs in zip(resized.get_weights(), from_epoch_two(3).get_weights()):
+    for ours, theirs in zip(resized.get_weights(), from_epoch_two(3, final).get_weights()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
-    unchanged = from_epoch_two(6).get_weights()
+    unchanged = from_epoch_two(6, None).get_weights()
     assert any(not np.allclose(ours, theirs, rtol=1e-5, atol=1e-6)
                for ours, theirs in zip(resized.get_weights(), unchanged))
 
@@ -147,22 +171,30 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="r", spec=spec), gpu_capabilities=[])
     plan = read_plan(ws, "r")
     write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(1, stretch=False)))
-    calls = []
+    calls, per_epoch = [], []
 
     def replanned(done, *args, **options):
         calls.append(done)
         return Replanned(3, last=True)
 
+    def in_steps(done, seconds_left, costs, steps_per_epoch, *args):  # 2 whole epochs, then 1 step
+        per_epoch.append(steps_per_epoch)
+        return 2 * steps_per_epoch + 1
+
     monkeypatch.setattr(replan_module, "replan_member", replanned)
+    monkeypatch.setattr(replan_module, "replan_steps", in_steps)
     metrics = train_member(ws, "r", 0)
     folder = JobLayout(ws, "r").member(0)
     log = capsys.readouterr().out
     assert "member-00 calibrated: start-up" in log and "trains 4 epochs" in log  # the probe's length
-    assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs" in log
+    assert "member-00 re-planned from its own epochs" in log
+    assert f"trains 3 epochs, the last 1 of its {per_epoch[0]} steps" in log
     assert calls == [2]  # after the first epoch that traced nothing; the next traced the new schedule, and was the last
     assert metrics.epochs == 3 and read_metrics(folder).epochs == 3 and metrics.stopped_early is False
-    assert json.loads(folder.config.read_text())["epochs"] == 3
+    config = json.loads(folder.config.read_text())
+    assert config["epochs"] == 3 and config["final_steps"] == 1 and config["recipe"]["schedule"]["final_steps"] == 1
     assert calibrate.member_epochs(read_plan(ws, "r"), 0, folder) == 3  # a resume trains the new length
+    assert calibrate.recorded_final_steps(folder, per_epoch[0]) == 1    # and its partial last epoch
     progress = read_progress(JobLayout(ws, "r").progress(0))
     assert progress.epochs == 3  # the runner's ledger follows it
     assert set(progress.costs) == {"startup_s", "epoch_s", "predict_s"}  # the costs it re-planned with, for the job

@@ -269,6 +269,16 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
     assert deadline.model.stop_training and deadline.stopped_at == 3   # 1047 + 54 > 1100
 
 
+def test_deadline_plans_for_a_partial_last_epoch_as_its_share_of_the_steps_and_a_whole_validation_pass():
+    deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=1, predict_seconds_per_image=0.002)
+    deadline.set_params({"epochs": 3, "steps": 4, "final_steps": 1})
+    logs = {"epoch_seconds": 40.0, "validation_seconds": 8.0}  # 32 s of steps
+    predictions = 1000 * 0.002 * 1.25 + 2.0
+    assert deadline.seconds_needed(dict(logs), 1) == pytest.approx(40.0 + predictions)  # the next epoch is whole
+    # the next is the last: a quarter of its steps, all of its validation pass
+    assert deadline.seconds_needed(dict(logs), 2) == pytest.approx(40.0 - 0.75 * 32.0 + predictions)
+
+
 def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured_prediction_speed():
     deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=8, snapshot_ends=(4, 8, 12),
                         predict_seconds_per_image=0.002)

@@ -1,7 +1,8 @@
 """The `--time-limit` planner: how many members of how many epochs fill the time left. Pure functions of
 measured costs; the runner measures, records and applies them (scheduler.JobRun), a member sizes its
 schedule to what it is given (member.process), and a member that calibrated itself re-plans its length from
-its own epochs (replan_member, applied by member.callbacks.replan).
+its own epochs (replan_member, applied by member.callbacks.replan), a slot's last member in steps to the
+deadline (replan_steps: a partial last epoch takes the time whole epochs leave).
 
 The rule, from the benchmarks at equal wall time (BENCHMARKS.md, "Accuracy per compute" and "Members vs
 epochs"): a longer member beats more members until it is about twice the recipe's length. Round 1 measured
@@ -225,6 +226,50 @@ def replan_member(done: int, seconds_left: float, costs: Costs, epochs: int, cap
     if not stretch:
         planned = min(planned, current)
     return Replanned(max(round_down(planned, multiple), done), len(own) <= 1)
+
+
+# A last member fits its steps to the deadline within this band (in epochs of time to spare): a length that still
+# fits with less than that to spare is kept, since each change traces the step again; one outside it is re-centred.
+FINAL_BAND = 0.5
+MIN_FINAL_SHARE = 0.1  # a partial last epoch trains at least this share of an epoch, or is left out
+
+
+def split_steps(total: int, steps_per_epoch: int) -> tuple[int, int | None]:
+    """A run of `total` steps as (epochs, steps of its last epoch when that one is partial, else None)."""
+    epochs = max(1, math.ceil(total / steps_per_epoch))
+    final = total - (epochs - 1) * steps_per_epoch
+    return epochs, final if 0 < final < steps_per_epoch else None
+
+
+def fitted_steps(seconds_left: float, costs: Costs, done: int, steps_per_epoch: int, overhead_s: float) -> int:
+    """The most steps, the `done` epochs' included, a member can train and still predict within `seconds_left`:
+    whole epochs, then a last one of the steps the rest holds. An epoch costs `costs.epoch_s`, of which
+    `overhead_s` (its validation pass and commit) does not shrink with its steps."""
+    room = seconds_left - costs.predict_s
+    if costs.epoch_s <= 0 or room <= 0:
+        return done * steps_per_epoch
+    whole = math.floor(room / costs.epoch_s + 1e-9)
+    step_s = max(costs.epoch_s - overhead_s, 1e-9) / steps_per_epoch
+    part = min(steps_per_epoch - 1, max(0, math.floor((room - whole * costs.epoch_s - overhead_s) / step_s + 1e-9)))
+    if part < MIN_FINAL_SHARE * steps_per_epoch:
+        part = 0  # a validation pass and a commit for a few steps: the time is not worth its epoch
+    return (done + whole) * steps_per_epoch + part
+
+
+def replan_steps(done: int, seconds_left: float, costs: Costs, steps_per_epoch: int, overhead_s: float,
+                 current: int, cap: int | None = None, band: float = FINAL_BAND) -> int:
+    """The total steps of its slot's last member that has trained `done` epochs and is planned for `current`
+    steps, `seconds_left` before the deadline: `current` while it fits with at most `band` epochs of time to
+    spare, else what fits with half the band to spare. Never past `cap` (--epochs: shortened, never
+    lengthened), never fewer than the steps of the epochs done (it then stops now)."""
+    def fits(spare: float) -> int:
+        return fitted_steps(seconds_left - spare * costs.epoch_s, costs, done, steps_per_epoch, overhead_s)
+
+    longest = fits(0.0) if cap is None else min(fits(0.0), cap)
+    if current <= longest and (current >= fits(band) or current == cap):
+        return current
+    target = fits(band / 2)
+    return max(min(target, cap) if cap is not None else target, done * steps_per_epoch)
 
 
 @dataclass(frozen=True)

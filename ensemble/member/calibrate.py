@@ -62,6 +62,18 @@ def recorded_epochs(folder: MemberFolder, job_epochs: int) -> int | None:
     return value
 
 
+def recorded_final_steps(folder: MemberFolder, steps_per_epoch: int) -> int | None:
+    """The steps of the partial last epoch a member was fitted to (its config.json says), once it has trained
+    any; None: its last epoch is whole, or it has not started."""
+    if not folder.committed_epochs() and not folder.history.is_file():
+        return None
+    try:
+        value = atomic.read_json(folder.config).get("final_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and 0 < value < steps_per_epoch else None
+
+
 def models_per_member(spec: JobSpec) -> int:
     """The kept weights and every snapshot: each predicts validation and test."""
     return 1 + (spec.snapshots if spec.snapshots > 1 else 0)

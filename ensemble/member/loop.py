@@ -9,8 +9,10 @@ creates no iterator at all, on any backend, and each step costs what a step insi
 What `fit` does around its steps is kept: the callbacks see the same calls in the same order (train, epoch,
 batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
 rows (training) and over every validation row (`val_` prefixed), `stop_training` ends the epoch and the
-run, and the optimizer's weight average is written into the net at the end. One addition: the run lasts as
-many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end.
+run, and the optimizer's weight average is written into the net at the end. Two additions: the run lasts as
+many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end;
+and its last epoch trains only the first `params["final_steps"]` batches of its order where that is set (a
+member fitted to a deadline: its schedule ends there too).
 Each epoch's row order is drawn from (seed, epoch), so a resumed member sees the batches an uninterrupted one
 would have.
 """
@@ -69,14 +71,21 @@ def evaluate_rows(model, x: np.ndarray, y: np.ndarray, batch_size: int, callback
     return result
 
 
+def epoch_steps(params: dict, epoch: int) -> int:
+    """The batches epoch `epoch` trains: all of them but in a partial last epoch."""
+    final = params.get("final_steps")
+    return final if final and epoch == params["epochs"] - 1 else params["steps"]
+
+
 def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
                  initial_epoch: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
-                 callbacks: list = ()) -> keras.callbacks.History:
-    """`model.fit(x, y, batch_size, epochs, initial_epoch, validation_data, shuffle=True)`, step by step."""
+                 callbacks: list = (), final_steps: int | None = None) -> keras.callbacks.History:
+    """`model.fit(x, y, batch_size, epochs, initial_epoch, validation_data, shuffle=True)`, step by step; the
+    last epoch `final_steps` batches long where given."""
     batch_size = min(batch_size, len(x))
     steps = math.ceil(len(x) / batch_size)
     callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=False, model=model,
-                                                 verbose=0, epochs=epochs, steps=steps)
+                                                 verbose=0, epochs=epochs, steps=steps, final_steps=final_steps)
     model.stop_training = False
     callback_list.on_train_begin()
     epoch_logs: dict = {}
@@ -85,7 +94,7 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
         callback_list.on_epoch_begin(epoch)
         order = epoch_order(len(x), seed, epoch)
         means = RowMeans()
-        for step, start in enumerate(batch_starts(len(x), batch_size)):
+        for step, start in enumerate(batch_starts(len(x), batch_size)[:epoch_steps(callback_list.params, epoch)]):
             callback_list.on_train_batch_begin(step)
             rows = order[start:start + batch_size]
             logs = model.train_on_batch(_as_inputs(x[rows]), y[rows], return_dict=True)

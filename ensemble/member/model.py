@@ -37,25 +37,26 @@ def steps_per_epoch(spec: JobSpec, n_train: int) -> int:
     return math.ceil(n_train / spec.batch_size)
 
 
-def member_schedule(spec: JobSpec, n_train: int) -> Schedule:
+def member_schedule(spec: JobSpec, n_train: int, final_steps: int | None = None) -> Schedule:
+    """The member's schedule over its spec's epochs, the last of them `final_steps` long where given."""
     return Schedule(spec.schedule, spec.learning_rate, spec.epochs, steps_per_epoch(spec, n_train), spec.snapshots,
-                    spec.warmup)
+                    spec.warmup, final_steps)
 
 
-def build_member_model(spec: JobSpec, seed: int, n_train: int):
+def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int | None = None):
     """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(spec.precision)
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
-    return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train)), spec.label_smoothing,
-                         len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
+    return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train, final_steps)),
+                         spec.label_smoothing, len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
 
 
-def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int) -> bool:
-    """The member's schedule in its optimizer made the one of a run of `epochs` epochs (a re-plan: the steps
-    it has taken keep their place); True when its rates depend on the length, and the train step, which has
-    the old rates traced into it, is traced again on the next batch."""
-    schedule = member_schedule(replace(spec, epochs=epochs), n_train)
+def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps: int | None = None) -> bool:
+    """The member's schedule in its optimizer made the one of a run of `epochs` epochs, the last `final_steps`
+    long where given (a re-plan: the steps it has taken keep their place); True when its rates depend on the
+    length, and the train step, which has the old rates traced into it, is traced again on the next batch."""
+    schedule = member_schedule(replace(spec, epochs=epochs), n_train, final_steps)
     if not (schedule.in_optimizer and schedule.shaped_by_length):
         return False
     optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss-scale wrapper
@@ -65,15 +66,15 @@ def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int) -> bool:
 
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
-                     validate: bool = True):
+                     validate: bool = True, final_steps: int | None = None):
     """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall);
     legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
-    rows are training rows): no validation pass per epoch."""
+    rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial."""
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, initial_epoch=initial_epoch,
                          validation_data=(arrays.x_val, arrays.y_val) if validate else None,
                          callbacks=callbacks, verbose=0)
     return train_epochs(model, arrays.x_train, arrays.y_train, batch_size=spec.batch_size, epochs=spec.epochs,
-                        seed=seed, initial_epoch=initial_epoch,
+                        seed=seed, initial_epoch=initial_epoch, final_steps=final_steps,
                         validation=(arrays.x_val, arrays.y_val) if validate else None, callbacks=callbacks)

@@ -21,7 +21,7 @@ from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace, member_name
-from .calibrate import calibrated_epochs, measure_costs, member_epochs
+from .calibrate import calibrated_epochs, measure_costs, member_epochs, recorded_final_steps
 from .callbacks.clock import EpochClock
 from .callbacks.commit import EpochCommit
 from .callbacks.deadline import Deadline
@@ -30,7 +30,7 @@ from .callbacks.printer import EpochPrinter
 from .callbacks.progress import PredictProgress, ProgressFile, ProgressWriter
 from .callbacks.replan import Replan
 from .checkpoints import TrainingState
-from .model import MONITOR, fit_member_model, resize_schedule
+from .model import MONITOR, fit_member_model, resize_schedule, steps_per_epoch
 from .predict import write_member_outputs
 from .resume import reset_member, resume_point, trained_history
 
@@ -38,14 +38,16 @@ from .resume import reset_member, resume_point, trained_history
 MEMBER_LOCK_WAIT_S = 15.0
 
 
-def member_config(plan: RunPlan, index: int, epochs: int) -> dict:
-    """config.json: the job's spec, and this member's own length (under a time limit members differ)."""
+def member_config(plan: RunPlan, index: int, epochs: int, final_steps: int | None = None) -> dict:
+    """config.json: the job's spec, and this member's own length (under a time limit members differ; the last
+    epoch of one fitted to the deadline may train `final_steps` steps of its order)."""
     spec = plan.spec
+    partial = {"final_steps": final_steps} if final_steps else {}
     schedule = {"kind": spec.schedule, "learning_rate": spec.learning_rate, "cycles": spec.snapshots,
-                "epochs": epochs}
+                "epochs": epochs, **partial}
     if spec.schedule == "plateau":
         schedule["reduce_lr_on_plateau"] = {"monitor": MONITOR, **PLATEAU}
-    return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs,
+    return {"job": plan.job, "member": index, "seed": spec.member_seed(index), "epochs": epochs, **partial,
             **({"fold": plan.member_fold(index)} if spec.folds else {}),
             **({"pseudo": plan.pseudo.to_dict()} if plan.pseudo and plan.pseudo.uses(index) else {}),
             **({"refit_of": member_name(plan.refit.parent(index)), "refit": plan.refit.to_dict()}
@@ -95,16 +97,17 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     arrays = plan_arrays(ws, plan, index)
     epochs, probed = own_epochs(plan, index, folder, arrays, progress, label)
     spec = replace(spec, epochs=epochs)
+    final_steps = None if probed else recorded_final_steps(folder, steps_per_epoch(spec, len(arrays.x_train)))
     twin = plan.is_twin(index)
     if twin:  # its length was chosen by the folds, and nothing held out could choose an epoch
         spec = replace(spec, keep="last")
-    config = member_config(plan, index, spec.epochs)
+    config = member_config(plan, index, spec.epochs, final_steps)
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
 
     history = trained_history(folder, spec)  # None: epochs are left to train, or the kept weights are bad
     deadline = member_deadline(plan, spec, arrays)
     if history is None:
-        model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note)
+        model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note, final_steps)
         history = list(state.history) if state else []
         progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
                        val_accuracy=history[-1].get(MONITOR) if history else None)
@@ -116,11 +119,11 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
                 if probed and not history and not twin else None
             callbacks = _callbacks(folder, label, spec, state, progress, deadline, replan)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
-                             validate=not twin)
+                             validate=not twin, final_steps=final_steps)
             history = list(next(c for c in callbacks if isinstance(c, EpochCommit)).state.history)
             if replan:
                 spec = replace(spec, epochs=replan.epochs)
-                config = member_config(plan, index, spec.epochs)
+                config = member_config(plan, index, spec.epochs, replan.final_steps)
     stopped_early = len(history) < spec.epochs
     if stopped_early:
         print(f"{label} stopped by the time limit after epoch {len(history)}/{spec.epochs}; "
@@ -170,12 +173,14 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
     if plan.deadline is None or rules is None or rules.every or spec.snapshots > 1:
         return None
 
-    def resize(epochs: int, measured: Costs) -> bool:
-        traces = resize_schedule(model, spec, len(arrays.x_train), epochs)
-        atomic.write_json(folder.config, member_config(plan, index, epochs))  # a resume trains the new length
+    def resize(epochs: int, final_steps: int | None, measured: Costs) -> bool:
+        traces = resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
+        # a resume trains the new length
+        atomic.write_json(folder.config, member_config(plan, index, epochs, final_steps))
         progress.write("training", epochs=epochs, costs=measured.to_dict())
-        print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs",
-              flush=True)
+        last = f", the last {final_steps} of its {steps_per_epoch(spec, len(arrays.x_train))} steps" if final_steps else ""
+        print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs"
+              f"{last}", flush=True)
         return traces
 
     return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize)

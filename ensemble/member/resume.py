@@ -36,12 +36,12 @@ def trained_history(folder: MemberFolder, spec: JobSpec) -> list[dict] | None:
     return None
 
 
-def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, say
+def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, say, final_steps: int | None = None
                  ) -> tuple[object, TrainingState | None]:
-    """The member's model, at the newest training state that restores (its files republished from it), or
-    fresh with its files cleared when none does."""
+    """The member's model (its last epoch `final_steps` long where given), at the newest training state that
+    restores (its files republished from it), or fresh with its files cleared when none does."""
     clear_incomplete(folder)
-    model = build_member_model(spec, seed, n_train)
+    model = build_member_model(spec, seed, n_train, final_steps)
     state = restore_newest(model, folder.backup, say)
     if state is not None:
         republish(model, folder, spec, state, say)
@@ -52,7 +52,7 @@ def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, s
             else "no training state restores"
         say(f"{why}: training from epoch 0")
     reset_member(folder)
-    return build_member_model(spec, seed, n_train), None  # anew: a failed restore may have loaded a part
+    return build_member_model(spec, seed, n_train, final_steps), None  # anew: a failed restore may have loaded a part
 
 
 def republish(model, folder: MemberFolder, spec: JobSpec, state: TrainingState, say) -> None:

@@ -38,6 +38,7 @@ class Schedule:
     steps_per_epoch: int
     cycles: int = 1
     warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps spent rising to the peak
+    final_steps: int | None = None   # steps of the last epoch when it is partial (a member fitted to a deadline)
 
     def __post_init__(self):
         if not 0 <= self.warmup < 1:
@@ -46,9 +47,14 @@ class Schedule:
             raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
         if self.cycles > 1 and self.kind != "cosine":
             raise ValueError(f"{self.cycles} cycles need the cosine schedule, not {self.kind!r}")
+        if self.final_steps is not None and not (0 < self.final_steps < self.steps_per_epoch and self.cycles == 1):
+            raise ValueError(f"a last epoch of {self.final_steps} steps is not part of one of "
+                             f"{self.steps_per_epoch} in a single cycle")
 
     @property
     def total_steps(self) -> int:
+        if self.final_steps:
+            return (self.epochs - 1) * self.steps_per_epoch + self.final_steps
         return self.epochs * self.steps_per_epoch
 
     @property
@@ -120,9 +126,10 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
     """`rate_at_step` inside the optimizer, computed from its own step count."""
 
     def __init__(self, kind: str, learning_rate: float, epochs: int, steps_per_epoch: int, cycles: int = 1,
-                 warmup: float = ONECYCLE_WARMUP):  # a model saved before warm-up was a field had the default's
+                 warmup: float = ONECYCLE_WARMUP, final_steps: int | None = None):
+        # a model saved before warm-up or a partial last epoch existed had the defaults
         self.schedule = Schedule(kind, float(learning_rate), int(epochs), int(steps_per_epoch), int(cycles),
-                                 float(warmup))
+                                 float(warmup), None if final_steps is None else int(final_steps))
 
     def __call__(self, step):
         return rate_at_step(self.schedule, keras.ops.cast(step, "float32"), xp=keras.ops)
@@ -130,7 +137,8 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self):
         s = self.schedule
         return {"kind": s.kind, "learning_rate": s.learning_rate, "epochs": s.epochs,
-                "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles, "warmup": s.warmup}
+                "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles, "warmup": s.warmup,
+                "final_steps": s.final_steps}
 
 
 def optimizer_rate(schedule: Schedule):
@@ -138,4 +146,4 @@ def optimizer_rate(schedule: Schedule):
     if not schedule.in_optimizer:
         return schedule.learning_rate
     return ScheduledRate(schedule.kind, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
-                         schedule.cycles, schedule.warmup)
+                         schedule.cycles, schedule.warmup, schedule.final_steps)

@@ -15,8 +15,9 @@ class Deadline(keras.callbacks.Callback):
     """Ends training at an epoch end when another epoch and the member's predictions would not finish
     before the job's --time-limit deadline; the member then keeps what it has and can be resumed.
 
-    Estimates use the fastest epoch so far (the first one also traces the graph) and, for predicting,
-    what finished members of the job measured, else the fastest validation pass of this one."""
+    Estimates use the fastest epoch so far (the first one also traces the graph), its steps scaled down for a
+    partial last epoch (member.loop's `final_steps`), and, for predicting, what finished members of the job
+    measured, else the fastest validation pass of this one."""
 
     def __init__(self, deadline: float, n_val: int, n_outputs: int, views: int, snapshot_ends: tuple[int, ...] = (),
                  predict_seconds_per_image: float | None = None, clock=time.time):
@@ -27,6 +28,7 @@ class Deadline(keras.callbacks.Callback):
         self.clock = clock
         self.epoch_seconds: list[float] = []
         self.validation_seconds: list[float] = []
+        self.steps_seconds: list[float] = []  # each epoch's training steps alone
         self.stopped_at: int | None = None
 
     def models_after(self, epochs: int) -> int:
@@ -38,11 +40,20 @@ class Deadline(keras.callbacks.Callback):
         self.epoch_seconds.append(logs.get("epoch_seconds", 0.0))
         if "validation_seconds" in logs:
             self.validation_seconds.append(logs["validation_seconds"])
+        self.steps_seconds.append(logs.get("steps_seconds",
+                                           logs.get("epoch_seconds", 0.0) - logs.get("validation_seconds", 0.0)))
         per_image = self.predict_seconds_per_image
         if per_image is None:
             per_image = min(self.validation_seconds, default=0.0) / max(self.n_val, 1) * self.views
         models = self.models_after(epochs_done + 1)
-        return min(self.epoch_seconds) + models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+        next_epoch = min(self.epoch_seconds) - (1.0 - self.next_share(epochs_done)) * min(self.steps_seconds)
+        return next_epoch + models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+
+    def next_share(self, epochs_done: int) -> float:
+        """The share of an epoch's steps the next epoch trains: 1 but for a partial last epoch."""
+        params = self.params or {}
+        final, steps = params.get("final_steps"), params.get("steps")
+        return final / steps if final and steps and epochs_done == params.get("epochs", 0) - 1 else 1.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._began = time.perf_counter()
@@ -50,7 +61,10 @@ class Deadline(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # the deadline runs after the epoch's commit and publication: its whole cost is what the next one needs
         whole = time.perf_counter() - self._began
-        logs = {**(logs or {}), "epoch_seconds": max(whole, (logs or {}).get("epoch_seconds", 0.0))}
+        logs = logs or {}
+        steps = logs.get("epoch_seconds", whole) - logs.get("validation_seconds", 0.0)  # EpochClock's timing
+        logs = {**logs, "epoch_seconds": max(whole, logs.get("epoch_seconds", 0.0)),
+                "steps_seconds": min(max(steps, 0.0), whole)}
         if self.clock() + self.seconds_needed(logs, epoch + 1) > self.deadline:
             self.stopped_at = epoch + 1
             self.model.stop_training = True

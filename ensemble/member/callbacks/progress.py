@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 
 from ...store import atomic
+from ..loop import epoch_steps
 from ..model import MONITOR
 from .replan import planned_epochs
 
@@ -64,6 +65,8 @@ class ProgressFile(keras.callbacks.Callback):
         self.batches = self.params.get("steps")
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.batches is not None:
+            self.batches = epoch_steps(self.params, epoch)  # a partial last epoch has fewer
         self._write(epoch, batch=0)
 
     def on_train_batch_end(self, batch, logs=None):

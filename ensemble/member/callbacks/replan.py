@@ -4,12 +4,13 @@ The probe that calibrates a job's first member (member.calibrate) times a few ba
 then run 10-20% off that on a busy 2-core machine (BENCHMARKS.md, "A short warm-up"). A member planned too
 long is cut at the deadline before its one-cycle anneals, one planned too short ends with time unused. So
 after each epoch that traced nothing, the member plans its slot again (job.planner.replan_member) with the
-mean of those epochs: the first time in full (how many members of how long still fit), and from then on,
-when it is its slot's last member, only its own length to the deadline (lengthened only with half an epoch
-to spare). A member with members after it keeps the length that first re-plan gave it: theirs are planned by
-the runner from the same measured epochs.
-A new length moves the end of the training loop (`params["epochs"]`, member.loop) and, through `resize`, the
-member's schedule and its config.json, before the next epoch begins.
+mean of those epochs: the first time in full (how many members of how long still fit). When it is its slot's
+last member, its length is then counted in steps (job.planner.replan_steps): whole epochs and a last, partial
+one of the steps the time left holds, kept while it fits with at most half an epoch to spare and fitted
+again when it leaves the band. A member with members after it keeps the whole epochs that first re-plan gave
+it: theirs are planned by the runner from the same measured epochs.
+A new length moves the end of the training loop (`params["epochs"]` and `params["final_steps"]`, member.loop)
+and, through `resize`, the member's schedule and its config.json, before the next epoch begins.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import replace
 import keras
 
 from ...job.plan import BudgetRules
-from ...job.planner import Costs, replan_member
+from ...job.planner import STRETCH_MAX, Costs, replan_member, replan_steps, round_down, split_steps
 
 
 def planned_epochs(callback: keras.callbacks.Callback) -> int:
@@ -29,25 +30,31 @@ def planned_epochs(callback: keras.callbacks.Callback) -> int:
     return (callback.params or {}).get("epochs", callback.epochs)
 
 
-# Once re-planned, a longer length must fit with half an epoch to spare: each change retraces the step, and the
-# mean of a few epochs moves by more than the margin of a length that just fits.
+def total_steps(epochs: int, final_steps: int | None, steps_per_epoch: int) -> int:
+    return (epochs - 1) * steps_per_epoch + final_steps if final_steps else epochs * steps_per_epoch
+
+
+# Once re-planned, a longer length in whole epochs must fit with half an epoch to spare: each change retraces
+# the step, and the mean of a few epochs moves by more than the margin of a length that just fits.
 GROW_SLACK = 0.5
 
 
 class Replan(keras.callbacks.Callback):
-    """Re-plans the member's length at the end of each epoch that did not trace; `resize(epochs, costs)` is
-    called with each new length before the loop goes on, and says whether the next epoch traces again."""
+    """Re-plans the member's length at the end of each epoch that did not trace; `resize(epochs, final_steps,
+    costs)` is called with each new length (`final_steps`: the last epoch's steps when it is partial, else None)
+    before the loop goes on, and says whether the next epoch traces again."""
 
     def __init__(self, deadline: float, costs: Costs, rules: BudgetRules, recipe_epochs: int, epochs: int,
                  resize, clock=time.time):
         super().__init__()
         self.deadline, self.costs, self.rules, self.recipe_epochs = deadline, costs, rules, recipe_epochs
-        self.epochs = epochs
+        self.epochs, self.final_steps = epochs, None
         self.resize, self.clock = resize, clock
-        self.steady: list[float] = []  # seconds of the epochs that traced nothing, their commit included
-        self.traces = True             # the next epoch traces: the first, and the first after a new schedule
-        self.last: bool | None = None  # None: not re-planned yet
-        self.changes: list[tuple[int, int]] = []  # (after epoch, new length)
+        self.steady: list[float] = []    # seconds of the epochs that traced nothing, their commit included
+        self.overheads: list[float] = []  # of those, what is not training steps: validation, commit, publication
+        self.traces = True               # the next epoch traces: the first, and the first after a new schedule
+        self.last: bool | None = None    # None: not re-planned yet
+        self.changes: list[tuple[int, int, int | None]] = []  # (after epoch, new epochs, their last's steps)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._began = self.clock()
@@ -57,17 +64,37 @@ class Replan(keras.callbacks.Callback):
         if self.traces:
             self.traces = False
             return
+        logs = logs or {}
         self.steady.append(seconds)
+        # the member's EpochClock timed the epoch's steps and validation pass; without it all is steps
+        steps_s = logs.get("epoch_seconds", seconds) - logs.get("validation_seconds", 0.0)
+        self.overheads.append(min(max(seconds - steps_s, 0.0), seconds))
         if self.last is False or self.model.stop_training:
             return
         costs = replace(self.costs, epoch_s=statistics.fmean(self.steady))
         first = self.last is None
-        planned = replan_member(epoch + 1, self.deadline - self.clock(), costs, self.recipe_epochs,
+        left = self.deadline - self.clock()
+        planned = replan_member(epoch + 1, left, costs, self.recipe_epochs,
                                 self.rules.cap_per_slot if first else 1, self.rules.stretch, self.epochs,
                                 self.rules.multiple, grow_slack=0.0 if first else GROW_SLACK)
         self.last = planned.last
-        if planned.epochs == self.epochs or planned.epochs <= epoch + 1:
-            return  # no epoch left that fits: the deadline stops it, resumable at the length it has
-        self.changes.append((epoch + 1, planned.epochs))
-        self.epochs = self.params["epochs"] = planned.epochs
-        self.traces = bool(self.resize(planned.epochs, costs))
+        epochs, final_steps = planned.epochs, None
+        if planned.last and self.rules.multiple <= 1:
+            epochs, final_steps = self.fitted_steps(epoch + 1, left, costs)
+        if (epochs, final_steps) == (self.epochs, self.final_steps) or total_steps(
+                epochs, final_steps, self.params["steps"]) <= (epoch + 1) * self.params["steps"]:
+            return  # no step left that fits: the deadline stops it, resumable at the length it has
+        self.changes.append((epoch + 1, epochs, final_steps))
+        self.epochs = self.params["epochs"] = epochs
+        self.final_steps = self.params["final_steps"] = final_steps
+        self.traces = bool(self.resize(epochs, final_steps, costs))
+
+    def fitted_steps(self, done: int, left: float, costs: Costs) -> tuple[int, int | None]:
+        """The last member's length counted in steps, as (epochs, steps of a partial last one)."""
+        per_epoch = self.params["steps"]
+        current = total_steps(self.epochs, self.final_steps, per_epoch)
+        # --epochs: shortened, never lengthened; else at most what a lone member of the plan trains
+        cap = current if not self.rules.stretch else \
+            round_down(STRETCH_MAX * self.recipe_epochs, self.rules.multiple) * per_epoch
+        total = replan_steps(done, left, costs, per_epoch, statistics.fmean(self.overheads), current, cap)
+        return split_steps(total, per_epoch)

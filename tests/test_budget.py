@@ -68,12 +68,14 @@ def test_a_tiny_time_limit_shortens_the_member_then_a_wrong_estimate_stops_one_a
     assert board.exit_code == 0 and "stopped early" not in board.output
 
     # a rerun plans from the job's recorded costs (no calibration); costs that are far too low make the
-    # planner give member-01 all its epochs, and the deadline stops it at an epoch end instead
+    # planner give member-01 all its epochs, and the deadline stops it at an epoch end instead. (--n 3: the plan
+    # has a member after it, so it keeps its length; a slot's last member would fit its steps to the deadline.)
     record["costs"] = {"startup_s": 0.01, "epoch_s": 0.01, "predict_s": 0.01}
     (tmp_path / "jobs/tl/job.json").write_text(json.dumps(record))
-    wrong = invoke(tmp_path, "train", "--job", "tl", "--time-limit", "12s", "--n", "2")
+    wrong = invoke(tmp_path, "train", "--job", "tl", "--time-limit", "12s", "--n", "3")
     assert wrong.exit_code == 0, wrong.output
     assert "calibrated" not in (tmp_path / "jobs/tl/logs/member-01.log").read_text()
+    assert json.loads((tmp_path / "jobs/tl/plan.json").read_text())["last_members"] == []
     record = json.loads((tmp_path / "jobs/tl/job.json").read_text())
     second = record["members"][1]
     trained = len(read_history(tmp_path / "models/tl/member-01/history.csv"))

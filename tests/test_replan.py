@@ -25,8 +25,14 @@ from ensemble.member.loop import train_epochs
 from ensemble.member.model import build_member_model, member_schedule, resize_schedule
 from ensemble.member.process import train_member
 from ensemble.nets.schedules import rate_at_step
+from ensemble.job.record import load_record
+from ensemble.run.budget import TimeBudget
+from ensemble.run.devices import Slot
+from ensemble.run.executors import Launched
+from ensemble.run.progress import PlainReporter
 from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job
+from ensemble.run.scheduler import JobRun, RunOrder
 from ensemble.store.workspace import Workspace
 
 ROWS, BATCH, SEED = 200, 64, 7
@@ -198,3 +204,69 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     progress = read_progress(JobLayout(ws, "r").progress(0))
     assert progress.epochs == 3  # the runner's ledger follows it
     assert set(progress.costs) == {"startup_s", "epoch_s", "predict_s"}  # the costs it re-planned with, for the job
+
+
+class PlanningOnly:
+    """An executor whose members never run: what the runner plans for them is what the test reads."""
+
+    name, may_queue = "planning-only", False
+
+    def __init__(self, slots: int):
+        self.slots = slots
+
+    def slots_for(self, members):
+        return [Slot(None, number, self.slots) for number in range(self.slots)]
+
+    def where(self, slot):
+        return "nowhere"
+
+    def start(self, job, index, slot):
+        return Launched(index, slot, handle=None)
+
+
+def test_the_runner_tells_a_member_planned_last_on_its_slot_to_fit_itself_to_the_deadline(tmp_path, sample_dir):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="p", spec=spec), gpu_capabilities=[])
+    costs = Costs(startup_s=1, epoch_s=100, predict_s=1)  # a 4-epoch member takes 402 s
+    run = JobRun(ws, load_record(ws, "p"), read_plan(ws, "p"), PlanningOnly(2), PlainReporter(echo=lambda text: None),
+                 RunOrder([0], [0], retries=0),
+                 TimeBudget(4, deadline=time.time() + 600, cap=3, costs=costs, stretch=False), 600)
+    run.fill_slots()
+    # slot 0, up to 2 of the 3 members: 4 epochs, then the 198 s left hold 1: member-00 has one after it; slot 1,
+    # the one member left: member-01 is its slot's last, and fits its steps to the deadline from the job's costs
+    plan = read_plan(ws, "p")
+    assert plan.member_epochs == {0: 4, 1: 4} and plan.last_members == (1,) and plan.costs == costs
+    assert [member.epochs for member in load_record(ws, "p").members] == [4, 4]
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one_with_members_after_it_does_not(
+        tmp_path, sample_dir, monkeypatch, capsys, last):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32",
+                   schedule="onecycle")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="q", spec=spec), gpu_capabilities=[])
+    write_plan(ws, replace(read_plan(ws, "q"), deadline=time.time() + 600, budget=BudgetRules(1, stretch=False),
+                           member_epochs={0: 3}, last_members=(0,) if last else (), costs=COSTS))
+    asked = []
+
+    def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None):  # 2 epochs and 1 step
+        asked.append((done, current, cap, costs.predict_s))
+        return 2 * steps_per_epoch + 1
+
+    monkeypatch.setattr(replan_module, "replan_steps", in_steps)
+    metrics = train_member(ws, "q", 0)
+    log = capsys.readouterr().out
+    folder = JobLayout(ws, "q").member(0)
+    config = json.loads(folder.config.read_text())
+    assert "calibrated" not in log  # its length came from the plan
+    if not last:
+        assert asked == [] and metrics.epochs == 3 and "final_steps" not in config
+        return
+    # after its first epoch that traced nothing (the second), from the job's costs and its own epochs; --epochs:
+    # never past the 3 epochs it was given
+    assert [(done, cap == current, predict) for done, current, cap, predict in asked] == [(2, True, COSTS.predict_s)]
+    assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs, the last 1 of its" in log
+    assert metrics.epochs == 3 and config["epochs"] == 3 and config["final_steps"] == 1
+    assert read_progress(JobLayout(ws, "q").progress(0)).epochs == 3

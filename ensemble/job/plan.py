@@ -20,6 +20,7 @@ from .arrays import JobArrays, split_arrays
 from .errors import JobError
 from .layout import JobLayout
 from .outputs import OutputShape
+from .planner import Costs
 from .pseudo import add_pseudo_rows, read_pseudo
 from .rounds import PseudoRound, RefitRound
 from .spec import JobSpec
@@ -56,6 +57,10 @@ class RunPlan:
     deadline: float | None = None                    # epoch seconds (--time-limit), else None
     predict_seconds_per_image: float | None = None   # as the job's finished members measured it, if any
     member_epochs: dict[int, int] = field(default_factory=dict)  # the epochs the runner gave each member
+    # of those, the members planned last on their slots: each fits its length to the deadline, in steps
+    # (member.callbacks.replan), from the job's costs as they stood when it was given its length
+    last_members: tuple[int, ...] = ()
+    costs: Costs | None = None
     budget: BudgetRules | None = None  # under a deadline: how a member with no epochs given sizes itself
     pseudo: PseudoRound | None = None  # the job's pseudo-label round: members from its first index train on it
     refit: RefitRound | None = None    # the job's refit round: its twins train on every row
@@ -64,7 +69,8 @@ class RunPlan:
     def to_dict(self) -> dict:
         return {**asdict(self), "spec": self.spec.to_dict(), "pseudo": self.pseudo.to_dict() if self.pseudo else None,
                 "refit": self.refit.to_dict() if self.refit else None,
-                "member_epochs": {str(index): epochs for index, epochs in self.member_epochs.items()}}
+                "member_epochs": {str(index): epochs for index, epochs in self.member_epochs.items()},
+                "last_members": list(self.last_members), "costs": self.costs.to_dict() if self.costs else None}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunPlan":
@@ -73,6 +79,8 @@ class RunPlan:
                    split_sha256=str(values["split_sha256"]), shape=OutputShape(**values["shape"]),
                    deadline=values.get("deadline"), predict_seconds_per_image=values.get("predict_seconds_per_image"),
                    member_epochs={int(index): int(epochs) for index, epochs in (values.get("member_epochs") or {}).items()},
+                   last_members=tuple(int(index) for index in values.get("last_members") or ()),
+                   costs=Costs.from_dict(values["costs"]) if values.get("costs") else None,
                    budget=BudgetRules(**values["budget"]) if values.get("budget") else None,
                    pseudo=PseudoRound.from_dict(values["pseudo"]) if values.get("pseudo") else None,
                    refit=RefitRound.from_dict(values["refit"]) if values.get("refit") else None,

@@ -116,7 +116,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             if history:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
             replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label) \
-                if probed and not history and not twin else None
+                if not history and not twin else None
             callbacks = _callbacks(folder, label, spec, state, progress, deadline, replan)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
                              validate=not twin, final_steps=final_steps)
@@ -165,13 +165,17 @@ def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress
     return epochs, costs
 
 
-def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays, costs: Costs,
-                  progress: ProgressWriter, label: str) -> Replan | None:
-    """For a member that sized itself from a probe: the callback that sizes it again from its own epochs, where
-    its length is the planner's to change (no snapshot cycles to keep whole, no time shared among every fold)."""
+def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays,
+                  probed: Costs | None, progress: ProgressWriter, label: str) -> Replan | None:
+    """The callback that sizes a member again from its own epochs, for one that sized itself from a probe (the
+    costs it `probed`) and for one the runner planned last on its slot (from the job's costs), where its length
+    is the planner's to change (no snapshot cycles to keep whole, no time shared among every fold)."""
     rules = plan.budget
     if plan.deadline is None or rules is None or rules.every or spec.snapshots > 1:
         return None
+    planned_last = index in plan.last_members and plan.costs is not None
+    if probed is None and not planned_last:
+        return None  # members after it on its slot start when the length it was given ends
 
     def resize(epochs: int, final_steps: int | None, measured: Costs) -> bool:
         traces = resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
@@ -183,7 +187,8 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
               f"{last}", flush=True)
         return traces
 
-    return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize)
+    return Replan(plan.deadline, probed or plan.costs, rules, plan.spec.epochs, spec.epochs, resize,
+                  last=None if probed else True)
 
 
 def member_deadline(plan: RunPlan, spec: JobSpec, arrays) -> Deadline | None:

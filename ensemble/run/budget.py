@@ -6,7 +6,8 @@ How the limit combines with the other options (README, "Fitting a time budget"):
   members measure, in job.json. From it the planner (job.planner) gives every member its length before it
   starts, so a member's schedule is sized to the epochs it will get: recipe-length members, the last one
   shortened to the time left (or the members made longer when the rest would be too short for a member);
-  the calibrating member plans itself again from the epochs it trains (member.callbacks.replan);
+  the calibrating member plans itself again from the epochs it trains (member.callbacks.replan), and so
+  does a slot's last planned member, its length counted in steps to the deadline;
 - a running member still stops at an epoch end when another epoch and its predictions would not fit (an
   estimate can be wrong), keeps its best weights (and finished snapshots), and is marked stopped early;
 - `--n` caps the members (default: none, as many as fit), and they train longer to fill the time;
@@ -127,16 +128,21 @@ class TimeBudget:
                                   max(epochs - epochs_done, 1))
         return fits(now, self.deadline, estimate)
 
-    def next_member_epochs(self, now: float, members_left: int, first: bool = False) -> int | None:
-        """The epochs of the member about to start on a free slot, as its slot's plan starts it; 0: none fits;
-        None: the job has no costs yet (the member calibrates and chooses). `first`: the job has no member
-        trained yet, so a short one is still worth starting."""
+    def next_slot_plan(self, now: float, members_left: int, first: bool = False) -> tuple[int, ...] | None:
+        """The plan of a free slot from now, in start order: its first entry is the member about to start; ():
+        none fits; None: the job has no costs yet (the member calibrates and chooses). `first`: the job has no
+        member trained yet, so a short one is still worth starting."""
         costs = self.measured_costs()
         if costs is None or self.deadline is None:
             return None
-        own = plan_slot(self.deadline - now, costs, self.epochs, math.ceil(members_left / self.slots),
-                        self.stretch, self.multiple, first, self.every)
-        return own[0] if own else 0
+        return plan_slot(self.deadline - now, costs, self.epochs, math.ceil(members_left / self.slots),
+                         self.stretch, self.multiple, first, self.every)
+
+    def next_member_epochs(self, now: float, members_left: int, first: bool = False) -> int | None:
+        """The epochs of the member about to start on a free slot, as its slot's plan starts it; 0: none fits;
+        None: the job has no costs yet."""
+        own = self.next_slot_plan(now, members_left, first)
+        return None if own is None else own[0] if own else 0
 
     def plan(self, now: float, members_left: int, tta: bool, running: tuple[tuple[int, float], ...] = ()
              ) -> BudgetPlan | None:

@@ -117,7 +117,7 @@ class JobRun:
         while self.free and (self.queue or self.budget.may_grow(len(self.record.members), time.time())):
             index = self.queue[0] if self.queue else None
             done = 0 if index is None else resumable_epochs(self.layout.member(index), self.epochs_of(index))
-            planned = None
+            planned, last = None, False
             if done:  # it has a length of its own (its config.json) and epochs behind it
                 fits = self.budget.covers(done, time.time(), self.epochs_of(index))
             elif self.plan.is_twin(index):  # a refit twin: its length is the one the folds chose; the job's
@@ -126,7 +126,8 @@ class JobRun:
                 fits = self.budget.covers(0, time.time(), math.ceil(self.epochs_of(index) * folds / (folds - 1)))
             else:
                 first = not any(member.state is MemberState.DONE for member in self.record.members)
-                planned = self.budget.next_member_epochs(time.time(), self.members_left(), first)
+                own = self.budget.next_slot_plan(time.time(), self.members_left(), first)
+                planned, last = (own[0] if own else 0, len(own) == 1) if own is not None else (None, False)
                 fits = planned != 0 if planned is not None else self.budget.covers(0, time.time())
             if not fits:
                 if not self.running:
@@ -137,7 +138,7 @@ class JobRun:
                 index = self.add_member()
             self.queue.remove(index)
             if planned:
-                self.give_length(index, planned)
+                self.give_length(index, planned, last)
             self.start(index, self.free.pop(0))
 
     def busy_seconds(self) -> float:
@@ -145,10 +146,14 @@ class JobRun:
         running = sum(time.time() - launched.started for launched in self.running.values())
         return (self.ended_attempts_s + running) / max(self.budget.slots, 1)
 
-    def give_length(self, index: int, epochs: int) -> None:
-        """The planner's length for a member about to start: in the ledger and in the plan it reads."""
+    def give_length(self, index: int, epochs: int, last: bool = False) -> None:
+        """The planner's length for a member about to start: in the ledger and in the plan it reads. `last`: its
+        slot's plan has no member after it, so it fits its length to the deadline from the job's costs."""
         self.member(index).epochs = epochs
-        self.plan = replace(self.plan, member_epochs={**self.plan.member_epochs, index: epochs})
+        others = tuple(member for member in self.plan.last_members if member != index)
+        self.plan = replace(self.plan, member_epochs={**self.plan.member_epochs, index: epochs},
+                            last_members=tuple(sorted({*others, index})) if last else others,
+                            costs=self.budget.measured_costs())
         write_plan(self.ws, self.plan)
 
     def announce_plan(self, when: float, running: tuple[tuple[int, float], ...] = ()) -> None:

@@ -8,7 +8,9 @@ mean of those epochs: the first time in full (how many members of how long still
 last member, its length is then counted in steps (job.planner.replan_steps): whole epochs and a last, partial
 one of the steps the time left holds, kept while it fits with at most half an epoch to spare and fitted
 again when it leaves the band. A member with members after it keeps the whole epochs that first re-plan gave
-it: theirs are planned by the runner from the same measured epochs.
+it: theirs are planned by the runner from the same measured epochs. A member the runner planned last on its
+slot (job.plan.RunPlan.last_members) fits its steps the same way from its first epoch that traced nothing:
+its whole epochs were sized from the job's median epoch, not its own.
 A new length moves the end of the training loop (`params["epochs"]` and `params["final_steps"]`, member.loop)
 and, through `resize`, the member's schedule and its config.json, before the next epoch begins.
 """
@@ -45,7 +47,7 @@ class Replan(keras.callbacks.Callback):
     before the loop goes on, and says whether the next epoch traces again."""
 
     def __init__(self, deadline: float, costs: Costs, rules: BudgetRules, recipe_epochs: int, epochs: int,
-                 resize, clock=time.time):
+                 resize, clock=time.time, last: bool | None = None):
         super().__init__()
         self.deadline, self.costs, self.rules, self.recipe_epochs = deadline, costs, rules, recipe_epochs
         self.epochs, self.final_steps = epochs, None
@@ -53,7 +55,7 @@ class Replan(keras.callbacks.Callback):
         self.steady: list[float] = []    # seconds of the epochs that traced nothing, their commit included
         self.overheads: list[float] = []  # of those, what is not training steps: validation, commit, publication
         self.traces = True               # the next epoch traces: the first, and the first after a new schedule
-        self.last: bool | None = None    # None: not re-planned yet
+        self.last = last  # its slot's last member: True when the runner planned it so; None: not re-planned yet
         self.changes: list[tuple[int, int, int | None]] = []  # (after epoch, new epochs, their last's steps)
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -12,13 +12,14 @@ import pytest
 from ensemble.data.sources import sample_digits
 from ensemble.job.layout import JobLayout, MemberFolder
 from ensemble.job.outputs import read_metrics
-from ensemble.job.plan import BudgetRules, read_plan, write_plan
+from ensemble.job.plan import BudgetRules, plan_arrays, read_plan, write_plan
 from ensemble.job.planner import Costs, Replanned
 from ensemble.job.progress import read_progress
 from ensemble.job.spec import JobSpec
 from ensemble.member import calibrate
 from ensemble.member.callbacks import replan as replan_module
 from ensemble.member.callbacks.commit import EpochCommit
+from ensemble.member.callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
 from ensemble.member.callbacks.replan import Replan
 from ensemble.member.checkpoints import restore_newest
 from ensemble.member.loop import train_epochs
@@ -116,10 +117,24 @@ def test_a_last_member_fills_the_time_left_with_a_partial_last_epoch_and_keeps_a
 
 def test_a_member_with_members_after_it_keeps_the_length_of_its_first_replan(digits):
     clock = FakeClock()
+    replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 2000 + 80, BudgetRules(3, stretch=True),
+                                           epochs=20)
+    # after epoch 2, 2000 s left: two members of 25 epochs (the second starts when it ends, at 1000 s)
+    assert replan.changes == [(2, 25, None)] and replan.last is False and steps == [4] * 25  # whole epochs
+    assert clock.now == 1000
+
+
+def test_a_member_whose_epochs_slow_down_until_no_member_fits_after_it_takes_the_time_left(digits):
+    clock = FakeClock()
     seconds = lambda epoch: 40 if epoch < 4 else 80  # noqa: E731
     replan, resized, steps = run_replanned(digits, clock, seconds, 2000 + 80, BudgetRules(3, stretch=True),
                                            epochs=20)
-    assert replan.changes == [(2, 25, None)] and replan.last is False and steps == [4] * 25  # whole epochs
+    # planned as the first of two 25-epoch members; at 80 s an epoch its 25 would end at 1860 s, and the 220 s
+    # left would hold no member of the recipe's 12 epochs. After epoch 6 its slot's plan has only itself: it is
+    # the last, and fits its steps to the deadline from then on
+    assert replan.changes[:2] == [(2, 25, None), (6, 35, 3)] and replan.last is True
+    assert steps[:-1] == [4] * (len(steps) - 1) and steps[-1] == replan.final_steps and len(steps) == replan.epochs
+    assert clock.now + COSTS.predict_s <= 2080 < clock.now + COSTS.predict_s + 80 / 2  # not 220 s unused
 
 
 def test_an_epoch_that_traces_is_not_what_an_epoch_costs(digits):
@@ -238,17 +253,26 @@ def test_the_runner_tells_a_member_planned_last_on_its_slot_to_fit_itself_to_the
     plan = read_plan(ws, "p")
     assert plan.member_epochs == {0: 4, 1: 4} and plan.last_members == (1,) and plan.costs == costs
     assert [member.epochs for member in load_record(ws, "p").members] == [4, 4]
+    run.give_length(1, 3)  # retried before its first epoch, planned again with a member after it
+    assert read_plan(ws, "p").last_members == () and read_plan(ws, "p").member_epochs[1] == 3
 
 
-@pytest.mark.parametrize("last", [True, False])
+@pytest.mark.parametrize("kind", ["last", "not last", "legacy-idg"])
 def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one_with_members_after_it_does_not(
-        tmp_path, sample_dir, monkeypatch, capsys, last):
+        tmp_path, sample_dir, monkeypatch, capsys, kind):
     ws = Workspace.resolve(tmp_path / "home")
     spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32",
-                   schedule="onecycle")
+                   schedule="onecycle", augment="legacy-idg" if kind == "legacy-idg" else None)
     prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="q", spec=spec), gpu_capabilities=[])
-    write_plan(ws, replace(read_plan(ws, "q"), deadline=time.time() + 600, budget=BudgetRules(1, stretch=False),
-                           member_epochs={0: 3}, last_members=(0,) if last else (), costs=COSTS))
+    plan = read_plan(ws, "q")
+    arrays = plan_arrays(ws, plan, 0)
+    # the job's finished members predicted at a speed the deadline turns into 50 s kept back (its margin and the
+    # model's load included), more than the 20 s the job's costs say
+    per_image = (50 - MODEL_LOAD_S) / PREDICT_MARGIN / (len(arrays.x_val) + len(arrays.x_test))
+    # 3 members per slot: were it not told it is last, its first re-plan would find members after it
+    write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(3, stretch=False),
+                           member_epochs={0: 3}, last_members=() if kind == "not last" else (0,), costs=COSTS,
+                           predict_seconds_per_image=per_image))
     asked = []
 
     def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None):  # 2 epochs and 1 step
@@ -261,12 +285,13 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
     folder = JobLayout(ws, "q").member(0)
     config = json.loads(folder.config.read_text())
     assert "calibrated" not in log  # its length came from the plan
-    if not last:
+    if kind != "last":  # members after it were planned from its length; Keras' fit owns the legacy loop's length
         assert asked == [] and metrics.epochs == 3 and "final_steps" not in config
         return
     # after its first epoch that traced nothing (the second), from the job's costs and its own epochs; --epochs:
     # never past the 3 epochs it was given
-    assert [(done, cap == current, predict) for done, current, cap, predict in asked] == [(2, True, COSTS.predict_s)]
+    assert [(done, cap == current) for done, current, cap, _ in asked] == [(2, True)]
+    assert asked[0][3] == pytest.approx(50)
     assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs, the last 1 of its" in log
     assert metrics.epochs == 3 and config["epochs"] == 3 and config["final_steps"] == 1
     assert read_progress(JobLayout(ws, "q").progress(0)).epochs == 3

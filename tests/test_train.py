@@ -286,6 +286,9 @@ def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured
     # after epoch 4 the next epoch is 5: the member and one snapshot to predict, at the measured 2 ms per image
     assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}, 4) == pytest.approx(
         10.0 + 2 * (1000 * 0.002 * 1.25 + 2.0))
+    # what a member fitted to the deadline keeps back for its kept weights: the same margin and load
+    assert deadline.measured_predictions_s() == pytest.approx(1000 * 0.002 * 1.25 + 2.0)
+    assert Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=8).measured_predictions_s() is None
 
 
 def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_learns(tmp_path, sample_dir,

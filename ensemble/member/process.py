@@ -115,7 +115,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             # else no epoch fits the time left
             if history:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-            replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label) \
+            replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label, deadline) \
                 if not history and not twin else None
             callbacks = _callbacks(folder, label, spec, state, progress, deadline, replan)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
@@ -166,16 +166,24 @@ def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress
 
 
 def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays,
-                  probed: Costs | None, progress: ProgressWriter, label: str) -> Replan | None:
+                  probed: Costs | None, progress: ProgressWriter, label: str, deadline: Deadline | None
+                  ) -> Replan | None:
     """The callback that sizes a member again from its own epochs, for one that sized itself from a probe (the
-    costs it `probed`) and for one the runner planned last on its slot (from the job's costs), where its length
-    is the planner's to change (no snapshot cycles to keep whole, no time shared among every fold)."""
+    costs it `probed`) and for one the runner gave its length (from the job's costs, last on its slot or not),
+    where its length is the planner's to change: no snapshot cycles to keep whole, no time shared among every
+    fold, and not the legacy generator (Keras' `fit` owns that loop's length)."""
     rules = plan.budget
-    if plan.deadline is None or rules is None or rules.every or spec.snapshots > 1:
+    if deadline is None or rules is None or rules.every or spec.snapshots > 1 or spec.augment == "legacy-idg":
         return None
-    planned_last = index in plan.last_members and plan.costs is not None
-    if probed is None and not planned_last:
-        return None  # members after it on its slot start when the length it was given ends
+    if probed is not None:
+        costs, last = probed, None
+    elif plan.costs is not None and index in plan.member_epochs:
+        # predictions as the deadline keeps them back (with its margin and the model's load), not as measured:
+        # else the deadline would stop the member before the partial last epoch fitted to it
+        costs = replace(plan.costs, predict_s=max(plan.costs.predict_s, deadline.measured_predictions_s() or 0.0))
+        last = index in plan.last_members
+    else:
+        return None
 
     def resize(epochs: int, final_steps: int | None, measured: Costs) -> bool:
         traces = resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
@@ -187,8 +195,7 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
               f"{last}", flush=True)
         return traces
 
-    return Replan(plan.deadline, probed or plan.costs, rules, plan.spec.epochs, spec.epochs, resize,
-                  last=None if probed else True)
+    return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize, last=last)
 
 
 def member_deadline(plan: RunPlan, spec: JobSpec, arrays) -> Deadline | None:

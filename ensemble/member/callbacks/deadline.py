@@ -45,9 +45,18 @@ class Deadline(keras.callbacks.Callback):
         per_image = self.predict_seconds_per_image
         if per_image is None:
             per_image = min(self.validation_seconds, default=0.0) / max(self.n_val, 1) * self.views
-        models = self.models_after(epochs_done + 1)
         next_epoch = min(self.epoch_seconds) - (1.0 - self.next_share(epochs_done)) * min(self.steps_seconds)
-        return next_epoch + models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+        return next_epoch + self.predictions_s(self.models_after(epochs_done + 1), per_image)
+
+    def predictions_s(self, models: int, per_image: float) -> float:
+        """What this callback keeps back for loading and predicting with `models` models at `per_image` seconds."""
+        return models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+
+    def measured_predictions_s(self) -> float | None:
+        """What it keeps back for the member's kept weights, at the speed the job's finished members measured
+        (None: none has finished yet, and it will use this member's own validation pass)."""
+        per_image = self.predict_seconds_per_image
+        return None if per_image is None else self.predictions_s(1, per_image)
 
     def next_share(self, epochs_done: int) -> float:
         """The share of an epoch's steps the next epoch trains: 1 but for a partial last epoch."""

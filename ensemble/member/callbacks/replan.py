@@ -8,9 +8,13 @@ mean of those epochs: the first time in full (how many members of how long still
 last member, its length is then counted in steps (job.planner.replan_steps): whole epochs and a last, partial
 one of the steps the time left holds, kept while it fits with at most half an epoch to spare and fitted
 again when it leaves the band. A member with members after it keeps the whole epochs that first re-plan gave
-it: theirs are planned by the runner from the same measured epochs. A member the runner planned last on its
-slot (job.plan.RunPlan.last_members) fits its steps the same way from its first epoch that traced nothing:
-its whole epochs were sized from the job's median epoch, not its own.
+it (theirs are planned by the runner, when it ends, from the same measured epochs) until its slot's plan no
+longer has room for any of them: its epochs ran slower than planned, and what its length leaves is too short
+for a member. It is then its slot's last, and fits its steps to the deadline: else that time went unused (at
+12000 rows in 10 minutes, 29% of the budget, when a 24-epoch member ran 25% slow and the 12-epoch member
+after it no longer fitted). Members the runner plans (job.plan.RunPlan.member_epochs) re-plan the same way
+from their first epoch that traced nothing, the slot's last (RunPlan.last_members) at once: their whole epochs
+were sized from the job's median epoch, not their own.
 A new length moves the end of the training loop (`params["epochs"]` and `params["final_steps"]`, member.loop)
 and, through `resize`, the member's schedule and its config.json, before the next epoch begins.
 """
@@ -71,11 +75,15 @@ class Replan(keras.callbacks.Callback):
         # the member's EpochClock timed the epoch's steps and validation pass; without it all is steps
         steps_s = logs.get("epoch_seconds", seconds) - logs.get("validation_seconds", 0.0)
         self.overheads.append(min(max(seconds - steps_s, 0.0), seconds))
-        if self.last is False or self.model.stop_training:
+        if self.model.stop_training:
             return
         costs = replace(self.costs, epoch_s=statistics.fmean(self.steady))
-        first = self.last is None
         left = self.deadline - self.clock()
+        if self.last is False:
+            if not self.alone(epoch + 1, left, costs):
+                return  # members after it are still planned to start when its length ends
+            self.last = True  # none of them fits any more: the time left is its own
+        first = self.last is None
         planned = replan_member(epoch + 1, left, costs, self.recipe_epochs,
                                 self.rules.cap_per_slot if first else 1, self.rules.stretch, self.epochs,
                                 self.rules.multiple, grow_slack=0.0 if first else GROW_SLACK)
@@ -90,6 +98,12 @@ class Replan(keras.callbacks.Callback):
         self.epochs = self.params["epochs"] = epochs
         self.final_steps = self.params["final_steps"] = final_steps
         self.traces = bool(self.resize(epochs, final_steps, costs))
+
+    def alone(self, done: int, left: float, costs: Costs) -> bool:
+        """Whether its slot's plan made now has no member after it: its epochs ran slower than the plan that put
+        members after it, and what is left after its own length no longer holds one of them."""
+        return replan_member(done, left, costs, self.recipe_epochs, self.rules.cap_per_slot, self.rules.stretch,
+                             self.epochs, self.rules.multiple).last
 
     def fitted_steps(self, done: int, left: float, costs: Costs) -> tuple[int, int | None]:
         """The last member's length counted in steps, as (epochs, steps of a partial last one)."""

@@ -1,8 +1,8 @@
 """The `--time-limit` planner: how many members of how many epochs fill the time left. Pure functions of
 measured costs; the runner measures, records and applies them (scheduler.JobRun), a member sizes its
-schedule to what it is given (member.process), and a member that calibrated itself re-plans its length from
-its own epochs (replan_member, applied by member.callbacks.replan), a slot's last member in steps to the
-deadline (replan_steps: a partial last epoch takes the time whole epochs leave).
+schedule to what it is given (member.process), and a running member re-plans its length from its own epochs
+(replan_member, applied by member.callbacks.replan), a slot's last member in steps to the deadline
+(replan_steps: a partial last epoch takes the time whole epochs leave).
 
 The rule, from the benchmarks at equal wall time (BENCHMARKS.md, "Accuracy per compute" and "Members vs
 epochs"): a longer member beats more members until it is about twice the recipe's length. Round 1 measured

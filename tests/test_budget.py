@@ -69,7 +69,8 @@ def test_a_tiny_time_limit_shortens_the_member_then_a_wrong_estimate_stops_one_a
 
     # a rerun plans from the job's recorded costs (no calibration); costs that are far too low make the
     # planner give member-01 all its epochs, and the deadline stops it at an epoch end instead. (--n 3: the plan
-    # has a member after it, so it keeps its length; a slot's last member would fit its steps to the deadline.)
+    # has a member after it, so it does not fit its steps to the deadline from its first steady epoch, as a slot's
+    # last member would; once it re-plans as the last, too little time is left to shorten it.)
     record["costs"] = {"startup_s": 0.01, "epoch_s": 0.01, "predict_s": 0.01}
     (tmp_path / "jobs/tl/job.json").write_text(json.dumps(record))
     wrong = invoke(tmp_path, "train", "--job", "tl", "--time-limit", "12s", "--n", "3")

@@ -57,10 +57,10 @@ class RunPlan:
     deadline: float | None = None                    # epoch seconds (--time-limit), else None
     predict_seconds_per_image: float | None = None   # as the job's finished members measured it, if any
     member_epochs: dict[int, int] = field(default_factory=dict)  # the epochs the runner gave each member
-    # of those, the members planned last on their slots: each fits its length to the deadline, in steps
-    # (member.callbacks.replan), from the job's costs as they stood when it was given its length
+    # of those, the members planned last on their slots: each fits its length to the deadline in steps
+    # (member.callbacks.replan) from its first steady epoch; the others once no member fits after them
     last_members: tuple[int, ...] = ()
-    costs: Costs | None = None
+    costs: Costs | None = None  # the job's costs when the runner last gave a member its length: they re-plan from them
     budget: BudgetRules | None = None  # under a deadline: how a member with no epochs given sizes itself
     pseudo: PseudoRound | None = None  # the job's pseudo-label round: members from its first index train on it
     refit: RefitRound | None = None    # the job's refit round: its twins train on every row

@@ -6,8 +6,9 @@ How the limit combines with the other options (README, "Fitting a time budget"):
   members measure, in job.json. From it the planner (job.planner) gives every member its length before it
   starts, so a member's schedule is sized to the epochs it will get: recipe-length members, the last one
   shortened to the time left (or the members made longer when the rest would be too short for a member);
-  the calibrating member plans itself again from the epochs it trains (member.callbacks.replan), and so
-  does a slot's last planned member, its length counted in steps to the deadline;
+  every member plans itself again from the epochs it trains (member.callbacks.replan): a slot's last
+  member counts its length in steps to the deadline, and one with members after it becomes the last once
+  none of them fits any more;
 - a running member still stops at an epoch end when another epoch and its predictions would not fit (an
   estimate can be wrong), keeps its best weights (and finished snapshots), and is marked stopped early;
 - `--n` caps the members (default: none, as many as fit), and they train longer to fill the time;

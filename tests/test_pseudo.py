@@ -102,9 +102,11 @@ def test_a_round_is_refused_where_it_would_mislead(tmp_path, sample_dir):
     assert "pseudo" not in json.loads((home / "jobs/f/job.json").read_text())  # nothing was recorded
 
 
-def test_ema_is_refused_where_loss_scaling_would_move_the_average_off_the_epoch_ends():
+def test_ema_is_refused_with_the_legacy_generator_whose_fit_would_never_swap_the_average_in():
     from ensemble.job.spec import JobSpec
 
-    with pytest.raises(JobError, match="--ema 0.99 needs float32 or mixed_bfloat16"):
-        JobSpec.from_options(ema=0.99, precision="mixed_float16")
-    assert JobSpec.from_options(ema=0.99, precision="float32").ema == 0.99
+    with pytest.raises(JobError, match="--ema 0.99 swaps the average in at each epoch's end, which the legacy"):
+        JobSpec.from_options(ema=0.99, augment="legacy-idg")
+    with pytest.raises(JobError, match="drop --ema or use --augment idg"):
+        JobSpec.from_options(ema=0.99, recipe="seed")  # seed 002's recipe trains through the legacy generator
+    assert JobSpec.from_options(ema=0.99, precision="mixed_float16").ema == 0.99  # loss scaling: no step count

@@ -361,39 +361,77 @@ def test_a_short_warm_up_reaches_the_peak_rate_early_and_trains_an_epoch_on_a_sl
     assert float(rate_at_step(schedule, 1)) == pytest.approx(spec.learning_rate, rel=1e-9)
 
 
+def _values(variables) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(v) for v in variables]
+
+
+class _AtEpochEnd(keras.callbacks.Callback):
+    """What the net and the optimizer's average slots hold when each epoch's callbacks run."""
+
+    def __init__(self):
+        super().__init__()
+        self.net, self.slots = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.net.append(_values(self.model.trainable_variables))
+        optimizer = self.model.optimizer
+        if getattr(optimizer, "use_ema", False):
+            self.slots.append(_values(optimizer._model_variables_moving_average))
+
+
 @pytest.mark.jax
-def test_weight_averaging_puts_the_average_in_the_net_at_each_epochs_end_and_trains_on_a_slice(
-        slice_arrays, restore_dtype_policy):
-    from ensemble.member.model import build_member_model, fit_member_model
+def test_weight_averaging_validates_and_keeps_the_average_and_trains_on_as_without_it(slice_arrays,
+                                                                                       restore_dtype_policy):
+    """The average is kept beside the net: each epoch's end (its validation and its checkpoints) and the end of
+    training see the average; the net's own weights, which go on training, are exactly those of a member with no
+    average."""
+    from ensemble.member.model import fit_member_model
 
-    spec = JobSpec.from_options(ema=0.9, epochs=2, precision="float32", model="seed004", batch_size=32)  # 5 steps
+    averaged_spec = JobSpec.from_options(ema=0.9, epochs=3, precision="float32", model="seed004", batch_size=32)
+    plain_spec = JobSpec.from_options(epochs=3, precision="float32", model="seed004", batch_size=32)
+    n_train = len(slice_arrays.x_train)
+    averaged, plain = (build_member_model(spec, seed=0, n_train=n_train) for spec in (averaged_spec, plain_spec))
+    assert averaged.optimizer.use_ema and averaged.optimizer.ema_momentum == 0.9
+    seen_averaged, seen_plain = _AtEpochEnd(), _AtEpochEnd()
+    averaged_history = fit_member_model(averaged, averaged_spec, slice_arrays, seed=0, callbacks=[seen_averaged])
+    plain_history = fit_member_model(plain, plain_spec, slice_arrays, seed=0, callbacks=[seen_plain])
+    for epoch in range(3):
+        # swapped: the slots hold the net's own weights, which equal the plain member's to the bit
+        assert all(np.array_equal(own, p) for own, p in zip(seen_averaged.slots[epoch], seen_plain.net[epoch]))
+        assert not np.array_equal(seen_averaged.net[epoch][0], seen_plain.net[epoch][0])  # the net: the average
+    assert averaged_history.history["loss"] == plain_history.history["loss"]  # the same training steps
+    assert averaged_history.history["val_loss"] != plain_history.history["val_loss"]  # the average validated
+    final = _values(averaged.trainable_variables)
+    assert all(np.array_equal(f, e) for f, e in zip(final, seen_averaged.net[-1]))  # and kept at the end
 
-    class AtEpochEnd(keras.callbacks.Callback):  # before fit's own final copy of the average into the net
-        seen = []
 
-        def on_epoch_end(self, epoch, logs=None):
-            averages = self.model.optimizer._model_variables_moving_average
-            self.seen.append(len(averages) == len(self.model.trainable_variables) and all(
-                np.array_equal(keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(a))
-                for v, a in zip(self.model.trainable_variables, averages)))
+def test_weight_averaging_needs_no_step_count_under_loss_scaling(slice_arrays, restore_dtype_policy):
+    """mixed_float16 (what --precision auto picks on a T4) wraps the optimizer for loss scaling, which skips
+    overflowing steps: the average is still swapped in at each epoch's end and kept at the end."""
+    from ensemble.member.loop import kept_average
+    from ensemble.member.model import fit_member_model
 
+    spec = JobSpec.from_options(ema=0.9, epochs=2, precision="mixed_float16", model="seed004", batch_size=32)
     model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
-    assert model.optimizer.use_ema and model.optimizer.ema_momentum == 0.9
-    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[AtEpochEnd()])
-    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
-    assert AtEpochEnd.seen == [True, True]  # each epoch validated and checkpointed the average
-    plain_spec = JobSpec.from_options(epochs=2, precision="float32", model="seed004", batch_size=32)
-    plain = build_member_model(plain_spec, seed=0, n_train=len(slice_arrays.x_train))
-    fit_member_model(plain, plain_spec, slice_arrays, seed=0, callbacks=[])
-    assert not np.array_equal(keras.ops.convert_to_numpy(plain.trainable_variables[0]),
-                              keras.ops.convert_to_numpy(model.trainable_variables[0]))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    optimizer = kept_average(model)
+    assert optimizer is model.optimizer.inner_optimizer and optimizer.use_ema
+    seen = _AtEpochEnd()
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[seen])
+    assert np.isfinite(history.history["val_loss"]).all()
+    slots = _values(optimizer._model_variables_moving_average)  # the net's own weights, swapped out
+    assert all(np.array_equal(f, e) for f, e in zip(_values(model.trainable_variables), seen.net[-1]))
+    assert not np.array_equal(slots[0], seen.net[-1][0])
 
 
-def test_a_resumed_member_continues_its_weight_average(tmp_path, sample_dir, monkeypatch, restore_dtype_policy):
-    """The average lives in the optimizer's variables: a member killed after an epoch resumes with the average it
-    had (not one begun again from zeros), and finishes."""
+def test_a_resumed_member_continues_its_weight_average_exactly(tmp_path, sample_dir, monkeypatch,
+                                                               restore_dtype_policy):
+    """A member killed after an epoch resumes with the net's own weights and its average where they were: every
+    later epoch's training loss and validation (of the average) is the uninterrupted member's."""
     from ensemble.member.resume import resume_point
 
+    whole = _job(tmp_path / "whole", sample_dir, ema=0.9, epochs=3, limit_train=96)
+    train_member(whole, "j", 0)
     ws = _job(tmp_path, sample_dir, ema=0.9, epochs=3, limit_train=96)
     with monkeypatch.context() as patched:
         _interrupt_at(patched, 1)
@@ -403,9 +441,12 @@ def test_a_resumed_member_continues_its_weight_average(tmp_path, sample_dir, mon
     spec = load_record(ws, "j").spec
     model, state = resume_point(folder, spec, spec.member_seed(0), 86, lambda _: None)
     assert state is not None and len(state.history) == 1
-    averages = [keras.ops.convert_to_numpy(a) for a in model.optimizer._model_variables_moving_average]
-    weights = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-    assert all(np.array_equal(a, w) for a, w in zip(averages, weights))  # the epoch's end: net = average
-    assert any(np.abs(a).sum() > 0 for a in averages)
+    slots = _values(model.optimizer._model_variables_moving_average)
+    net = _values(model.trainable_variables)
+    assert not np.array_equal(slots[0], net[0]) and all(np.abs(a).sum() > 0 for a in slots)  # both kept
     train_member(ws, "j", 0)
     assert read_metrics(folder).epochs == 3
+    resumed = read_history(folder.path / "history.csv")
+    uninterrupted = read_history(JobLayout(whole, "j").member(0).path / "history.csv")
+    for name in ("loss", "val_loss", "val_accuracy"):
+        assert [row[name] for row in resumed] == pytest.approx([row[name] for row in uninterrupted], rel=1e-6), name

@@ -62,8 +62,9 @@ class JobSpec:
         default=lambda recipe: recipe.label_smoothing)
     ema: float | None = option(
         "--ema", "Weight averaging: the optimizer keeps an exponential moving average of the weights with this "
-        "momentum (e.g. 0.99; Keras' use_ema) and the net takes the average at each epoch's end, so validation "
-        "and the kept weights are the average (default: the recipe's, 0: off). See BENCHMARKS.md, \"Levers\".",
+        "momentum (e.g. 0.99; Keras' use_ema) beside the net; each epoch's validation, checkpoint and the kept "
+        "weights are the average's, and training goes on from the net's own weights (default: the recipe's, 0: "
+        "off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
@@ -130,12 +131,10 @@ class JobSpec:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
-        if values["ema"] and values["precision"] == "mixed_float16":
-            # loss scaling skips the optimizer's steps whose gradients overflow, so the average's write into
-            # the net would drift off the epoch ends (validation and checkpoints would see the raw weights)
-            raise JobError(f"--ema {values['ema']:g} needs float32 or mixed_bfloat16: under mixed_float16 (what "
-                           "--precision auto picks on this GPU) loss scaling skips steps and the average would not "
-                           "land at epoch ends; add --precision float32")
+        if values["ema"] and values["augment"] == "legacy-idg":
+            # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average
+            raise JobError(f"--ema {values['ema']:g} swaps the average in at each epoch's end, which the legacy "
+                           "generator's Keras fit loop does not do; drop --ema or use --augment idg")
         return cls(**values, optimizer=base.optimizer, zoom=base.augmentation.zoom, shift=base.augmentation.shift,
                    train_sha256=train_sha256, test_sha256=test_sha256, classes=tuple(int(c) for c in classes))
 

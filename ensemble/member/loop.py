@@ -8,8 +8,9 @@ creates no iterator at all, on any backend, and each step costs what a step insi
 
 What `fit` does around its steps is kept: the callbacks see the same calls in the same order (train, epoch,
 batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
-rows (training) and over every validation row (`val_` prefixed), `stop_training` ends the epoch and the
-run, and the optimizer's weight average is written into the net at the end. Two additions: the run lasts as
+rows (training) and over every validation row (`val_` prefixed), and `stop_training` ends the epoch and the
+run. Where the optimizer keeps a weight average (Keras' use_ema), the net holds the average from each epoch's end
+to the next epoch's start and trains on its own weights in between (member.loop.swap_average). Two additions: the run lasts as
 many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves its end;
 and its last epoch trains only the first `params["final_steps"]` batches of its order where that is set (a
 member fitted to a deadline: its schedule ends there too).
@@ -71,6 +72,22 @@ def evaluate_rows(model, x: np.ndarray, y: np.ndarray, batch_size: int, callback
     return result
 
 
+def kept_average(model):
+    """The optimizer that keeps an average of the net's weights (Keras' use_ema; under a loss-scale wrapper, the
+    inner one), or None."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    return optimizer if getattr(optimizer, "use_ema", False) else None
+
+
+def swap_average(optimizer) -> None:
+    """Exchange the net's weights with the optimizer's average of them (what keras.callbacks.SwapEMAWeights
+    does, on any backend): done twice, it restores both."""
+    for weight, average in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average):
+        held = keras.ops.convert_to_numpy(weight)
+        weight.assign(keras.ops.convert_to_numpy(average))
+        average.assign(held)
+
+
 def epoch_steps(params: dict, epoch: int) -> int:
     """The batches epoch `epoch` trains: all of them but in a partial last epoch."""
     final = params.get("final_steps")
@@ -86,11 +103,14 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
     steps = math.ceil(len(x) / batch_size)
     callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=False, model=model,
                                                  verbose=0, epochs=epochs, steps=steps, final_steps=final_steps)
+    average = kept_average(model)
     model.stop_training = False
     callback_list.on_train_begin()
     epoch_logs: dict = {}
     epoch = initial_epoch
     while epoch < callback_list.params["epochs"]:  # a callback may re-plan the run's length (member.callbacks.replan)
+        if average is not None and epoch > 0:  # since the last epoch's end (a resumed state's too) the net held the average
+            swap_average(average)
         callback_list.on_epoch_begin(epoch)
         order = epoch_order(len(x), seed, epoch)
         means = RowMeans()
@@ -103,6 +123,8 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
             if model.stop_training:
                 break
         epoch_logs = means.means()
+        if average is not None:  # validation, the epoch's checkpoints and the weights kept at the end: the average's
+            swap_average(average)
         if validation is not None:
             scores = evaluate_rows(model, *validation, batch_size, callback_list)
             epoch_logs.update({f"val_{name}": value for name, value in scores.items()})
@@ -110,8 +132,6 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
         if model.stop_training:
             break
         epoch += 1
-    if isinstance(model.optimizer, keras.optimizers.Optimizer) and epochs > 0:
-        model.optimizer.finalize_variable_values(model.trainable_weights)  # the weight average, where kept
     callback_list.on_train_end(epoch_logs)
     return model.history
 

@@ -49,7 +49,7 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int 
     keras.config.set_dtype_policy(spec.precision)
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
     return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train, final_steps)),
-                         spec.label_smoothing, len(spec.classes), spec.ema, steps_per_epoch(spec, n_train))
+                         spec.label_smoothing, len(spec.classes), spec.ema)
 
 
 def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps: int | None = None) -> bool:

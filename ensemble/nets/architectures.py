@@ -144,25 +144,26 @@ def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGME
 OPTIMIZERS = ("adam", "adadelta", "rmsprop")
 
 
-def make_optimizer(name: str, learning_rate, ema: float = 0.0, steps_per_epoch: int | None = None):
+def make_optimizer(name: str, learning_rate, ema: float = 0.0):
     """learning_rate: a float, or a keras LearningRateSchedule (schedules.optimizer_rate). With ema (a momentum,
-    e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) and writes it
-    into the net at the last step of every epoch, so each epoch's validation, its checkpoint and the kept
-    weights are the average, and the next epoch continues from it. The average lives in the optimizer's
-    variables, which a training state saves: a resumed member continues it exactly."""
+    e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) beside the
+    net: member.loop swaps it into the net at each epoch's end, so each epoch's validation, its checkpoint and
+    the kept weights are the average, and the next epoch trains on from the net's own weights, as it would
+    without one. The average lives in the optimizer's variables, which a training state saves: a resumed
+    member continues it exactly."""
     import keras
 
     optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
                   "rmsprop": keras.optimizers.RMSprop}
-    averaging = {"use_ema": True, "ema_momentum": ema, "ema_overwrite_frequency": steps_per_epoch} if ema else {}
+    averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}  # never written over the net by Keras itself
     return optimizers[name](learning_rate=learning_rate, **averaging)
 
 
 def compile_model(model, optimizer: str, learning_rate, label_smoothing: float = 0.0, classes: int = 10,
-                  ema: float = 0.0, steps_per_epoch: int | None = None):
+                  ema: float = 0.0):
     from .losses import training_loss  # defers Keras, as the net builders do
 
     # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema, steps_per_epoch),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema),
                   loss=training_loss(label_smoothing, classes), metrics=["accuracy"])
     return model

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from ensemble.data.sources import sample_digits
-from ensemble.job.layout import MemberFolder
+from ensemble.job.layout import MemberFolder, committed_epochs
 from ensemble.job.spec import JobSpec
 from ensemble.member.callbacks.commit import EpochCommit
 from ensemble.member.checkpoints import random_states, restore_newest
 from ensemble.member.loop import RowMeans, epoch_order, predict_rows, train_epochs
 from ensemble.member.model import build_member_model
+from ensemble.nets.schedules import ScheduledRate, rate_at_step
 
 pytestmark = pytest.mark.jax  # the loop is what trains members on every backend
 
@@ -89,11 +90,12 @@ def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):
 
 def test_a_resumed_run_continues_exactly_where_an_uninterrupted_one_would_be(digits):
     x, y, _, _ = digits
-    whole = fresh_model()
-    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED)
+    whole = fresh_model()  # its onecycle rates set step by step, from the optimizer's step count
+    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED, callbacks=[whole.member_rate])
     resumed = fresh_model()
-    train_epochs(resumed, x, y, batch_size=BATCH, epochs=1, seed=SEED)
-    train_epochs(resumed, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1)
+    train_epochs(resumed, x, y, batch_size=BATCH, epochs=1, seed=SEED, callbacks=[resumed.member_rate])
+    train_epochs(resumed, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1,
+                 callbacks=[resumed.member_rate])
     for ours, theirs in zip(weights(resumed), weights(whole)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
@@ -106,20 +108,40 @@ def test_a_member_rebuilt_from_its_committed_state_continues_exactly(digits, tmp
     spec = small_spec()
     assert spec.augment == "idg" and spec.augmentation.zoom > 0  # random layers in the graph
     whole = fresh_model()
-    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED)
+    train_epochs(whole, x, y, batch_size=BATCH, epochs=2, seed=SEED, callbacks=[whole.member_rate])
 
     folder = MemberFolder(tmp_path / "member-00")
     killed = fresh_model()
-    train_epochs(killed, x, y, batch_size=BATCH, epochs=1, seed=SEED, callbacks=[EpochCommit(folder, spec, None)])
+    train_epochs(killed, x, y, batch_size=BATCH, epochs=1, seed=SEED,
+                 callbacks=[killed.member_rate, EpochCommit(folder, spec, None)])
     rebuilt = fresh_model()
     assert random_states(rebuilt) != random_states(killed)  # a new build starts its streams over
     state = restore_newest(rebuilt, folder.backup, say=pytest.fail)
     assert state.epoch == 1 and state.random == random_states(killed) == random_states(rebuilt)
     assert len(state.random) > 1  # the augmentation layer's stream and each dropout layer's
     assert all(counter > 0 for _, counter in state.random)  # each drew during epoch 1
-    train_epochs(rebuilt, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1)
+    train_epochs(rebuilt, x, y, batch_size=BATCH, epochs=2, seed=SEED, initial_epoch=1,
+                 callbacks=[rebuilt.member_rate])
     for ours, theirs in zip(weights(rebuilt), weights(whole)):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_state_whose_optimizer_is_laid_out_otherwise_is_set_aside_not_half_restored(digits, tmp_path):
+    """A state committed while the schedule lived in the optimizer (an older version's ScheduledRate: no rate
+    variable) does not line up with today's optimizer. Keras would load the weights and only warn that it skipped
+    the optimizer (its moments and step count lost, the schedule begun again): the state is set aside instead, and
+    the member starts over."""
+    x, y, _, _ = digits
+    spec = small_spec()
+    folder = MemberFolder(tmp_path / "member-00")
+    older = fresh_model()
+    older.compile(optimizer=keras.optimizers.Adam(ScheduledRate("onecycle", 1e-3, 2, 4)),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train_epochs(older, x, y, batch_size=BATCH, epochs=1, seed=SEED, callbacks=[EpochCommit(folder, spec, None)])
+    said = []
+    assert restore_newest(fresh_model(), folder.backup, say=said.append) is None
+    assert len(said) == 1 and "the training state after epoch 1 does not restore" in said[0]
+    assert "Skipping variable loading for optimizer" in said[0] and not committed_epochs(folder.backup)
 
 
 class Recorder(keras.callbacks.Callback):
@@ -162,12 +184,15 @@ def test_a_partial_last_epoch_trains_the_first_batches_of_its_order_and_ends_the
     model = build_member_model(small_spec(3), SEED, ROWS, final_steps=2)
     recorder = Recorder()
     train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, validation=(x_val, y_val),
-                 callbacks=[recorder], final_steps=2)
+                 callbacks=[model.member_rate, recorder], final_steps=2)
     batches = [call[1] for call in recorder.calls if call[0] == "batch"]
     assert batches == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]          # 4, 4, then 2 of the last epoch's 4
     assert int(model.optimizer.iterations) == 10 and ("test_begin",) in recorder.calls[-4:]  # validated all the same
-    # the rate at step 10 is the one-cycle's last: the schedule ends with the partial epoch
-    assert float(model.optimizer.learning_rate) == pytest.approx(small_spec(3).learning_rate / 1e5, rel=1e-3)
+    # the last step trained at the one-cycle's rate for step 9 of 10: the schedule ends with the partial epoch
+    schedule = model.member_rate.schedule
+    assert schedule.total_steps == 10
+    assert float(model.optimizer.learning_rate) == pytest.approx(float(rate_at_step(schedule, 9)), rel=1e-6)
+    assert float(rate_at_step(schedule, 10)) == pytest.approx(small_spec(3).learning_rate / 1e5, rel=1e-9)
 
 
 def test_predicting_batch_by_batch_equals_keras_predict(digits):

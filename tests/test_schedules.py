@@ -1,12 +1,14 @@
-"""Learning-rate schedules: exact rates per epoch, the optimizer computing the same numbers, cycles."""
+"""Learning-rate schedules: exact rates per epoch, the optimizer training at the same numbers, cycles."""
 import math
 
 import keras
 import numpy as np
 import pytest
 
-from ensemble.nets.schedules import (Schedule, ScheduledRate, cycle_end_epochs, optimizer_rate, plateau_rates,
-                                     rate_at_step, rates_per_epoch)
+from ensemble.member.callbacks.rate import StepRate
+from ensemble.member.loop import train_epochs
+from ensemble.nets.schedules import (Schedule, ScheduledRate, cycle_end_epochs, plateau_rates, rate_at_step,
+                                     rates_per_epoch)
 
 LR = 1e-3
 
@@ -35,20 +37,63 @@ def test_onecycle_rises_then_falls_within_its_bounds():
     assert rate_at_step(schedule, schedule.total_steps) == pytest.approx(LR / 1e5, rel=1e-12)
 
 
+class RatesSeen(keras.callbacks.Callback):
+    """The rate each optimizer step trained at, by step; and the train function each epoch ended with."""
+
+    def __init__(self, change_at_epoch_end=None):
+        super().__init__()
+        self.rates, self.functions, self.change = {}, [], change_at_epoch_end or {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) - 1  # the step just taken
+        self.rates[step] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.functions.append(self.model.train_function)
+        if epoch in self.change:
+            self.change[epoch]()
+
+
+def _tiny_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(1.0), loss="sparse_categorical_crossentropy")
+    return model
+
+
+ROWS = np.random.default_rng(0).random((21, 3)).astype("float32"), np.arange(21) % 2  # 7 steps of 3 rows
+
+
 @pytest.mark.parametrize("kind, cycles", [("exp", 1), ("onecycle", 1), ("cosine", 1), ("cosine", 3)])
-def test_the_optimizer_computes_the_same_rates_from_its_step(kind, cycles):
+def test_each_optimizer_step_trains_at_the_schedules_rate_for_it(kind, cycles):
     schedule = Schedule(kind, LR, epochs=6, steps_per_epoch=7, cycles=cycles)
-    in_optimizer = optimizer_rate(schedule)
-    assert isinstance(in_optimizer, ScheduledRate)
-    for step in range(0, schedule.total_steps, 5):
-        got = float(keras.ops.convert_to_numpy(in_optimizer(step)))
-        assert got == pytest.approx(float(rate_at_step(schedule, step)), rel=1e-5)
-    assert ScheduledRate(**in_optimizer.get_config()).schedule == schedule  # round-trips through a saved model
+    model, seen = _tiny_model(), RatesSeen()
+    train_epochs(model, *ROWS, batch_size=3, epochs=6, seed=0, callbacks=[StepRate(schedule), seen])
+    assert sorted(seen.rates) == list(range(42))
+    assert [seen.rates[step] for step in range(42)] == pytest.approx(
+        [float(rate_at_step(schedule, step)) for step in range(42)], rel=1e-6)
 
 
-def test_plateau_and_constant_hand_the_optimizer_a_plain_rate():
-    assert optimizer_rate(Schedule("plateau", LR, 4, 10)) == LR
-    assert optimizer_rate(Schedule("constant", LR, 4, 10)) == LR
+def test_a_re_planned_schedule_takes_over_at_the_next_step_and_nothing_is_traced_again():
+    """A re-plan (member.callbacks.replan) swaps the schedule between epochs: the steps taken keep their rates, the
+    next ones follow the new length, and the train step compiled before it is the one that goes on."""
+    short = Schedule("onecycle", LR, epochs=3, steps_per_epoch=7)
+    longer = Schedule("onecycle", LR, epochs=5, steps_per_epoch=7, final_steps=4)
+    stepper = StepRate(short)
+    model = _tiny_model()
+    seen = RatesSeen({0: lambda: setattr(stepper, "schedule", longer)})
+    train_epochs(model, *ROWS, batch_size=3, epochs=3, seed=0, callbacks=[stepper, seen])
+    assert [seen.rates[step] for step in range(7)] == pytest.approx(
+        [float(rate_at_step(short, step)) for step in range(7)], rel=1e-6)
+    assert [seen.rates[step] for step in range(7, 21)] == pytest.approx(
+        [float(rate_at_step(longer, step)) for step in range(7, 21)], rel=1e-6)
+    assert seen.functions[0] is not None and all(f is seen.functions[0] for f in seen.functions)
+    assert rate_at_step(short, 10) != pytest.approx(rate_at_step(longer, 10), rel=1e-3)  # the change is visible
+
+
+def test_only_plateau_and_constant_leave_the_rate_to_callbacks():
+    assert [kind for kind in ("constant", "plateau", "exp", "onecycle", "cosine")
+            if not Schedule(kind, LR, 4, 10).by_step] == ["constant", "plateau"]
 
 
 def test_cycles_are_equal_and_only_for_cosine():
@@ -81,8 +126,15 @@ def test_onecycle_warm_up_is_the_share_of_steps_it_is_given():
         Schedule("onecycle", LR, 12, 10, warmup=1.0)
 
 
-def test_a_saved_rate_keeps_its_warm_up_and_one_saved_before_it_had_one_reads_as_the_default():
-    rate = optimizer_rate(Schedule("onecycle", LR, epochs=6, steps_per_epoch=7, warmup=0.1))
-    assert rate.get_config()["warmup"] == 0.1 and ScheduledRate(**rate.get_config()).schedule.warmup == 0.1
+def test_the_schedule_a_member_saved_before_the_rate_moved_out_of_its_optimizer_still_loads():
+    """Older best.keras files hold a ScheduledRate in their optimizer: it computes rate_at_step in the graph, and
+    a config saved before warm-up existed reads as the old fixed 25%."""
+    schedule = Schedule("onecycle", LR, epochs=6, steps_per_epoch=7, warmup=0.1)
+    rate = ScheduledRate(**{"kind": "onecycle", "learning_rate": LR, "epochs": 6, "steps_per_epoch": 7, "cycles": 1,
+                            "warmup": 0.1, "final_steps": None})
+    assert rate.schedule == schedule and ScheduledRate(**rate.get_config()).schedule == schedule
+    for step in range(0, schedule.total_steps, 5):
+        assert float(keras.ops.convert_to_numpy(rate(step))) == pytest.approx(float(rate_at_step(schedule, step)),
+                                                                                rel=1e-5)
     older = {key: value for key, value in rate.get_config().items() if key != "warmup"}
     assert ScheduledRate(**older).schedule == Schedule("onecycle", LR, epochs=6, steps_per_epoch=7, warmup=0.25)

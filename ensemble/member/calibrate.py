@@ -106,7 +106,8 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
     steps_per_pass = math.ceil(len(pick) / batch)
     clock = PassClock()
     built = time.perf_counter()
-    train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed, callbacks=[clock])
+    train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed,
+                 callbacks=[*([model.member_rate] if model.member_rate else []), clock])  # the rates' cost too
     started_up = process_age()
     step = statistics.median(clock.seconds[1:]) / steps_per_pass  # the first pass traces
     trace = max(time.perf_counter() - built - step * steps_per_pass * (1 + PROBE_PASSES), 0.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,7 +187,11 @@ def load_weights(model, backup: Path, epoch: int) -> None:
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     try:
-        model.load_weights(str(path))
+        with warnings.catch_warnings():
+            # Keras only warns when a saved optimizer's variables do not line up with the model's (a state from an
+            # optimizer laid out otherwise), and goes on with the moments and the step count of a fresh one
+            warnings.filterwarnings("error", message="Skipping variable loading")
+            model.load_weights(str(path))
     except Exception as error:  # h5py, Keras and the OS each have their own words for a bad file
         raise StateError(f"{path}: {type(error).__name__}: {error}") from None
 

@@ -1,5 +1,6 @@
 """A member's net as it trains: seeded and compiled under the job's precision, its schedule sized to its
-rows, fitted step by step on the arrays (augmentation in the graph) or through the legacy generator."""
+rows and applied step by step (member.callbacks.rate), fitted step by step on the arrays (augmentation in the
+graph) or through the legacy generator."""
 from __future__ import annotations
 
 import importlib.metadata
@@ -13,7 +14,8 @@ import numpy as np
 from ..job.spec import JobSpec
 from ..nets.architectures import build_model, compile_model
 from ..nets.augment import legacy_idg_flow
-from ..nets.schedules import Schedule, optimizer_rate
+from ..nets.schedules import Schedule, rate_at_step
+from .callbacks.rate import StepRate
 from .loop import train_epochs
 
 MONITOR = "val_accuracy"
@@ -44,32 +46,33 @@ def member_schedule(spec: JobSpec, n_train: int, final_steps: int | None = None)
 
 
 def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int | None = None):
-    """A member's compiled model: seeded, under the job's precision policy (set before any layer exists)."""
+    """A member's compiled model: seeded, under the job's precision policy (set before any layer exists). Its
+    schedule rides along as `model.member_rate` (a StepRate, None for the rates only callbacks move: constant and
+    plateau), which fit_member_model applies and resize_schedule re-sizes."""
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(spec.precision)
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
-    return compile_model(model, spec.optimizer, optimizer_rate(member_schedule(spec, n_train, final_steps)),
-                         spec.label_smoothing, len(spec.classes), spec.ema)
+    schedule = member_schedule(spec, n_train, final_steps)
+    compile_model(model, spec.optimizer, float(rate_at_step(schedule, 0)), spec.label_smoothing, len(spec.classes),
+                  spec.ema)
+    model.member_rate = StepRate(schedule) if schedule.by_step else None
+    return model
 
 
-def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps: int | None = None) -> bool:
-    """The member's schedule in its optimizer made the one of a run of `epochs` epochs, the last `final_steps`
-    long where given (a re-plan: the steps it has taken keep their place); True when its rates depend on the
-    length, and the train step, which has the old rates traced into it, is traced again on the next batch."""
-    schedule = member_schedule(replace(spec, epochs=epochs), n_train, final_steps)
-    if not (schedule.in_optimizer and schedule.shaped_by_length):
-        return False
-    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss-scale wrapper
-    optimizer.learning_rate = optimizer_rate(schedule)
-    model.train_function = None
-    return True
+def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps: int | None = None) -> None:
+    """The member's schedule made the one of a run of `epochs` epochs, the last `final_steps` long where given (a
+    re-plan: the steps it has taken keep their place), from its next step on; nothing is traced again."""
+    if model.member_rate is not None:
+        model.member_rate.schedule = member_schedule(replace(spec, epochs=epochs), n_train, final_steps)
 
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
                      validate: bool = True, final_steps: int | None = None):
     """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall);
     legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
-    rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial."""
+    rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial.
+    The member's schedule sets each step's rate ahead of every other callback."""
+    callbacks = [*([model.member_rate] if model.member_rate is not None else []), *callbacks]
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, initial_epoch=initial_epoch,

@@ -185,15 +185,14 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
     else:
         return None
 
-    def resize(epochs: int, final_steps: int | None, measured: Costs) -> bool:
-        traces = resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
+    def resize(epochs: int, final_steps: int | None, measured: Costs) -> None:
+        resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
         # a resume trains the new length
         atomic.write_json(folder.config, member_config(plan, index, epochs, final_steps))
         progress.write("training", epochs=epochs, costs=measured.to_dict())
         last = f", the last {final_steps} of its {steps_per_epoch(spec, len(arrays.x_train))} steps" if final_steps else ""
         print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs"
               f"{last}", flush=True)
-        return traces
 
     return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize, last=last)
 

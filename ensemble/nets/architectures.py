@@ -145,7 +145,7 @@ OPTIMIZERS = ("adam", "adadelta", "rmsprop")
 
 
 def make_optimizer(name: str, learning_rate, ema: float = 0.0):
-    """learning_rate: a float, or a keras LearningRateSchedule (schedules.optimizer_rate). With ema (a momentum,
+    """learning_rate: a float (a member's schedule sets it each step: member.callbacks.rate). With ema (a momentum,
     e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) beside the
     net: member.loop swaps it into the net at each epoch's end, so each epoch's validation, its checkpoint and
     the kept weights are the average, and the next epoch trains on from the net's own weights, as it would

@@ -1,10 +1,11 @@
 """Learning-rate schedules as pure functions of the optimizer step.
 
 A scheduled rate depends on nothing but the step, and the step (the optimizer's `iterations`) is part of
-the state BackupAndRestore brings back, so a resumed member continues with exactly the rates it would
-have had. The arithmetic is written once against an array namespace: numpy for the tests and the pure
-core, `keras.ops` inside the optimizer (`ScheduledRate`). `plateau` is the exception: ReduceLROnPlateau
-moves the rate from validation results (train.ResumableReduceLROnPlateau replays it on resume).
+the training state a member restores, so a resumed member continues with exactly the rates it would have had.
+The arithmetic is written once against an array namespace (numpy, or `keras.ops` on a tensor); a member's
+optimizer gets each step's rate from member.callbacks.rate.StepRate, so its train step never holds the
+schedule's length. `plateau` is the exception: ReduceLROnPlateau moves the rate from validation results
+(member.callbacks.plateau.ResumableReduceLROnPlateau replays it on resume).
 
     constant   lr
     plateau    lr, halved by ReduceLROnPlateau(val acc, patience 3, factor 0.5, min_lr 1e-5) (seed 002)
@@ -58,13 +59,9 @@ class Schedule:
         return self.epochs * self.steps_per_epoch
 
     @property
-    def shaped_by_length(self) -> bool:
-        """Whether each step's rate depends on how many epochs the run has (its position in them)."""
-        return self.kind in ("onecycle", "cosine")
-
-    @property
-    def in_optimizer(self) -> bool:
-        """Whether the optimizer computes the rate from its step (all but plateau and constant)."""
+    def by_step(self) -> bool:
+        """Whether each step's rate comes from the schedule (all but plateau and constant, whose rate only callbacks
+        move)."""
         return self.kind not in ("plateau", "constant")
 
 
@@ -123,7 +120,8 @@ def cycle_end_epochs(epochs: int, cycles: int) -> list[int]:
 
 @keras.saving.register_keras_serializable(package="ensemble")
 class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
-    """`rate_at_step` inside the optimizer, computed from its own step count."""
+    """`rate_at_step` inside the optimizer, computed from its own step count: what the optimizer of a member saved
+    before the rate moved to member.callbacks.rate holds, so those .keras files still load with their optimizer."""
 
     def __init__(self, kind: str, learning_rate: float, epochs: int, steps_per_epoch: int, cycles: int = 1,
                  warmup: float = ONECYCLE_WARMUP, final_steps: int | None = None):
@@ -139,11 +137,3 @@ class ScheduledRate(keras.optimizers.schedules.LearningRateSchedule):
         return {"kind": s.kind, "learning_rate": s.learning_rate, "epochs": s.epochs,
                 "steps_per_epoch": s.steps_per_epoch, "cycles": s.cycles, "warmup": s.warmup,
                 "final_steps": s.final_steps}
-
-
-def optimizer_rate(schedule: Schedule):
-    """What to hand the optimizer as learning_rate: a float, or the schedule object."""
-    if not schedule.in_optimizer:
-        return schedule.learning_rate
-    return ScheduledRate(schedule.kind, schedule.learning_rate, schedule.epochs, schedule.steps_per_epoch,
-                         schedule.cycles, schedule.warmup, schedule.final_steps)

@@ -16,7 +16,8 @@ after it no longer fitted). Members the runner plans (job.plan.RunPlan.member_ep
 from their first epoch that traced nothing, the slot's last (RunPlan.last_members) at once: their whole epochs
 were sized from the job's median epoch, not their own.
 A new length moves the end of the training loop (`params["epochs"]` and `params["final_steps"]`, member.loop)
-and, through `resize`, the member's schedule and its config.json, before the next epoch begins.
+and, through `resize`, the member's schedule (from its next step: nothing is traced again) and its config.json,
+before the next epoch begins.
 """
 from __future__ import annotations
 
@@ -40,15 +41,15 @@ def total_steps(epochs: int, final_steps: int | None, steps_per_epoch: int) -> i
     return (epochs - 1) * steps_per_epoch + final_steps if final_steps else epochs * steps_per_epoch
 
 
-# Once re-planned, a longer length in whole epochs must fit with half an epoch to spare: each change retraces
-# the step, and the mean of a few epochs moves by more than the margin of a length that just fits.
+# Once re-planned, a longer length in whole epochs must fit with half an epoch to spare: the mean of a few epochs
+# moves by more than the margin of a length that just fits, and each change reshapes the rest of the schedule.
 GROW_SLACK = 0.5
 
 
 class Replan(keras.callbacks.Callback):
-    """Re-plans the member's length at the end of each epoch that did not trace; `resize(epochs, final_steps,
-    costs)` is called with each new length (`final_steps`: the last epoch's steps when it is partial, else None)
-    before the loop goes on, and says whether the next epoch traces again."""
+    """Re-plans the member's length at the end of each epoch but the first (which traces); `resize(epochs,
+    final_steps, costs)` is called with each new length (`final_steps`: the last epoch's steps when it is partial,
+    else None) before the loop goes on."""
 
     def __init__(self, deadline: float, costs: Costs, rules: BudgetRules, recipe_epochs: int, epochs: int,
                  resize, clock=time.time, last: bool | None = None):
@@ -58,7 +59,7 @@ class Replan(keras.callbacks.Callback):
         self.resize, self.clock = resize, clock
         self.steady: list[float] = []    # seconds of the epochs that traced nothing, their commit included
         self.overheads: list[float] = []  # of those, what is not training steps: validation, commit, publication
-        self.traces = True               # the next epoch traces: the first, and the first after a new schedule
+        self.traces = True               # the next epoch traces: the first
         self.last = last  # its slot's last member: True when the runner planned it so; None: not re-planned yet
         self.changes: list[tuple[int, int, int | None]] = []  # (after epoch, new epochs, their last's steps)
 
@@ -97,7 +98,7 @@ class Replan(keras.callbacks.Callback):
         self.changes.append((epoch + 1, epochs, final_steps))
         self.epochs = self.params["epochs"] = epochs
         self.final_steps = self.params["final_steps"] = final_steps
-        self.traces = bool(self.resize(epochs, final_steps, costs))
+        self.resize(epochs, final_steps, costs)
 
     def alone(self, done: int, left: float, costs: Costs) -> bool:
         """Whether its slot's plan made now has no member after it: its epochs ran slower than the plan that put

@@ -293,8 +293,9 @@ def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured
 
 def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_learns(tmp_path, sample_dir,
                                                                                        restore_dtype_policy):
-    """The first member of a --time-limit job probes its own training to choose its length, then is built again
-    from its seed: its probabilities equal those of a member that was given that length and never probed."""
+    """The first member of a --time-limit job probes its own training on its own model to choose its length, and
+    the model is put back as built (weights, the augmentation's random stream, the optimizer's moments, step count
+    and weight average): its probabilities equal those of a member that was given that length and never probed."""
     import dataclasses
     import time
 
@@ -302,7 +303,7 @@ def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_
 
     outputs = {}
     for name, calibrate in (("probed", True), ("given", False)):
-        ws = _job(tmp_path / name, sample_dir, limit_train=160, epochs=2)
+        ws = _job(tmp_path / name, sample_dir, limit_train=160, epochs=2, augment="idg", schedule="onecycle", ema=0.9)
         plan = read_plan(ws, "j")
         rules = BudgetRules(cap_per_slot=1, stretch=False)
         plan = dataclasses.replace(plan, deadline=time.time() + 3600, budget=rules,

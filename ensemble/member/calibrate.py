@@ -2,8 +2,9 @@
 (a resumed member keeps its schedule), or, in a job that has measured nothing yet, what a short probe of its
 own training says fits (run.planner decides from the costs).
 
-The probe fits a few batches (through the member's own loop, as it trains) on a throwaway copy of the member's model
-and predicts a slice of the validation rows; the member is then built again from its seed, so what it learns does not depend on having
+The probe fits a few batches (through the member's own loop, as it trains) on the member's own model and predicts a
+slice of the validation rows; the model is then put back as it was built (its weights, its random streams, its
+optimizer's state) and trains as the member, its steps already traced, so what it learns does not depend on having
 probed (a test holds its probabilities equal to an unprobed member's).
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -93,11 +95,32 @@ class PassClock(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._began)
 
 
-def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
-    """Start-up, epoch and prediction seconds of a member of this spec, from a probe on a throwaway model;
-    and the seconds this member still spends building and tracing its model again before it trains."""
+def state_variables(model) -> list:
+    """Everything a model's training changes: its variables (weights and random streams) and its optimizer's (under
+    a loss-scale wrapper, the wrapper's and the inner optimizer's)."""
+    optimizers = [model.optimizer, getattr(model.optimizer, "inner_optimizer", None)]
+    variables, seen = [], set()
+    for variable in [*model.variables, *(v for o in optimizers if o is not None for v in o.variables)]:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            variables.append(variable)
+    return variables
+
+
+@dataclass(frozen=True)
+class Probe:
+    costs: Costs
+    ahead_s: float  # what the member still spends before its first step: its validation step's first trace
+    model: object   # the member's model, as built, its train and predict steps traced
+
+
+def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
+    """Start-up, epoch and prediction seconds of a member of this spec, from a probe on its own model, which is
+    handed back as it was built."""
     n_train = len(arrays.x_train)
     model = build_member_model(spec, seed, n_train)
+    model.optimizer.build(model.trainable_variables)  # its state exists, to be put back after the probe
+    as_built = [(variable, keras.ops.convert_to_numpy(variable)) for variable in state_variables(model)]
     batch = min(spec.batch_size, n_train)
     rng = np.random.default_rng(seed)
     # steps through the member's own loop, as it trains: one run of several passes pays its set-up once
@@ -105,12 +128,10 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
     x, y = arrays.x_train[pick], arrays.y_train[pick]
     steps_per_pass = math.ceil(len(pick) / batch)
     clock = PassClock()
-    built = time.perf_counter()
     train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed,
                  callbacks=[*([model.member_rate] if model.member_rate else []), clock])  # the rates' cost too
     started_up = process_age()
     step = statistics.median(clock.seconds[1:]) / steps_per_pass  # the first pass traces
-    trace = max(time.perf_counter() - built - step * steps_per_pass * (1 + PROBE_PASSES), 0.0)
     # validation and test rows, as many as make a full prediction batch: per-image time is not per-call overhead
     rows = np.concatenate([arrays.x_val[:PROBE_PREDICT_ROWS], arrays.x_test[:PROBE_PREDICT_ROWS]])
     rows = rows[:PROBE_PREDICT_ROWS]
@@ -124,20 +145,24 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> tuple[Costs, float]:
         began = time.perf_counter()
         model.save(Path(scratch) / "probe.keras")
         commit = 2 * (time.perf_counter() - began)
-    keras.backend.clear_session()
+    for variable, value in as_built:
+        variable.assign(value)
+    keras.utils.set_random_seed(seed)  # and the global streams where the member's build left them
     epoch = step * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit
     views = len(TTA_VIEWS) if spec.tta else 1
     outputs = len(arrays.x_val) + len(arrays.x_test)
     predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + MODEL_LOAD_S)
-    return Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict), trace + predict_trace
+    # a later member's start-up: the process's until here (its train step traced), its prediction and validation traces
+    costs = Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict)
+    return Probe(costs, predict_trace, model)
 
 
-def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, rebuild_s: float, clock=time.time) -> int:
-    """This member's epochs as its slot's plan would start it now (its start-up is behind it but the rebuild
-    and its tracing); at least one cycle even when nothing fits: the job's first member always trains."""
+def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, ahead_s: float, clock=time.time) -> int:
+    """This member's epochs as its slot's plan would start it now (its start-up is behind it but `ahead_s`); at
+    least one cycle even when nothing fits: the job's first member always trains."""
     rules = plan.budget
-    # the slot's plan as if the member started now with only the rebuild ahead of it; later members start up
-    own = plan_slot(plan.deadline - clock() + costs.startup_s - rebuild_s, costs, spec.epochs, rules.cap_per_slot,
+    # the slot's plan as if the member started now with only ahead_s ahead of it; later members start up
+    own = plan_slot(plan.deadline - clock() + costs.startup_s - ahead_s, costs, spec.epochs, rules.cap_per_slot,
                     rules.stretch, rules.multiple, every=rules.every)
     return max(own[0] if own else rules.multiple, rules.multiple, 1)
 

@@ -21,7 +21,7 @@ from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace, member_name
-from .calibrate import calibrated_epochs, measure_costs, member_epochs, recorded_final_steps
+from .calibrate import Probe, calibrated_epochs, measure_costs, member_epochs, recorded_final_steps
 from .callbacks.clock import EpochClock
 from .callbacks.commit import EpochCommit
 from .callbacks.deadline import Deadline
@@ -95,7 +95,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
                           f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
             reset_member(folder)
     arrays = plan_arrays(ws, plan, index)
-    epochs, probed = own_epochs(plan, index, folder, arrays, progress, label)
+    epochs, probe = own_epochs(plan, index, folder, arrays, progress, label)
+    probed = probe.costs if probe else None
     spec = replace(spec, epochs=epochs)
     final_steps = None if probed else recorded_final_steps(folder, steps_per_epoch(spec, len(arrays.x_train)))
     twin = plan.is_twin(index)
@@ -107,7 +108,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     history = trained_history(folder, spec)  # None: epochs are left to train, or the kept weights are bad
     deadline = member_deadline(plan, spec, arrays)
     if history is None:
-        model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note, final_steps)
+        model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note, final_steps,
+                                    built=probe.model if probe else None)
         history = list(state.history) if state else []
         progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
                        val_accuracy=history[-1].get(MONITOR) if history else None)
@@ -151,18 +153,19 @@ def _trained_split(folder: MemberFolder) -> str | None:
 
 
 def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress: ProgressWriter, label: str
-               ) -> tuple[int, Costs | None]:
+               ) -> tuple[int, Probe | None]:
     """The member's length: kept once started, else given by the plan, else (the job's first member under a
-    time limit) calibrated from a probe of its own training; and the costs that probe measured (else None)."""
+    time limit) calibrated from a probe of its own training; and that probe (else None)."""
     epochs = member_epochs(plan, index, folder)
     if epochs is not None:
         return epochs, None
-    costs, rebuild_s = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
-    epochs = calibrated_epochs(plan, plan.spec, costs, rebuild_s)
+    probe = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
+    costs = probe.costs
+    epochs = calibrated_epochs(plan, plan.spec, costs, probe.ahead_s)
     progress.write("starting", epochs=epochs, costs=costs.to_dict())
     print(f"{label} calibrated: start-up {costs.startup_s:.1f} s, {costs.epoch_s:.1f} s an epoch, predictions "
           f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''} to fit the time limit", flush=True)
-    return epochs, costs
+    return epochs, probe
 
 
 def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays,

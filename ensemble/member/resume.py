@@ -13,7 +13,7 @@ from ..store import atomic
 from .callbacks.commit import save_model_file
 from .checkpoints import (StateError, TrainingState, clear_incomplete, history_csv, load_weights, restore_newest,
                           set_aside)
-from .model import build_member_model
+from .model import build_member_model, resize_schedule
 
 
 def reset_member(folder: MemberFolder) -> None:
@@ -36,12 +36,18 @@ def trained_history(folder: MemberFolder, spec: JobSpec) -> list[dict] | None:
     return None
 
 
-def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, say, final_steps: int | None = None
-                 ) -> tuple[object, TrainingState | None]:
+def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, say, final_steps: int | None = None,
+                 built=None) -> tuple[object, TrainingState | None]:
     """The member's model (its last epoch `final_steps` long where given), at the newest training state that
-    restores (its files republished from it), or fresh with its files cleared when none does."""
+    restores (its files republished from it), or fresh with its files cleared when none does. `built`: the
+    member's model as built from its seed (the probe's, its steps traced), used instead of building one."""
     clear_incomplete(folder)
-    model = build_member_model(spec, seed, n_train, final_steps)
+    if built is not None:
+        model = built
+        resize_schedule(model, spec, n_train, spec.epochs, final_steps)
+    else:
+        model = build_member_model(spec, seed, n_train, final_steps)
+    tried = bool(folder.committed_epochs())
     state = restore_newest(model, folder.backup, say)
     if state is not None:
         republish(model, folder, spec, state, say)
@@ -52,7 +58,9 @@ def resume_point(folder: MemberFolder, spec: JobSpec, seed: int, n_train: int, s
             else "no training state restores"
         say(f"{why}: training from epoch 0")
     reset_member(folder)
-    return build_member_model(spec, seed, n_train, final_steps), None  # anew: a failed restore may have loaded a part
+    if tried:  # a failed restore may have loaded a part: anew
+        model = build_member_model(spec, seed, n_train, final_steps)
+    return model, None
 
 
 def republish(model, folder: MemberFolder, spec: JobSpec, state: TrainingState, say) -> None:

@@ -76,7 +76,7 @@ def test_a_tiny_time_limit_shortens_the_member_then_a_wrong_estimate_stops_one_a
     wrong = invoke(tmp_path, "train", "--job", "tl", "--time-limit", "12s", "--n", "3")
     assert wrong.exit_code == 0, wrong.output
     assert "calibrated" not in (tmp_path / "jobs/tl/logs/member-01.log").read_text()
-    assert json.loads((tmp_path / "jobs/tl/plan.json").read_text())["last_members"] == []
+    assert json.loads((tmp_path / "jobs/tl/plan.json").read_text())["last_members"] == [], wrong.output
     record = json.loads((tmp_path / "jobs/tl/job.json").read_text())
     second = record["members"][1]
     trained = len(read_history(tmp_path / "models/tl/member-01/history.csv"))

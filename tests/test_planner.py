@@ -119,6 +119,21 @@ def test_the_runners_budget_plans_from_the_recorded_costs_and_then_from_what_it_
     assert TimeBudget(12, deadline=100.0, cap=3).next_member_epochs(0.0, 3) is None  # no costs: it calibrates
 
 
+def test_a_recorded_estimate_too_low_gives_way_to_the_first_epochs_and_start_ups_of_members_the_limit_stopped():
+    """A rerun with far too low recorded costs: member-01's only epoch (its first, which traces) took 1.5 s and the
+    limit stopped it 9 s after its start. With 3 s left, no member starts (it would run 7 s of start-up)."""
+    budget = TimeBudget(6, deadline=12.0, cap=3, costs=Costs(0.01, 0.01, 0.01))
+    assert budget.next_member_epochs(now=9.0, members_left=2) == 24  # the estimate alone: 4x the recipe fits
+    budget.epoch_measured(1, 1, 1.5, first=True)
+    assert budget.measured_costs() == Costs(0.01, 1.5, 0.01)  # no steady epoch yet: the first bounds it
+    budget.member_measured(9.0, epochs_trained=1, predict_seconds=0.5, models=1, complete=False, epochs=6)
+    assert budget.measured_costs() == Costs(7.0, 1.5, 0.5)  # 9 s - 1.5 s of epoch - 0.5 s of predictions
+    assert budget.next_member_epochs(now=9.0, members_left=1) == 0
+    assert budget.member_walls == []  # a stopped member's wall time says nothing about a whole member's
+    budget.epoch_measured(2, 2, 1.2)
+    assert budget.measured_costs().epoch_s == 1.2  # a steady epoch replaces the bound
+
+
 def test_every_member_of_the_cap_shares_the_time_for_a_refit_jobs_folds():
     # 3 fold members in 300 s: alone, the plan is one 21-epoch member, which leaves two folds without one;
     # shared out, 300 - 3 * 21 = 237 s hold 18 epochs: 6 each

@@ -291,6 +291,7 @@ def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured
     assert Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=8).measured_predictions_s() is None
 
 
+@pytest.mark.jax  # the probe's model is reset through each backend's variables
 def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_learns(tmp_path, sample_dir,
                                                                                        restore_dtype_policy):
     """The first member of a --time-limit job probes its own training on its own model to choose its length, and

@@ -98,6 +98,7 @@ class TimeBudget:
     time_limit: float | None = None
     epoch_seconds: dict[tuple[int, int], float] = field(default_factory=dict)  # (member, epoch) -> seconds
     steady_epochs: list[float] = field(default_factory=list)  # epoch seconds but each attempt's first (it traces)
+    first_epochs: list[float] = field(default_factory=list)   # each attempt's first epoch: slower, a bound until then
     startups: list[float] = field(default_factory=list)   # seconds before the first epoch, per finished member
     member_walls: list[float] = field(default_factory=list)  # whole-member seconds of members finished here
     predict_measured: list[float] = field(default_factory=list)  # seconds finished members spent predicting
@@ -109,7 +110,7 @@ class TimeBudget:
     def measured_costs(self) -> Costs | None:
         """The job's costs with what this run measured in place of the estimate, where it has."""
         base = self.costs
-        epoch = statistics.median(self.steady_epochs) if self.steady_epochs else (base.epoch_s if base else None)
+        epoch = self.epoch_estimate()
         if epoch is None:
             return None
         startup = statistics.median(self.startups) if self.startups else (base.startup_s if base else START_OVERHEAD_S)
@@ -155,24 +156,34 @@ class TimeBudget:
                            self.multiple, tta, running, now - self.started if self.started else 0.0, self.time_limit,
                            self.every)
 
+    def epoch_estimate(self) -> float | None:
+        """An epoch's seconds: the median of this run's steady epochs; before any, the job's estimate, but never
+        less than the first epochs this run has seen (an estimate from an earlier run, or a wrong one, would
+        otherwise start members the time left cannot hold)."""
+        if self.steady_epochs:
+            return statistics.median(self.steady_epochs)
+        if self.costs is None:
+            return None  # a member calibrates first, or a steady epoch will say
+        return max(self.costs.epoch_s, statistics.median(self.first_epochs) if self.first_epochs else 0.0)
+
     def epoch_measured(self, index: int, epoch: int, seconds: float, first: bool = False) -> None:
-        if (index, epoch) not in self.epoch_seconds and not first:
-            self.steady_epochs.append(seconds)
+        if (index, epoch) not in self.epoch_seconds:
+            (self.first_epochs if first else self.steady_epochs).append(seconds)
         self.epoch_seconds[(index, epoch)] = seconds
 
     def member_measured(self, wall_seconds: float, epochs_trained: int, predict_seconds: float | None,
                         models: int, complete: bool, epochs: int | None = None) -> None:
         """A member finished: its prediction time (validation and test, every TTA view, for each of its
         `models` kept weights and snapshots) and, for one that trained all its `epochs`, its whole wall time
-        and what of it came before the first epoch."""
+        and, for any that trained an epoch (one the time limit stopped too), what of it came before the first."""
         if predict_seconds:
             self.predict_measured.append(predict_seconds * models)
         if complete and epochs_trained > 0:
             self.member_walls.append(wall_seconds * (epochs or self.epochs) / epochs_trained)
-            if self.steady_epochs:
-                startup = wall_seconds - epochs_trained * statistics.median(self.steady_epochs) \
-                    - (predict_seconds or 0.0) * models
-                self.startups.append(max(startup, 0.0))
+        epoch = self.epoch_estimate()
+        if epochs_trained > 0 and epoch is not None:
+            startup = wall_seconds - epochs_trained * epoch - (predict_seconds or 0.0) * models
+            self.startups.append(max(startup, 0.0))
 
     def predict_seconds(self) -> float:
         """A member's prediction time as the members that finished in this run measured it; 0 until one has."""

@@ -28,7 +28,7 @@ from ..job.planner import Costs, plan_slot
 from ..store import atomic
 from .callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
 from .loop import predict_rows, train_epochs
-from .model import build_member_model, steps_per_epoch
+from .model import build_member_model, rate_callbacks, steps_per_epoch
 from .predict import PREDICT_BATCH
 
 PROBE_STEPS = 10   # batches a probe pass fits
@@ -129,7 +129,7 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     steps_per_pass = math.ceil(len(pick) / batch)
     clock = PassClock()
     train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed,
-                 callbacks=[*([model.member_rate] if model.member_rate else []), clock])  # the rates' cost too
+                 callbacks=[*rate_callbacks(model), clock])  # the rates' cost too
     started_up = process_age()
     step = statistics.median(clock.seconds[1:]) / steps_per_pass  # the first pass traces
     # validation and test rows, as many as make a full prediction batch: per-image time is not per-call overhead

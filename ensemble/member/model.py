@@ -59,6 +59,11 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int 
     return model
 
 
+def rate_callbacks(model) -> list:
+    """The callback that sets the member's rate before each step, where its schedule has one: first in any run."""
+    return [model.member_rate] if model.member_rate is not None else []
+
+
 def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps: int | None = None) -> None:
     """The member's schedule made the one of a run of `epochs` epochs, the last `final_steps` long where given (a
     re-plan: the steps it has taken keep their place), from its next step on; nothing is traced again."""
@@ -72,7 +77,7 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, i
     legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
     rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial.
     The member's schedule sets each step's rate ahead of every other callback."""
-    callbacks = [*([model.member_rate] if model.member_rate is not None else []), *callbacks]
+    callbacks = [*rate_callbacks(model), *callbacks]
     if spec.augment == "legacy-idg":
         return model.fit(legacy_idg_flow(arrays.x_train, arrays.y_train, spec.batch_size, seed, spec.augmentation),
                          epochs=spec.epochs, initial_epoch=initial_epoch,

@@ -2,6 +2,7 @@
 the loop ends where the re-plan says, the schedule becomes the new length's exactly, and the member's files,
 progress and the job's ledger say the new length, so a resume trains it."""
 import json
+import re
 import time
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ from ensemble.job.layout import JobLayout, MemberFolder
 from ensemble.job.outputs import read_metrics
 from ensemble.job.plan import BudgetRules, plan_arrays, read_plan, write_plan
 from ensemble.job.planner import Costs, Replanned
-from ensemble.job.progress import read_progress
+from ensemble.job.progress import Progress, read_progress
 from ensemble.job.spec import JobSpec
 from ensemble.member import calibrate
 from ensemble.member.callbacks import replan as replan_module
@@ -223,7 +224,7 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     assert calibrate.member_epochs(read_plan(ws, "r"), 0, folder) == 3  # a resume trains the new length
     assert calibrate.recorded_final_steps(folder, per_epoch[0]) == 1    # and its partial last epoch
     progress = read_progress(JobLayout(ws, "r").progress(0))
-    assert progress.epochs == 3  # the runner's ledger follows it
+    assert progress.epochs == 3 and progress.final_steps == 1  # the runner's ledger and plan follow it
     assert set(progress.costs) == {"startup_s", "epoch_s", "predict_s"}  # the costs it re-planned with, for the job
 
 
@@ -301,3 +302,29 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
     assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs, the last 1 of its" in log
     assert metrics.epochs == 3 and config["epochs"] == 3 and config["final_steps"] == 1
     assert read_progress(JobLayout(ws, "q").progress(0)).epochs == 3
+
+
+def test_the_plan_announced_after_a_re_plan_counts_the_members_own_epochs_and_its_partial_last_epoch(
+        tmp_path, sample_dir):
+    """The runner's plan after a member re-planned: what it still needs as it planned it (its own steady epochs,
+    not the job's first, tracing epoch; its last epoch's 66 of 152 steps), so the plan printed fits the limit."""
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=12, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="a", spec=spec), gpu_capabilities=[])
+    probed = Costs(startup_s=12.4, epoch_s=14.6, predict_s=8.4)
+    lines = []
+    started = time.time() - 42.0
+    budget = TimeBudget(12, deadline=started + 195.0, cap=1, costs=probed, started=started, time_limit=201)
+    run = JobRun(ws, load_record(ws, "a"), read_plan(ws, "a"), PlanningOnly(1), PlainReporter(echo=lines.append),
+                 RunOrder([0], [], retries=0), budget, 201)
+    budget.epoch_measured(0, 1, 15.1, first=True)  # the first epoch traced
+    budget.epoch_measured(0, 2, 12.7)  # the second, at whose end it re-planned: the runner reads both first
+    own = Costs(startup_s=12.4, epoch_s=12.4, predict_s=8.4)
+    run.replanned(Progress(epoch=2, epochs=14, final_steps=66, batches=152, costs=own.to_dict(), updated=1.0))
+    plan = load_record(ws, "a").budget.plan
+    left = (11 + 66 / 152) * 12.4 + 8.4
+    assert plan.slots == ((14,),) and plan.running_s == (pytest.approx(left, abs=0.05),)
+    assert own.finishing_s(14, 2, 66, 152) == pytest.approx(left)
+    assert plan.planned_s == pytest.approx(left, abs=0.05) and plan.elapsed_s == pytest.approx(42.0, abs=1.0)
+    assert re.search(r"budget plan: 1 member x 14 epochs, ~19[23] s of 201 \(start-up 12 s, 12\.7 s an epoch",
+                     lines[-1]), lines

@@ -180,12 +180,14 @@ class JobRun:
         """A member sized itself again from the epochs it trained (member.callbacks.replan): the job keeps the
         costs it re-planned with (its epochs as measured, in place of the probe's), and the plan for the time
         left is printed and recorded again."""
-        if progress.costs:
-            self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
-        costs = self.budget.measured_costs()
+        own = Costs.from_dict(progress.costs) if progress.costs else None
+        if own:
+            self.budget.costs = self.record.costs = own
+        costs = own or self.budget.measured_costs()
         if self.budget.deadline is None or costs is None:
             return
-        left = (progress.epochs - progress.epoch) * costs.epoch_s + costs.predict_s
+        # what the member still needs as it planned it: its own epochs' seconds, its partial last epoch's steps
+        left = costs.finishing_s(progress.epochs, progress.epoch or 0, progress.final_steps, progress.batches)
         self.announce_plan(time.time(), ((progress.epochs, left),))
 
     def add_member(self) -> int:
@@ -222,6 +224,11 @@ class JobRun:
             self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(progress.notes)
         if progress.known:
+            # the epoch first: a re-plan at its end is announced with it counted
+            if progress.epoch_seconds and progress.epoch:
+                if progress.epoch > (launched.resumed_from or 0):  # not the epoch an earlier attempt ended with
+                    self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
+                                               first=progress.epoch == (launched.resumed_from or 0) + 1)
             if progress.epochs and progress.epochs != member.epochs:  # what it trains, as it says
                 replanned = bool(member.epochs and progress.epoch)  # changed mid-training: it re-planned itself
                 member.epochs = progress.epochs
@@ -230,10 +237,6 @@ class JobRun:
                     self.replanned(progress)
             if progress.costs and progress.epochs and self.budget.costs is None and self.budget.deadline:
                 self.calibrated(index, launched, progress)
-            if progress.epoch_seconds and progress.epoch:
-                if progress.epoch > (launched.resumed_from or 0):  # not the epoch an earlier attempt ended with
-                    self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
-                                               first=progress.epoch == (launched.resumed_from or 0) + 1)
             if ledger_from_progress(member, launched, progress):
                 self.save()
         returncode = self.executor.poll(launched)

@@ -224,7 +224,7 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     assert calibrate.member_epochs(read_plan(ws, "r"), 0, folder) == 3  # a resume trains the new length
     assert calibrate.recorded_final_steps(folder, per_epoch[0]) == 1    # and its partial last epoch
     progress = read_progress(JobLayout(ws, "r").progress(0))
-    assert progress.epochs == 3 and progress.final_steps == 1  # the runner's ledger and plan follow it
+    assert progress.epochs == 3 and progress.final_share == 1 / per_epoch[0]  # the runner's ledger and plan follow it
     assert set(progress.costs) == {"startup_s", "epoch_s", "predict_s"}  # the costs it re-planned with, for the job
 
 
@@ -320,11 +320,13 @@ def test_the_plan_announced_after_a_re_plan_counts_the_members_own_epochs_and_it
     budget.epoch_measured(0, 1, 15.1, first=True)  # the first epoch traced
     budget.epoch_measured(0, 2, 12.7)  # the second, at whose end it re-planned: the runner reads both first
     own = Costs(startup_s=12.4, epoch_s=12.4, predict_s=8.4)
-    run.replanned(Progress(epoch=2, epochs=14, final_steps=66, batches=152, costs=own.to_dict(), updated=1.0))
+    # read as its last epoch would show it: `batches` is the current epoch's, and the share a whole epoch's
+    run.replanned(Progress(epoch=2, epochs=14, final_share=66 / 152, batches=66, costs=own.to_dict(), updated=1.0))
     plan = load_record(ws, "a").budget.plan
     left = (11 + 66 / 152) * 12.4 + 8.4
     assert plan.slots == ((14,),) and plan.running_s == (pytest.approx(left, abs=0.05),)
-    assert own.finishing_s(14, 2, 66, 152) == pytest.approx(left)
+    assert own.finishing_s(14, 2, 66 / 152) == pytest.approx(left) and own.finishing_s(14, 13, 66 / 152) == \
+        pytest.approx(66 / 152 * 12.4 + 8.4) and own.finishing_s(14, 14) == 8.4 and own.finishing_s(14, 2) == 12 * 12.4 + 8.4
     assert plan.planned_s == pytest.approx(left, abs=0.05) and plan.elapsed_s == pytest.approx(42.0, abs=1.0)
     assert re.search(r"budget plan: 1 member x 14 epochs, ~19[23] s of 201 \(start-up 12 s, 12\.7 s an epoch",
                      lines[-1]), lines

@@ -40,13 +40,12 @@ class Costs:
     def member_s(self, epochs: int) -> float:
         return self.startup_s + epochs * self.epoch_s + self.predict_s
 
-    def finishing_s(self, epochs: int, done: int, final_steps: int | None = None, steps_per_epoch: int | None = None
-                    ) -> float:
+    def finishing_s(self, epochs: int, done: int, final_share: float | None = None) -> float:
         """What a running member that has trained `done` of its `epochs` still needs: the epochs left (its last one
-        only its `final_steps` of `steps_per_epoch` when it is partial) and its predictions."""
+        only `final_share` of an epoch's steps when it is partial) and its predictions."""
         left = float(max(epochs - done, 0))
-        if left and final_steps and steps_per_epoch and 0 < final_steps < steps_per_epoch:
-            left -= 1.0 - final_steps / steps_per_epoch
+        if left and final_share and 0 < final_share < 1:
+            left -= 1.0 - final_share
         return left * self.epoch_s + self.predict_s
 
     def epochs_in(self, seconds: float) -> int:

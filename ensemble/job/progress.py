@@ -17,7 +17,7 @@ class Progress:
     phase: str = "starting"          # starting, training, predicting, done
     epoch: int | None = None         # finished epochs
     epochs: int | None = None
-    final_steps: int | None = None   # the steps of its last epoch when that one is partial (a --time-limit fit)
+    final_share: float | None = None  # the share of an epoch's steps its last epoch trains, when partial
     batch: int = 0                   # batches done in the current epoch
     batches: int | None = None       # batches per epoch, once the member knows
     val_accuracy: float | None = None

@@ -111,8 +111,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
         model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note, final_steps,
                                     built=probe.model if probe else None)
         history = list(state.history) if state else []
-        progress.write("starting", epoch=len(history), epochs=spec.epochs, final_steps=final_steps, batch=0,
-                       batches=None, val_accuracy=history[-1].get(MONITOR) if history else None)
+        progress.write("starting", epoch=len(history), epochs=spec.epochs, batch=0, batches=None,
+                       val_accuracy=history[-1].get(MONITOR) if history else None)
         if len(history) < spec.epochs and not _out_of_time(deadline, history):
             # else no epoch fits the time left
             if history:
@@ -192,8 +192,10 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
         resize_schedule(model, spec, len(arrays.x_train), epochs, final_steps)
         # a resume trains the new length
         atomic.write_json(folder.config, member_config(plan, index, epochs, final_steps))
-        progress.write("training", epochs=epochs, final_steps=final_steps, costs=measured.to_dict())
-        last = f", the last {final_steps} of its {steps_per_epoch(spec, len(arrays.x_train))} steps" if final_steps else ""
+        per_epoch = steps_per_epoch(spec, len(arrays.x_train))
+        progress.write("training", epochs=epochs, final_share=final_steps / per_epoch if final_steps else None,
+                       costs=measured.to_dict())
+        last = f", the last {final_steps} of its {per_epoch} steps" if final_steps else ""
         print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs"
               f"{last}", flush=True)
 

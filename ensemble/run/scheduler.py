@@ -187,7 +187,7 @@ class JobRun:
         if self.budget.deadline is None or costs is None:
             return
         # what the member still needs as it planned it: its own epochs' seconds, its partial last epoch's steps
-        left = costs.finishing_s(progress.epochs, progress.epoch or 0, progress.final_steps, progress.batches)
+        left = costs.finishing_s(progress.epochs, progress.epoch or 0, progress.final_share)
         self.announce_plan(time.time(), ((progress.epochs, left),))
 
     def add_member(self) -> int:

@@ -35,6 +35,7 @@ from ensemble.run.progress import PlainReporter
 from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job
 from ensemble.run.scheduler import JobRun, RunOrder
+from ensemble.store import atomic
 from ensemble.store.workspace import Workspace
 
 ROWS, BATCH, SEED = 200, 64, 7
@@ -245,6 +246,9 @@ class PlanningOnly:
     def start(self, job, index, slot):
         return Launched(index, slot, handle=None)
 
+    def poll(self, launched):
+        return None  # still running
+
 
 def test_the_runner_tells_a_member_planned_last_on_its_slot_to_fit_itself_to_the_deadline(tmp_path, sample_dir):
     ws = Workspace.resolve(tmp_path / "home")
@@ -330,3 +334,20 @@ def test_the_plan_announced_after_a_re_plan_counts_the_members_own_epochs_and_it
     assert plan.planned_s == pytest.approx(left, abs=0.05) and plan.elapsed_s == pytest.approx(42.0, abs=1.0)
     assert re.search(r"budget plan: 1 member x 14 epochs, ~19[23] s of 201 \(start-up 12 s, 12\.7 s an epoch",
                      lines[-1]), lines
+
+
+def test_the_runner_counts_a_members_whole_epochs_and_not_its_partial_last_one(tmp_path, sample_dir):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=12, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="e", spec=spec), gpu_capabilities=[])
+    budget = TimeBudget(12, deadline=time.time() + 600, cap=1, costs=Costs(12, 12, 8), started=time.time(),
+                        time_limit=600)
+    run = JobRun(ws, load_record(ws, "e"), read_plan(ws, "e"), PlanningOnly(1), PlainReporter(echo=lambda text: None),
+                 RunOrder([0], [0], retries=0), budget, 600)
+    run.start(0, run.free.pop(0))
+    for epoch, seconds in [(13, 12.0), (14, 2.7)]:  # its 14th and last epoch trains a fifth of the steps
+        progress = Progress(phase="training", epoch=epoch, epochs=14, final_share=0.2, epoch_seconds=seconds,
+                            updated=time.time())
+        atomic.write_json(JobLayout(ws, "e").progress(0), progress.to_dict())
+        run.follow(0)
+    assert budget.steady_epochs == [12.0] and budget.epoch_estimate() == 12.0

@@ -224,8 +224,10 @@ class JobRun:
             self.reporter.event(f"{member.name}: {note}")
         launched.notes_seen = len(progress.notes)
         if progress.known:
-            # the epoch first: a re-plan at its end is announced with it counted
-            if progress.epoch_seconds and progress.epoch:
+            # the epoch first: a re-plan at its end is announced with it counted. A partial last epoch is no
+            # measure of a whole one (at 12000 rows, 2.7 s against 12)
+            partial = bool(progress.final_share) and progress.epoch == progress.epochs
+            if progress.epoch_seconds and progress.epoch and not partial:
                 if progress.epoch > (launched.resumed_from or 0):  # not the epoch an earlier attempt ended with
                     self.budget.epoch_measured(index, progress.epoch, progress.epoch_seconds,
                                                first=progress.epoch == (launched.resumed_from or 0) + 1)

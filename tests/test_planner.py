@@ -223,3 +223,11 @@ def test_a_capped_last_member_is_shortened_in_steps_never_lengthened_past_its_ca
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=2700, cap=2700) == 2600   # does not: shortened
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=900, cap=1200) == 1200    # grows only to its cap
     assert replan_steps(5, 10, REPLAN, STEPS, 10.0, current=2700) == 500                # never below the epochs done
+
+
+def test_a_running_member_still_needs_its_epochs_left_its_partial_last_one_by_its_share_and_its_predictions():
+    own = Costs(startup_s=12.4, epoch_s=12.4, predict_s=8.4)
+    assert own.finishing_s(14, 2, 66 / 152) == pytest.approx((11 + 66 / 152) * 12.4 + 8.4)
+    assert own.finishing_s(14, 13, 66 / 152) == pytest.approx(66 / 152 * 12.4 + 8.4)  # in its partial last epoch
+    assert own.finishing_s(14, 2) == 12 * 12.4 + 8.4  # whole epochs
+    assert own.finishing_s(14, 14) == 8.4 and own.finishing_s(14, 0) == own.member_s(14) - own.startup_s

@@ -25,7 +25,7 @@ from ensemble.member.callbacks.replan import Replan
 from ensemble.member.checkpoints import restore_newest
 from ensemble.member.loop import train_epochs
 from ensemble.member.model import build_member_model, member_schedule, resize_schedule
-from ensemble.member.process import train_member
+from ensemble.member.process import member_deadline, train_member
 from ensemble.nets.schedules import rate_at_step
 from ensemble.job.record import load_record
 from ensemble.run.budget import TimeBudget
@@ -149,6 +149,57 @@ def test_the_epoch_that_traces_is_not_what_an_epoch_costs_and_one_after_a_resize
     assert replan.steady[:3] == [40, 80, 40] and 400 not in replan.steady
 
 
+def test_a_member_whose_next_epoch_is_its_last_is_resized_from_its_first_epoch(digits):
+    clock = FakeClock()
+    # a short budget's member, planned 2 epochs from a probe (30 s each); its first takes 40 s, and then 50 s are
+    # left: its second epoch no longer fits whole with its predictions (20 s), 3 of its 4 steps do; with a quarter
+    # epoch to spare, 2. No epoch that traced nothing comes before its last, so the first sizes it.
+    replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 90, BudgetRules(1, stretch=True),
+                                           epochs=2)
+    assert replan.changes == [(1, 2, 2)] and resized == [(2, 2, 40)] and steps == [4, 2]
+    assert clock.now + COSTS.predict_s <= 90 and replan.steady == []  # not a steady epoch for later re-plans
+    # with a third epoch, the first re-plan waits for the second, which traced nothing
+    clock = FakeClock()
+    replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 130, BudgetRules(1, stretch=True),
+                                           epochs=3)
+    assert replan.changes[0][0] == 2 and replan.steady[0] == 40
+
+
+def test_a_calibrated_lone_member_counts_its_length_in_steps_and_one_with_members_after_it_in_epochs(
+        tmp_path, sample_dir):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="c", spec=spec), gpu_capabilities=[])
+    plan = read_plan(ws, "c")
+    probe = calibrate.Probe(COSTS, ahead_s=0.0, model=None, predict_row_s=0.01, overhead_s=0.0)
+    at = lambda deadline, rules: calibrate.calibrated_length(  # noqa: E731
+        replace(plan, deadline=deadline, budget=rules), plan.spec, probe, n_train=128, clock=lambda: 0.0)
+    # 75 s: one 30 s epoch and its 20 s of predictions leave 25 s, 3 of the next epoch's 4 steps (7.5 s each);
+    # with a quarter epoch to spare, 2
+    assert at(75, BudgetRules(1, stretch=True)) == (2, 2)
+    # --epochs 4 is a length to shorten, not to pass: 200 s hold 4 whole epochs and 5 steps, it trains 4
+    assert at(200, BudgetRules(1, stretch=False)) == (4, None)
+    assert at(60, BudgetRules(1, stretch=False)) == (1, None)  # 10 s past one epoch: no step worth its epoch
+    # members after it on its slot: whole epochs, theirs planned by the runner
+    assert at(1000, BudgetRules(3, stretch=True)) == (calibrate.calibrated_epochs(
+        replace(plan, deadline=1000, budget=BudgetRules(3, stretch=True)), plan.spec, COSTS, 0.0, lambda: 0.0), None)
+    assert at(75, BudgetRules(1, stretch=True, multiple=2)) == (2, None)  # snapshot cycles stay whole
+
+
+def test_a_probed_members_deadline_keeps_back_the_probes_prediction_time_not_its_first_validation_pass(
+        tmp_path, sample_dir):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=4, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="d", spec=spec), gpu_capabilities=[])
+    plan = replace(read_plan(ws, "d"), deadline=time.time() + 60)
+    arrays = plan_arrays(ws, plan, 0)
+    probe = calibrate.Probe(COSTS, ahead_s=0.0, model=None, predict_row_s=0.004)
+    assert member_deadline(plan, plan.spec, arrays, probe).predict_seconds_per_image == 0.004
+    measured = replace(plan, predict_seconds_per_image=0.002)  # what finished members measured comes first
+    assert member_deadline(measured, plan.spec, arrays, probe).predict_seconds_per_image == 0.002
+    assert member_deadline(plan, plan.spec, arrays).predict_seconds_per_image is None  # its own passes decide
+
+
 @pytest.mark.jax  # the rate is the optimizer's variable, which the step takes as state on every backend
 @pytest.mark.parametrize("final", [None, 2])
 def test_a_resized_schedule_trains_as_a_member_built_with_that_length_from_the_same_state(digits, tmp_path, final):
@@ -218,7 +269,9 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
     assert "member-00 calibrated: start-up" in log and "trains 4 epochs" in log  # the probe's length
     assert "member-00 re-planned from its own epochs" in log
     assert f"trains 3 epochs, the last 1 of its {per_epoch[0]} steps" in log
-    assert calls == [2, 3]  # after each epoch that traced nothing: the second, and the third, its new last
+    # after the second epoch, the first that traced nothing; not after its partial last one (1 step is no measure
+    # of an epoch, and a re-plan then would restart an annealed schedule)
+    assert calls == [2]
     assert metrics.epochs == 3 and read_metrics(folder).epochs == 3 and metrics.stopped_early is False
     config = json.loads(folder.config.read_text())
     assert config["epochs"] == 3 and config["final_steps"] == 1 and config["recipe"]["schedule"]["final_steps"] == 1
@@ -299,9 +352,9 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
     if kind != "last":  # members after it were planned from its length; Keras' fit owns the legacy loop's length
         assert asked == [] and metrics.epochs == 3 and "final_steps" not in config
         return
-    # after each epoch that traced nothing (the second, and the third: its new last), from the job's costs and its
-    # own epochs; --epochs: never past the 3 epochs it was given
-    assert [(done, cap == current) for done, current, cap, _ in asked] == [(2, True), (3, True)]
+    # after its second epoch, the first that traced nothing (not after its partial last one), from the job's costs
+    # and its own epochs; --epochs: never past the 3 epochs it was given
+    assert [(done, cap == current) for done, current, cap, _ in asked] == [(2, True)]
     assert asked[0][3] == pytest.approx(50)
     assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs, the last 1 of its" in log
     assert metrics.epochs == 3 and config["epochs"] == 3 and config["final_steps"] == 1

@@ -242,6 +242,12 @@ FINAL_BAND = 0.5
 MIN_FINAL_SHARE = 0.1  # a partial last epoch trains at least this share of an epoch, or is left out
 
 
+def steps_cap(current: int, stretch: bool, recipe_epochs: int, multiple: int, steps_per_epoch: int) -> int:
+    """The most steps a last member fitted to the deadline may train: with --epochs (not stretch) the `current` it
+    was given (shortened, never lengthened), else what a lone member of a plan trains."""
+    return round_down(STRETCH_MAX * recipe_epochs, multiple) * steps_per_epoch if stretch else current
+
+
 def split_steps(total: int, steps_per_epoch: int) -> tuple[int, int | None]:
     """A run of `total` steps as (epochs, steps of its last epoch when that one is partial, else None)."""
     epochs = max(1, math.ceil(total / steps_per_epoch))

@@ -24,7 +24,7 @@ from ..job.layout import MemberFolder
 from ..job.plan import RunPlan
 from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS
-from ..job.planner import Costs, plan_slot
+from ..job.planner import Costs, plan_slot, replan_steps, split_steps, steps_cap
 from ..store import atomic
 from .callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
 from .loop import predict_rows, train_epochs
@@ -112,6 +112,8 @@ class Probe:
     costs: Costs
     ahead_s: float  # what the member still spends before its first step: its validation step's first trace
     model: object   # the member's model, as built, its train and predict steps traced
+    predict_row_s: float = 0.0  # predicting one output row, every TTA view of it: the deadline's keep-back
+    overhead_s: float = 0.0     # of an epoch, what does not shrink with its steps: the validation pass, the commit
 
 
 def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
@@ -154,17 +156,41 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + MODEL_LOAD_S)
     # a later member's start-up: the process's until here (its train step traced), its prediction and validation traces
     costs = Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict)
-    return Probe(costs, predict_trace, model)
+    return Probe(costs, predict_trace, model, predict_row_s=per_image * views,
+                 overhead_s=per_image * len(arrays.x_val) + commit)
+
+
+def slot_plan(plan: RunPlan, spec: JobSpec, costs: Costs, ahead_s: float, clock=time.time) -> tuple[int, ...]:
+    """Its slot's plan as if this member started now with only `ahead_s` ahead of it; later members start up."""
+    rules = plan.budget
+    return plan_slot(plan.deadline - clock() + costs.startup_s - ahead_s, costs, spec.epochs, rules.cap_per_slot,
+                     rules.stretch, rules.multiple, every=rules.every)
 
 
 def calibrated_epochs(plan: RunPlan, spec: JobSpec, costs: Costs, ahead_s: float, clock=time.time) -> int:
     """This member's epochs as its slot's plan would start it now (its start-up is behind it but `ahead_s`); at
     least one cycle even when nothing fits: the job's first member always trains."""
+    own = slot_plan(plan, spec, costs, ahead_s, clock)
+    multiple = plan.budget.multiple
+    return max(own[0] if own else multiple, multiple, 1)
+
+
+def calibrated_length(plan: RunPlan, spec: JobSpec, probe: Probe, n_train: int, clock=time.time
+                      ) -> tuple[int, int | None]:
+    """This member's length from its probe: (epochs, steps of a partial last epoch, else None). Its epochs as
+    calibrated_epochs gives them; when its slot's plan has no member after it, counted in steps as a re-plan
+    counts a last member's (job.planner.replan_steps): whole epochs, then a last, partial one of the steps the
+    time left holds. Else a short budget's member of 1 epoch left the rest of its time unused (a 40 s job at
+    12000 rows: 9 s of 40), since the re-plan that fits a last member's steps comes after an epoch."""
+    epochs = calibrated_epochs(plan, spec, probe.costs, probe.ahead_s, clock)
     rules = plan.budget
-    # the slot's plan as if the member started now with only ahead_s ahead of it; later members start up
-    own = plan_slot(plan.deadline - clock() + costs.startup_s - ahead_s, costs, spec.epochs, rules.cap_per_slot,
-                    rules.stretch, rules.multiple, every=rules.every)
-    return max(own[0] if own else rules.multiple, rules.multiple, 1)
+    if rules.multiple > 1 or rules.every or len(slot_plan(plan, spec, probe.costs, probe.ahead_s, clock)) != 1:
+        return epochs, None
+    per_epoch = steps_per_epoch(spec, n_train)
+    current = epochs * per_epoch
+    total = replan_steps(0, plan.deadline - clock() - probe.ahead_s, probe.costs, per_epoch, probe.overhead_s,
+                         current, steps_cap(current, rules.stretch, spec.epochs, rules.multiple, per_epoch))
+    return split_steps(max(total, 1), per_epoch)
 
 
 def member_epochs(plan: RunPlan, index: int, folder: MemberFolder) -> int | None:

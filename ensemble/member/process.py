@@ -21,7 +21,7 @@ from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
 from ..store.workspace import Workspace, member_name
-from .calibrate import Probe, calibrated_epochs, measure_costs, member_epochs, recorded_final_steps
+from .calibrate import Probe, calibrated_length, measure_costs, member_epochs, recorded_final_steps
 from .callbacks.clock import EpochClock
 from .callbacks.commit import EpochCommit
 from .callbacks.deadline import Deadline
@@ -95,10 +95,10 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
                           f"run's has {plan.split_sha256[:12]}): training it again from epoch 0")
             reset_member(folder)
     arrays = plan_arrays(ws, plan, index)
-    epochs, probe = own_epochs(plan, index, folder, arrays, progress, label)
+    epochs, calibrated_final, probe = own_epochs(plan, index, folder, arrays, progress, label)
     probed = probe.costs if probe else None
     spec = replace(spec, epochs=epochs)
-    final_steps = None if probed else recorded_final_steps(folder, steps_per_epoch(spec, len(arrays.x_train)))
+    final_steps = calibrated_final if probed else recorded_final_steps(folder, steps_per_epoch(spec, len(arrays.x_train)))
     twin = plan.is_twin(index)
     if twin:  # its length was chosen by the folds, and nothing held out could choose an epoch
         spec = replace(spec, keep="last")
@@ -106,7 +106,7 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
     atomic.write_json(folder.config, config)  # now, so an unfinished member says what it is
 
     history = trained_history(folder, spec)  # None: epochs are left to train, or the kept weights are bad
-    deadline = member_deadline(plan, spec, arrays)
+    deadline = member_deadline(plan, spec, arrays, probe)
     if history is None:
         model, state = resume_point(folder, spec, seed, len(arrays.x_train), progress.note, final_steps,
                                     built=probe.model if probe else None)
@@ -117,8 +117,8 @@ def _train_member(ws: Workspace, plan: RunPlan, index: int) -> Metrics:
             # else no epoch fits the time left
             if history:
                 print(f"{label} resuming after epoch {len(history)}/{spec.epochs}", flush=True)
-            replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label, deadline) \
-                if not history and not twin else None
+            replan = member_replan(plan, index, folder, spec, model, arrays, probed, progress, label, deadline,
+                                   final_steps) if not history and not twin else None
             callbacks = _callbacks(folder, label, spec, state, progress, deadline, replan)
             fit_member_model(model, spec, arrays, seed, callbacks, initial_epoch=len(history),
                              validate=not twin, final_steps=final_steps)
@@ -153,24 +153,29 @@ def _trained_split(folder: MemberFolder) -> str | None:
 
 
 def own_epochs(plan: RunPlan, index: int, folder: MemberFolder, arrays, progress: ProgressWriter, label: str
-               ) -> tuple[int, Probe | None]:
+               ) -> tuple[int, int | None, Probe | None]:
     """The member's length: kept once started, else given by the plan, else (the job's first member under a
-    time limit) calibrated from a probe of its own training; and that probe (else None)."""
+    time limit) calibrated from a probe of its own training; as (epochs, steps of a partial last epoch the
+    calibration gave it, else None, the probe, else None)."""
     epochs = member_epochs(plan, index, folder)
     if epochs is not None:
-        return epochs, None
+        return epochs, None, None
     probe = measure_costs(plan.spec, arrays, plan.spec.member_seed(index))
     costs = probe.costs
-    epochs = calibrated_epochs(plan, plan.spec, costs, probe.ahead_s)
-    progress.write("starting", epochs=epochs, costs=costs.to_dict())
+    epochs, final_steps = calibrated_length(plan, plan.spec, probe, len(arrays.x_train))
+    per_epoch = steps_per_epoch(plan.spec, len(arrays.x_train))
+    progress.write("starting", epochs=epochs, costs=costs.to_dict(),
+                   final_share=final_steps / per_epoch if final_steps else None)
+    last = f", the last {final_steps} of its {per_epoch} steps" if final_steps else ""
     print(f"{label} calibrated: start-up {costs.startup_s:.1f} s, {costs.epoch_s:.1f} s an epoch, predictions "
-          f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''} to fit the time limit", flush=True)
-    return epochs, probe
+          f"{costs.predict_s:.1f} s; trains {epochs} epoch{'s' if epochs != 1 else ''}{last} to fit the time limit",
+          flush=True)
+    return epochs, final_steps, probe
 
 
 def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec, model, arrays,
-                  probed: Costs | None, progress: ProgressWriter, label: str, deadline: Deadline | None
-                  ) -> Replan | None:
+                  probed: Costs | None, progress: ProgressWriter, label: str, deadline: Deadline | None,
+                  final_steps: int | None = None) -> Replan | None:
     """The callback that sizes a member again from its own epochs, for one that sized itself from a probe (the
     costs it `probed`) and for one the runner gave its length (from the job's costs, last on its slot or not),
     where its length is the planner's to change: no snapshot cycles to keep whole, no time shared among every
@@ -199,17 +204,21 @@ def member_replan(plan: RunPlan, index: int, folder: MemberFolder, spec: JobSpec
         print(f"{label} re-planned from its own epochs ({measured.epoch_s:.1f} s each): trains {epochs} epochs"
               f"{last}", flush=True)
 
-    return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize, last=last)
+    return Replan(plan.deadline, costs, rules, plan.spec.epochs, spec.epochs, resize, last=last,
+                  final_steps=final_steps)
 
 
-def member_deadline(plan: RunPlan, spec: JobSpec, arrays) -> Deadline | None:
-    """The run's --time-limit as a callback, when the plan has one."""
+def member_deadline(plan: RunPlan, spec: JobSpec, arrays, probe: Probe | None = None) -> Deadline | None:
+    """The run's --time-limit as a callback, when the plan has one. It keeps back for predicting at the speed the
+    job's finished members measured, else the probe's: the member's first validation pass also traces, and at
+    twice the real speed it stopped a short budget's member an epoch early (14.6 s kept back for 5 s)."""
     if plan.deadline is None:
         return None
+    speed = plan.predict_seconds_per_image or (probe.predict_row_s if probe and probe.predict_row_s else None)
     return Deadline(plan.deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
                     views=len(TTA_VIEWS) if spec.tta else 1,
                     snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),
-                    predict_seconds_per_image=plan.predict_seconds_per_image)
+                    predict_seconds_per_image=speed)
 
 
 def _out_of_time(deadline: Deadline | None, history: list[dict]) -> bool:

@@ -174,7 +174,7 @@ class JobRun:
         """The job's first member measured its costs and chose its own length: the job keeps the estimate."""
         costs = self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
         now = time.time()
-        self.announce_plan(now, ((progress.epochs, costs.finishing_s(progress.epochs, 0)),))
+        self.announce_plan(now, ((progress.epochs, costs.finishing_s(progress.epochs, 0, progress.final_share)),))
 
     def replanned(self, progress: Progress) -> None:
         """A member sized itself again from the epochs it trained (member.callbacks.replan): the job keeps the

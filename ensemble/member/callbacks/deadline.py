@@ -17,7 +17,8 @@ class Deadline(keras.callbacks.Callback):
 
     Estimates use the fastest epoch so far (the first one also traces the graph), its steps scaled down for a
     partial last epoch (member.loop's `final_steps`), and, for predicting, what finished members of the job
-    measured, else the fastest validation pass of this one."""
+    measured or its probe timed (`predict_seconds_per_image`: per output row, every view), else the fastest
+    validation pass of this one."""
 
     def __init__(self, deadline: float, n_val: int, n_outputs: int, views: int, snapshot_ends: tuple[int, ...] = (),
                  predict_seconds_per_image: float | None = None, clock=time.time):

@@ -15,6 +15,8 @@ for a member. It is then its slot's last, and fits its steps to the deadline: el
 after it no longer fitted). Members the runner plans (job.plan.RunPlan.member_epochs) re-plan the same way
 from their first epoch that traced nothing, the slot's last (RunPlan.last_members) at once: their whole epochs
 were sized from the job's median epoch, not their own.
+A member whose next epoch is its last (a short budget's, planned 2 epochs) re-plans after its first epoch
+too, from that epoch, which traced: no steady epoch comes before its last one.
 A new length moves the end of the training loop (`params["epochs"]` and `params["final_steps"]`, member.loop)
 and, through `resize`, the member's schedule (from its next step: nothing is traced again) and its config.json,
 before the next epoch begins.
@@ -28,7 +30,7 @@ from dataclasses import replace
 import keras
 
 from ...job.plan import BudgetRules
-from ...job.planner import STRETCH_MAX, Costs, replan_member, replan_steps, round_down, split_steps
+from ...job.planner import Costs, replan_member, replan_steps, split_steps, steps_cap
 
 
 def planned_epochs(callback: keras.callbacks.Callback) -> int:
@@ -52,10 +54,10 @@ class Replan(keras.callbacks.Callback):
     else None) before the loop goes on."""
 
     def __init__(self, deadline: float, costs: Costs, rules: BudgetRules, recipe_epochs: int, epochs: int,
-                 resize, clock=time.time, last: bool | None = None):
+                 resize, clock=time.time, last: bool | None = None, final_steps: int | None = None):
         super().__init__()
         self.deadline, self.costs, self.rules, self.recipe_epochs = deadline, costs, rules, recipe_epochs
-        self.epochs, self.final_steps = epochs, None
+        self.epochs, self.final_steps = epochs, final_steps
         self.resize, self.clock = resize, clock
         self.steady: list[float] = []    # seconds of the epochs that traced nothing, their commit included
         self.overheads: list[float] = []  # of those, what is not training steps: validation, commit, publication
@@ -68,17 +70,28 @@ class Replan(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = self.clock() - self._began
-        if self.traces:
-            self.traces = False
-            return
         logs = logs or {}
-        self.steady.append(seconds)
         # the member's EpochClock timed the epoch's steps and validation pass; without it all is steps
         steps_s = logs.get("epoch_seconds", seconds) - logs.get("validation_seconds", 0.0)
-        self.overheads.append(min(max(seconds - steps_s, 0.0), seconds))
+        overhead = min(max(seconds - steps_s, 0.0), seconds)
+        params = self.params or {}
+        if params.get("final_steps") and epoch + 1 == params.get("epochs"):
+            return  # its partial last epoch: ended as fitted, and shorter than an epoch costs
+        if self.traces:
+            self.traces = False
+            if planned_epochs(self) != epoch + 2:
+                return
+            # its next epoch is its last, so no epoch that traced nothing comes before it: this one sizes it, on the
+            # safe side (a short budget's member planned 2 epochs from a probe otherwise lost the whole second one
+            # to the deadline when its first ran slower than probed)
+            epoch_s, overhead_s = seconds, overhead
+        else:
+            self.steady.append(seconds)
+            self.overheads.append(overhead)
+            epoch_s, overhead_s = statistics.fmean(self.steady), statistics.fmean(self.overheads)
         if self.model.stop_training:
             return
-        costs = replace(self.costs, epoch_s=statistics.fmean(self.steady))
+        costs = replace(self.costs, epoch_s=epoch_s)
         left = self.deadline - self.clock()
         if self.last is False:
             if not self.alone(epoch + 1, left, costs):
@@ -91,7 +104,7 @@ class Replan(keras.callbacks.Callback):
         self.last = planned.last
         epochs, final_steps = planned.epochs, None
         if planned.last and self.rules.multiple <= 1:
-            epochs, final_steps = self.fitted_steps(epoch + 1, left, costs)
+            epochs, final_steps = self.fitted_steps(epoch + 1, left, costs, overhead_s)
         if (epochs, final_steps) == (self.epochs, self.final_steps) or total_steps(
                 epochs, final_steps, self.params["steps"]) <= (epoch + 1) * self.params["steps"]:
             return  # no step left that fits: the deadline stops it, resumable at the length it has
@@ -106,12 +119,11 @@ class Replan(keras.callbacks.Callback):
         return replan_member(done, left, costs, self.recipe_epochs, self.rules.cap_per_slot, self.rules.stretch,
                              self.epochs, self.rules.multiple).last
 
-    def fitted_steps(self, done: int, left: float, costs: Costs) -> tuple[int, int | None]:
+    def fitted_steps(self, done: int, left: float, costs: Costs, overhead_s: float) -> tuple[int, int | None]:
         """The last member's length counted in steps, as (epochs, steps of a partial last one)."""
         per_epoch = self.params["steps"]
         current = total_steps(self.epochs, self.final_steps, per_epoch)
-        # --epochs: shortened, never lengthened; else at most what a lone member of the plan trains
-        cap = current if not self.rules.stretch else \
-            round_down(STRETCH_MAX * self.recipe_epochs, self.rules.multiple) * per_epoch
-        total = replan_steps(done, left, costs, per_epoch, statistics.fmean(self.overheads), current, cap)
+        total = replan_steps(done, left, costs, per_epoch, overhead_s, current,
+                             steps_cap(current, self.rules.stretch, self.recipe_epochs, self.rules.multiple, per_epoch))
         return split_steps(total, per_epoch)
+

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from .tables import DataError
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, validation), stratified by label; the same seed gives the same split for every member."""
+    # imported here: scikit-learn (0.8 s with scipy) is for making a split, and a member process only reads one
+    from sklearn.model_selection import train_test_split
+
     if not 0 < val_fraction < 1:
         raise DataError(f"validation split must be between 0 and 1, got {val_fraction}")
     indices = np.arange(len(labels))

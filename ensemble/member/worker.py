@@ -9,6 +9,8 @@ output appended to the member's own log. A member that finishes is reported on t
 (`INDEX 0`); any other outcome ends the worker with the code the member process would have exited with
 (1 for an exception, 3 when another process holds the member, the no-space code), so a failure is seen and
 retried exactly as a member process's, and the next member on that slot starts in a fresh worker.
+A run starts its workers before it reads the data (run.executors.prestart_worker), so their imports overlap it;
+such a worker prints into a file of its own (--prelog) until its first member's log takes that file's text.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import argparse
 import os
 import sys
 import traceback
+from contextlib import suppress
+from pathlib import Path
 
 import keras
 
@@ -24,20 +28,26 @@ from ..store.workspace import Workspace
 from . import process
 
 
-def redirect_output(log_path) -> None:
-    """This process's stdout and stderr (Python's and the backend's own C++ logging) to the member's log."""
+def redirect_output(log_path, prelog: Path | None = None) -> None:
+    """This process's stdout and stderr (Python's and the backend's own C++ logging) to the member's log; what it
+    printed into `prelog` before (a worker started ahead of its first member) is moved there first."""
     sys.stdout.flush()
     sys.stderr.flush()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if prelog is not None:
+        with suppress(OSError), prelog.open("rb") as early:
+            os.write(log, early.read())
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
+    if prelog is not None:
+        prelog.unlink(missing_ok=True)
 
 
-def train_assignment(home: str, job: str, index: int) -> int:
+def train_assignment(home: str, job: str, index: int, prelog: Path | None = None) -> int:
     """One member, as `python -m ensemble.member` would run it; its exit code."""
-    redirect_output(JobLayout(Workspace.resolve(home), job).log(index))
+    redirect_output(JobLayout(Workspace.resolve(home), job).log(index), prelog)
     try:
         return process.main(["--home", home, "--job", job, "--member", str(index)])
     except Exception:  # what the member process would print before exiting with 1
@@ -49,13 +59,14 @@ def train_assignment(home: str, job: str, index: int) -> int:
         sys.stderr.flush()
 
 
-def serve(home: str, results_fd: int) -> int:
+def serve(home: str, results_fd: int, prelog: Path | None = None) -> int:
     with os.fdopen(results_fd, "w", buffering=1) as results:
         while line := sys.stdin.readline():
             if not line.strip():
                 continue
             job, index = line.split()
-            code = train_assignment(home, job, int(index))
+            code = train_assignment(home, job, int(index), prelog)
+            prelog = None  # its text went to the first member's log
             if code != 0:
                 return code
             results.write(f"{index} 0\n")
@@ -67,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Train the members the runner hands this slot, one after another.")
     parser.add_argument("--home", required=True)
     parser.add_argument("--results-fd", type=int, required=True, help="the pipe (inherited) the worker reports on")
+    parser.add_argument("--prelog", type=Path, default=None,
+                        help="the file this worker prints into until its first member's log takes its output")
     args = parser.parse_args(argv)
-    return serve(args.home, args.results_fd)
+    return serve(args.home, args.results_fd, args.prelog)
 
 
 if __name__ == "__main__":

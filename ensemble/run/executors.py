@@ -13,8 +13,10 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -42,9 +44,9 @@ def member_command(home: Path, job: str, index: int) -> list[str]:
             "runpy.run_module('ensemble.member', run_name='__main__')", *args]
 
 
-def worker_command(home: Path, results_fd: int) -> list[str]:
+def worker_command(home: Path, results_fd: int, prelog: Path | None = None) -> list[str]:
     """The slot's worker, started like the member process (see member_command on -P)."""
-    args = ["--home", str(home), "--results-fd", str(results_fd)]
+    args = ["--home", str(home), "--results-fd", str(results_fd), *(["--prelog", str(prelog)] if prelog else [])]
     if sys.version_info >= (3, 11):
         return [sys.executable, "-P", "-m", "ensemble.member.worker", *args]
     return [sys.executable, "-c", "import runpy, sys; del sys.path[0]; sys.argv[0] = 'ensemble.member.worker'; "
@@ -91,6 +93,10 @@ class Worker:
     results_fd: int
     finished: set[int] = field(default_factory=set)  # members it reported done and no poll has taken yet
     _unread: str = ""
+    # a worker started before its first member was known prints into this file until that member takes its
+    # output (the worker moves the file's text into the member's log); None: it was started for a member
+    prelog: Path | None = None
+    first: tuple[str, int] | None = None  # the first member handed to it (job, index)
 
     @property
     def alive(self) -> bool:
@@ -101,9 +107,10 @@ class Worker:
         try:
             self.process.stdin.write(f"{job} {index}\n".encode())
             self.process.stdin.flush()
-            return True
         except (BrokenPipeError, OSError):
             return False
+        self.first = self.first or (job, index)
+        return True
 
     def read_results(self) -> None:
         while True:
@@ -137,11 +144,37 @@ class Worker:
             return 0
         return returncode if returncode != 0 else 1  # it ended without a word about the member
 
-    def close(self) -> None:
+    def close(self, home: Path | None = None) -> None:
+        """End its input: an idle worker then exits. One never handed a member is killed at once (it may still be
+        importing, and has written nothing)."""
         with suppress(OSError):
             self.process.stdin.close()
-        with suppress(OSError):
-            os.close(self.results_fd)
+        if self.results_fd >= 0:
+            with suppress(OSError):
+                os.close(self.results_fd)
+            self.results_fd = -1
+        if self.first is None and self.alive:
+            _signal_group(self.process.pid, signal.SIGKILL)
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=KILL_WAIT_S)
+        self.settle(home)
+
+    def settle(self, home: Path | None) -> None:
+        """Once it has exited: what it printed before its first member took its output (an import that failed,
+        say) goes to that member's log, under `home`, and its own file goes."""
+        if self.prelog is None or self.alive or not self.prelog.exists():
+            return
+        if self.first is not None and home is not None:
+            with suppress(OSError):
+                append_log(self.prelog, JobLayout(Workspace(Path(home)), self.first[0]).log(self.first[1]))
+        self.prelog.unlink(missing_ok=True)
+
+
+def append_log(source: Path, log_path: Path) -> None:
+    """The text of `source` at the end of a member's log (created if need be)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as text, log_path.open("ab") as log:
+        shutil.copyfileobj(text, log)
 
 
 def launch_worker(home: Path, job: str, index: int, env_overrides: dict[str, str]) -> Worker:
@@ -149,11 +182,29 @@ def launch_worker(home: Path, job: str, index: int, env_overrides: dict[str, str
     redirected (an import that fails, say) lands in that member's log."""
     path = JobLayout(Workspace(Path(home)), job).log(index)
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _spawn_worker(home, env_overrides, path)
+
+
+def prestart_worker(home: Path, env_overrides: dict[str, str]) -> Worker:
+    """A worker for a slot, started before the runner knows its first member, so that its imports (Python,
+    Keras, the backend: 3-5 s) overlap the runner's reading of the data and planning. Until a member takes its
+    output it prints into a file of its own, which that member's log receives."""
+    handle, name = tempfile.mkstemp(prefix="ensemble-worker-", suffix=".log")
+    os.close(handle)
+    prelog = Path(name)
+    try:
+        return _spawn_worker(home, env_overrides, prelog, prelog=prelog)
+    except BaseException:
+        prelog.unlink(missing_ok=True)
+        raise
+
+
+def _spawn_worker(home: Path, env_overrides: dict[str, str], output: Path, prelog: Path | None = None) -> Worker:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     try:
-        with path.open("ab") as log:
-            process = subprocess.Popen(worker_command(home, write_fd), env=member_environment(env_overrides),
+        with output.open("ab") as log:
+            process = subprocess.Popen(worker_command(home, write_fd, prelog), env=member_environment(env_overrides),
                                        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True, preexec_fn=_die_with_parent, pass_fds=(write_fd,))
     except BaseException:
@@ -161,7 +212,7 @@ def launch_worker(home: Path, job: str, index: int, env_overrides: dict[str, str
         raise
     finally:
         os.close(write_fd)
-    return Worker(process, read_fd)
+    return Worker(process, read_fd, prelog=prelog)
 
 
 @dataclass
@@ -195,6 +246,13 @@ class LocalExecutor:
     def slots_for(self, members: int) -> list[Slot]:
         return list(self.slots)
 
+    def prestart(self, members: int | None) -> None:
+        """Start the workers of the slots the run's first members will take (every slot, when how many members
+        is not known yet) before the run is planned; a worker no member takes is killed when the run closes."""
+        for slot in self.slots[:members]:
+            if slot.label not in self.workers:
+                self.workers[slot.label] = prestart_worker(self.ws.home, slot_environment(slot))
+
     def where(self, slot: Slot) -> str:
         return f"on {slot.label}"
 
@@ -202,7 +260,8 @@ class LocalExecutor:
         worker = self.workers.get(slot.label)
         if worker is None or not worker.alive or not worker.assign(job, index):
             if worker is not None:
-                worker.close()
+                worker.first = worker.first or (job, index)  # what a worker started ahead printed is this member's
+                worker.close(self.ws.home)
             worker = self.workers[slot.label] = launch_worker(self.ws.home, job, index, slot_environment(slot))
             if not worker.assign(job, index):
                 raise JobError(f"the worker for {slot.label} exited at once; see {JobLayout(self.ws, job).log(index)}")
@@ -218,7 +277,7 @@ class LocalExecutor:
         for label, held in list(self.workers.items()):
             if held is worker:
                 del self.workers[label]
-        worker.close()
+        worker.close(self.ws.home)
 
     def stop(self, running: list[Launched], grace_s: float) -> None:
         """SIGTERM the workers of these members, SIGKILL what is left after grace_s: all writes are atomic,
@@ -244,7 +303,7 @@ class LocalExecutor:
         workers = list(self.workers.values())
         self.workers.clear()
         for worker in workers:
-            worker.close()
+            worker.close(self.ws.home)
         deadline = time.monotonic() + STOP_IDLE_S
         for worker in workers:
             try:
@@ -253,6 +312,7 @@ class LocalExecutor:
                 _signal_group(worker.process.pid, signal.SIGKILL)
                 with suppress(subprocess.TimeoutExpired):
                     worker.process.wait(timeout=KILL_WAIT_S)
+            worker.settle(self.ws.home)
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -294,6 +354,9 @@ class RayExecutor:
     def slots_for(self, members: int) -> list[Slot]:
         """Every member at once: Ray queues what the cluster cannot run yet."""
         return [self.template] * members
+
+    def prestart(self, members: int | None) -> None:
+        """Nothing to start ahead: a Ray task starts its member process when Ray places it."""
 
     def where(self, slot: Slot) -> str:
         return f"as a Ray task ({slot.label})"

@@ -395,6 +395,7 @@ def train_members(ws: Workspace, request: TrainRequest, reporter=None, add_twins
     request, record = resolve_request(ws, request, reporter.event)
     executor, gpu_capabilities = make_executor(ws, request)
     try:
+        executor.prestart(request.n)  # the workers' imports overlap reading the data and planning
         asked = request_spec(ws, request, gpu_capabilities)
         spec = asked.spec
         name = request.job or latest_job_with_spec(ws, spec) or default_job_name()

@@ -89,27 +89,31 @@ def main() -> None:
                 reached = time_to(scored["timeline"], args.target) if args.target is not None else None
                 run = {"checkout": label, "seed": int(seed), "wall": round(wall, 1),
                        "plan": planned(home, "C-onecycle"), "reached": reached,
+                       "first_epoch": round(scored["timeline"][0][0], 2),  # its end, start-up included
                        **{k: v for k, v in scored.items() if k != "timeline"}}
                 runs.append(run)
                 print(json.dumps(run), flush=True)
     (args.out / f"members-{args.rows}.json").write_text(json.dumps(runs, indent=1))
 
     reach = f"s to {args.target}" if args.target is not None else "s to a target (none given)"
-    print(f"\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA | {reach} |")
-    print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |")
+    print(f"\n| checkout | seed | plan | members (epochs run) | wall s | holdout acc | with TTA | first epoch ends, s "
+          f"| {reach} |")
+    print("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for run in runs:
         tta = "" if run["holdout_tta"] is None else f"{run['holdout_tta']:.4f}"
         reached = "-" if run["reached"] is None else f"{run['reached']:.0f}"
         print(f"| {run['checkout']} | {run['seed']} | {run['plan']} | {run['members']} "
               f"({', '.join(map(str, run['epochs']))}) | {run['wall']:.0f} | {run['holdout']:.4f} | {tta} "
-              f"| {reached} |")
-    print(f"\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd | {reach}, mean ± sd |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+              f"| {run['first_epoch']:.1f} | {reached} |")
+    print(f"\n| checkout | runs | holdout acc, mean ± sd | with TTA, mean ± sd | first epoch ends, s | {reach}, "
+          "mean ± sd |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label in dict.fromkeys(run["checkout"] for run in runs):
         mine = [run for run in runs if run["checkout"] == label]
         reached = [r["reached"] for r in mine if r["reached"] is not None]
         print(f"| {label} | {len(mine)} | {spread([r['holdout'] for r in mine])} | "
               f"{spread([r['holdout_tta'] for r in mine if r['holdout_tta'] is not None])} | "
+              f"{spread([r['first_epoch'] for r in mine], 1)} | "
               f"{spread(reached, 1) if len(reached) == len(mine) else f'{len(reached)} of {len(mine)} reached'} |")
 
 

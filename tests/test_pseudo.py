@@ -110,3 +110,13 @@ def test_ema_is_refused_with_the_legacy_generator_whose_fit_would_never_swap_the
     with pytest.raises(JobError, match="drop --ema or use --augment idg"):
         JobSpec.from_options(ema=0.99, recipe="seed")  # seed 002's recipe trains through the legacy generator
     assert JobSpec.from_options(ema=0.99, precision="mixed_float16").ema == 0.99  # loss scaling: no step count
+
+
+def test_the_default_recipe_keeps_a_weight_average_unless_the_legacy_generator_trains_it():
+    from ensemble.job.spec import JobSpec
+
+    assert JobSpec.from_options().ema == 0.98
+    assert JobSpec.from_options(recipe="seed").ema == 0.0
+    # the recipe's average is no request: the legacy generator's job trains without one, and says so in its spec
+    assert JobSpec.from_options(augment="legacy-idg").ema == 0.0
+    assert JobSpec.from_options(ema=0.0).ema == 0.0

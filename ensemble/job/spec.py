@@ -63,8 +63,8 @@ class JobSpec:
     ema: float | None = option(
         "--ema", "Weight averaging: the optimizer keeps an exponential moving average of the weights with this "
         "momentum (e.g. 0.99; Keras' use_ema) beside the net; each epoch's validation, checkpoint and the kept "
-        "weights are the average's, and training goes on from the net's own weights (default: the recipe's, 0: "
-        "off). See BENCHMARKS.md, \"Levers\".",
+        "weights are the average's, and training goes on from the net's own weights (default: the recipe's: "
+        "0.98 for cnn11, else 0: off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
@@ -131,6 +131,8 @@ class JobSpec:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
+        if values["ema"] and values["augment"] == "legacy-idg" and not asked.ema:
+            values["ema"] = 0.0  # the recipe's average, where the legacy generator cannot keep it (below)
         if values["ema"] and values["augment"] == "legacy-idg":
             # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average
             raise JobError(f"--ema {values['ema']:g} swaps the average in at each epoch's end, which the legacy "

@@ -31,7 +31,8 @@ def digits():
 
 
 def small_spec(epochs: int = 2) -> JobSpec:
-    return JobSpec.from_options(model="cnn11", epochs=epochs, batch_size=BATCH, precision="float32",
+    # the plain loop, whose every number fit's defines; the weight average beside it: test_train
+    return JobSpec.from_options(model="cnn11", epochs=epochs, batch_size=BATCH, precision="float32", ema=0.0,
                                 gpu_capabilities=[])
 
 
@@ -203,3 +204,21 @@ def test_predicting_batch_by_batch_equals_keras_predict(digits):
     np.testing.assert_allclose(ours, model.predict(x_val.astype("float32"), batch_size=32, verbose=0),
                                rtol=1e-5, atol=1e-6)
     assert ours.shape == (70, 10) and predict_rows(model, x_val[:0], 32).shape == (0, 10)
+
+
+def test_a_run_with_a_weight_average_started_past_epoch_zero_with_no_state_trains_and_validates_the_average(digits):
+    from dataclasses import replace
+
+    x, y, x_val, y_val = digits
+    model = build_member_model(replace(small_spec(3), ema=0.9), SEED, ROWS)
+    assert not model.optimizer.built  # nothing restored: no average yet to swap out at epoch 1's start
+    history = train_epochs(model, x, y, batch_size=BATCH, epochs=3, seed=SEED, initial_epoch=1,
+                           validation=(x_val, y_val))
+    assert len(history.history["val_loss"]) == 2 and int(model.optimizer.iterations) == 8
+    # the last epoch validated what the net holds now, the average, and its own weights wait beside it
+    loss = model.evaluate(x_val.astype("float32"), y_val, batch_size=BATCH, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history.history["val_loss"][-1], rel=1e-5)
+    own = [keras.ops.convert_to_numpy(v) for v in model.optimizer._model_variables_moving_average]
+    held = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    assert [w.shape for w in held] == [w.shape for w in own]
+    assert any(not np.array_equal(average, net) for average, net in zip(held, own))

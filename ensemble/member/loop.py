@@ -109,7 +109,9 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
     epoch_logs: dict = {}
     epoch = initial_epoch
     while epoch < callback_list.params["epochs"]:  # a callback may re-plan the run's length (member.callbacks.replan)
-        if average is not None and epoch > 0:  # since the last epoch's end (a resumed state's too) the net held the average
+        # since the last epoch's end (a resumed state's too) the net held the average; an optimizer not built yet
+        # has none (a run started past epoch 0 with no state restored)
+        if average is not None and epoch > 0 and average.built:
             swap_average(average)
         callback_list.on_epoch_begin(epoch)
         order = epoch_order(len(x), seed, epoch)

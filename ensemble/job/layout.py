@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
+from contextlib import suppress
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -259,6 +261,15 @@ class JobLayout:
     @property
     def report_dir(self) -> Path:
         return self.ws.submissions_dir / self.job
+
+
+def move_into_log(source: Path, log_path: Path) -> None:
+    """The text of `source` (what a worker started ahead printed before a member's log took its output) at the end
+    of that member's log, and `source` removed."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with suppress(FileNotFoundError), source.open("rb") as text, log_path.open("ab") as log:
+        shutil.copyfileobj(text, log)
+    source.unlink(missing_ok=True)
 
 
 def log_tail(path: Path, lines: int = 15) -> list[str]:

@@ -131,12 +131,14 @@ class JobSpec:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
-        if values["ema"] and values["augment"] == "legacy-idg" and not asked.ema:
-            values["ema"] = 0.0  # the recipe's average, where the legacy generator cannot keep it (below)
         if values["ema"] and values["augment"] == "legacy-idg":
-            # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average
-            raise JobError(f"--ema {values['ema']:g} swaps the average in at each epoch's end, which the legacy "
-                           "generator's Keras fit loop does not do; drop --ema or use --augment idg")
+            # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average.
+            # The recipe's average is no request: left out. An asked one is refused.
+            if not asked.ema:
+                values["ema"] = 0.0
+            else:
+                raise JobError(f"--ema {values['ema']:g} swaps the average in at each epoch's end, which the "
+                               "legacy generator's Keras fit loop does not do; drop --ema or use --augment idg")
         return cls(**values, optimizer=base.optimizer, zoom=base.augmentation.zoom, shift=base.augmentation.shift,
                    train_sha256=train_sha256, test_sha256=test_sha256, classes=tuple(int(c) for c in classes))
 

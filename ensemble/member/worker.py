@@ -18,12 +18,11 @@ import argparse
 import os
 import sys
 import traceback
-from contextlib import suppress
 from pathlib import Path
 
 import keras
 
-from ..job.layout import JobLayout
+from ..job.layout import JobLayout, move_into_log
 from ..store.workspace import Workspace
 from . import process
 
@@ -34,15 +33,12 @@ def redirect_output(log_path, prelog: Path | None = None) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     if prelog is not None:
-        with suppress(OSError), prelog.open("rb") as early:
-            os.write(log, early.read())
+        move_into_log(prelog, log_path)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    if prelog is not None:
-        prelog.unlink(missing_ok=True)
 
 
 def train_assignment(home: str, job: str, index: int, prelog: Path | None = None) -> int:

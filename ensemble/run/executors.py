@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..job.errors import JobError
-from ..job.layout import JobLayout
+from ..job.layout import JobLayout, move_into_log
 from ..store.workspace import Workspace
 from .devices import Slot, gpu_memory_environment, slot_environment
 
@@ -162,19 +161,12 @@ class Worker:
     def settle(self, home: Path | None) -> None:
         """Once it has exited: what it printed before its first member took its output (an import that failed,
         say) goes to that member's log, under `home`, and its own file goes."""
-        if self.prelog is None or self.alive or not self.prelog.exists():
+        if self.prelog is None or self.alive:
             return
         if self.first is not None and home is not None:
             with suppress(OSError):
-                append_log(self.prelog, JobLayout(Workspace(Path(home)), self.first[0]).log(self.first[1]))
+                move_into_log(self.prelog, JobLayout(Workspace(Path(home)), self.first[0]).log(self.first[1]))
         self.prelog.unlink(missing_ok=True)
-
-
-def append_log(source: Path, log_path: Path) -> None:
-    """The text of `source` at the end of a member's log (created if need be)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with source.open("rb") as text, log_path.open("ab") as log:
-        shutil.copyfileobj(text, log)
 
 
 def launch_worker(home: Path, job: str, index: int, env_overrides: dict[str, str]) -> Worker:

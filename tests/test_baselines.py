@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from ensemble.blend import baselines
 from ensemble.blend.baselines import flat_pixels, forest_sweep, knn_sweep, knn_vote_probabilities
@@ -33,7 +33,7 @@ def test_vote_probabilities_count_the_first_k_and_break_ties_like_sklearn():
 def test_one_search_at_k19_predicts_exactly_as_kneighborsclassifier_for_every_k(digits, monkeypatch):
     x_train, y_train, x_val, y_val, x_test = digits
     monkeypatch.setattr(baselines, "QUERY_CHUNK", 128)  # several chunks, as on full data
-    index = baselines.NearestNeighbors(n_neighbors=19, algorithm="brute").fit(x_train)
+    index = NearestNeighbors(n_neighbors=19, algorithm="brute").fit(x_train)
     neighbour_labels = baselines.nearest_labels(index, y_train, x_val, 19)
     for k in range(1, 20, 2):
         expected = KNeighborsClassifier(n_neighbors=k).fit(x_train, y_train).predict(x_val)
@@ -96,7 +96,7 @@ def test_k_is_chosen_by_leave_one_out_on_training_rows(digits, monkeypatch):
     first = knn_sweep(x_train, y_train, x_val, y_val, x_test, n_classes=10)
     shuffled = knn_sweep(x_train, y_train, x_val, np.random.default_rng(1).permutation(y_val), x_test, n_classes=10)
     assert first.choice == shuffled.choice and first.selection == shuffled.selection
-    index = baselines.NearestNeighbors(n_neighbors=19, algorithm="brute").fit(x_train)
+    index = NearestNeighbors(n_neighbors=19, algorithm="brute").fit(x_train)
     rows = np.arange(len(x_train))
     loo = baselines.leave_one_out_labels(index, x_train, y_train, rows, 1)
     for row in (0, 7, 99):  # the nearest *other* row, as sklearn finds it with the row removed

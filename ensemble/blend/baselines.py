@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from joblib import Parallel, delayed
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.neighbors import NearestNeighbors
-from sklearn.tree import DecisionTreeClassifier
 
 from ..job.arrays import job_arrays
 from ..job.errors import JobError
@@ -29,6 +26,9 @@ from ..job.outputs import Metrics, save_model_outputs
 from ..job.record import require_record
 from ..nets.metrics import accuracy, log_loss
 from ..store import atomic
+
+if TYPE_CHECKING:  # scikit-learn's estimators are imported where they fit: every CLI command imports this module
+    from sklearn.neighbors import NearestNeighbors
 
 BASELINES = ("knn", "tree", "forest")
 KNN_KS = tuple(range(1, 20, 2))
@@ -85,6 +85,8 @@ def leave_one_out_labels(index: NearestNeighbors, x_train: np.ndarray, y_train: 
 def knn_sweep(x_train, y_train, x_val, y_val, x_test, *, n_classes: int, ks=KNN_KS,
               n_jobs: int | None = None, seed: int = 0) -> BaselineResult:
     """k chosen by leave-one-out votes on training rows; validation accuracy of every k reported beside."""
+    from sklearn.neighbors import NearestNeighbors
+
     started = time.perf_counter()
     index = NearestNeighbors(n_neighbors=max(ks), algorithm="brute", n_jobs=n_jobs).fit(x_train)
     rows = np.sort(np.random.default_rng(seed).permutation(len(x_train))[:LOO_ROWS])
@@ -110,6 +112,8 @@ def all_class_columns(probs: np.ndarray, classes: np.ndarray, n_classes: int) ->
 
 
 def tree_baseline(x_train, y_train, x_val, y_val, x_test, *, n_classes: int, seed: int = 0) -> BaselineResult:
+    from sklearn.tree import DecisionTreeClassifier
+
     started = time.perf_counter()
     tree = DecisionTreeClassifier(random_state=seed).fit(x_train, y_train)
     val_probs = all_class_columns(tree.predict_proba(x_val), tree.classes_, n_classes)
@@ -136,6 +140,8 @@ def forest_sweep(x_train, y_train, x_val, y_val, x_test, *, n_classes: int, size
                  n_jobs: int | None = None) -> BaselineResult:
     """The tree count chosen by out-of-bag accuracy (training rows only); validation accuracy reported beside."""
     import warnings
+
+    from sklearn.ensemble import RandomForestClassifier
 
     started = time.perf_counter()
     forest = RandomForestClassifier(n_estimators=sizes[0], random_state=seed, warm_start=True, n_jobs=n_jobs,

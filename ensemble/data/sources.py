@@ -5,7 +5,6 @@ import gzip
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..store import atomic
 from .layouts import SIDE, Layout, data_files
@@ -80,6 +79,8 @@ def make_sample(out_dir: Path, n_test: int = 1000, seed: int = 0, fmt: Layout = 
                 force: bool = False) -> dict[str, Path]:
     """The sample as Kaggle files in a layout: 4000 train rows, 1000 test rows and their answers (in the test
     file where the layout labels test, else in test_labels.csv)."""
+    from sklearn.model_selection import train_test_split  # here: every CLI command imports this module
+
     images, labels = sample_digits()
     train, test = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
     return write_kaggle_csvs(out_dir, images[train], labels[train], images[test], labels[test], fmt, force)

@@ -10,7 +10,7 @@ from ensemble.job.layout import MemberFolder, committed_epochs
 from ensemble.job.spec import JobSpec
 from ensemble.member.callbacks.commit import EpochCommit
 from ensemble.member.checkpoints import random_states, restore_newest
-from ensemble.member.loop import RowMeans, epoch_order, predict_rows, train_epochs
+from ensemble.member.loop import RowMeans, epoch_batches, epoch_order, predict_rows, train_epochs
 from ensemble.member.model import build_member_model
 from ensemble.nets.schedules import ScheduledRate, rate_at_step
 
@@ -40,13 +40,15 @@ def fresh_model(epochs: int = 2):
     return build_member_model(small_spec(epochs), SEED, ROWS)
 
 
-def endless_batches(x, y, seed):
-    """What the loop trains on, as a generator `fit` can take."""
+def endless_batches(x, y, seed, whole=False):
+    """What the loop trains on, as a generator `fit` can take; `whole`: the last batch filled from the first rows."""
     epoch = 0
     while True:
         order = epoch_order(len(x), seed, epoch)
         for start in range(0, len(x), BATCH):
             rows = order[start:start + BATCH]
+            if whole:
+                rows = np.concatenate([rows, order[:BATCH - len(rows)]])
             yield x[rows].astype("float32"), y[rows]
         epoch += 1
 
@@ -87,6 +89,33 @@ def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):
     for name, values in reference.history.items():
         np.testing.assert_allclose(history.history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
     assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations) == 8
+
+
+def test_whole_batches_fill_an_epochs_last_batch_from_its_first_rows():
+    order = np.arange(10)[::-1]
+    assert [batch.tolist() for batch in epoch_batches(order, 4)] == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
+    assert [batch.tolist() for batch in epoch_batches(order, 4, whole=True)] == [[9, 8, 7, 6], [5, 4, 3, 2],
+                                                                                [1, 0, 9, 8]]
+    assert [batch.tolist() for batch in epoch_batches(order[:8], 4, whole=True)] == [[9, 8, 7, 6], [5, 4, 3, 2]]
+    assert [batch.tolist() for batch in epoch_batches(order[:3], 4, whole=True)] == [[9, 8, 7]]
+    assert epoch_batches(order[:0], 4, whole=True) == []
+
+
+def test_with_whole_batches_every_step_has_one_shape_and_learns_what_fit_does_on_those_batches(digits, monkeypatch):
+    x, y, _, _ = digits
+    looped, rows_per_step = fresh_model(), []
+    train_step = looped.train_on_batch
+    monkeypatch.setattr(looped, "train_on_batch",
+                        lambda images, labels, **kwargs: rows_per_step.append(len(images)) or train_step(
+                            images, labels, **kwargs))
+    history = train_epochs(looped, x, y, batch_size=BATCH, epochs=2, seed=SEED, whole_batches=True)
+    assert rows_per_step == [BATCH] * 8  # 200 rows: the 8 of each epoch's last batch and its first 56
+    fitted = fresh_model()
+    reference = fitted.fit(endless_batches(x, y, SEED, whole=True), steps_per_epoch=4, epochs=2, shuffle=False,
+                           verbose=0)
+    for ours, theirs in zip(weights(looped), weights(fitted)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(history.history["loss"], reference.history["loss"], rtol=1e-5, atol=1e-6)
 
 
 def test_a_resumed_run_continues_exactly_where_an_uninterrupted_one_would_be(digits):

@@ -130,7 +130,7 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     x, y = arrays.x_train[pick], arrays.y_train[pick]
     steps_per_pass = math.ceil(len(pick) / batch)
     clock = PassClock()
-    train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed,
+    train_epochs(model, x, y, batch_size=batch, epochs=1 + PROBE_PASSES, seed=seed, whole_batches=True,
                  callbacks=[*rate_callbacks(model), clock])  # the rates' cost too
     started_up = process_age()
     step = statistics.median(clock.seconds[1:]) / steps_per_pass  # the first pass traces

@@ -73,8 +73,8 @@ def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps
 
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
                      validate: bool = True, final_steps: int | None = None):
-    """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall);
-    legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
+    """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall),
+    every batch whole (one traced step); legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
     rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial.
     The member's schedule sets each step's rate ahead of every other callback."""
     callbacks = [*rate_callbacks(model), *callbacks]
@@ -84,5 +84,5 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, i
                          validation_data=(arrays.x_val, arrays.y_val) if validate else None,
                          callbacks=callbacks, verbose=0)
     return train_epochs(model, arrays.x_train, arrays.y_train, batch_size=spec.batch_size, epochs=spec.epochs,
-                        seed=seed, initial_epoch=initial_epoch, final_steps=final_steps,
+                        seed=seed, initial_epoch=initial_epoch, final_steps=final_steps, whole_batches=True,
                         validation=(arrays.x_val, arrays.y_val) if validate else None, callbacks=callbacks)

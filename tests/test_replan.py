@@ -186,6 +186,20 @@ def test_a_calibrated_lone_member_counts_its_length_in_steps_and_one_with_member
     assert at(75, BudgetRules(1, stretch=True, multiple=2)) == (2, None)  # snapshot cycles stay whole
 
 
+def test_a_probe_times_its_steps_not_what_its_passes_spend_between_them():
+    ticks = iter([0.0, 0.030, 0.045, 0.075, 1.0, 1.032])  # two 30 ms steps 15 ms apart; a pass later, a 32 ms one
+    clock = calibrate.PassClock(clock=lambda: next(ticks))
+    clock.on_epoch_begin(0)
+    for step in range(2):
+        clock.on_train_batch_begin(step)
+        clock.on_train_batch_end(step)
+    clock.on_epoch_end(0)
+    clock.on_epoch_begin(1)
+    clock.on_train_batch_begin(0)
+    clock.on_train_batch_end(0)
+    assert clock.seconds == pytest.approx([0.060, 0.032])
+
+
 def test_a_probed_members_deadline_keeps_back_the_probes_prediction_time_not_its_first_validation_pass(
         tmp_path, sample_dir):
     ws = Workspace.resolve(tmp_path / "home")

@@ -237,7 +237,8 @@ def replan_member(done: int, seconds_left: float, costs: Costs, epochs: int, cap
 
 
 # A last member fits its steps to the deadline within this band (in epochs of time to spare): a length that still
-# fits with less than that to spare is kept, since each change traces the step again; one outside it is re-centred.
+# fits with less than that to spare is kept, so its one-cycle does not move with each epoch's timing noise; one
+# outside it is re-centred.
 FINAL_BAND = 0.5
 MIN_FINAL_SHARE = 0.1  # a partial last epoch trains at least this share of an epoch, or is left out
 

@@ -8,15 +8,16 @@ creates no iterator at all, on any backend, and each step costs what a step insi
 
 What `fit` does around its steps is kept: the callbacks see the same calls in the same order (train, epoch,
 batch and test begin/end, `params` with epochs and steps), the epoch's logs are the running means over its
-rows (training) and over every validation row (`val_` prefixed), and `stop_training` ends the epoch and the
-run. Where the optimizer keeps a weight average (Keras' use_ema), the net holds the average from each epoch's
-end to the next epoch's start and trains on its own weights in between (swap_average). Two additions: the run
-lasts as many epochs as `params["epochs"]` says after each epoch, so a callback that re-plans the length moves
-its end; and its last epoch trains only the first `params["final_steps"]` batches of its order where that is
-set (a member fitted to a deadline: its schedule ends there too). One departure a member asks for
-(`whole_batches`): an epoch's last batch, short where the rows do not divide, is filled from the epoch's first
-rows, so every step has one shape and the train step is traced once, not twice (0.75 s of a member's first
-epoch on a 2-core CPU, an XLA compile per shape under JAX): 16 of 10800 rows twice in an epoch at batch 64.
+rows (training: every row each batch trained on) and over every validation row (`val_` prefixed), and
+`stop_training` ends the epoch and the run. Where the optimizer keeps a weight average (Keras' use_ema), the net
+holds the average from each epoch's end to the next epoch's start and trains on its own weights in between
+(swap_average). Two additions: the run lasts as many epochs as `params["epochs"]` says after each epoch, so a
+callback that re-plans the length moves its end; and its last epoch trains only the first
+`params["final_steps"]` batches of its order where that is set (a member fitted to a deadline: its schedule
+ends there too). One departure a member asks for (`whole_batches`): an epoch's last batch, short where the
+rows do not divide, is filled from the epoch's first rows, so every step has one shape and the train step is
+traced once, not twice (0.75 s of a member's first epoch on a 2-core CPU, an XLA compile per shape under JAX):
+16 of 10800 rows twice in an epoch at batch 64.
 Each epoch's row order is drawn from (seed, epoch), so a resumed member sees the batches an uninterrupted one
 would have.
 """

@@ -74,8 +74,9 @@ def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
                      validate: bool = True, final_steps: int | None = None):
     """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall),
-    every batch whole (one traced step); legacy-idg feeds the old generator to `fit`, as seed 002 did. validate False (a refit twin, whose validation
-    rows are training rows): no validation pass per epoch. `final_steps`: the last epoch's steps, when partial.
+    every batch whole (one traced step); legacy-idg feeds the old generator to `fit`, as seed 002 did, short last
+    batch and all. validate False (a refit twin, whose validation rows are training rows): no validation pass per
+    epoch. `final_steps`: the last epoch's steps, when partial.
     The member's schedule sets each step's rate ahead of every other callback."""
     callbacks = [*rate_callbacks(model), *callbacks]
     if spec.augment == "legacy-idg":

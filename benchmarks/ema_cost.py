@@ -1,0 +1,84 @@
+"""What a weight average costs a cnn11 step, kept three ways side by side in one run: none, Keras' own (`use_ema`,
+updated inside every train step) and one kept in numpy and updated every K steps with momentum**K (an
+average that skips steps, the cheaper kind BENCHMARKS.md once proposed).
+
+    python benchmarks/ema_cost.py --steps 170 --every 1,4,8 --repeats 2
+
+Each variant trains a freshly built cnn11 (the job's precision: mixed_bfloat16 where the CPU has it) for
+--steps batches of 64 random images after 5 untimed ones (the trace), through `train_on_batch` as members do;
+the table gives the seconds of those steps, per variant and repeat (each repeat starts one variant later). CPU
+only: the precision is the CPU's.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+BATCH = 64
+
+
+def timed_steps(images, labels, steps: int, keras_ema: float, every: int, precision: str) -> float:
+    import keras
+
+    from ensemble.nets.architectures import build_model, compile_model
+    from ensemble.nets.recipes import RECIPES
+
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = build_model("cnn11", 10, RECIPES["cnn11"].augmentation, 0)
+    compile_model(model, "adam", 1e-3, 0.0, 10, keras_ema)
+    for _ in range(5):
+        model.train_on_batch(images[:BATCH], labels[:BATCH])
+    average = [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    momentum = 0.98 ** every if every else 0.0
+    began = time.perf_counter()
+    for step in range(steps):
+        rows = slice(step * BATCH, (step + 1) * BATCH)
+        model.train_on_batch(images[rows], labels[rows])
+        if every and step % every == every - 1:
+            for kept, weight in zip(average, model.trainable_variables):
+                kept *= momentum
+                kept += (1 - momentum) * keras.ops.convert_to_numpy(weight)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=170, help="timed steps (170: an epoch of 10800 rows)")
+    parser.add_argument("--every", default="1,4,8", help="the numpy average's update intervals, in steps")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from ensemble.nets.precision import resolve_precision
+
+    precision = resolve_precision("auto", gpus=[])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (BATCH * args.steps, 28, 28, 1)).astype("float32")  # pixels, as the net expects
+    labels = rng.integers(0, 10, BATCH * args.steps)
+    variants = [("none", 0.0, 0), ("Keras use_ema 0.98, every step", 0.98, 0)]
+    intervals = [int(k) for k in args.every.split(",")]
+    if min(intervals) < 1:
+        parser.error("--every takes whole steps of 1 or more")
+    variants += [(f"numpy, every {k} steps (0.98**{k})", 0.0, k) for k in intervals]
+    print(f"machine: {platform.processor() or platform.machine()}, precision {precision}, {args.steps} steps of "
+          f"{BATCH}")
+    results = {name: [] for name, _, _ in variants}
+    for repeat in range(args.repeats):
+        for name, keras_ema, every in variants[repeat % len(variants):] + variants[:repeat % len(variants)]:
+            results[name].append(timed_steps(images, labels, args.steps, keras_ema, every, precision))
+    base = np.mean(results["none"])
+    print("\n| average | seconds per repeat | mean vs none |\n| --- | --- | ---: |")
+    for name, seconds in results.items():
+        print(f"| {name} | {', '.join(f'{s:.2f}' for s in seconds)} | {np.mean(seconds) / base - 1:+.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -12,7 +12,6 @@ only: the precision is the CPU's.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from members_vs_epochs import cpu_model  # noqa: E402
 
 BATCH = 64
 
@@ -68,7 +69,7 @@ def main() -> None:
     if min(intervals) < 1:
         parser.error("--every takes whole steps of 1 or more")
     variants += [(f"numpy, every {k} steps (0.98**{k})", 0.0, k) for k in intervals]
-    print(f"machine: {platform.processor() or platform.machine()}, precision {precision}, {args.steps} steps of "
+    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of "
           f"{BATCH}")
     results = {name: [] for name, _, _ in variants}
     for repeat in range(args.repeats):

@@ -16,7 +16,7 @@ callback that re-plans the length moves its end; and its last epoch trains only 
 `params["final_steps"]` batches of its order where that is set (a member fitted to a deadline: its schedule
 ends there too). One departure a member asks for (`whole_batches`): an epoch's last batch, short where the
 rows do not divide, is filled from the epoch's first rows, so every step has one shape and the train step is
-traced once, not twice (0.75 s of a member's first epoch on a 2-core CPU, an XLA compile per shape under JAX):
+traced once, not twice (0.75-0.9 s of a member's first epoch on a 2-core CPU, an XLA compile per shape under JAX):
 16 of 10800 rows twice in an epoch at batch 64.
 Each epoch's row order is drawn from (seed, epoch), so a resumed member sees the batches an uninterrupted one
 would have.

@@ -1,10 +1,11 @@
-"""Two start-up costs in front of a job's first epoch: the CLI's own start, and what a second batch shape costs
-a fresh member's train step (a trace).
+"""Three start-up costs in front of a job's first epoch: the CLI's own start, a member process's imports, and
+what a second batch shape costs a fresh member's train step (a trace).
 
     python benchmarks/startup.py --repeats 3 --roots /tmp/old6,.
 
 CLI: `ensemble --help` of each checkout (PYTHONPATH set to it), timed from start to exit, --repeats times,
-checkouts alternating. Trace: a cnn11 member model built as members build it (the CPU's precision, the
+checkouts alternating. Member: `python -P -m ensemble.member --help` the same way, started as the runner starts
+members: its imports (the backend's among them), then the help. Trace: a cnn11 member model built as members build it (the CPU's precision, the
 recipe's weight average), then `train_on_batch` on 64 rows, 64 again, 48 (the last batch of 10800 rows at
 batch 64, before whole batches) and 48 again, each call timed.
 """
@@ -41,12 +42,16 @@ print("SPEC", spec.precision, spec.ema)
 """
 
 
-def cli_seconds(root: Path) -> float:
-    env = {**os.environ, "PYTHONPATH": str(root)}
+def seconds_to_run(root: Path, command: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ensemble.cli", "--help"], env=env, cwd=root, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, *command], env=env, cwd=root, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return time.perf_counter() - began
+
+
+COMMANDS = {"`ensemble --help`": ["-m", "ensemble.cli", "--help"],
+            "`python -P -m ensemble.member --help`": ["-P", "-m", "ensemble.member", "--help"]}
 
 
 def main() -> None:
@@ -56,13 +61,14 @@ def main() -> None:
     args = parser.parse_args()
     roots = [Path(root).resolve() for root in args.roots.split(",")]
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores")
-    times = {root: [] for root in roots}
-    for _ in range(args.repeats):
-        for root in roots:
-            times[root].append(cli_seconds(root))
-    print("\n| checkout | `ensemble --help` s, each repeat | median |\n| --- | --- | ---: |")
-    for root, seconds in times.items():
-        print(f"| {root} | {', '.join(f'{s:.2f}' for s in seconds)} | {statistics.median(seconds):.2f} |")
+    for name, command in COMMANDS.items():
+        times = {root: [] for root in roots}
+        for _ in range(args.repeats):
+            for root in roots:
+                times[root].append(seconds_to_run(root, command))
+        print(f"\n| checkout | {name} s, each repeat | median |\n| --- | --- | ---: |")
+        for root, seconds in times.items():
+            print(f"| {root} | {', '.join(f'{s:.2f}' for s in seconds)} | {statistics.median(seconds):.2f} |")
     result = subprocess.run([sys.executable, "-c", TRACE], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()

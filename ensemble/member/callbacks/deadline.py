@@ -5,7 +5,11 @@ import time
 
 import keras
 
-MODEL_LOAD_S = 2.0  # loading a saved model before predicting with it, about, on 2 CPU cores
+# Loading a saved model and tracing its predict step before predicting with it: cnn11's 20 MB best.keras (weights,
+# optimizer state and weight average) loaded in 0.17-0.22 s and traced in 0.11 s on 2 CPU cores (2026-12-06,
+# BENCHMARKS.md "Member start-up without the unused imports"): kept back at about twice that. 2.0 s, a guess, left
+# 1.5% of a 137 s budget unused for every member.
+MODEL_LOAD_S = 0.75
 # Predicting measured 0.55x (batch 1024, quiet machine) to 1.9x (another process on the cores) of what the
 # validation pass inside fit suggests: the time limit plans for some slowdown rather than overshoot.
 PREDICT_MARGIN = 1.25

@@ -1,0 +1,105 @@
+"""What each piece of a cnn11 train step costs on this machine, side by side in one run: the net alone, with the
+recipe's augmentation in the graph, with its weight average, and the same net with every conv batch-normalised (the
+fastest public recipes' nets are; FIELD.md), which is not one of the project's nets.
+
+    python benchmarks/step_cost.py --steps 120 --repeats 2
+
+Each variant trains a freshly built model (the job's precision: mixed_bfloat16 where the CPU has it) for --steps
+batches of 64 random images after 5 untimed ones (the trace), through `train_on_batch` as members do; the table
+gives milliseconds a step, per repeat (each repeat starts one variant later). CPU only.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from members_vs_epochs import cpu_model  # noqa: E402
+
+BATCH = 64
+BN_MOMENTUM = 0.9  # Keras' 0.99 would still hold a fifth of the initial statistics after a 150-step epoch
+
+
+def cnn11_batch_normalised(n_classes: int, augmentation: list):
+    """cnn11 as build_model makes it, with each conv's bias replaced by a batch norm before its ReLU."""
+    import keras
+    from keras import layers
+
+    from ensemble.nets.architectures import INPUT_SHAPE
+
+    def conv(filters):
+        return [layers.Conv2D(filters, 3, padding="same", use_bias=False),
+                layers.BatchNormalization(momentum=BN_MOMENTUM), layers.ReLU()]
+
+    body = [*conv(32), *conv(32), *conv(32), layers.MaxPooling2D(), *conv(64), *conv(64), *conv(64),
+            layers.MaxPooling2D(), *conv(128), *conv(128), *conv(128), layers.Flatten(), layers.Dropout(0.2),
+            layers.Dense(128, activation="relu"), layers.Dense(n_classes, activation="softmax", dtype="float32")]
+    return keras.Sequential([keras.Input(INPUT_SHAPE), layers.Rescaling(1.0 / 255), *augmentation, *body])
+
+
+def build(variant: str, seed: int):
+    from ensemble.nets.architectures import build_model
+    from ensemble.nets.recipes import NO_AUGMENTATION, RECIPES
+
+    idg = RECIPES["cnn11"].augmentation
+    if variant == "cnn11 + BN, IDG, average":
+        from ensemble.nets.augment import augmentation_layers
+
+        return cnn11_batch_normalised(10, augmentation_layers(idg, seed))
+    return build_model("cnn11", 10, NO_AUGMENTATION if variant == "cnn11 alone" else idg, seed)
+
+
+VARIANTS = {  # name: the weight average's momentum
+    "cnn11 alone": 0.0, "cnn11, IDG": 0.0, "cnn11, IDG, average (the default)": 0.98, "cnn11 + BN, IDG, average": 0.98,
+}
+
+
+def step_ms(variant: str, images, labels, steps: int, precision: str) -> float:
+    import keras
+
+    from ensemble.nets.architectures import compile_model
+
+    keras.backend.clear_session()
+    keras.config.set_dtype_policy(precision)  # after clear_session, which resets it
+    keras.utils.set_random_seed(0)
+    model = compile_model(build(variant, 0), "adam", 2e-3, 0.0, 10, VARIANTS[variant])
+    for _ in range(5):
+        model.train_on_batch(images[:BATCH], labels[:BATCH])
+    began = time.perf_counter()
+    for step in range(steps):
+        rows = slice(step * BATCH, (step + 1) * BATCH)
+        model.train_on_batch(images[rows], labels[rows])
+    return 1000 * (time.perf_counter() - began) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from ensemble.nets.precision import resolve_precision
+
+    precision = resolve_precision("auto", gpus=[])
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (BATCH * args.steps, 28, 28, 1)).astype("float32")
+    labels = rng.integers(0, 10, BATCH * args.steps)
+    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {BATCH}")
+    names = list(VARIANTS)
+    results = {name: [] for name in names}
+    for repeat in range(args.repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            results[name].append(step_ms(name, images, labels, args.steps, precision))
+    base = np.mean(results["cnn11 alone"])
+    print("\n| variant | ms a step, per repeat | mean vs the net alone |\n| --- | --- | ---: |")
+    for name, values in results.items():
+        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {np.mean(values) / base - 1:+.1%} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,10 +4,10 @@ what a second batch shape costs a fresh member's train step (a trace).
     python benchmarks/startup.py --repeats 3 --roots /tmp/old6,.
 
 CLI: `ensemble --help` of each checkout (PYTHONPATH set to it), timed from start to exit, --repeats times,
-checkouts alternating. Member: `python -P -m ensemble.member --help` the same way, started as the runner starts
-members: its imports (the backend's among them), then the help. Trace: a cnn11 member model built as members build it (the CPU's precision, the
-recipe's weight average), then `train_on_batch` on 64 rows, 64 again, 48 (the last batch of 10800 rows at
-batch 64, before whole batches) and 48 again, each call timed.
+checkouts alternating. Member: `python -P -m ensemble.member --help` the same way, started as the runner
+starts members: its imports (the backend's among them), then the help. Trace: a cnn11 member model built as
+members build it (the CPU's precision, the recipe's weight average), then `train_on_batch` on 64 rows, 64 again,
+48 (the last batch of 10800 rows at batch 64, before whole batches) and 48 again, each call timed.
 """
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ print("SPEC", spec.precision, spec.ema)
 def seconds_to_run(root: Path, command: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
     began = time.perf_counter()
-    subprocess.run([sys.executable, *command], env=env, cwd=root, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    result = subprocess.run([sys.executable, *command], env=env, cwd=root, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed in {root}:\n{result.stderr}")
     return time.perf_counter() - began
 
 

@@ -20,7 +20,7 @@ from ensemble.job.spec import JobSpec
 from ensemble.member import calibrate
 from ensemble.member.callbacks import replan as replan_module
 from ensemble.member.callbacks.commit import EpochCommit
-from ensemble.member.callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
+from ensemble.member.callbacks.deadline import PREDICT_MARGIN, model_load_seconds
 from ensemble.member.callbacks.replan import Replan
 from ensemble.member.checkpoints import restore_newest
 from ensemble.member.loop import train_epochs
@@ -346,7 +346,7 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
     arrays = plan_arrays(ws, plan, 0)
     # the job's finished members predicted at a speed the deadline turns into 50 s kept back (its margin and the
     # model's load included), more than the 20 s the job's costs say
-    per_image = (50 - MODEL_LOAD_S) / PREDICT_MARGIN / (len(arrays.x_val) + len(arrays.x_test))
+    per_image = (50 - model_load_seconds(keras.backend.backend())) / PREDICT_MARGIN / (len(arrays.x_val) + len(arrays.x_test))
     # 3 members per slot: were it not told it is last, its first re-plan would find members after it
     write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(3, stretch=False),
                            member_epochs={0: 3}, last_members=() if kind == "not last" else (0,), costs=COSTS,

@@ -16,22 +16,26 @@ def test_every_backend_skips_the_same_packages_but_jax_keeps_itself():
     assert unused_packages("jax") == UNUSED_BY_MEMBERS == ("sklearn", "matplotlib", "IPython")
 
 
-def loaded_after(module: str, args: list[str], tmp_path) -> set[str]:
-    """The skipped packages loaded in a process after `python -m module args` ran (through runpy, as
-    run.executors starts members before Python 3.11), with Keras loaded (else there was nothing to skip)."""
-    code = ("import runpy, sys\n"
-            f"sys.argv = [{module!r}, *{args!r}]\n"
+def modules_after(module: str, args: list[str], tmp_path) -> tuple[set[str], set[str]]:
+    """Of the skipped packages, those loaded and those marked absent in a process after `python -m module args` ran
+    (through runpy, as run.executors starts members before Python 3.11), with the backend loaded (else there was
+    nothing to skip). RESULTS_FD in args is a file descriptor of the child's own, open on /dev/null."""
+    code = ("import os, runpy, sys\n"
+            "fd = str(os.open(os.devnull, os.O_WRONLY))\n"
+            f"sys.argv = [{module!r}, *[fd if arg == 'RESULTS_FD' else arg for arg in {args!r}]]\n"
             "try:\n"
             f"    runpy.run_module({module!r}, run_name='__main__', alter_sys=True)\n"
             "except SystemExit:\n"
             "    pass\n"
             "assert 'keras.src.backend' in sys.modules\n"
-            f"print('LOADED', *[name for name in {SKIPPED!r} if sys.modules.get(name) is not None])\n")
+            f"print('LOADED', *[name for name in {SKIPPED!r} if sys.modules.get(name) is not None])\n"
+            f"print('ABSENT', *[name for name in {SKIPPED!r} if name in sys.modules and sys.modules[name] is None])\n")
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True,
                             stdin=subprocess.DEVNULL, env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
-    return set(result.stdout.splitlines()[-1].split()[1:])
+    loaded, absent = result.stdout.splitlines()[-2:]
+    return set(loaded.split()[1:]), set(absent.split()[1:])
 
 
 def installed_skipped() -> set[str]:
@@ -41,13 +45,26 @@ def installed_skipped() -> set[str]:
 
 
 @pytest.mark.parametrize("module, args", [("ensemble.member", ["--help"]),
-                                          ("ensemble.member.worker", ["--home", ".", "--results-fd", "2"])],
+                                          ("ensemble.member.worker", ["--home", ".", "--results-fd", "RESULTS_FD"])],
                          ids=["member process", "worker"])
 def test_member_entry_points_load_the_backend_without_the_unused_packages(module, args, tmp_path):
     installed_skipped()
-    assert loaded_after(module, args, tmp_path) == set()
+    loaded, absent = modules_after(module, args, tmp_path)
+    assert loaded == set() and absent == set(SKIPPED)
 
 
 def test_the_library_imported_elsewhere_keeps_them(tmp_path):
     # the same modules imported by a notebook or a test, not run as an entry point: nothing is hidden from it
-    assert loaded_after("ensemble.member.predict", [], tmp_path) == installed_skipped()
+    installed_skipped()
+    assert modules_after("ensemble.member.predict", [], tmp_path)[1] == set()
+
+
+def test_members_are_told_the_backend_the_runner_checked(monkeypatch, tmp_path):
+    from ensemble.run.executors import member_environment
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "keras.json").write_text('{"backend": "jax"}')
+    assert member_environment({})["KERAS_BACKEND"] == "jax"  # keras.json's, as the runner read it
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert member_environment({"CUDA_VISIBLE_DEVICES": ""})["KERAS_BACKEND"] == "tensorflow"

@@ -12,7 +12,8 @@ from ensemble.job.spec import JobSpec
 from ensemble.member import process
 from ensemble.member.callbacks.clock import current_learning_rate
 from ensemble.member.callbacks.commit import EpochCommit
-from ensemble.member.callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN, Deadline
+from ensemble.member.callbacks.deadline import (MODEL_LOAD_S, PREDICT_MARGIN, UNMEASURED_LOAD_S, Deadline,
+                                                 model_load_seconds)
 from ensemble.member.callbacks.plateau import ResumableReduceLROnPlateau
 from ensemble.member.model import build_member_model, member_schedule
 from ensemble.member.predict import predict_probabilities
@@ -254,14 +255,12 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
     deadline.set_model(FakeModel())
     # the first epoch also traced the graph: 40 s; its validation pass 1.6 s (16 ms per image):
     # 2 models x (1000 x 16 ms x 1.25 + the load) = 40 s + 2 loads
-    first_predictions = 2 * (1000 * 0.016 * PREDICT_MARGIN + MODEL_LOAD_S)
-    assert first_predictions == pytest.approx(40.0 + 2 * MODEL_LOAD_S)
     deadline.on_epoch_begin(0)
     deadline.on_epoch_end(0, {"epoch_seconds": 40.0, "validation_seconds": 1.6})
     assert not deadline.model.stop_training             # 1000 + 40 + 40 + 2 loads <= 1100
     now[0] = 1020.0
     logs = {"epoch_seconds": 30.0, "validation_seconds": 0.8}  # 8 ms per image: 2 x (10 s + the load)
-    needed = 30.0 + 2 * (10.0 + MODEL_LOAD_S)
+    needed = 30.0 + 2 * (10.0 + deadline.load_s)
     assert deadline.seconds_needed(dict(logs), 2) == pytest.approx(needed)  # the fastest epoch and pass
     deadline.on_epoch_begin(1)
     deadline.on_epoch_end(1, logs)
@@ -272,11 +271,17 @@ def test_deadline_stops_when_another_epoch_and_the_predictions_would_not_fit():
     assert deadline.model.stop_training and deadline.stopped_at == 3   # half a second too few
 
 
+def test_a_model_load_is_kept_back_as_measured_on_tensorflow_and_as_before_elsewhere():
+    assert model_load_seconds("tensorflow") == MODEL_LOAD_S == 0.75
+    assert model_load_seconds("jax") == UNMEASURED_LOAD_S == 2.0
+    assert Deadline(deadline=0.0, n_val=1, n_outputs=1, views=1).load_s == model_load_seconds(keras.backend.backend())
+
+
 def test_deadline_plans_for_a_partial_last_epoch_as_its_share_of_the_steps_and_a_whole_validation_pass():
     deadline = Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=1, predict_seconds_per_image=0.002)
     deadline.set_params({"epochs": 3, "steps": 4, "final_steps": 1})
     logs = {"epoch_seconds": 40.0, "validation_seconds": 8.0}  # 32 s of steps
-    predictions = 1000 * 0.002 * PREDICT_MARGIN + MODEL_LOAD_S
+    predictions = 1000 * 0.002 * PREDICT_MARGIN + deadline.load_s
     assert deadline.seconds_needed(dict(logs), 1) == pytest.approx(40.0 + predictions)  # the next epoch is whole
     # the next is the last: a quarter of its steps, all of its validation pass
     assert deadline.seconds_needed(dict(logs), 2) == pytest.approx(40.0 - 0.75 * 32.0 + predictions)
@@ -288,9 +293,9 @@ def test_deadline_counts_only_the_snapshots_that_will_exist_and_prefers_measured
     assert [deadline.models_after(epochs) for epochs in (1, 4, 5, 8, 12)] == [1, 2, 2, 3, 4]
     # after epoch 4 the next epoch is 5: the member and one snapshot to predict, at the measured 2 ms per image
     assert deadline.seconds_needed({"epoch_seconds": 10.0, "validation_seconds": 5.0}, 4) == pytest.approx(
-        10.0 + 2 * (1000 * 0.002 * PREDICT_MARGIN + MODEL_LOAD_S))
+        10.0 + 2 * (1000 * 0.002 * PREDICT_MARGIN + deadline.load_s))
     # what a member fitted to the deadline keeps back for its kept weights: the same margin and load
-    assert deadline.measured_predictions_s() == pytest.approx(1000 * 0.002 * PREDICT_MARGIN + MODEL_LOAD_S)
+    assert deadline.measured_predictions_s() == pytest.approx(1000 * 0.002 * PREDICT_MARGIN + deadline.load_s)
     assert Deadline(deadline=0.0, n_val=100, n_outputs=1000, views=8).measured_predictions_s() is None
 
 

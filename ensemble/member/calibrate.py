@@ -26,7 +26,7 @@ from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS
 from ..job.planner import Costs, plan_slot, replan_steps, split_steps, steps_cap
 from ..store import atomic
-from .callbacks.deadline import MODEL_LOAD_S, PREDICT_MARGIN
+from .callbacks.deadline import PREDICT_MARGIN, model_load_seconds
 from .loop import predict_rows, train_epochs
 from .model import build_member_model, rate_callbacks, steps_per_epoch
 from .predict import PREDICT_BATCH
@@ -158,7 +158,8 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     epoch = step * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit
     views = len(TTA_VIEWS) if spec.tta else 1
     outputs = len(arrays.x_val) + len(arrays.x_test)
-    predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + MODEL_LOAD_S)
+    load = model_load_seconds(keras.backend.backend())
+    predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + load)
     # a later member's start-up: the process's until here (its train step traced), its prediction and validation traces
     costs = Costs(startup_s=started_up + 2 * predict_trace, epoch_s=epoch, predict_s=predict)
     return Probe(costs, predict_trace, model, predict_row_s=per_image * views,

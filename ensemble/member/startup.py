@@ -1,13 +1,16 @@
 """What a member process leaves out of its start: packages the backend imports when installed, which no member uses.
 
 `import tensorflow` imports Keras 3, and with it, wherever they are installed: scikit-learn and scipy's stats
-(Keras' scikit-learn wrapper), matplotlib.pyplot (Keras' image gallery), IPython (Keras' notebook check) and
-jax (TensorFlow Lite's optional `jax.jit`). Kaggle's images have all four, as does an install with this project's
-`test` and `jax` extras; on a 2-core CPU they are 2 s of a worker's 6 s start, spent before its first member can
-begin (benchmarks/startup.py). Every one of those imports sits in a `try ... except ImportError`, so a member
-process marks the packages as absent before it imports the backend: a None in `sys.modules` makes `import name`
-raise ModuleNotFoundError (the import system's documented rule). Only the member entry points do this (the worker's
-and the member process's `main`), never a process that imports the library, such as a notebook's.
+(Keras' scikit-learn wrapper), matplotlib.pyplot (Keras' image gallery), IPython (Keras' notebook check) and jax
+(TensorFlow Lite's optional `jax.jit`). scikit-learn and matplotlib are this project's own dependencies, IPython
+comes with a notebook kernel and jax with the `jax` extra, and Kaggle's images have all four; on a 2-core CPU they
+are 2.4 s of a member process's 6.3 s of imports, spent before its first epoch can begin (benchmarks/startup.py).
+Every one of those imports sits in a `try ... except ImportError`, so a member process marks the packages absent
+before it imports the backend: a None in `sys.modules` makes `import name` raise ModuleNotFoundError (the import
+system's documented rule). A None is not quite "not installed" to code that looks into `sys.modules` first (pandas'
+and h5py's IPython hooks, scipy's array-API helpers); no member reaches such code. Only the member entry points do
+this (`python -m ensemble.member` and the worker's `main`), never a process that imports the library, such as a
+notebook's.
 """
 from __future__ import annotations
 
@@ -24,10 +27,8 @@ def unused_packages(backend: str) -> tuple[str, ...]:
     return UNUSED_BY_MEMBERS + (() if backend == "jax" else ("jax",))
 
 
-def skip_unused_imports(environ=None) -> tuple[str, ...]:
-    """Mark this process's unused packages absent, before the backend is imported; what it marked (a package
-    imported already is left as it is)."""
-    skipped = tuple(name for name in unused_packages(configured_backend(environ)) if name not in sys.modules)
-    for name in skipped:
-        sys.modules[name] = None
-    return skipped
+def skip_unused_imports() -> None:
+    """Mark this process's unused packages absent, before the backend is imported (one imported already stays).
+    The backend is the one the runner checked and set in the member's environment (run.executors)."""
+    for name in unused_packages(configured_backend()):
+        sys.modules.setdefault(name, None)

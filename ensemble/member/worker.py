@@ -42,6 +42,7 @@ def redirect_output(log_path, prelog: Path | None = None) -> None:
 
 def train_assignment(home: str, job: str, index: int, prelog: Path | None = None) -> int:
     """One member, as `python -m ensemble.member` would run it; its exit code."""
+    # here, not at the top: importing this module must not load the backend before main() marks what it skips
     import keras
 
     from . import process

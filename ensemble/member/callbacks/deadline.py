@@ -6,13 +6,19 @@ import time
 import keras
 
 # Loading a saved model and tracing its predict step before predicting with it: cnn11's 20 MB best.keras (weights,
-# optimizer state and weight average) loaded in 0.17-0.22 s and traced in 0.11 s on 2 CPU cores (2026-12-06,
-# BENCHMARKS.md "Member start-up without the unused imports"): kept back at about twice that. 2.0 s, a guess, left
-# 1.5% of a 137 s budget unused for every member.
+# optimizer state and weight average) loaded in 0.17-0.22 s and traced in 0.11 s on 2 CPU cores under TensorFlow
+# (2026-12-06, BENCHMARKS.md "Member start-up without the unused imports"): kept back at about 2.5 times that. The
+# 2.0 s guess before left 1.2% of a 137 s budget unused for every member.
 MODEL_LOAD_S = 0.75
+UNMEASURED_LOAD_S = 2.0  # other backends: JAX compiles the predict step on its first call, not measured yet
 # Predicting measured 0.55x (batch 1024, quiet machine) to 1.9x (another process on the cores) of what the
 # validation pass inside fit suggests: the time limit plans for some slowdown rather than overshoot.
 PREDICT_MARGIN = 1.25
+
+
+def model_load_seconds(backend: str) -> float:
+    """What loading a saved model and its first prediction call cost on `backend`, kept back for each model."""
+    return MODEL_LOAD_S if backend == "tensorflow" else UNMEASURED_LOAD_S
 
 
 class Deadline(keras.callbacks.Callback):
@@ -35,6 +41,7 @@ class Deadline(keras.callbacks.Callback):
         self.validation_seconds: list[float] = []
         self.steps_seconds: list[float] = []  # each epoch's training steps alone
         self.stopped_at: int | None = None
+        self.load_s = model_load_seconds(keras.backend.backend())
 
     def models_after(self, epochs: int) -> int:
         """The member's kept weights and the snapshots it has after `epochs` epochs: what it must predict with."""
@@ -55,7 +62,7 @@ class Deadline(keras.callbacks.Callback):
 
     def predictions_s(self, models: int, per_image: float) -> float:
         """What this callback keeps back for loading and predicting with `models` models at `per_image` seconds."""
-        return models * (self.n_outputs * per_image * PREDICT_MARGIN + MODEL_LOAD_S)
+        return models * (self.n_outputs * per_image * PREDICT_MARGIN + self.load_s)
 
     def measured_predictions_s(self) -> float | None:
         """What it keeps back for the member's kept weights, at the speed the job's finished members measured

@@ -11,9 +11,10 @@ from ensemble.member.startup import UNUSED_BY_MEMBERS, unused_packages
 SKIPPED = ("sklearn", "matplotlib", "IPython", "jax")
 
 
-def test_every_backend_skips_the_same_packages_but_jax_keeps_itself():
+def test_every_backend_skips_the_same_packages_but_jax_is_kept_where_it_may_be_the_backend():
     assert unused_packages("tensorflow") == ("sklearn", "matplotlib", "IPython", "jax")
     assert unused_packages("jax") == UNUSED_BY_MEMBERS == ("sklearn", "matplotlib", "IPython")
+    assert unused_packages(None) == unused_packages("") == UNUSED_BY_MEMBERS  # not named: jax may be the backend
 
 
 def modules_after(module: str, args: list[str], tmp_path) -> tuple[set[str], set[str]]:

@@ -14,21 +14,21 @@ notebook's.
 """
 from __future__ import annotations
 
+import os
 import sys
-
-from ..run.devices import configured_backend
 
 # what members never import themselves: the runner makes splits and folds, the report draws, nothing here is a notebook
 UNUSED_BY_MEMBERS = ("sklearn", "matplotlib", "IPython")
 
 
-def unused_packages(backend: str) -> tuple[str, ...]:
-    """The packages a member on `backend` never needs (jax is the JAX backend itself)."""
-    return UNUSED_BY_MEMBERS + (() if backend == "jax" else ("jax",))
+def unused_packages(backend: str | None) -> tuple[str, ...]:
+    """The packages a member on `backend` never needs: jax is the JAX backend itself, and is kept where the backend
+    is not known (a member started by hand, with no KERAS_BACKEND: Keras reads its own keras.json)."""
+    return UNUSED_BY_MEMBERS + (("jax",) if backend and backend != "jax" else ())
 
 
 def skip_unused_imports() -> None:
     """Mark this process's unused packages absent, before the backend is imported (one imported already stays).
-    The backend is the one the runner checked and set in the member's environment (run.executors)."""
-    for name in unused_packages(configured_backend()):
+    The backend is the one the runner checked and names in every member's environment (run.executors)."""
+    for name in unused_packages(os.environ.get("KERAS_BACKEND")):
         sys.modules.setdefault(name, None)

@@ -45,7 +45,7 @@ def train_assignment(home: str, job: str, index: int, prelog: Path | None = None
     # here, not at the top: importing this module must not load the backend before main() marks what it skips
     import keras
 
-    from . import process
+    from . import process  # defers Keras, for the same reason
 
     redirect_output(JobLayout(Workspace.resolve(home), job).log(index), prelog)
     try:

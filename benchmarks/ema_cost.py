@@ -25,30 +25,58 @@ from members_vs_epochs import cpu_model  # noqa: E402
 BATCH = 64
 
 
-def timed_steps(images, labels, steps: int, keras_ema: float, every: int, precision: str) -> float:
+def fresh_model(build, precision: str, ema: float, learning_rate: float = 1e-3):
+    """build() compiled as members compile it, in a cleared session under `precision`, from seed 0."""
     import keras
 
-    from ensemble.nets.architectures import build_model, compile_model
-    from ensemble.nets.recipes import RECIPES
+    from ensemble.nets.architectures import compile_model
 
     keras.backend.clear_session()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(precision)  # after clear_session, which resets it
     keras.utils.set_random_seed(0)
-    model = build_model("cnn11", 10, RECIPES["cnn11"].augmentation, 0)
-    compile_model(model, "adam", 1e-3, 0.0, 10, keras_ema)
+    return compile_model(build(), "adam", learning_rate, 0.0, 10, ema)
+
+
+def warm_up(model, images, labels) -> None:
+    """5 untimed steps of the first batch: the trace."""
     for _ in range(5):
         model.train_on_batch(images[:BATCH], labels[:BATCH])
-    average = [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
-    momentum = 0.98 ** every if every else 0.0
+
+
+def steps_seconds(model, images, labels, steps: int, after_step=lambda step: None) -> float:
+    """Seconds of `steps` train steps on consecutive batches; `after_step(step)` runs inside the timed loop after
+    each."""
     began = time.perf_counter()
     for step in range(steps):
         rows = slice(step * BATCH, (step + 1) * BATCH)
         model.train_on_batch(images[rows], labels[rows])
+        after_step(step)
+    return time.perf_counter() - began
+
+
+def rotated(variants: list, repeat: int) -> list:
+    """The variants in the order repeat `repeat` runs them: each repeat starts one variant later."""
+    return variants[repeat % len(variants):] + variants[:repeat % len(variants)]
+
+
+def timed_steps(images, labels, steps: int, keras_ema: float, every: int, precision: str) -> float:
+    import keras
+
+    from ensemble.nets.architectures import build_model
+    from ensemble.nets.recipes import RECIPES
+
+    model = fresh_model(lambda: build_model("cnn11", 10, RECIPES["cnn11"].augmentation, 0), precision, keras_ema)
+    warm_up(model, images, labels)
+    average = [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    momentum = 0.98 ** every if every else 0.0
+
+    def keep_average(step: int) -> None:
         if every and step % every == every - 1:
             for kept, weight in zip(average, model.trainable_variables):
                 kept *= momentum
                 kept += (1 - momentum) * keras.ops.convert_to_numpy(weight)
-    return time.perf_counter() - began
+
+    return steps_seconds(model, images, labels, steps, keep_average)
 
 
 def main() -> None:
@@ -73,7 +101,7 @@ def main() -> None:
           f"{BATCH}")
     results = {name: [] for name, _, _ in variants}
     for repeat in range(args.repeats):
-        for name, keras_ema, every in variants[repeat % len(variants):] + variants[:repeat % len(variants)]:
+        for name, keras_ema, every in rotated(variants, repeat):
             results[name].append(timed_steps(images, labels, args.steps, keras_ema, every, precision))
     base = np.mean(results["none"])
     print("\n| average | seconds per repeat | mean vs none |\n| --- | --- | ---: |")

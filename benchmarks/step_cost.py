@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ema_cost import BATCH, fresh_model, rotated, steps_seconds, warm_up  # noqa: E402
 from members_vs_epochs import cpu_model  # noqa: E402
-
-BATCH = 64
 BN_MOMENTUM = 0.9  # Keras' 0.99 would still hold a fifth of the initial statistics after a 150-step epoch
 
 
@@ -42,39 +40,28 @@ def cnn11_batch_normalised(n_classes: int, augmentation: list):
     return keras.Sequential([keras.Input(INPUT_SHAPE), layers.Rescaling(1.0 / 255), *augmentation, *body])
 
 
-def build(variant: str, seed: int):
-    from ensemble.nets.architectures import build_model
-    from ensemble.nets.recipes import NO_AUGMENTATION, RECIPES
-
-    idg = RECIPES["cnn11"].augmentation
-    if variant == "cnn11 + BN, IDG, average":
-        from ensemble.nets.augment import augmentation_layers
-
-        return cnn11_batch_normalised(10, augmentation_layers(idg, seed))
-    return build_model("cnn11", 10, NO_AUGMENTATION if variant == "cnn11 alone" else idg, seed)
-
-
-VARIANTS = {  # name: the weight average's momentum
-    "cnn11 alone": 0.0, "cnn11, IDG": 0.0, "cnn11, IDG, average (the default)": 0.98, "cnn11 + BN, IDG, average": 0.98,
+VARIANTS = {  # name: (batch-normalised, augmented, the weight average's momentum)
+    "cnn11 alone": (False, False, 0.0), "cnn11, IDG": (False, True, 0.0),
+    "cnn11, IDG, average (the default)": (False, True, 0.98), "cnn11 + BN, IDG, average": (True, True, 0.98),
 }
 
 
+def build(variant: str, seed: int):
+    from ensemble.nets.architectures import build_model
+    from ensemble.nets.augment import augmentation_layers
+    from ensemble.nets.recipes import NO_AUGMENTATION, RECIPES
+
+    batch_normalised, augmented, _ = VARIANTS[variant]
+    augmentation = RECIPES["cnn11"].augmentation if augmented else NO_AUGMENTATION
+    if batch_normalised:
+        return cnn11_batch_normalised(10, augmentation_layers(augmentation, seed))
+    return build_model("cnn11", 10, augmentation, seed)
+
+
 def step_ms(variant: str, images, labels, steps: int, precision: str) -> float:
-    import keras
-
-    from ensemble.nets.architectures import compile_model
-
-    keras.backend.clear_session()
-    keras.config.set_dtype_policy(precision)  # after clear_session, which resets it
-    keras.utils.set_random_seed(0)
-    model = compile_model(build(variant, 0), "adam", 2e-3, 0.0, 10, VARIANTS[variant])
-    for _ in range(5):
-        model.train_on_batch(images[:BATCH], labels[:BATCH])
-    began = time.perf_counter()
-    for step in range(steps):
-        rows = slice(step * BATCH, (step + 1) * BATCH)
-        model.train_on_batch(images[rows], labels[rows])
-    return 1000 * (time.perf_counter() - began) / steps
+    model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant][2], learning_rate=2e-3)
+    warm_up(model, images, labels)
+    return 1000 * steps_seconds(model, images, labels, steps) / steps
 
 
 def main() -> None:
@@ -93,7 +80,7 @@ def main() -> None:
     names = list(VARIANTS)
     results = {name: [] for name in names}
     for repeat in range(args.repeats):
-        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+        for name in rotated(names, repeat):
             results[name].append(step_ms(name, images, labels, args.steps, precision))
     base = np.mean(results["cnn11 alone"])
     print("\n| variant | ms a step, per repeat | mean vs the net alone |\n| --- | --- | ---: |")

@@ -346,7 +346,8 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
     arrays = plan_arrays(ws, plan, 0)
     # the job's finished members predicted at a speed the deadline turns into 50 s kept back (its margin and the
     # model's load included), more than the 20 s the job's costs say
-    per_image = (50 - model_load_seconds(keras.backend.backend())) / PREDICT_MARGIN / (len(arrays.x_val) + len(arrays.x_test))
+    load = model_load_seconds(keras.backend.backend())
+    per_image = (50 - load) / PREDICT_MARGIN / (len(arrays.x_val) + len(arrays.x_test))
     # 3 members per slot: were it not told it is last, its first re-plan would find members after it
     write_plan(ws, replace(plan, deadline=time.time() + 600, budget=BudgetRules(3, stretch=False),
                            member_epochs={0: 3}, last_members=() if kind == "not last" else (0,), costs=COSTS,

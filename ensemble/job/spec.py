@@ -13,7 +13,7 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
+                       "flip": False, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
                        "ema": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -49,6 +49,10 @@ class JobSpec:
     rotation: float | None = option("--rotation", "IDG rotation_range in degrees (default: the recipe's).",
                                     type=float, check=within(0, 180, "degrees"),
                                     default=lambda recipe: float(recipe.augmentation.rotation))
+    flip: bool | None = option(
+        "--flip/--no-flip", "IDG horizontal_flip: mirror each training image with chance 1/2, for classes a mirror "
+        "leaves the same (clothes; never digits or letters) (default: the recipe's, off). See BENCHMARKS.md, "
+        "\"Levers\".", type=bool, is_flag=True, default=lambda recipe: recipe.augmentation.flip)
     keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
                               "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
     snapshots: int | None = option("--snapshots", "K cosine cycles per member; each cycle's end becomes a "
@@ -111,7 +115,7 @@ class JobSpec:
         values = {name: getattr(asked, name) if getattr(asked, name) is not None else default_of(declaration, base)
                   for name, declaration in options}
         values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
-                      rotation=float(values["rotation"]), tta=bool(values["tta"]))
+                      rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "
@@ -131,6 +135,9 @@ class JobSpec:
             values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
         except ValueError as error:
             raise JobError(str(error)) from None
+        if values["flip"] and values["augment"] == "none":
+            raise JobError("--flip mirrors augmented training images, and --augment none augments nothing; drop "
+                           "--flip or use --augment idg")
         if values["ema"] and values["augment"] == "legacy-idg":
             # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average.
             # The recipe's average is no request: left out. An asked one is refused.
@@ -175,7 +182,7 @@ class JobSpec:
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment, self.zoom, self.shift, self.rotation)
+        return Augmentation(self.augment, self.zoom, self.shift, self.rotation, self.flip)
 
     @property
     def data_layout(self) -> Layout:

@@ -10,7 +10,8 @@ own (x = column, y = row) order, with R the rotation by theta:
     with c = ((side - 1) / 2, (side - 1) / 2).
 
 (tx comes from height_shift_range but moves columns: IDG's quirk, kept; with the recipe's equal ranges
-on square images it changes nothing.)
+on square images it changes nothing.) With horizontal_flip, IDG mirrors half the images, each with chance 1/2,
+after that map: the output column col becomes (side - 1) - col, which is zx negated, so the flip costs nothing.
 `IDGAugment` applies exactly that map with `keras.ops.image.affine_transform`: one interpolation, as IDG
 does, where chaining RandomTranslation and RandomZoom would blur twice and (in the other order) scale
 the shift by the zoom. It is active in training only. `legacy_idg_flow` is the deprecated generator
@@ -67,13 +68,14 @@ def apply_idg_transform(images, zx, zy, tx, ty, theta=None):
 
 @keras.saving.register_keras_serializable(package="ensemble")
 class IDGAugment(keras.layers.Layer):
-    """ImageDataGenerator(rotation_range, zoom_range, width_shift_range, height_shift_range) as a
-    training-only layer."""
+    """ImageDataGenerator(rotation_range, zoom_range, width_shift_range, height_shift_range, horizontal_flip)
+    as a training-only layer."""
 
     def __init__(self, zoom_range=ZOOM_RANGE, width_shift_range=SHIFT_RANGE,
-                 height_shift_range=SHIFT_RANGE, seed=None, rotation_range=0.0, **kwargs):
+                 height_shift_range=SHIFT_RANGE, seed=None, rotation_range=0.0, horizontal_flip=False, **kwargs):
         super().__init__(**kwargs)
         self.rotation_range = float(rotation_range)
+        self.horizontal_flip = bool(horizontal_flip)
         self.zoom_range = float(zoom_range)
         self.width_shift_range = float(width_shift_range)
         self.height_shift_range = float(height_shift_range)
@@ -93,6 +95,9 @@ class IDGAugment(keras.layers.Layer):
         zx, zy = 1.0 + draw(self.zoom_range), 1.0 + draw(self.zoom_range)
         tx = draw(self.height_shift_range) * height
         ty = draw(self.width_shift_range) * width
+        if self.horizontal_flip:  # drawn last: the other draws' streams are those of a layer without the flip
+            mirrored = keras.random.uniform((batch,), 0.0, 1.0, seed=self.seed_generator) < 0.5
+            zx = ops.where(mirrored, -zx, zx)
         warped = apply_idg_transform(ops.cast(images, "float32"), zx, zy, tx, ty, theta)
         return ops.cast(warped, images.dtype)
 
@@ -101,7 +106,7 @@ class IDGAugment(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "zoom_range": self.zoom_range, "seed": self.seed,
-                "rotation_range": self.rotation_range,
+                "rotation_range": self.rotation_range, "horizontal_flip": self.horizontal_flip,
                 "width_shift_range": self.width_shift_range, "height_shift_range": self.height_shift_range}
 
 
@@ -112,7 +117,8 @@ def augmentation_layers(augmentation: Augmentation, seed: int | None) -> list[ke
     if augmentation.kind != "idg":
         return []
     return [IDGAugment(zoom_range=augmentation.zoom, width_shift_range=augmentation.shift,
-                       height_shift_range=augmentation.shift, rotation_range=augmentation.rotation, seed=seed,
+                       height_shift_range=augmentation.shift, rotation_range=augmentation.rotation,
+                       horizontal_flip=augmentation.flip, seed=seed,
                        name="idg_augment")]
 
 
@@ -121,7 +127,8 @@ def legacy_image_data_generator(augmentation: Augmentation = Augmentation("legac
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     return ImageDataGenerator(rotation_range=augmentation.rotation, zoom_range=augmentation.zoom,
-                              width_shift_range=augmentation.shift, height_shift_range=augmentation.shift)
+                              width_shift_range=augmentation.shift, height_shift_range=augmentation.shift,
+                              horizontal_flip=augmentation.flip)
 
 
 def legacy_idg_flow(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,

@@ -4,7 +4,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from keras.src.legacy.preprocessing.image import apply_affine_transform
+from keras.src.legacy.preprocessing.image import apply_affine_transform, flip_axis
 
 pytestmark = pytest.mark.jax  # the augmentation layer runs on every backend
 
@@ -175,3 +175,41 @@ def test_rotation_is_part_of_the_saved_layer():
     layer = IDGAugment(rotation_range=10.0, seed=3)
     clone = IDGAugment.from_config(layer.get_config())
     assert (clone.rotation_range, clone.zoom_range, clone.width_shift_range) == (10.0, 0.1, 0.1)
+
+
+@pytest.mark.parametrize("zx, zy, tx, ty, theta", [(1.0, 1.0, 0.0, 0.0, 0.0), (1.08, 0.94, 1.7, -2.2, 9.0)])
+def test_a_negated_zoom_is_idgs_horizontal_flip_after_its_warp(digit, zx, zy, tx, ty, theta):
+    warped = apply_affine_transform(digit, theta=theta, tx=tx, ty=ty, zx=zx, zy=zy, row_axis=0, col_axis=1,
+                                    channel_axis=2, fill_mode="nearest", order=1)
+    expected = flip_axis(warped, 1)  # IDG's apply_transform flips after the affine map
+    got = np.asarray(apply_idg_transform(digit[None], *(np.array([v]) for v in (-zx, zy, tx, ty, theta))))[0]
+    assert np.abs(got - expected).max() < 1e-3 * 255
+
+
+def test_horizontal_flip_mirrors_half_the_images_and_leaves_the_other_draws_as_they_were(digit):
+    batch = np.repeat(digit[None], N_DRAWS, axis=0)
+    plain = np.asarray(IDGAugment(seed=5)(batch, training=True))
+    flipped = np.asarray(IDGAugment(seed=5, horizontal_flip=True)(batch, training=True))
+    same = np.abs(flipped - plain).max(axis=(1, 2, 3)) < 1e-3 * 255
+    mirrored = np.abs(flipped - plain[:, :, ::-1]).max(axis=(1, 2, 3)) < 1e-3 * 255
+    assert (same | mirrored).all()  # each image is the unflipped layer's own draw, or its mirror
+    # each mirrored with chance 1/2: within 4 standard errors of half (the digit is not symmetric: never both)
+    assert not (same & mirrored).any()
+    assert abs(mirrored.mean() - 0.5) < 4 * 0.5 / math.sqrt(N_DRAWS)
+
+
+def test_idgs_own_generator_flips_as_the_layer_does(digit):
+    np.random.seed(0)
+    generator = legacy_image_data_generator(Augmentation("legacy-idg", 0.0, 0.0, 0.0, flip=True))
+    legacy = np.stack([generator.random_transform(digit) for _ in range(400)])
+    ours = np.asarray(IDGAugment(zoom_range=0.0, width_shift_range=0.0, height_shift_range=0.0, horizontal_flip=True,
+                                 seed=0)(np.repeat(digit[None], 400, axis=0), training=True))
+    for images in (legacy, ours):
+        mirrored = np.abs(images - digit[None, :, ::-1]).max(axis=(1, 2, 3)) < 1e-3 * 255
+        kept = np.abs(images - digit[None]).max(axis=(1, 2, 3)) < 1e-3 * 255
+        assert (mirrored | kept).all() and abs(mirrored.mean() - 0.5) < 4 * 0.5 / math.sqrt(400)
+
+
+def test_the_flip_is_part_of_the_saved_layer():
+    clone = IDGAugment.from_config(IDGAugment(horizontal_flip=True, seed=3).get_config())
+    assert clone.horizontal_flip and not IDGAugment.from_config(IDGAugment(seed=3).get_config()).horizontal_flip

@@ -4,6 +4,7 @@ from ensemble.job.errors import JobError
 from ensemble.job.layout import JobLayout
 from ensemble.job.record import job_names, latest_job_with_spec, new_record, require_record, resume_command, save_record
 from ensemble.job.spec import JobSpec, spec_differences
+from ensemble.nets.recipes import Augmentation
 
 
 def test_spec_takes_missing_values_from_the_recipe():
@@ -39,6 +40,20 @@ def test_recipe_flags_and_overrides_are_frozen_into_the_spec():
                                       precision="float32")
     assert (overridden.model, overridden.schedule, overridden.rotation, overridden.keep, overridden.tta) == (
         "deotte", "onecycle", 5.0, "best", True)
+
+
+def test_the_flip_is_off_unless_asked_and_needs_an_augmentation():
+    assert JobSpec.from_options(precision="float32").flip is False  # digits and letters: a mirror changes them
+    asked = JobSpec.from_options(precision="float32", flip=True)
+    assert asked.flip and asked.augmentation.flip
+    assert JobSpec.from_options(recipe="seed", flip=True).augmentation == Augmentation("legacy-idg", 0.1, 0.1, 0.0,
+                                                                                       flip=True)
+    with pytest.raises(JobError, match="--flip mirrors augmented training images, and --augment none augments "
+                                       "nothing; drop --flip or use --augment idg"):
+        JobSpec.from_options(flip=True, augment="none")
+    recorded = JobSpec.from_options(precision="float32").to_dict()
+    del recorded["flip"]  # a job recorded before the field
+    assert JobSpec.from_dict(recorded).flip is False
 
 
 def test_snapshots_mean_cosine_cycles_of_equal_length():

@@ -372,6 +372,22 @@ def test_a_short_warm_up_reaches_the_peak_rate_early_and_trains_an_epoch_on_a_sl
     assert float(rate_at_step(schedule, 1)) == pytest.approx(spec.learning_rate, rel=1e-9)
 
 
+@pytest.mark.jax
+def test_the_flip_lever_is_in_the_members_augmentation_and_trains_an_epoch_on_a_slice(slice_arrays,
+                                                                                     restore_dtype_policy):
+    from ensemble.member.model import build_member_model, fit_member_model
+    from ensemble.nets.augment import IDGAugment
+
+    spec = JobSpec.from_options(flip=True, epochs=1, precision="float32", model="seed004", batch_size=32,
+                                augment="idg")
+    assert spec.augmentation.flip and not JobSpec.from_options(model="seed004").augmentation.flip
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    (augment,) = [layer for layer in model.layers if isinstance(layer, IDGAugment)]
+    assert augment.horizontal_flip
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+
+
 def _values(variables) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(v) for v in variables]
 

@@ -91,6 +91,29 @@ def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):
     assert int(looped.optimizer.iterations) == int(fitted.optimizer.iterations) == 8
 
 
+def test_validation_in_larger_batches_logs_what_fit_does_with_that_validation_batch_size(digits):
+    x, y, x_val, y_val = digits
+
+    class TestBatches(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = 0
+
+        def on_test_batch_begin(self, batch, logs=None):
+            self.seen += 1
+
+    looped, fitted = fresh_model(), fresh_model()
+    ours, theirs = TestBatches(), TestBatches()
+    history = train_epochs(looped, x, y, batch_size=BATCH, epochs=2, seed=SEED, validation=(x_val, y_val),
+                           validation_batch_size=len(x_val) - 3, callbacks=[ours])  # a short last batch too
+    reference = fitted.fit(endless_batches(x, y, SEED), steps_per_epoch=4, epochs=2, shuffle=False, verbose=0,
+                           validation_data=(x_val.astype("float32"), y_val), validation_batch_size=len(x_val) - 3,
+                           callbacks=[theirs])
+    assert ours.seen == theirs.seen == 2 * 2  # two batches a validation pass, not len(x_val) / BATCH
+    for name in ("val_accuracy", "val_loss"):
+        np.testing.assert_allclose(history.history[name], reference.history[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_whole_batches_fill_an_epochs_last_batch_from_its_first_rows():
     order = np.arange(10)[::-1]
     assert [batch.tolist() for batch in epoch_batches(order, 4)] == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]

@@ -328,6 +328,31 @@ def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_
     assert np.array_equal(outputs["probed"][1], outputs["given"][1])
 
 
+def test_the_probe_leaves_tensorflows_global_seed_alone_once_the_step_is_traced(slice_arrays, monkeypatch,
+                                                                                 restore_dtype_policy):
+    """Setting TensorFlow's global seed drops the runtime's caches: the member's first step after the probe then
+    spent 0.3 s instantiating its traced step again (keras.utils.set_random_seed put the streams back). The build
+    seeds it, before anything is traced; the probe puts back only Python's and NumPy's streams."""
+    import random
+
+    import tensorflow as tf
+
+    from ensemble.member.calibrate import measure_costs
+
+    seeded = []
+    original = tf.random.set_seed
+    monkeypatch.setattr(tf.random, "set_seed", lambda seed: (seeded.append(seed), original(seed))[1])
+    spec = JobSpec.from_options(epochs=1, precision="float32", model="seed004", batch_size=32, augment="idg")
+    random.seed(1)
+    np.random.seed(1)
+    measure_costs(spec, slice_arrays, seed=7)
+    assert seeded == [7]  # the build's
+    after_probe = random.random(), np.random.random()
+    keras.utils.set_random_seed(7)
+    build_member_model(spec, seed=7, n_train=len(slice_arrays.x_train))
+    assert (random.random(), np.random.random()) == after_probe  # where the build left them
+
+
 @pytest.mark.jax
 def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_slice(slice_arrays,
                                                                                        restore_dtype_policy):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -128,6 +129,7 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     model = build_member_model(spec, seed, n_train)
     model.optimizer.build(model.trainable_variables)  # its state exists, to be put back after the probe
     as_built = [(variable, keras.ops.convert_to_numpy(variable)) for variable in state_variables(model)]
+    streams = random.getstate(), np.random.get_state()
     batch = min(spec.batch_size, n_train)
     rng = np.random.default_rng(seed)
     # steps through the member's own loop, as it trains: one run of several passes pays its set-up once
@@ -154,7 +156,11 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
         commit = 2 * (time.perf_counter() - began)
     for variable, value in as_built:
         variable.assign(value)
-    keras.utils.set_random_seed(seed)  # and the global streams where the member's build left them
+    # and Python's and NumPy's global streams where the member's build left them. Not keras.utils.set_random_seed:
+    # it also sets TensorFlow's global seed, on which the traced train step depends, so the member's first step
+    # traced again (0.3 s on a 2-core CPU)
+    random.setstate(streams[0])
+    np.random.set_state(streams[1])
     epoch = step * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit
     views = len(TTA_VIEWS) if spec.tta else 1
     outputs = len(arrays.x_val) + len(arrays.x_test)

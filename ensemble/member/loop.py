@@ -28,6 +28,10 @@ import math
 import keras
 import numpy as np
 
+# the batch a member predicts and validates in: per image, a pass of 1080 rows takes 0.09 s at 1024 against 0.16 s
+# at the training batch of 64 on a 2-core CPU, every epoch
+PREDICT_BATCH = 1024
+
 
 def epoch_order(n_rows: int, seed: int, epoch: int) -> np.ndarray:
     """The rows of one epoch in the order it trains on them."""
@@ -109,10 +113,11 @@ def epoch_steps(params: dict, epoch: int) -> int:
 
 def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, seed: int,
                  initial_epoch: int = 0, validation: tuple[np.ndarray, np.ndarray] | None = None,
-                 callbacks: list = (), final_steps: int | None = None,
-                 whole_batches: bool = False) -> keras.callbacks.History:
-    """`model.fit(x, y, batch_size, epochs, initial_epoch, validation_data, shuffle=True)`, step by step; the
-    last epoch `final_steps` batches long where given; every batch `batch_size` rows with `whole_batches`."""
+                 callbacks: list = (), final_steps: int | None = None, whole_batches: bool = False,
+                 validation_batch_size: int | None = None) -> keras.callbacks.History:
+    """`model.fit(x, y, batch_size, epochs, initial_epoch, validation_data, shuffle=True, validation_batch_size)`,
+    step by step; the last epoch `final_steps` batches long where given; every batch `batch_size` rows with
+    `whole_batches`."""
     batch_size = min(batch_size, len(x))
     steps = math.ceil(len(x) / batch_size)
     callback_list = keras.callbacks.CallbackList(list(callbacks), add_history=True, add_progbar=False, model=model,
@@ -141,7 +146,7 @@ def train_epochs(model, x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs
         if average is not None:  # validation, the epoch's checkpoints and the weights kept at the end: the average's
             swap_average(average)
         if validation is not None:
-            scores = evaluate_rows(model, *validation, batch_size, callback_list)
+            scores = evaluate_rows(model, *validation, validation_batch_size or batch_size, callback_list)
             epoch_logs.update({f"val_{name}": value for name, value in scores.items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:

@@ -16,7 +16,7 @@ from ..nets.architectures import build_model, compile_model
 from ..nets.augment import legacy_idg_flow
 from ..nets.schedules import Schedule, rate_at_step
 from .callbacks.rate import StepRate
-from .loop import train_epochs
+from .loop import PREDICT_BATCH, train_epochs
 
 MONITOR = "val_accuracy"
 
@@ -74,8 +74,8 @@ def resize_schedule(model, spec: JobSpec, n_train: int, epochs: int, final_steps
 def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, initial_epoch: int = 0,
                      validate: bool = True, final_steps: int | None = None):
     """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall),
-    every batch whole (one traced step); legacy-idg feeds the old generator to `fit`, as seed 002 did, short last
-    batch and all. validate False (a refit twin, whose validation rows are training rows): no validation pass per
+    every batch whole (one traced step), validation in the batches members predict in; legacy-idg feeds the old
+    generator to `fit`, as seed 002 did, short last batch and all. validate False (a refit twin, whose validation rows are training rows): no validation pass per
     epoch. `final_steps`: the last epoch's steps, when partial.
     The member's schedule sets each step's rate ahead of every other callback."""
     callbacks = [*rate_callbacks(model), *callbacks]
@@ -86,4 +86,5 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, i
                          callbacks=callbacks, verbose=0)
     return train_epochs(model, arrays.x_train, arrays.y_train, batch_size=spec.batch_size, epochs=spec.epochs,
                         seed=seed, initial_epoch=initial_epoch, final_steps=final_steps, whole_batches=True,
-                        validation=(arrays.x_val, arrays.y_val) if validate else None, callbacks=callbacks)
+                        validation=(arrays.x_val, arrays.y_val) if validate else None, callbacks=callbacks,
+                        validation_batch_size=PREDICT_BATCH)

@@ -15,10 +15,9 @@ from ..job.spec import JobSpec
 from ..nets.augment import TTA_VIEWS, tta_view
 from ..nets.metrics import accuracy, log_loss
 from ..nets.schedules import cycle_end_epochs
-from .loop import predict_rows
+from .loop import PREDICT_BATCH, predict_rows
 from .model import MONITOR, runtime_description
 
-PREDICT_BATCH = 1024
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=()

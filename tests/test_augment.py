@@ -9,7 +9,8 @@ from keras.src.legacy.preprocessing.image import apply_affine_transform, flip_ax
 pytestmark = pytest.mark.jax  # the augmentation layer runs on every backend
 
 from ensemble.data.sources import sample_digits
-from ensemble.nets.augment import IDGAugment, apply_idg_transform, legacy_idg_flow, legacy_image_data_generator
+from ensemble.nets.augment import (TTA_VIEWS, IDGAugment, apply_idg_transform, legacy_idg_flow,
+                                   legacy_image_data_generator, tta_view, tta_views)
 from ensemble.nets.recipes import Augmentation
 
 N_DRAWS = 1500
@@ -213,3 +214,13 @@ def test_idgs_own_generator_flips_as_the_layer_does(digit):
 def test_the_flip_is_part_of_the_saved_layer():
     clone = IDGAugment.from_config(IDGAugment(horizontal_flip=True, seed=3).get_config())
     assert clone.horizontal_flip and not IDGAugment.from_config(IDGAugment(seed=3).get_config()).horizontal_flip
+
+
+def test_a_flipped_nets_test_time_views_are_each_view_and_its_mirror(digit):
+    assert tta_views() == tta_views(False) == TTA_VIEWS
+    views = tta_views(True)
+    assert views[:len(TTA_VIEWS)] == TTA_VIEWS and len(views) == 2 * len(TTA_VIEWS)
+    assert views[len(TTA_VIEWS)] == (-1.0, 1.0, 0.0, 0.0, 0.0)
+    assert views[len(TTA_VIEWS) + 1] == (-1.0, 1.0, 1.0, 0.0, 0.0)  # the shift's view, mirrored
+    mirrored = tta_view(digit[None], views[len(TTA_VIEWS)])
+    assert np.abs(mirrored - digit[None, :, ::-1]).max() < 1e-3 * 255

@@ -411,6 +411,15 @@ def test_the_flip_lever_is_in_the_members_augmentation_and_trains_an_epoch_on_a_
     assert augment.horizontal_flip
     history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
     assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+    # its test-time views are each view and its mirror: TTA_VIEWS is closed under a mirror (shifts and turns both
+    # ways), so that is the mean of the views of the images and of their mirrors
+    from ensemble.nets.augment import tta_views
+
+    x = slice_arrays.x_val
+    both = predict_probabilities(model, x, tta=True, views=tta_views(True))[1]
+    halves = predict_probabilities(model, x, tta=True)[1], predict_probabilities(model, x[:, :, ::-1], tta=True)[1]
+    np.testing.assert_allclose(both, (halves[0] + halves[1]) / 2, atol=2e-6)
+    assert not np.allclose(both, halves[0], atol=1e-4)
 
 
 def _values(variables) -> list[np.ndarray]:

@@ -49,6 +49,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     import keras
 
     from ..member.predict import predict_probabilities  # imports Keras too
+    from ..nets.augment import tta_views
 
     record = require_record(ws, job)
     spec = record.spec
@@ -79,7 +80,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     new_probs = []
     for path in paths:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        plain, augmented, _ = predict_probabilities(model, images, tta)
+        plain, augmented, _ = predict_probabilities(model, images, tta, views=tta_views(spec.flip))
         new_probs.append(augmented if tta else plain)
     y_val = load_split(ws, record)["val_labels"]
     blended = blender.blend(ModelOutputs(saved.names, saved.val_probs, np.stack(new_probs), tta, saved.val_mask), y_val,

@@ -51,8 +51,8 @@ class JobSpec:
                                     default=lambda recipe: float(recipe.augmentation.rotation))
     flip: bool | None = option(
         "--flip/--no-flip", "IDG horizontal_flip: mirror each training image with chance 1/2, for classes a mirror "
-        "leaves the same (clothes; never digits or letters) (default: the recipe's, off). See BENCHMARKS.md, "
-        "\"Levers\".", type=bool, is_flag=True, default=lambda recipe: recipe.augmentation.flip)
+        "leaves the same (clothes; never digits or letters); with --tta each test-time view is also predicted "
+        "mirrored (default: the recipe's, off). See BENCHMARKS.md, \"Levers\".", type=bool, is_flag=True, default=lambda recipe: recipe.augmentation.flip)
     keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
                               "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
     snapshots: int | None = option("--snapshots", "K cosine cycles per member; each cycle's end becomes a "

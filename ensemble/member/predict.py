@@ -12,7 +12,7 @@ import numpy as np
 from ..job.layout import MemberFolder, ModelFolder
 from ..job.outputs import Metrics, OutputShape, is_current, keras_file_problem, save_model_outputs
 from ..job.spec import JobSpec
-from ..nets.augment import TTA_VIEWS, tta_view
+from ..nets.augment import TTA_VIEWS, tta_view, tta_views
 from ..nets.metrics import accuracy, log_loss
 from ..nets.schedules import cycle_end_epochs
 from .loop import PREDICT_BATCH, predict_rows
@@ -20,15 +20,17 @@ from .model import MONITOR, runtime_description
 
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=()
+def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=(),
+                          views: tuple[tuple[float, ...], ...] = TTA_VIEWS
                           ) -> tuple[np.ndarray, np.ndarray | None, float]:
-    """Softmax on images, plain and (with tta) averaged over TTA_VIEWS, and the seconds it took."""
+    """Softmax on images, plain and (with tta) averaged over `views` (the identity first), and the seconds it
+    took."""
     started = time.perf_counter()
     predict = lambda x: predict_rows(model, x, PREDICT_BATCH, list(callbacks))  # noqa: E731
     plain = np.asarray(predict(images), np.float32)
     augmented = None
     if tta:
-        views = [plain] + [np.asarray(predict(tta_view(images, view))) for view in TTA_VIEWS[1:]]
+        views = [plain] + [np.asarray(predict(tta_view(images, view))) for view in views[1:]]
         augmented = np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
     return plain, augmented, time.perf_counter() - started
 
@@ -71,8 +73,9 @@ def _predict_and_save(model_path: Path, folder: ModelFolder, config: dict, spec:
                       callbacks=()) -> Metrics:
     """A snapshot's weights are those of its last epoch in `history`; a member's, its kept epoch's."""
     model = keras.saving.load_model(model_path, compile=False)
-    val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta, callbacks)
-    test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta, callbacks)
+    views = tta_views(spec.flip)
+    val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta, callbacks, views)
+    test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta, callbacks, views)
     fit_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)
     weights_epoch = len(history) if snapshot or spec.keep == "last" \
         else int(max(history, key=lambda row: row[MONITOR])["epoch"]) + 1

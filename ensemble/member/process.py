@@ -16,7 +16,7 @@ from ..job.outputs import Metrics, read_metrics
 from ..job.plan import RunPlan, plan_arrays, read_plan
 from ..job.planner import Costs
 from ..job.spec import JobSpec
-from ..nets.augment import TTA_VIEWS
+from ..nets.augment import tta_views
 from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
@@ -55,7 +55,7 @@ def member_config(plan: RunPlan, index: int, epochs: int, final_steps: int | Non
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
-                       "tta_views": [list(view) for view in TTA_VIEWS] if spec.tta else None}}
+                       "tta_views": [list(view) for view in tta_views(spec.flip)] if spec.tta else None}}
 
 
 def _callbacks(folder: MemberFolder, label: str, spec: JobSpec, restored: TrainingState | None,
@@ -216,7 +216,7 @@ def member_deadline(plan: RunPlan, spec: JobSpec, arrays, probe: Probe | None = 
         return None
     speed = plan.predict_seconds_per_image or (probe.predict_row_s if probe and probe.predict_row_s else None)
     return Deadline(plan.deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
-                    views=len(TTA_VIEWS) if spec.tta else 1,
+                    views=len(tta_views(spec.flip)) if spec.tta else 1,
                     snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),
                     predict_seconds_per_image=speed)
 

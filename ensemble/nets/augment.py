@@ -38,6 +38,14 @@ TTA_VIEWS = (
 )
 
 
+def tta_views(flip: bool = False) -> tuple[tuple[float, ...], ...]:
+    """The test-time views of a member: TTA_VIEWS, and with a net trained on mirrored images (--flip) each of them
+    mirrored too (zx negated), which its training made as likely as the view itself."""
+    if not flip:
+        return TTA_VIEWS
+    return TTA_VIEWS + tuple((-view[0], *view[1:]) for view in TTA_VIEWS)
+
+
 def idg_transform_rows(zx, zy, tx, ty, height: int, width: int, theta=None):
     """Rows of 8 for `affine_transform` (output (x=col, y=row) -> input point) equal to IDG's matrix.
 

@@ -328,6 +328,25 @@ def test_a_member_that_calibrated_learns_exactly_what_a_member_given_its_length_
     assert np.array_equal(outputs["probed"][1], outputs["given"][1])
 
 
+def test_a_member_trained_with_flip_predicts_each_view_mirrored_too(tmp_path, sample_dir, restore_dtype_policy):
+    import json
+
+    from ensemble.job.plan import plan_arrays, read_plan
+    from ensemble.nets.augment import TTA_VIEWS, tta_views
+
+    ws = _job(tmp_path, sample_dir, limit_train=96, epochs=1, augment="idg", flip=True, tta=True)
+    train_member(ws, "j", 0)
+    folder = JobLayout(ws, "j").member(0)
+    config = json.loads(folder.config.read_text())
+    assert config["spec"]["flip"] and len(config["recipe"]["tta_views"]) == 2 * len(TTA_VIEWS)
+    arrays = plan_arrays(ws, read_plan(ws, "j"), 0)
+    model = keras.saving.load_model(folder.best, compile=False)
+    expected = predict_probabilities(model, arrays.x_val, tta=True, views=tta_views(True))[1]
+    np.testing.assert_allclose(np.load(folder.path / "val_probs_tta.npy"), expected, atol=1e-6)
+    assert not np.allclose(np.load(folder.path / "val_probs_tta.npy"),
+                           predict_probabilities(model, arrays.x_val, tta=True)[1], atol=1e-5)
+
+
 def test_the_probe_leaves_tensorflows_global_seed_alone_once_the_step_is_traced(slice_arrays, monkeypatch,
                                                                                  restore_dtype_policy):
     """Setting TensorFlow's global seed drops the runtime's caches: the member's first step after the probe then

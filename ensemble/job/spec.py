@@ -13,7 +13,8 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "flip": False, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT, "label_smoothing": 0.0,
+                       "flip": False, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
+                       "label_smoothing": 0.0,
                        "ema": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -52,7 +53,8 @@ class JobSpec:
     flip: bool | None = option(
         "--flip/--no-flip", "IDG horizontal_flip: mirror each training image with chance 1/2, for classes a mirror "
         "leaves the same (clothes; never digits or letters); with --tta each test-time view is also predicted "
-        "mirrored (default: the recipe's, off). See BENCHMARKS.md, \"Levers\".", type=bool, is_flag=True, default=lambda recipe: recipe.augmentation.flip)
+        "mirrored (default: the recipe's, off). See BENCHMARKS.md, \"The --flip lever\".", type=bool,
+        is_flag=True, default=lambda recipe: recipe.augmentation.flip)
     keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
                               "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
     snapshots: int | None = option("--snapshots", "K cosine cycles per member; each cycle's end becomes a "

@@ -28,9 +28,8 @@ from ..nets.augment import tta_views
 from ..job.planner import Costs, plan_slot, replan_steps, split_steps, steps_cap
 from ..store import atomic
 from .callbacks.deadline import PREDICT_MARGIN, model_load_seconds
-from .loop import predict_rows, train_epochs
+from .loop import PREDICT_BATCH, predict_rows, train_epochs
 from .model import build_member_model, rate_callbacks, steps_per_epoch
-from .predict import PREDICT_BATCH
 
 PROBE_STEPS = 4    # batches a probe pass fits
 PROBE_PASSES = 3   # timed passes after the one that traces: their median is the step's cost
@@ -157,8 +156,8 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     for variable, value in as_built:
         variable.assign(value)
     # and Python's and NumPy's global streams where the member's build left them. Not keras.utils.set_random_seed:
-    # it also sets TensorFlow's global seed, on which the traced train step depends, so the member's first step
-    # traced again (0.3 s on a 2-core CPU)
+    # it also sets TensorFlow's global seed, which clears the runtime's caches, and the member's first step then
+    # instantiated its traced function again (0.3 s on a 2-core CPU)
     random.setstate(streams[0])
     np.random.set_state(streams[1])
     epoch = step * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit

@@ -75,7 +75,8 @@ def fit_member_model(model, spec: JobSpec, arrays, seed: int, callbacks: list, i
                      validate: bool = True, final_steps: int | None = None):
     """Train on the arrays (augmentation in the graph) step by step (member.loop: no input pipeline to stall),
     every batch whole (one traced step), validation in the batches members predict in; legacy-idg feeds the old
-    generator to `fit`, as seed 002 did, short last batch and all. validate False (a refit twin, whose validation rows are training rows): no validation pass per
+    generator to `fit`, as seed 002 did, short last batch and all (validating at fit's default, the training
+    batch). validate False (a refit twin, whose validation rows are training rows): no validation pass per
     epoch. `final_steps`: the last epoch's steps, when partial.
     The member's schedule sets each step's rate ahead of every other callback."""
     callbacks = [*rate_callbacks(model), *callbacks]

@@ -19,7 +19,6 @@ from .loop import PREDICT_BATCH, predict_rows
 from .model import MONITOR, runtime_description
 
 
-
 def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=(),
                           views: tuple[tuple[float, ...], ...] = TTA_VIEWS
                           ) -> tuple[np.ndarray, np.ndarray | None, float]:
@@ -30,8 +29,8 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = Fa
     plain = np.asarray(predict(images), np.float32)
     augmented = None
     if tta:
-        views = [plain] + [np.asarray(predict(tta_view(images, view))) for view in views[1:]]
-        augmented = np.mean(views, axis=0, dtype=np.float64).astype(np.float32)
+        each_view = [plain] + [np.asarray(predict(tta_view(images, view))) for view in views[1:]]
+        augmented = np.mean(each_view, axis=0, dtype=np.float64).astype(np.float32)
     return plain, augmented, time.perf_counter() - started
 
 

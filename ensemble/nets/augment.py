@@ -10,8 +10,8 @@ own (x = column, y = row) order, with R the rotation by theta:
     with c = ((side - 1) / 2, (side - 1) / 2).
 
 (tx comes from height_shift_range but moves columns: IDG's quirk, kept; with the recipe's equal ranges
-on square images it changes nothing.) With horizontal_flip, IDG mirrors half the images, each with chance 1/2,
-after that map: the output column col becomes (side - 1) - col, which is zx negated, so the flip costs nothing.
+on square images it changes nothing.) With horizontal_flip, IDG mirrors each image with chance 1/2 after that
+map: the output column col becomes (side - 1) - col, which is zx negated, so the flip costs nothing.
 `IDGAugment` applies exactly that map with `keras.ops.image.affine_transform`: one interpolation, as IDG
 does, where chaining RandomTranslation and RandomZoom would blur twice and (in the other order) scale
 the shift by the zoom. It is active in training only. `legacy_idg_flow` is the deprecated generator
@@ -103,7 +103,7 @@ class IDGAugment(keras.layers.Layer):
         zx, zy = 1.0 + draw(self.zoom_range), 1.0 + draw(self.zoom_range)
         tx = draw(self.height_shift_range) * height
         ty = draw(self.width_shift_range) * width
-        if self.horizontal_flip:  # drawn last: the other draws' streams are those of a layer without the flip
+        if self.horizontal_flip:  # drawn last: a batch's other draws are those a layer without the flip makes
             mirrored = keras.random.uniform((batch,), 0.0, 1.0, seed=self.seed_generator) < 0.5
             zx = ops.where(mirrored, -zx, zx)
         warped = apply_idg_transform(ops.cast(images, "float32"), zx, zy, tx, ty, theta)

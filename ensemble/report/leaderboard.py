@@ -125,7 +125,8 @@ def write_report(ws, job: str | None = None) -> Report:
                      f"test_labels.csv beside it), {trained_on}.")
     if augmented is not None:
         notes.append("val_acc_tta: the same model or blend predicting under the fixed test-time views "
-                     "(augment.TTA_VIEWS, each also mirrored for a net trained with --flip), averaged; ranking uses plain validation accuracy.")
+                     "(augment.TTA_VIEWS, each also mirrored for a net trained with --flip), averaged; ranking uses "
+                     "plain validation accuracy.")
     if weights:
         notes += [f"blend-greedy: Caruana ensemble selection ({GREEDY_ROUNDS} rounds, with replacement, on log-loss); its "
                   "validation scores are cross-fitted (weights fitted on one half of the validation rows, "

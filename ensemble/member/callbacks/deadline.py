@@ -11,8 +11,10 @@ import keras
 # 2.0 s guess before left 1.2% of a 137 s budget unused for every member.
 MODEL_LOAD_S = 0.75
 UNMEASURED_LOAD_S = 2.0  # other backends: JAX compiles the predict step on its first call, not measured yet
-# Predicting measured 0.55x (batch 1024, quiet machine) to 1.9x (another process on the cores) of what the
-# validation pass inside fit suggests: the time limit plans for some slowdown rather than overshoot.
+# Predicting measured 0.55x (quiet machine) to 1.9x (another process on the cores) of what a validation pass at the
+# training batch of 64 suggested; validation now runs in the batch members predict in (member.loop.PREDICT_BATCH),
+# so its time per image, like a finished member's or the probe's, measures predicting itself: the time limit
+# plans for some slowdown on top of a measurement rather than overshoot.
 PREDICT_MARGIN = 1.25
 
 

@@ -49,7 +49,7 @@ def predict_csv(ws: Workspace, job: str | None, csv_path: Path, out: Path | None
     import keras
 
     from ..member.predict import predict_probabilities  # imports Keras too
-    from ..nets.augment import tta_views
+    from ..nets.augment import tta_views  # imports Keras too
 
     record = require_record(ws, job)
     spec = record.spec

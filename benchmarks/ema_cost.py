@@ -59,6 +59,25 @@ def rotated(variants: list, repeat: int) -> list:
     return variants[repeat % len(variants):] + variants[:repeat % len(variants)]
 
 
+def repeated(names: list[str], repeats: int, measure) -> dict[str, list[float]]:
+    """measure(name) of every variant, `repeats` times, in rotated order so that none always runs first."""
+    results = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in rotated(names, repeat):
+            results[name].append(measure(name))
+    return results
+
+
+def relative_table(results: dict[str, list[float]], base: str, heading: str, digits: int) -> str:
+    """A markdown table: each variant's values per repeat and its mean against `base`'s; heading is the three
+    column names, as "a | b | c"."""
+    rows = [f"| {heading} |", "| --- | --- | ---: |"]
+    reference = np.mean(results[base])
+    rows += [f"| {name} | {', '.join(f'{v:.{digits}f}' for v in values)} | {np.mean(values) / reference - 1:+.1%} |"
+             for name, values in results.items()]
+    return "\n".join(rows)
+
+
 def timed_steps(images, labels, steps: int, keras_ema: float, every: int, precision: str) -> float:
     import keras
 
@@ -99,14 +118,10 @@ def main() -> None:
     variants += [(f"numpy, every {k} steps (0.98**{k})", 0.0, k) for k in intervals]
     print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of "
           f"{BATCH}")
-    results = {name: [] for name, _, _ in variants}
-    for repeat in range(args.repeats):
-        for name, keras_ema, every in rotated(variants, repeat):
-            results[name].append(timed_steps(images, labels, args.steps, keras_ema, every, precision))
-    base = np.mean(results["none"])
-    print("\n| average | seconds per repeat | mean vs none |\n| --- | --- | ---: |")
-    for name, seconds in results.items():
-        print(f"| {name} | {', '.join(f'{s:.2f}' for s in seconds)} | {np.mean(seconds) / base - 1:+.1%} |")
+    settings = {name: (keras_ema, every) for name, keras_ema, every in variants}
+    results = repeated(list(settings), args.repeats,
+                       lambda name: timed_steps(images, labels, args.steps, *settings[name], precision))
+    print("\n" + relative_table(results, "none", "average | seconds per repeat | mean vs none", digits=2))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ema_cost import BATCH, fresh_model, rotated, steps_seconds, warm_up  # noqa: E402
+from ema_cost import BATCH, fresh_model, relative_table, repeated, steps_seconds, warm_up  # noqa: E402
 from members_vs_epochs import cpu_model  # noqa: E402
 BN_MOMENTUM = 0.9  # Keras' 0.99 would still hold a fifth of the initial statistics after a 150-step epoch
 
@@ -77,15 +77,9 @@ def main() -> None:
     images = rng.integers(0, 256, (BATCH * args.steps, 28, 28, 1)).astype("float32")
     labels = rng.integers(0, 10, BATCH * args.steps)
     print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {BATCH}")
-    names = list(VARIANTS)
-    results = {name: [] for name in names}
-    for repeat in range(args.repeats):
-        for name in rotated(names, repeat):
-            results[name].append(step_ms(name, images, labels, args.steps, precision))
-    base = np.mean(results["cnn11 alone"])
-    print("\n| variant | ms a step, per repeat | mean vs the net alone |\n| --- | --- | ---: |")
-    for name, values in results.items():
-        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {np.mean(values) / base - 1:+.1%} |")
+    results = repeated(list(VARIANTS), args.repeats, lambda name: step_ms(name, images, labels, args.steps, precision))
+    print("\n" + relative_table(results, "cnn11 alone", "variant | ms a step, per repeat | mean vs the net alone",
+                                digits=1))
 
 
 if __name__ == "__main__":

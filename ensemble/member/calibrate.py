@@ -24,12 +24,12 @@ import numpy as np
 from ..job.layout import MemberFolder
 from ..job.plan import RunPlan
 from ..job.spec import JobSpec
-from ..nets.augment import tta_views
 from ..job.planner import Costs, plan_slot, replan_steps, split_steps, steps_cap
 from ..store import atomic
 from .callbacks.deadline import PREDICT_MARGIN, model_load_seconds
 from .loop import PREDICT_BATCH, predict_rows, train_epochs
 from .model import build_member_model, rate_callbacks, steps_per_epoch
+from .predict import member_views
 
 PROBE_STEPS = 4    # batches a probe pass fits
 PROBE_PASSES = 3   # timed passes after the one that traces: their median is the step's cost
@@ -161,7 +161,7 @@ def measure_costs(spec: JobSpec, arrays, seed: int) -> Probe:
     random.setstate(streams[0])
     np.random.set_state(streams[1])
     epoch = step * steps_per_epoch(spec, n_train) + per_image * len(arrays.x_val) + commit
-    views = len(tta_views(spec.flip)) if spec.tta else 1
+    views = len(member_views(spec))
     outputs = len(arrays.x_val) + len(arrays.x_test)
     load = model_load_seconds(keras.backend.backend())
     predict = models_per_member(spec) * (outputs * per_image * views * PREDICT_MARGIN + load)

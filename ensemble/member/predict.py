@@ -19,6 +19,12 @@ from .loop import PREDICT_BATCH, predict_rows
 from .model import MONITOR, runtime_description
 
 
+def member_views(spec: JobSpec) -> tuple[tuple[float, ...], ...]:
+    """The views a member predicts each output row under: the image alone, or with --tta its test-time views
+    (each also mirrored for a net trained with --flip). Its deadline and probe count them."""
+    return tta_views(spec.flip) if spec.tta else TTA_VIEWS[:1]
+
+
 def predict_probabilities(model: keras.Model, images: np.ndarray, tta: bool = False, callbacks=(),
                           views: tuple[tuple[float, ...], ...] = TTA_VIEWS
                           ) -> tuple[np.ndarray, np.ndarray | None, float]:
@@ -72,7 +78,7 @@ def _predict_and_save(model_path: Path, folder: ModelFolder, config: dict, spec:
                       callbacks=()) -> Metrics:
     """A snapshot's weights are those of its last epoch in `history`; a member's, its kept epoch's."""
     model = keras.saving.load_model(model_path, compile=False)
-    views = tta_views(spec.flip)
+    views = member_views(spec)
     val_probs, val_tta, _ = predict_probabilities(model, arrays.x_val, spec.tta, callbacks, views)
     test_probs, test_tta, test_seconds = predict_probabilities(model, arrays.x_test, spec.tta, callbacks, views)
     fit_seconds = sum(row.get("epoch_seconds", 0.0) for row in history)

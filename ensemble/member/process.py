@@ -16,7 +16,6 @@ from ..job.outputs import Metrics, read_metrics
 from ..job.plan import RunPlan, plan_arrays, read_plan
 from ..job.planner import Costs
 from ..job.spec import JobSpec
-from ..nets.augment import tta_views
 from ..nets.schedules import PLATEAU, cycle_end_epochs
 from ..store import atomic
 from ..store.locks import LockHeld, PidLock
@@ -31,7 +30,7 @@ from .callbacks.progress import PredictProgress, ProgressFile, ProgressWriter
 from .callbacks.replan import Replan
 from .checkpoints import TrainingState
 from .model import MONITOR, fit_member_model, resize_schedule, steps_per_epoch
-from .predict import write_member_outputs
+from .predict import member_views, write_member_outputs
 from .resume import reset_member, resume_point, trained_history
 
 # A member process killed with its runner may take a moment to go; a new one waits that long for its lock.
@@ -55,7 +54,7 @@ def member_config(plan: RunPlan, index: int, epochs: int, final_steps: int | Non
             "data_dir": plan.data_dir, "spec": spec.to_dict(),
             "data": {"train": asdict(plan.train), "test": asdict(plan.test), "split_sha256": plan.split_sha256},
             "recipe": {"schedule": schedule, "loss": "sparse_categorical_crossentropy (probabilities)",
-                       "tta_views": [list(view) for view in tta_views(spec.flip)] if spec.tta else None}}
+                       "tta_views": [list(view) for view in member_views(spec)] if spec.tta else None}}
 
 
 def _callbacks(folder: MemberFolder, label: str, spec: JobSpec, restored: TrainingState | None,
@@ -216,7 +215,7 @@ def member_deadline(plan: RunPlan, spec: JobSpec, arrays, probe: Probe | None = 
         return None
     speed = plan.predict_seconds_per_image or (probe.predict_row_s if probe and probe.predict_row_s else None)
     return Deadline(plan.deadline, len(arrays.x_val), len(arrays.x_val) + len(arrays.x_test),
-                    views=len(tta_views(spec.flip)) if spec.tta else 1,
+                    views=len(member_views(spec)),
                     snapshot_ends=tuple(cycle_end_epochs(spec.epochs, spec.snapshots)) if spec.snapshots > 1 else (),
                     predict_seconds_per_image=speed)
 

@@ -75,7 +75,6 @@ def job_test_labels(ws: Workspace, record: JobRecord) -> np.ndarray | None:
 
 
 def job_arrays(ws: Workspace, record: JobRecord) -> JobArrays:
-    spec = record.spec
     """The job's rows as they are now: the training file it was made from (refused when it changed), the
     test file as it is (a changed one is simply predicted)."""
     spec = record.spec

@@ -37,18 +37,18 @@ def fresh_model(build, precision: str, ema: float, learning_rate: float = 1e-3):
     return compile_model(build(), "adam", learning_rate, 0.0, 10, ema)
 
 
-def warm_up(model, images, labels) -> None:
+def warm_up(model, images, labels, batch: int = BATCH) -> None:
     """5 untimed steps of the first batch: the trace."""
     for _ in range(5):
-        model.train_on_batch(images[:BATCH], labels[:BATCH])
+        model.train_on_batch(images[:batch], labels[:batch])
 
 
-def steps_seconds(model, images, labels, steps: int, after_step=lambda step: None) -> float:
+def steps_seconds(model, images, labels, steps: int, after_step=lambda step: None, batch: int = BATCH) -> float:
     """Seconds of `steps` train steps on consecutive batches; `after_step(step)` runs inside the timed loop after
     each."""
     began = time.perf_counter()
     for step in range(steps):
-        rows = slice(step * BATCH, (step + 1) * BATCH)
+        rows = slice(step * batch, (step + 1) * batch)
         model.train_on_batch(images[rows], labels[rows])
         after_step(step)
     return time.perf_counter() - began

@@ -7,6 +7,11 @@ fastest public recipes' nets are; FIELD.md), which is not one of the project's n
 Each variant trains a freshly built model (the job's precision: mixed_bfloat16 where the CPU has it) for --steps
 batches of 64 random images after 5 untimed ones (the trace), through `train_on_batch` as members do; the table
 gives milliseconds a step, per repeat (each repeat starts one variant later). CPU only.
+
+    python benchmarks/step_cost.py --steps 60 --repeats 2 --batches 64,128,256 --variants default
+
+With --batches, the variants train at each batch size in turn, and the table gives each one's milliseconds a step
+and images a second instead: it separates what a step costs whatever its rows from what grows with them.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ VARIANTS = {  # name: (batch-normalised, augmented, the weight average's momentu
     "cnn11 alone": (False, False, 0.0), "cnn11, IDG": (False, True, 0.0),
     "cnn11, IDG, average (the default)": (False, True, 0.98), "cnn11 + BN, IDG, average": (True, True, 0.98),
 }
+DEFAULT = "cnn11, IDG, average (the default)"
 
 
 def build(variant: str, seed: int):
@@ -58,28 +64,49 @@ def build(variant: str, seed: int):
     return build_model("cnn11", 10, augmentation, seed)
 
 
-def step_ms(variant: str, images, labels, steps: int, precision: str) -> float:
+def step_ms(variant: str, images, labels, steps: int, precision: str, batch: int = BATCH) -> float:
     model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant][2], learning_rate=2e-3)
-    warm_up(model, images, labels)
-    return 1000 * steps_seconds(model, images, labels, steps) / steps
+    warm_up(model, images, labels, batch)
+    return 1000 * steps_seconds(model, images, labels, steps, batch=batch) / steps
+
+
+def batch_table(results: dict[tuple[str, int], list[float]]) -> str:
+    """Milliseconds a step (mean over repeats) and images a second, per variant and batch."""
+    rows = ["| variant | batch | ms a step, per repeat | images a second |", "| --- | ---: | --- | ---: |"]
+    rows += [f"| {variant} | {batch} | {', '.join(f'{v:.1f}' for v in values)} | {1000 * batch / np.mean(values):.0f} |"
+             for (variant, batch), values in results.items()]
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batches", default=str(BATCH), help="batch sizes, comma-separated")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated names from VARIANTS; 'default' is the default's own step")
     args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    names = [DEFAULT if name == "default" else name for name in args.variants.split(",")]
+    if unknown := [name for name in names if name not in VARIANTS]:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)} or 'default'")
 
     from ensemble.nets.precision import resolve_precision
 
     precision = resolve_precision("auto", gpus=[])
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (BATCH * args.steps, 28, 28, 1)).astype("float32")
-    labels = rng.integers(0, 10, BATCH * args.steps)
-    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {BATCH}")
-    results = repeated(list(VARIANTS), args.repeats, lambda name: step_ms(name, images, labels, args.steps, precision))
-    print("\n" + relative_table(results, "cnn11 alone", "variant | ms a step, per repeat | mean vs the net alone",
-                                digits=1))
+    images = rng.integers(0, 256, (max(batches) * args.steps, 28, 28, 1)).astype("float32")
+    labels = rng.integers(0, 10, max(batches) * args.steps)
+    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {args.batches}")
+    if batches == [BATCH] and "cnn11 alone" in names:
+        results = repeated(names, args.repeats, lambda name: step_ms(name, images, labels, args.steps, precision))
+        print("\n" + relative_table(results, "cnn11 alone", "variant | ms a step, per repeat | mean vs the net alone",
+                                    digits=1))
+        return
+    pairs = [(name, batch) for name in names for batch in batches]
+    results = repeated(pairs, args.repeats,
+                       lambda pair: step_ms(pair[0], images, labels, args.steps, precision, pair[1]))
+    print("\n" + batch_table(results))
 
 
 if __name__ == "__main__":

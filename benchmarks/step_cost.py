@@ -1,6 +1,6 @@
 """What each piece of a cnn11 train step costs on this machine, side by side in one run: the net alone, with the
-recipe's augmentation in the graph, with its weight average, and the same net with every conv batch-normalised (the
-fastest public recipes' nets are; FIELD.md), which is not one of the project's nets.
+recipe's augmentation in the graph, with its weight average, the same net with every conv batch-normalised (the
+fastest public recipes' nets are; FIELD.md), which is not one of the project's nets, and cnn11_pool.
 
     python benchmarks/step_cost.py --steps 120 --repeats 2
 
@@ -45,9 +45,11 @@ def cnn11_batch_normalised(n_classes: int, augmentation: list):
     return keras.Sequential([keras.Input(INPUT_SHAPE), layers.Rescaling(1.0 / 255), *augmentation, *body])
 
 
-VARIANTS = {  # name: (batch-normalised, augmented, the weight average's momentum)
-    "cnn11 alone": (False, False, 0.0), "cnn11, IDG": (False, True, 0.0),
-    "cnn11, IDG, average (the default)": (False, True, 0.98), "cnn11 + BN, IDG, average": (True, True, 0.98),
+VARIANTS = {  # name: (net, batch-normalised, augmented, the weight average's momentum)
+    "cnn11 alone": ("cnn11", False, False, 0.0), "cnn11, IDG": ("cnn11", False, True, 0.0),
+    "cnn11, IDG, average (the default)": ("cnn11", False, True, 0.98),
+    "cnn11 + BN, IDG, average": ("cnn11", True, True, 0.98),
+    "cnn11_pool, IDG, average": ("cnn11_pool", False, True, 0.98),
 }
 DEFAULT = "cnn11, IDG, average (the default)"
 
@@ -57,15 +59,15 @@ def build(variant: str, seed: int):
     from ensemble.nets.augment import augmentation_layers
     from ensemble.nets.recipes import NO_AUGMENTATION, RECIPES
 
-    batch_normalised, augmented, _ = VARIANTS[variant]
+    net, batch_normalised, augmented, _ = VARIANTS[variant]
     augmentation = RECIPES["cnn11"].augmentation if augmented else NO_AUGMENTATION
     if batch_normalised:
         return cnn11_batch_normalised(10, augmentation_layers(augmentation, seed))
-    return build_model("cnn11", 10, augmentation, seed)
+    return build_model(net, 10, augmentation, seed)
 
 
 def step_ms(variant: str, images, labels, steps: int, precision: str, batch: int = BATCH) -> float:
-    model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant][2], learning_rate=2e-3)
+    model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant][3], learning_rate=2e-3)
     warm_up(model, images, labels, batch)
     return 1000 * steps_seconds(model, images, labels, steps, batch=batch) / steps
 
@@ -83,11 +85,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batches", default=str(BATCH), help="batch sizes, comma-separated")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated names from VARIANTS; 'default' is the default's own step")
+    parser.add_argument("--variants", default=";".join(VARIANTS),
+                        help="names from VARIANTS separated by ';' (they hold commas); 'default' is the default's step")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    names = [DEFAULT if name == "default" else name for name in args.variants.split(",")]
+    names = [DEFAULT if name == "default" else name for name in args.variants.split(";")]
     if unknown := [name for name in names if name not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)} or 'default'")
 

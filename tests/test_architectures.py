@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ IDG = Augmentation("idg", 0.1, 0.1, 10.0)
     ("deotte", 327_242),
     ("seed001", 179_242),   # the notebook's own model.summary(): "Total params: 179,242"
     ("seed004", 41_018),    # 416 + 6,416 + 32,896 + 1,290
+    ("cnn11_pool", 629_066),  # cnn11's 1,284,426 less its Dense(128) on 7x7x128 (802,944), plus one on 3x3x128 (147,584)
 ])
 def test_parameter_counts(name, params):
     assert build_network(name, 10).count_params() == params
@@ -28,6 +31,16 @@ def test_cnn11_is_seed_002s_net():
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
     assert [type(layer).__name__ for layer in network.layers[-4:]] == ["Flatten", "Dropout", "Dense", "Dense"]
     assert network.layers[-3].rate == 0.2 and network.layers[-1].activation.__name__ == "softmax"
+
+
+def test_cnn11_pool_is_cnn11_pooled_once_more_before_its_dense_layer_with_cnn11s_recipe():
+    plain, pooled = build_network("cnn11", 10).layers, build_network("cnn11_pool", 10).layers
+    kinds = [type(layer).__name__ for layer in pooled]
+    assert kinds == [type(layer).__name__ for layer in plain[:-4]] + ["MaxPooling2D"] + [
+        type(layer).__name__ for layer in plain[-4:]]
+    assert pooled[-4].output.shape == (None, 3 * 3 * 128)
+    recipe = get_recipe("cnn11_pool")
+    assert replace(recipe, name="cnn11", net="cnn11", source=get_recipe("cnn11").source) == get_recipe("cnn11")
 
 
 def test_deotte_net_as_published():

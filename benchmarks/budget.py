@@ -44,7 +44,6 @@ VARIANTS = {
     "C-onecycle-6ep": ["--recipe", "cnn11", "--epochs", "6", "--tta"],
     "C-onecycle-n2": ["--recipe", "cnn11", "--tta", "--n", "2"],  # a cap: 2 members stretched to fill the limit
     "C-onecycle-pool": ["--recipe", "cnn11", "--tta", "--model", "cnn11_pool"],  # cnn11 pooled before its dense
-    "C-onecycle-n3": ["--recipe", "cnn11", "--tta", "--n", "3"],  # 3 members stretched or shortened to fill it
     "C-onecycle-warmup05": ["--recipe", "cnn11", "--tta", "--warmup", "0.05"],  # the peak after 5% of the steps
     "C-onecycle-ema98": ["--recipe", "cnn11", "--tta", "--ema", "0.98"],  # a weight average kept beside the net
     "C-onecycle-flip": ["--recipe", "cnn11", "--tta", "--flip"],  # mirrored training images, and mirrored views

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,11 +46,18 @@ def cnn11_batch_normalised(n_classes: int, augmentation: list):
     return keras.Sequential([keras.Input(INPUT_SHAPE), layers.Rescaling(1.0 / 255), *augmentation, *body])
 
 
-VARIANTS = {  # name: (net, batch-normalised, augmented, the weight average's momentum)
-    "cnn11 alone": ("cnn11", False, False, 0.0), "cnn11, IDG": ("cnn11", False, True, 0.0),
-    "cnn11, IDG, average (the default)": ("cnn11", False, True, 0.98),
-    "cnn11 + BN, IDG, average": ("cnn11", True, True, 0.98),
-    "cnn11_pool, IDG, average": ("cnn11_pool", False, True, 0.98),
+class Variant(NamedTuple):
+    net: str
+    batch_normalised: bool  # every conv of cnn11 batch-normalised (cnn11_batch_normalised)
+    augmented: bool
+    ema: float  # the weight average's momentum (0: none)
+
+
+VARIANTS = {
+    "cnn11 alone": Variant("cnn11", False, False, 0.0), "cnn11, IDG": Variant("cnn11", False, True, 0.0),
+    "cnn11, IDG, average (the default)": Variant("cnn11", False, True, 0.98),
+    "cnn11 + BN, IDG, average": Variant("cnn11", True, True, 0.98),
+    "cnn11_pool, IDG, average": Variant("cnn11_pool", False, True, 0.98),
 }
 DEFAULT = "cnn11, IDG, average (the default)"
 
@@ -59,15 +67,15 @@ def build(variant: str, seed: int):
     from ensemble.nets.augment import augmentation_layers
     from ensemble.nets.recipes import NO_AUGMENTATION, RECIPES
 
-    net, batch_normalised, augmented, _ = VARIANTS[variant]
-    augmentation = RECIPES["cnn11"].augmentation if augmented else NO_AUGMENTATION
-    if batch_normalised:
+    chosen = VARIANTS[variant]
+    augmentation = RECIPES["cnn11"].augmentation if chosen.augmented else NO_AUGMENTATION
+    if chosen.batch_normalised:
         return cnn11_batch_normalised(10, augmentation_layers(augmentation, seed))
-    return build_model(net, 10, augmentation, seed)
+    return build_model(chosen.net, 10, augmentation, seed)
 
 
 def step_ms(variant: str, images, labels, steps: int, precision: str, batch: int = BATCH) -> float:
-    model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant][3], learning_rate=2e-3)
+    model = fresh_model(lambda: build(variant, 0), precision, VARIANTS[variant].ema, learning_rate=2e-3)
     warm_up(model, images, labels, batch)
     return 1000 * steps_seconds(model, images, labels, steps, batch=batch) / steps
 
@@ -84,14 +92,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batches", default=str(BATCH), help="batch sizes, comma-separated")
+    parser.add_argument("--batches", default=None, help=f"batch sizes, comma-separated (default: {BATCH}, and the table "
+                        "against the net alone)")
     parser.add_argument("--variants", default=";".join(VARIANTS),
                         help="names from VARIANTS separated by ';' (they hold commas); 'default' is the default's step")
     args = parser.parse_args()
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [BATCH]
     names = [DEFAULT if name == "default" else name for name in args.variants.split(";")]
     if unknown := [name for name in names if name not in VARIANTS]:
         parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)} or 'default'")
+    if not args.batches and "cnn11 alone" not in names:
+        parser.error("without --batches the table compares each variant with 'cnn11 alone': include it")
 
     from ensemble.nets.precision import resolve_precision
 
@@ -99,8 +110,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (max(batches) * args.steps, 28, 28, 1)).astype("float32")
     labels = rng.integers(0, 10, max(batches) * args.steps)
-    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {args.batches}")
-    if batches == [BATCH] and "cnn11 alone" in names:
+    print(f"machine: {cpu_model()}, precision {precision}, {args.steps} steps of {','.join(map(str, batches))}")
+    if not args.batches:
         results = repeated(names, args.repeats, lambda name: step_ms(name, images, labels, args.steps, precision))
         print("\n" + relative_table(results, "cnn11 alone", "variant | ms a step, per repeat | mean vs the net alone",
                                     digits=1))

@@ -41,7 +41,7 @@ SETS = {
     "shifts of 1, zoom 0.93": SHIFTS_1 + ["zoom 0.93"],
     "shifts of 1, zoom 0.93 and 1.07": SHIFTS_1 + ["zoom 0.93", "zoom 1.07"],
     "shifts of 1 and diagonals, zoom 0.96 and 1.04": SHIFTS_1 + DIAGONALS + ["zoom 0.96", "zoom 1.04"],
-    "every view but the mirror": [name for name in CANDIDATES if name != "mirror"],
+    "all 20 candidates but the mirror": [name for name in CANDIDATES if name != "mirror"],
 }
 
 
@@ -70,6 +70,11 @@ def set_accuracy(members: list[dict], views: list[str], name: str, labels: np.nd
     return accuracy(np.mean([member[(view, name)] for member in members for view in views], axis=0), labels)
 
 
+def scores(members: list[dict], views: list[str], labels: dict[str, np.ndarray]) -> str:
+    """'| validation | holdout |' cells of a set of views."""
+    return " | ".join(f"{set_accuracy(members, views, name, rows):.4f}" for name, rows in labels.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True, help="the job's workspace (budget.py: OUT/ROWS-VARIANT)")
@@ -84,22 +89,27 @@ def main() -> None:
 
     ws = Workspace(args.home.resolve())
     record = load_record(ws, args.job)
+    if record is None:
+        parser.error(f"no job {args.job!r} under {args.home}")
+    if record.spec.flip:
+        parser.error("a --flip job also predicts each view mirrored; this script scores the unmirrored views only")
     arrays = job_arrays(ws, record)
     holdout = np.load(args.holdout_labels)
-    layout = JobLayout(ws, args.job)
-    files = sorted(layout.models_dir.glob("member-*/best.keras"))
+    if len(holdout) != len(arrays.x_test):
+        parser.error(f"{len(holdout)} holdout labels for the job's {len(arrays.x_test)} test rows")
+    files = [config.parent / "best.keras" for config in JobLayout(ws, args.job).member_configs()]
+    if not files:
+        parser.error(f"job {args.job!r} has no finished member")
     rows = {"val": arrays.x_val, "holdout": arrays.x_test}
     members = [view_probabilities(path, rows) for path in files]
     labels = {"val": arrays.y_val, "holdout": holdout}
     print(f"job {args.job}: {len(files)} members, {len(arrays.x_val)} validation rows, {len(holdout)} holdout rows")
     print("\n| view alone | validation | holdout |\n| --- | ---: | ---: |")
     for view in CANDIDATES:
-        print(f"| {view} | {set_accuracy(members, [view], 'val', labels['val']):.4f} | "
-              f"{set_accuracy(members, [view], 'holdout', holdout):.4f} |")
+        print(f"| {view} | {scores(members, [view], labels)} |")
     print("\n| views averaged | count | validation | holdout |\n| --- | ---: | ---: | ---: |")
     for name, views in {"current (TTA_VIEWS)": current_set(), **SETS}.items():
-        print(f"| {name} | {len(views)} | {set_accuracy(members, views, 'val', labels['val']):.4f} | "
-              f"{set_accuracy(members, views, 'holdout', holdout):.4f} |")
+        print(f"| {name} | {len(views)} | {scores(members, views, labels)} |")
 
 
 if __name__ == "__main__":

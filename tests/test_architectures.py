@@ -33,13 +33,17 @@ def test_cnn11_is_seed_002s_net():
     assert network.layers[-3].rate == 0.2 and network.layers[-1].activation.__name__ == "softmax"
 
 
-def test_cnn11_pool_is_cnn11_pooled_once_more_before_its_dense_layer_with_cnn11s_recipe():
+def test_cnn11_pool_is_cnn11_pooled_once_more_before_its_dense_layer():
     plain, pooled = build_network("cnn11", 10).layers, build_network("cnn11_pool", 10).layers
     kinds = [type(layer).__name__ for layer in pooled]
     assert kinds == [type(layer).__name__ for layer in plain[:-4]] + ["MaxPooling2D"] + [
         type(layer).__name__ for layer in plain[-4:]]
     assert pooled[-4].output.shape == (None, 3 * 3 * 128)
+
+
+def test_cnn11_pool_trains_with_cnn11s_recipe():
     recipe = get_recipe("cnn11_pool")
+    assert (recipe.name, recipe.net) == ("cnn11_pool", "cnn11_pool")
     assert replace(recipe, name="cnn11", net="cnn11", source=get_recipe("cnn11").source) == get_recipe("cnn11")
 
 

@@ -1,4 +1,5 @@
-"""Named network builders: every net of the seed notebooks and Deotte's, as published.
+"""Named network builders: every net of the seed notebooks and Deotte's, as published, and cnn11_pool, this
+project's variant of seed 002's net.
 
 Every model takes raw pixels (batch, 28, 28, 1) in 0..255 and ends in a softmax over the job's classes
 (data.layouts: they come from the training labels), so a saved

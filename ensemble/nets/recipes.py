@@ -1,13 +1,13 @@
 """Whole training recipes: net, optimizer, learning rate and its schedule, epochs, batch, augmentation.
 
 Pure data, no Keras: the job ledger, blend and status read recipes without loading a backend. Each net
-has a recipe of its own name with the settings its source published; `seed` is seed 002 exactly as the
-notebook ran it (its `from_logits=True` bug aside). Every field can be overridden by a flag, and the
+has a recipe of its own name with the settings its source published (cnn11_pool, the project's own net, trains
+with cnn11's); `seed` is seed 002 exactly as the notebook ran it (its `from_logits=True` bug aside). Every field can be overridden by a flag, and the
 resolved values are frozen into the job spec (jobs.JobSpec).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 AUGMENTATIONS = ("idg", "legacy-idg", "none")  # see augment.py
 SCHEDULES = ("constant", "plateau", "exp", "onecycle", "cosine")  # see schedules.py
@@ -51,18 +51,18 @@ class Recipe:
     warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps rising to the peak rate
 
 
+# The default. Its schedule, rate, epochs and TTA are what benchmarks/budget.py found most accurate at equal wall
+# time (BENCHMARKS.md, "Accuracy per compute"); the net is seed 002's. Its 5% warm-up: BENCHMARKS.md, "A short
+# warm-up". Its weight average (0.98) passes seed 002's accuracy at 42000 rows with the 3rd epoch where the net's
+# own weights need the 5th, at the same final accuracy: BENCHMARKS.md, "Issue 18's goals on a faster CPU".
+CNN11 = Recipe("cnn11", "cnn11", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
+               "seed 002's 11-conv net, trained fast: one-cycle Adam to 2e-3 after a 5% warm-up, 12 epochs, IDG "
+               "zoom/shift in the graph, bf16 where the hardware has it, a weight average (0.98) kept beside the "
+               "net, test-time augmentation", tta=True, warmup=0.05, ema=0.98)
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        # The default. Its schedule, rate, epochs and TTA are what benchmarks/budget.py found most accurate at
-        # equal wall time (BENCHMARKS.md, "Accuracy per compute"); the net is seed 002's.
-        # Its 5% warm-up: BENCHMARKS.md, "A short warm-up". Its weight average (0.98) passes seed 002's accuracy
-        # at 42000 rows with the 3rd epoch where the net's own weights need the 5th, at the same final accuracy:
-        # BENCHMARKS.md, "Issue 18's goals on a faster CPU".
-        Recipe("cnn11", "cnn11", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
-               "seed 002's 11-conv net, trained fast: one-cycle Adam to 2e-3 after a 5% warm-up, 12 epochs, IDG "
-               "zoom/shift in the graph, bf16 where the hardware has it, a weight average (0.98) kept beside the "
-               "net, test-time augmentation", tta=True, warmup=0.05, ema=0.98),
+        CNN11,
         Recipe("seed", "cnn11", "adam", 1e-4, 50, 64, "plateau", Augmentation("legacy-idg"),
                "seed 002 as the notebook ran it: Adam 1e-4, ReduceLROnPlateau(val acc, 3, 0.5, 1e-5), 50 "
                "epochs, batch 64, the legacy ImageDataGenerator, float32, the final epoch's weights",
@@ -80,9 +80,9 @@ RECIPES: dict[str, Recipe] = {
                "seed 004: 16C5-pool-16C5-pool-Dense128, Adam, batch 200, 8 epochs"),
         # cnn11's recipe on the pooled net: seed 002's accuracy sooner, the same accuracy within noise at the end
         # (BENCHMARKS.md, "A pooled cnn11"), so not the default
-        Recipe("cnn11_pool", "cnn11_pool", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
-               "cnn11's fast recipe on cnn11 pooled to 3x3 before its dense layer: half the weights, steps about 13% "
-               "cheaper on a CPU", tta=True, warmup=0.05, ema=0.98),
+        replace(CNN11, name="cnn11_pool", net="cnn11_pool",
+                source="cnn11's fast recipe on cnn11 pooled to 3x3 before its dense layer: half the weights, steps "
+                       "about 13% cheaper on a CPU"),
     )
 }
 NETS = tuple(dict.fromkeys(recipe.net for recipe in RECIPES.values()))

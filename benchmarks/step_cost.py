@@ -92,8 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batches", default=None, help=f"batch sizes, comma-separated (default: {BATCH}, and the table "
-                        "against the net alone)")
+    parser.add_argument("--batches", default=None,
+                        help=f"batch sizes, comma-separated (default: {BATCH}, and the table against the net alone)")
     parser.add_argument("--variants", default=";".join(VARIANTS),
                         help="names from VARIANTS separated by ';' (they hold commas); 'default' is the default's step")
     args = parser.parse_args()

@@ -2,8 +2,8 @@
 
 Pure data, no Keras: the job ledger, blend and status read recipes without loading a backend. Each net
 has a recipe of its own name with the settings its source published (cnn11_pool, the project's own net, trains
-with cnn11's); `seed` is seed 002 exactly as the notebook ran it (its `from_logits=True` bug aside). Every field can be overridden by a flag, and the
-resolved values are frozen into the job spec (jobs.JobSpec).
+with cnn11's); `seed` is seed 002 exactly as the notebook ran it (its `from_logits=True` bug aside). Every field
+can be overridden by a flag, and the resolved values are frozen into the job spec (jobs.JobSpec).
 """
 from __future__ import annotations
 

@@ -48,6 +48,7 @@ VARIANTS = {
     "C-onecycle-ema98": ["--recipe", "cnn11", "--tta", "--ema", "0.98"],  # a weight average kept beside the net
     "C-onecycle-flip": ["--recipe", "cnn11", "--tta", "--flip"],  # mirrored training images, and mirrored views
     "C-onecycle-b128": ["--recipe", "cnn11", "--tta", "--batch", "128", "--lr", "4e-3"],  # half the steps, the rate x2
+    "C-onecycle-erase": ["--recipe", "cnn11", "--tta", "--erase", "0.5"],  # random erasing, Zhong et al.'s p
     "C-snapshots": ["--recipe", "cnn11", "--snapshots", "3", "--epochs", "12", "--tta"],
     "C-deotte-recipe": ["--recipe", "deotte", "--tta"],
     "C-deotte-onecycle": ["--recipe", "cnn11", "--model", "deotte", "--rotation", "10", "--tta"],

@@ -31,3 +31,12 @@ def sample_lines(sample_dir) -> list[str]:
 @pytest.fixture
 def ws(tmp_path) -> Workspace:
     return Workspace.resolve(tmp_path / "home")
+
+
+@pytest.fixture
+def restore_dtype_policy():
+    """For a test that sets Keras' global dtype policy: float32 again after it, as every test expects."""
+    import keras
+
+    yield
+    keras.config.set_dtype_policy("float32")

@@ -9,8 +9,8 @@ from keras.src.legacy.preprocessing.image import apply_affine_transform, flip_ax
 pytestmark = pytest.mark.jax  # the augmentation layer runs on every backend
 
 from ensemble.data.sources import sample_digits
-from ensemble.nets.augment import (TTA_VIEWS, IDGAugment, apply_idg_transform, legacy_idg_flow,
-                                   legacy_image_data_generator, tta_view, tta_views)
+from ensemble.nets.augment import (ERASE_SCALE, TTA_VIEWS, IDGAugment, apply_idg_transform, augmentation_layers,
+                                   legacy_idg_flow, legacy_image_data_generator, random_erasing, tta_view, tta_views)
 from ensemble.nets.recipes import Augmentation
 
 N_DRAWS = 1500
@@ -224,3 +224,31 @@ def test_a_flipped_nets_test_time_views_are_each_view_and_its_mirror(digit):
     assert views[len(TTA_VIEWS) + 1] == (-1.0, 1.0, 1.0, 0.0, 0.0)  # the shift's view, mirrored
     mirrored = tta_view(digit[None], views[len(TTA_VIEWS)])
     assert np.abs(mirrored - digit[None, :, ::-1]).max() < 1e-3 * 255
+
+
+def test_random_erasing_follows_idg_and_only_where_asked():
+    def kinds(augmentation):
+        return [type(layer).__name__ for layer in augmentation_layers(augmentation, seed=1)]
+
+    assert kinds(Augmentation()) == ["IDGAugment"]
+    assert kinds(Augmentation(erase=0.5)) == ["IDGAugment", "RandomErasing"]
+    assert kinds(Augmentation("none", 0.0, 0.0, 0.0, erase=0.5)) == ["RandomErasing"]
+    assert kinds(Augmentation("legacy-idg", erase=0.5)) == ["RandomErasing"]  # the generator warps outside the graph
+
+
+def test_random_erasing_replaces_one_rectangle_of_about_half_the_images(restore_dtype_policy):
+    keras.mixed_precision.set_global_policy("float32")
+    grey = np.full((N_DRAWS, 28, 28, 1), 0.5, "float32")  # pixels as the layer sees them: scaled to 0..1
+    erased = np.asarray(keras.ops.convert_to_numpy(random_erasing(0.5, seed=4)(grey, training=True)))
+    changed = (erased != 0.5)[..., 0]
+    hit = changed.any(axis=(1, 2))
+    assert abs(hit.mean() - 0.5) < 4 * 0.5 / math.sqrt(N_DRAWS)
+    for mask in changed[hit][:200]:  # one rectangle: every pixel of its bounding box replaced
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        assert mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].all() and mask.sum() == len(rows) * len(cols)
+    # each side is sqrt(U[0.02, 0.4]) of the image's: 0.439 on average, so 19.3% of the area on average
+    low, high = ERASE_SCALE
+    mean_side = (2 / 3) * (high ** 1.5 - low ** 1.5) / (high - low)
+    assert changed[hit].mean() == pytest.approx(mean_side ** 2, abs=0.015)
+    assert erased.min() >= 0.0 and erased.max() <= 1.0  # noise within the pixels' range
+    assert np.array_equal(np.asarray(random_erasing(0.5, seed=4)(grey, training=False)), grey)

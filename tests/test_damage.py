@@ -3,7 +3,6 @@ aside and the member resumes from the newest that does; a finished member whose 
 not done, is named in every refusal, and is re-predicted (or retrained when its kept weights are lost)."""
 import shutil
 
-import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -26,12 +25,6 @@ SLICE = ["--limit-train", "300", "--seed", "5", "--precision", "float32", "--mod
 
 class Killed(Exception):
     pass
-
-
-@pytest.fixture
-def restore_dtype_policy():
-    yield
-    keras.config.set_dtype_policy("float32")
 
 
 def _job(tmp_path, sample_dir, epochs=3) -> Workspace:

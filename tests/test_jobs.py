@@ -56,6 +56,18 @@ def test_the_flip_is_off_unless_asked_and_needs_an_augmentation():
     assert JobSpec.from_dict(recorded).flip is False
 
 
+def test_random_erasing_is_off_unless_asked_and_is_a_probability():
+    assert JobSpec.from_options(precision="float32").augmentation.erase == 0.0
+    asked = JobSpec.from_options(precision="float32", erase=0.5)
+    assert asked.erase == 0.5 and asked.augmentation == Augmentation("idg", 0.1, 0.1, 0.0, erase=0.5)
+    assert JobSpec.from_options(recipe="seed", erase=0.25).augmentation.erase == 0.25
+    with pytest.raises(JobError, match=r"--erase is in a probability, 0 to 1"):
+        JobSpec.from_options(erase=1.5)
+    recorded = asked.to_dict()
+    del recorded["erase"]  # a job recorded before the field
+    assert JobSpec.from_dict(recorded).augmentation.erase == 0.0
+
+
 def test_snapshots_mean_cosine_cycles_of_equal_length():
     spec = JobSpec.from_options(snapshots=4, precision="float32")
     assert (spec.schedule, spec.snapshots, spec.epochs) == ("cosine", 4, 12)

@@ -74,7 +74,7 @@ def test_train_help_lists_exactly_the_declared_flags():
     flags = sorted(param.opts[0] for param in main.commands["train"].params if param.opts[0] != "-h")
     assert all(f"  {flag}" in text for flag in flags)
     assert flags == sorted(["--n", "--recipe", "--model", "--epochs", "--batch", "--lr", "--schedule", "--augment",
-                            "--rotation", "--flip", "--keep", "--snapshots", "--tta", "--label-smoothing", "--ema",
+                            "--rotation", "--flip", "--erase", "--keep", "--snapshots", "--tta", "--label-smoothing", "--ema",
                             "--warmup", "--time-limit",
                             "--precision", "--seed",
                             "--val-split", "--folds", "--job", "--pseudo-label", "--refit-full", "--data", "--format", "--limit-train",

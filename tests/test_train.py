@@ -65,14 +65,6 @@ def test_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path):
     assert read_history(tmp_path / "missing.csv") == []
 
 
-@pytest.fixture
-def restore_dtype_policy():
-    import keras
-
-    yield
-    keras.config.set_dtype_policy("float32")
-
-
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_each_precision_trains_a_member_model_on_cpu(precision, restore_dtype_policy):
     import numpy as np
@@ -414,6 +406,24 @@ def test_a_short_warm_up_reaches_the_peak_rate_early_and_trains_an_epoch_on_a_sl
     assert float(keras.ops.convert_to_numpy(in_optimizer)) == pytest.approx(float(rate_at_step(schedule, steps - 1)),
                                                                          rel=1e-6)
     assert float(rate_at_step(schedule, 1)) == pytest.approx(spec.learning_rate, rel=1e-9)
+
+
+@pytest.mark.jax
+def test_random_erasing_is_in_the_members_model_trains_an_epoch_on_a_slice_and_saves(slice_arrays, tmp_path,
+                                                                                      restore_dtype_policy):
+    from ensemble.member.model import fit_member_model
+
+    spec = JobSpec.from_options(erase=0.5, epochs=1, precision="float32", model="seed004", batch_size=32,
+                                augment="idg")
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    (erasing,) = [layer for layer in model.layers if isinstance(layer, keras.layers.RandomErasing)]
+    assert erasing.factor == (0.5, 0.5)
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+    model.save(tmp_path / "erasing.keras")  # a checkpoint rebuilds it: Keras' own layer, no custom object
+    loaded = keras.saving.load_model(tmp_path / "erasing.keras", compile=False)
+    x = slice_arrays.x_val[:16].astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
 
 
 @pytest.mark.jax

@@ -13,7 +13,7 @@ from .options import at_least, declared, default_of, option, positive, share_bel
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
-                       "flip": False, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
+                       "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "label_smoothing": 0.0,
                        "ema": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
@@ -55,6 +55,11 @@ class JobSpec:
         "leaves the same (clothes; never digits or letters); with --tta each test-time view is also predicted "
         "mirrored (default: the recipe's, off). See BENCHMARKS.md, \"The --flip lever\".", type=bool,
         is_flag=True, default=lambda recipe: recipe.augmentation.flip)
+    erase: float | None = option(
+        "--erase", "Random erasing: the chance that a training image has one random rectangle (2-40% of its area) "
+        "replaced by noise, after IDG's warp (Zhong et al.; Keras' RandomErasing) (default: the recipe's, 0: off). "
+        "See BENCHMARKS.md, \"Random erasing\".", type=float, check=within(0, 1, "a probability"),
+        default=lambda recipe: recipe.augmentation.erase)
     keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
                               "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
     snapshots: int | None = option("--snapshots", "K cosine cycles per member; each cycle's end becomes a "
@@ -184,7 +189,7 @@ class JobSpec:
 
     @property
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment, self.zoom, self.shift, self.rotation, self.flip)
+        return Augmentation(self.augment, self.zoom, self.shift, self.rotation, self.flip, self.erase)
 
     @property
     def data_layout(self) -> Layout:

@@ -16,6 +16,9 @@ map: the output column col becomes (side - 1) - col, which is zx negated, so the
 does, where chaining RandomTranslation and RandomZoom would blur twice and (in the other order) scale
 the shift by the zoom. It is active in training only. `legacy_idg_flow` is the deprecated generator
 itself, for side-by-side runs.
+
+Random erasing (`Augmentation.erase`, Zhong et al. 2017) is not IDG's: Keras' own `RandomErasing` layer follows
+IDGAugment, so IDG's draws stay what they were.
 """
 from __future__ import annotations
 
@@ -27,6 +30,11 @@ from .recipes import AUGMENTATIONS, Augmentation
 
 ZOOM_RANGE = 0.1
 SHIFT_RANGE = 0.1
+# Random erasing's rectangle: Keras draws each side as sqrt(U[low, high]) of the image's, so its area is 2-40% of the
+# image's (Zhong et al.'s s_l, s_h) and its aspect ratio about 1/4.5 to 4.5 (their r_1 = 0.3 with 1/r_1)
+ERASE_SCALE = (0.02, 0.4)
+# the erasing layer's seed, apart from IDG's: the same seed would draw the rectangle from IDG's own random numbers
+ERASE_SEED_OFFSET = 104_729
 # Test-time augmentation: a fixed set of small views (zx, zy, tx, ty, theta in degrees), the identity first.
 # Small on purpose: each must still look like the same digit (IDG's training range is 10% / 10 degrees).
 TTA_VIEWS = (
@@ -122,12 +130,21 @@ def augmentation_layers(augmentation: Augmentation, seed: int | None) -> list[ke
     """What goes into the model for an augmentation; legacy-idg augments outside the graph."""
     if augmentation.kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation.kind!r}; choose one of {', '.join(AUGMENTATIONS)}")
-    if augmentation.kind != "idg":
-        return []
-    return [IDGAugment(zoom_range=augmentation.zoom, width_shift_range=augmentation.shift,
-                       height_shift_range=augmentation.shift, rotation_range=augmentation.rotation,
-                       horizontal_flip=augmentation.flip, seed=seed,
-                       name="idg_augment")]
+    layers = []
+    if augmentation.kind == "idg":
+        layers.append(IDGAugment(zoom_range=augmentation.zoom, width_shift_range=augmentation.shift,
+                                 height_shift_range=augmentation.shift, rotation_range=augmentation.rotation,
+                                 horizontal_flip=augmentation.flip, seed=seed, name="idg_augment"))
+    if augmentation.erase:
+        layers.append(random_erasing(augmentation.erase, seed))
+    return layers
+
+
+def random_erasing(probability: float, seed: int | None) -> keras.layers.Layer:
+    """Keras' RandomErasing, training only: with `probability`, one rectangle of an image (pixels scaled to 0..1)
+    replaced by noise, Zhong et al.'s random values (Keras draws them from a normal clipped to the pixels' range)."""
+    return keras.layers.RandomErasing(factor=(probability, probability), scale=ERASE_SCALE, value_range=(0.0, 1.0),
+                                      seed=None if seed is None else seed + ERASE_SEED_OFFSET, name="random_erasing")
 
 
 def legacy_image_data_generator(augmentation: Augmentation = Augmentation("legacy-idg")):

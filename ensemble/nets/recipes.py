@@ -18,13 +18,16 @@ ONECYCLE_WARMUP = 0.25  # fastai's pct_start: onecycle's share of steps rising t
 @dataclass(frozen=True)
 class Augmentation:
     """ImageDataGenerator's parameters: zoom_range, width/height_shift_range, rotation_range (degrees),
-    horizontal_flip (for classes that a mirror leaves the same: clothes, not digits or letters)."""
+    horizontal_flip (for classes that a mirror leaves the same: clothes, not digits or letters); and random
+    erasing's probability (Zhong et al.: one rectangle of a training image replaced by noise; 0: off), which IDG
+    does not have and which follows its warp."""
 
     kind: str = "idg"
     zoom: float = 0.1
     shift: float = 0.1
     rotation: float = 0.0
     flip: bool = False
+    erase: float = 0.0
 
 
 NO_AUGMENTATION = Augmentation("none", 0.0, 0.0, 0.0)

@@ -50,6 +50,7 @@ VARIANTS = {
     "C-onecycle-b128": ["--recipe", "cnn11", "--tta", "--batch", "128", "--lr", "4e-3"],  # half the steps, the rate x2
     "C-onecycle-erase": ["--recipe", "cnn11", "--tta", "--erase", "0.5"],  # random erasing, Zhong et al.'s p
     "C-onecycle-w2": ["--recipe", "cnn11", "--tta", "--workers", "2"],  # two members at once, a core each
+    "C-onecycle-w2-16ep": ["--recipe", "cnn11", "--tta", "--workers", "2", "--epochs", "16"],  # 2 x 2 members
     "C-snapshots": ["--recipe", "cnn11", "--snapshots", "3", "--epochs", "12", "--tta"],
     "C-deotte-recipe": ["--recipe", "deotte", "--tta"],
     "C-deotte-onecycle": ["--recipe", "cnn11", "--model", "deotte", "--rotation", "10", "--tta"],

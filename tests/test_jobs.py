@@ -60,8 +60,9 @@ def test_random_erasing_is_off_unless_asked_and_is_a_probability():
     assert JobSpec.from_options(precision="float32").augmentation.erase == 0.0
     asked = JobSpec.from_options(precision="float32", erase=0.5)
     assert asked.erase == 0.5 and asked.augmentation == Augmentation("idg", 0.1, 0.1, 0.0, erase=0.5)
+    assert type(JobSpec.from_options(precision="float32", erase=1).erase) is float  # as JSON and the flag give it
     assert JobSpec.from_options(recipe="seed", erase=0.25).augmentation.erase == 0.25
-    with pytest.raises(JobError, match=r"--erase is in a probability, 0 to 1"):
+    with pytest.raises(JobError, match=r"--erase is a probability, from 0 to 1"):
         JobSpec.from_options(erase=1.5)
     recorded = asked.to_dict()
     del recorded["erase"]  # a job recorded before the field

@@ -90,6 +90,10 @@ def share_below(high):
     return lambda value: None if 0 <= value < high else f"must be from 0 to below {high:g}"
 
 
+def probability(value) -> str | None:
+    return None if 0 <= value <= 1 else "is a probability, from 0 to 1"
+
+
 def within(low, high, unit: str):
     return lambda value: None if low <= value <= high else f"is in {unit}, {low:g} to {high:g}"
 

@@ -8,7 +8,7 @@ from ..nets.architectures import NETS
 from ..nets.precision import PRECISIONS, resolve_precision
 from ..nets.recipes import AUGMENTATIONS, KEEP, ONECYCLE_WARMUP, RECIPES, SCHEDULES, Augmentation, recipe_for
 from .errors import JobError
-from .options import at_least, declared, default_of, option, positive, share_below, within
+from .options import at_least, declared, default_of, option, positive, probability, share_below, within
 
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
@@ -57,8 +57,8 @@ class JobSpec:
         is_flag=True, default=lambda recipe: recipe.augmentation.flip)
     erase: float | None = option(
         "--erase", "Random erasing: the chance that a training image has one random rectangle (2-40% of its area) "
-        "replaced by noise, after IDG's warp (Zhong et al.; Keras' RandomErasing) (default: the recipe's, 0: off). "
-        "See BENCHMARKS.md, \"Random erasing\".", type=float, check=within(0, 1, "a probability"),
+        "replaced by noise, after IDG's warp where there is one (Zhong et al.; Keras' RandomErasing) (default: the "
+        "recipe's, 0: off). See BENCHMARKS.md, \"Random erasing\".", type=float, check=probability,
         default=lambda recipe: recipe.augmentation.erase)
     keep: str | None = option("--keep", "Weights a member keeps: its best validation epoch, or the last "
                               "(default: the recipe's).", choices=KEEP, default=lambda recipe: recipe.keep)
@@ -122,7 +122,8 @@ class JobSpec:
         values = {name: getattr(asked, name) if getattr(asked, name) is not None else default_of(declaration, base)
                   for name, declaration in options}
         values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
-                      rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]))
+                      rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
+                      erase=float(values["erase"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "

@@ -30,8 +30,8 @@ from .recipes import AUGMENTATIONS, Augmentation
 
 ZOOM_RANGE = 0.1
 SHIFT_RANGE = 0.1
-# Random erasing's rectangle: Keras draws each side as sqrt(U[low, high]) of the image's, so its area is 2-40% of the
-# image's (Zhong et al.'s s_l, s_h) and its aspect ratio about 1/4.5 to 4.5 (their r_1 = 0.3 with 1/r_1)
+# Random erasing's rectangle: Keras draws each side as sqrt(U[low, high]) of the image's, independently, so its area
+# is 2-40% of the image's (Zhong et al.'s s_l, s_h) and its aspect ratio about 1/4.5 to 4.5 (theirs: 0.3 to 3.3)
 ERASE_SCALE = (0.02, 0.4)
 # the erasing layer's seed, apart from IDG's: the same seed would draw the rectangle from IDG's own random numbers
 ERASE_SEED_OFFSET = 104_729
@@ -142,7 +142,8 @@ def augmentation_layers(augmentation: Augmentation, seed: int | None) -> list[ke
 
 def random_erasing(probability: float, seed: int | None) -> keras.layers.Layer:
     """Keras' RandomErasing, training only: with `probability`, one rectangle of an image (pixels scaled to 0..1)
-    replaced by noise, Zhong et al.'s random values (Keras draws them from a normal clipped to the pixels' range)."""
+    replaced by noise. Keras draws it from a standard normal clipped to 0..1: about half the erased pixels are 0 and
+    a sixth are 1, where Zhong et al. drew uniform values."""
     return keras.layers.RandomErasing(factor=(probability, probability), scale=ERASE_SCALE, value_range=(0.0, 1.0),
                                       seed=None if seed is None else seed + ERASE_SEED_OFFSET, name="random_erasing")
 

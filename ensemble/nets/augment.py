@@ -127,7 +127,8 @@ class IDGAugment(keras.layers.Layer):
 
 
 def augmentation_layers(augmentation: Augmentation, seed: int | None) -> list[keras.layers.Layer]:
-    """What goes into the model for an augmentation; legacy-idg augments outside the graph."""
+    """What goes into the model for an augmentation: IDG's warp for idg (legacy-idg warps outside the graph), then
+    random erasing for any kind that asks for it."""
     if augmentation.kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation.kind!r}; choose one of {', '.join(AUGMENTATIONS)}")
     layers = []

@@ -51,6 +51,8 @@ VARIANTS = {
     "C-onecycle-erase": ["--recipe", "cnn11", "--tta", "--erase", "0.5"],  # random erasing, Zhong et al.'s p
     "C-onecycle-w2": ["--recipe", "cnn11", "--tta", "--workers", "2"],  # two members at once, a core each
     "C-onecycle-w2-16ep": ["--recipe", "cnn11", "--tta", "--workers", "2", "--epochs", "16"],  # 2 x 2 members
+    # 10 folds: each member trains on 90% of the rows, as on the shared split, but holds out a fold of its own
+    "C-onecycle-f10": ["--recipe", "cnn11", "--tta", "--folds", "10"],
     "C-snapshots": ["--recipe", "cnn11", "--snapshots", "3", "--epochs", "12", "--tta"],
     "C-deotte-recipe": ["--recipe", "deotte", "--tta"],
     "C-deotte-onecycle": ["--recipe", "cnn11", "--model", "deotte", "--rotation", "10", "--tta"],
@@ -95,6 +97,7 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     """Holdout accuracy of the mean blend (plain and TTA), and a timeline of validation accuracy."""
     sys.path.insert(0, str(ROOT))
     from ensemble.blend.blending import default_blend_names, load_outputs
+    from ensemble.blend.methods import mean_blend
     from ensemble.job.outputs import read_metrics
     from ensemble.job.record import load_record
     from ensemble.job.split import load_split
@@ -112,8 +115,9 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
         "epochs": [member.epoch for member in record.members],
         "holdout": accuracy(plain.test_probs.mean(axis=0), holdout),
         "holdout_tta": accuracy(tta.test_probs.mean(axis=0), holdout) if tta.tta else None,
-        "val": accuracy(plain.val_probs.mean(axis=0), y_val),
-        "val_tta": accuracy(tta.val_probs.mean(axis=0), y_val) if tta.tta else None,
+        # k folds: each validation row scored by the members that held it out
+        "val": plain.scores(mean_blend(plain.val_probs, plain.val_mask), y_val)[0],
+        "val_tta": tta.scores(mean_blend(tta.val_probs, tta.val_mask), y_val)[0] if tta.tta else None,
         "best_single_holdout": max(accuracy(p, holdout) for p in plain.test_probs),
     }
     # timeline: (seconds since start, validation accuracy reachable then)
@@ -130,9 +134,11 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     finished = sorted((parse_time(record.members[read_metrics(JobLayout(ws, job).model(n)).member].ended)
                        - run_started, n) for n in names)
     for i, (at, _) in enumerate(finished):
-        chosen = [n for _, n in finished[: i + 1]]
-        probs = np.mean([plain.val_probs[plain.names.index(n)] for n in chosen], axis=0)
-        timeline.append((at, accuracy(probs, y_val)))
+        chosen = [plain.names.index(n) for _, n in finished[: i + 1]]
+        mask = None if plain.val_mask is None else plain.val_mask[chosen]
+        probs = mean_blend(plain.val_probs[chosen], mask)
+        rows = np.ones(len(y_val), dtype=bool) if mask is None else mask.any(axis=0)
+        timeline.append((at, accuracy(probs[rows], y_val[rows])))
     result["timeline"] = sorted(timeline)
     return result
 

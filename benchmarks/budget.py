@@ -49,6 +49,7 @@ VARIANTS = {
     "C-onecycle-flip": ["--recipe", "cnn11", "--tta", "--flip"],  # mirrored training images, and mirrored views
     "C-onecycle-b128": ["--recipe", "cnn11", "--tta", "--batch", "128", "--lr", "4e-3"],  # half the steps, the rate x2
     "C-onecycle-erase": ["--recipe", "cnn11", "--tta", "--erase", "0.5"],  # random erasing, Zhong et al.'s p
+    "C-onecycle-wd": ["--recipe", "cnn11", "--tta", "--weight-decay", "0.05"],  # AdamW's decoupled decay
     "C-onecycle-w2": ["--recipe", "cnn11", "--tta", "--workers", "2"],  # two members at once, a core each
     "C-onecycle-w2-16ep": ["--recipe", "cnn11", "--tta", "--workers", "2", "--epochs", "16"],  # 2 x 2 members
     # 10 folds: each member trains on 90% of the rows, as on the shared split, but holds out a fold of its own

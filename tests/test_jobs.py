@@ -69,6 +69,17 @@ def test_random_erasing_is_off_unless_asked_and_is_a_probability():
     assert JobSpec.from_dict(recorded).augmentation.erase == 0.0
 
 
+def test_weight_decay_is_off_unless_asked_and_below_one():
+    assert JobSpec.from_options(precision="float32").weight_decay == 0.0
+    asked = JobSpec.from_options(precision="float32", weight_decay=0.05)
+    assert asked.weight_decay == 0.05 and JobSpec.from_dict(asked.to_dict()) == asked
+    with pytest.raises(JobError, match=r"--weight-decay must be from 0 to below 1"):
+        JobSpec.from_options(weight_decay=1.0)
+    recorded = asked.to_dict()
+    del recorded["weight_decay"]  # a job recorded before the field
+    assert JobSpec.from_dict(recorded).weight_decay == 0.0
+
+
 def test_snapshots_mean_cosine_cycles_of_equal_length():
     spec = JobSpec.from_options(snapshots=4, precision="float32")
     assert (spec.schedule, spec.snapshots, spec.epochs) == ("cosine", 4, 12)
@@ -114,7 +125,7 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     assert command == (f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
                        "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
                        "--rotation 10 --no-flip --erase 0 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 "
-                       "--warmup 0.25 "
+                       "--weight-decay 0 --warmup 0.25 "
                        "--precision float32 --seed 0 "
                        "--val-split 0.1 "
                        "--format digit-recognizer")

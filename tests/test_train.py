@@ -385,6 +385,35 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_
 
 
 @pytest.mark.jax
+def test_weight_decay_shrinks_kernels_by_the_rate_times_the_decay_leaves_biases_and_trains_an_epoch_on_a_slice(
+        slice_arrays, restore_dtype_policy):
+    from ensemble.member.model import fit_member_model
+    from ensemble.nets.architectures import make_optimizer
+
+    def one_zero_gradient_step(weight_decay):
+        kernel = keras.Variable(np.full((2, 2), 3.0, dtype="float32"), name="kernel")
+        bias = keras.Variable(np.full((2,), 3.0, dtype="float32"), name="bias")
+        optimizer = make_optimizer("adam", 0.01, weight_decay=weight_decay)
+        # a zero gradient leaves Adam's moments at zero, so the step moves a weight by its decay alone
+        optimizer.apply_gradients(zip([np.zeros((2, 2), "float32"), np.zeros(2, "float32")], [kernel, bias]))
+        return kernel.numpy(), bias.numpy()
+
+    kernel, bias = one_zero_gradient_step(0.5)
+    np.testing.assert_allclose(kernel, np.float32(3.0) * (1 - np.float32(0.01 * 0.5)), rtol=1e-6)
+    np.testing.assert_array_equal(bias, 3.0)
+    kernel, bias = one_zero_gradient_step(0.0)
+    np.testing.assert_array_equal(kernel, 3.0)
+
+    spec = JobSpec.from_options(weight_decay=0.05, epochs=1, precision="float32", model="seed004", batch_size=32)
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    assert model.optimizer.weight_decay == pytest.approx(0.05)
+    assert build_member_model(JobSpec.from_options(precision="float32", model="seed004"), seed=0,
+                              n_train=len(slice_arrays.x_train)).optimizer.weight_decay is None
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+
+
+@pytest.mark.jax
 def test_a_short_warm_up_reaches_the_peak_rate_early_and_trains_an_epoch_on_a_slice(slice_arrays,
                                                                                      restore_dtype_policy):
     from ensemble.member.model import build_member_model, fit_member_model, member_schedule

@@ -15,7 +15,7 @@ from .options import at_least, declared, default_of, option, positive, probabili
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "label_smoothing": 0.0,
-                       "ema": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
+                       "ema": 0.0, "weight_decay": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 
@@ -77,6 +77,11 @@ class JobSpec:
         "weights are the average's, and training goes on from the net's own weights (default: the recipe's: "
         "0.98 for cnn11, else 0: off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
+    weight_decay: float | None = option(
+        "--weight-decay", "Decoupled weight decay (AdamW's, Loshchilov & Hutter): each step also shrinks every "
+        "kernel by the step's rate times this, biases untouched (e.g. 0.05) (default: the recipe's, 0: off). See "
+        "BENCHMARKS.md, \"Weight decay\".", type=float, check=share_below(1),
+        default=lambda recipe: recipe.weight_decay)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
         "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,
@@ -123,7 +128,7 @@ class JobSpec:
                   for name, declaration in options}
         values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
                       rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
-                      erase=float(values["erase"]))
+                      erase=float(values["erase"]), weight_decay=float(values["weight_decay"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "

@@ -160,26 +160,32 @@ def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGME
 OPTIMIZERS = ("adam", "adadelta", "rmsprop")
 
 
-def make_optimizer(name: str, learning_rate, ema: float = 0.0):
+def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: float = 0.0):
     """learning_rate: a float (a member's schedule sets it each step: member.callbacks.rate). With ema (a momentum,
     e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) beside the
     net: member.loop swaps it into the net at each epoch's end, so each epoch's validation, its checkpoint and
     the kept weights are the average, and the next epoch trains on from the net's own weights, as it would
     without one. The average lives in the optimizer's variables, which a training state saves: a resumed
-    member continues it exactly."""
+    member continues it exactly. With weight_decay, each step also shrinks every kernel by its rate x
+    weight_decay, decoupled from the gradient's moments (Keras applies it so for every optimizer: Adam becomes
+    AdamW); biases are left alone, as AdamW's users leave them."""
     import keras
 
     optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
                   "rmsprop": keras.optimizers.RMSprop}
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}  # never written over the net by Keras itself
-    return optimizers[name](learning_rate=learning_rate, **averaging)
+    decay = {"weight_decay": weight_decay} if weight_decay else {}
+    optimizer = optimizers[name](learning_rate=learning_rate, **averaging, **decay)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer
 
 
 def compile_model(model, optimizer: str, learning_rate, label_smoothing: float = 0.0, classes: int = 10,
-                  ema: float = 0.0):
+                  ema: float = 0.0, weight_decay: float = 0.0):
     from .losses import training_loss  # defers Keras, as the net builders do
 
     # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema, weight_decay),
                   loss=training_loss(label_smoothing, classes), metrics=["accuracy"])
     return model

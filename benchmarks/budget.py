@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--reference", default="A", help="the variant whose accuracy the others race to")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--gpus", default="cpu", help="ensemble train --gpus (cpu here; 0 on a GPU machine)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the job seed of every variant but A (default: the job's, 0): other members, split, folds")
     args = parser.parse_args()
 
     data = args.out / f"data-{args.rows}"
@@ -169,7 +171,8 @@ def main() -> None:
             subprocess.run(["rm", "-rf", str(home)], check=True)
         started = time.time()
         limited = None if name == "A" else budget
-        wall = run_variant(name, VARIANTS[name], data, home, limited, args.out / f"{args.rows}-{name}.log", args.gpus)
+        seeded = VARIANTS[name] + (["--seed", str(args.seed)] if args.seed is not None and name != "A" else [])
+        wall = run_variant(name, seeded, data, home, limited, args.out / f"{args.rows}-{name}.log", args.gpus)
         if name == "A" and budget is None:
             budget = wall
         results[name] = {"wall": wall, "budget": limited, **score_variant(home, name, holdout, started)}

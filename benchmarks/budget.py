@@ -6,7 +6,9 @@ at equal wall time, scored on a stratified holdout that no training sees. One ru
 
 The data: the first --rows rows of the 42000-row train.csv from `ensemble data idx` (a seeded shuffle of
 Fashion-MNIST), a stratified 10% of them held out as test.csv (labels kept aside), the rest as train.csv.
-Every variant's job uses seed 0, so all share one validation split of that train.csv.
+Every variant's job uses seed 0, so all share one validation split of that train.csv. With --seed N every variant
+but A uses seed N (another split: the race to A's validation accuracy then compares other rows), and each seed
+needs an --out of its own. A k-fold variant's validation accuracy is out of fold, on the rows its members held out.
 
 A = `--recipe seed --n 1 --epochs 8`: seed 002's recipe (float32, the legacy generator, Adam 1e-4, plateau,
 the last epoch's weights). Its wall time is the budget (or --budget seconds) and every other variant runs
@@ -98,7 +100,7 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     """Holdout accuracy of the mean blend (plain and TTA), and a timeline of validation accuracy."""
     sys.path.insert(0, str(ROOT))
     from ensemble.blend.blending import default_blend_names, load_outputs
-    from ensemble.blend.methods import mean_blend
+    from ensemble.blend.methods import covered_rows, mean_blend
     from ensemble.job.outputs import read_metrics
     from ensemble.job.record import load_record
     from ensemble.job.split import load_split
@@ -138,7 +140,7 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
         chosen = [plain.names.index(n) for _, n in finished[: i + 1]]
         mask = None if plain.val_mask is None else plain.val_mask[chosen]
         probs = mean_blend(plain.val_probs[chosen], mask)
-        rows = np.ones(len(y_val), dtype=bool) if mask is None else mask.any(axis=0)
+        rows = covered_rows(mask, len(y_val))
         timeline.append((at, accuracy(probs[rows], y_val[rows])))
     result["timeline"] = sorted(timeline)
     return result

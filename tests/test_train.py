@@ -385,30 +385,36 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_and_trains_an_epoch_on_a_
 
 
 @pytest.mark.jax
-def test_weight_decay_shrinks_kernels_by_the_rate_times_the_decay_leaves_biases_and_trains_an_epoch_on_a_slice(
+def test_weight_decay_shrinks_kernels_by_the_rate_times_the_decay_leaves_the_rest_and_trains_an_epoch_on_a_slice(
         slice_arrays, restore_dtype_policy):
     from ensemble.member.model import fit_member_model
-    from ensemble.nets.architectures import make_optimizer
 
-    def one_zero_gradient_step(weight_decay):
-        kernel = keras.Variable(np.full((2, 2), 3.0, dtype="float32"), name="kernel")
-        bias = keras.Variable(np.full((2,), 3.0, dtype="float32"), name="bias")
-        optimizer = make_optimizer("adam", 0.01, weight_decay=weight_decay)
-        # a zero gradient leaves Adam's moments at zero, so the step moves a weight by its decay alone
-        optimizer.apply_gradients(zip([np.zeros((2, 2), "float32"), np.zeros(2, "float32")], [kernel, bias]))
-        return kernel.numpy(), bias.numpy()
+    def decayed_by_one_zero_gradient_step(weight_decay):
+        """Each trainable weight's (path, before, after) over one step of a member's optimizer, with the rate that
+        step had. A zero gradient leaves Adam's moments at zero, so the step moves a weight by its decay alone."""
+        spec = JobSpec.from_options(weight_decay=weight_decay, model="bn_cnn", precision="float32")
+        model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+        before = [v.numpy() for v in model.trainable_variables]
+        model.optimizer.apply_gradients(zip([np.zeros(v.shape, "float32") for v in model.trainable_variables],
+                                            model.trainable_variables))
+        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        return rate, [(v.path, b, v.numpy()) for v, b in zip(model.trainable_variables, before)]
 
-    kernel, bias = one_zero_gradient_step(0.5)
-    np.testing.assert_allclose(kernel, np.float32(3.0) * (1 - np.float32(0.01 * 0.5)), rtol=1e-6)
-    np.testing.assert_array_equal(bias, 3.0)
-    kernel, bias = one_zero_gradient_step(0.0)
-    np.testing.assert_array_equal(kernel, 3.0)
+    rate, weights = decayed_by_one_zero_gradient_step(0.5)
+    names = {path.rsplit("/", 1)[-1] for path, _, _ in weights}
+    assert names == {"kernel", "bias", "gamma", "beta"}  # a batch-normalised net: every kind of weight is here
+    for path, before, after in weights:
+        if path.endswith("/kernel"):
+            np.testing.assert_allclose(after, before * (1 - np.float32(rate * 0.5)), rtol=1e-6, atol=1e-9)
+            assert not np.array_equal(after, before), path
+        else:  # biases, and a batch norm's scale and offset
+            np.testing.assert_array_equal(after, before, err_msg=path)
+    _, weights = decayed_by_one_zero_gradient_step(0.0)
+    assert all(np.array_equal(after, before) for _, before, after in weights)
 
     spec = JobSpec.from_options(weight_decay=0.05, epochs=1, precision="float32", model="seed004", batch_size=32)
     model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
     assert model.optimizer.weight_decay == pytest.approx(0.05)
-    assert build_member_model(JobSpec.from_options(precision="float32", model="seed004"), seed=0,
-                              n_train=len(slice_arrays.x_train)).optimizer.weight_decay is None
     history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
     assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
 

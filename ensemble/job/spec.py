@@ -15,7 +15,8 @@ from .options import at_least, declared, default_of, option, positive, probabili
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "label_smoothing": 0.0,
-                       "ema": 0.0, "weight_decay": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
+                       "ema": 0.0, "weight_decay": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP,
+                       "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 
@@ -79,8 +80,9 @@ class JobSpec:
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     weight_decay: float | None = option(
         "--weight-decay", "Decoupled weight decay (AdamW's, Loshchilov & Hutter): each step also shrinks every "
-        "kernel by the step's rate times this, biases untouched (e.g. 0.05) (default: the recipe's, 0: off). See "
-        "BENCHMARKS.md, \"Weight decay\".", type=float, check=share_below(1),
+        "kernel by the step's rate times this; biases and batch norms' scales and offsets are left alone (e.g. "
+        "0.05) (default: the recipe's, 0: off). See BENCHMARKS.md, \"Weight decay\".", type=float,
+        check=share_below(1),
         default=lambda recipe: recipe.weight_decay)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "

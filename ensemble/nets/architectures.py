@@ -158,6 +158,7 @@ def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGME
 
 
 OPTIMIZERS = ("adam", "adadelta", "rmsprop")
+NOT_DECAYED = ["bias", "gamma", "beta"]  # Keras' names for biases and a batch norm's scale and offset
 
 
 def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: float = 0.0):
@@ -168,7 +169,7 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
     without one. The average lives in the optimizer's variables, which a training state saves: a resumed
     member continues it exactly. With weight_decay, each step also shrinks every kernel by its rate x
     weight_decay, decoupled from the gradient's moments (Keras applies it so for every optimizer: Adam becomes
-    AdamW); biases are left alone, as AdamW's users leave them."""
+    AdamW); biases and batch norms' scales and offsets are left alone, as AdamW's users leave them."""
     import keras
 
     optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
@@ -177,7 +178,7 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
     decay = {"weight_decay": weight_decay} if weight_decay else {}
     optimizer = optimizers[name](learning_rate=learning_rate, **averaging, **decay)
     if weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=["bias"])
+        optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
     return optimizer
 
 

@@ -51,7 +51,7 @@ class Recipe:
     tta: bool = False         # members also predict under the fixed test-time views
     label_smoothing: float = 0.0  # off in every recipe: -0.6 points with TTA at 12000 rows (BENCHMARKS.md, "Levers")
     ema: float = 0.0              # weight averaging's momentum (0: off); cnn11's: BENCHMARKS.md, "faster CPU"
-    weight_decay: float = 0.0     # decoupled (AdamW's), per unit of rate; off in every recipe: BENCHMARKS.md, "Weight decay"
+    weight_decay: float = 0.0     # decoupled (AdamW's), per unit of rate; off everywhere: BENCHMARKS.md, "Weight decay"
     warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps rising to the peak rate
 
 

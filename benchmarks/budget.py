@@ -100,7 +100,7 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     """Holdout accuracy of the mean blend (plain and TTA), and a timeline of validation accuracy."""
     sys.path.insert(0, str(ROOT))
     from ensemble.blend.blending import default_blend_names, load_outputs
-    from ensemble.blend.methods import covered_rows, mean_blend
+    from ensemble.blend.methods import blend_arrays, covered_rows, mean_blend
     from ensemble.job.outputs import read_metrics
     from ensemble.job.record import load_record
     from ensemble.job.split import load_split
@@ -112,15 +112,18 @@ def score_variant(home: Path, job: str, holdout: np.ndarray, run_started: float)
     y_val = load_split(ws, record)["val_labels"]
     plain = load_outputs(ws, record)
     tta = load_outputs(ws, record, tta=True)
+    # the mean blend as `ensemble blend` makes it: with k folds, each validation row scored by the members that
+    # held it out
+    plain_blend = blend_arrays(plain, y_val, "mean")
+    tta_blend = blend_arrays(tta, y_val, "mean") if tta.tta else None
     result = {
         "models": len(plain.names),
         "members": len(record.members),
         "epochs": [member.epoch for member in record.members],
-        "holdout": accuracy(plain.test_probs.mean(axis=0), holdout),
-        "holdout_tta": accuracy(tta.test_probs.mean(axis=0), holdout) if tta.tta else None,
-        # k folds: each validation row scored by the members that held it out
-        "val": plain.scores(mean_blend(plain.val_probs, plain.val_mask), y_val)[0],
-        "val_tta": tta.scores(mean_blend(tta.val_probs, tta.val_mask), y_val)[0] if tta.tta else None,
+        "holdout": accuracy(plain_blend.test_probs, holdout),
+        "holdout_tta": accuracy(tta_blend.test_probs, holdout) if tta_blend else None,
+        "val": plain_blend.val_accuracy,
+        "val_tta": tta_blend.val_accuracy if tta_blend else None,
         "best_single_holdout": max(accuracy(p, holdout) for p in plain.test_probs),
     }
     # timeline: (seconds since start, validation accuracy reachable then)

@@ -82,8 +82,7 @@ class JobSpec:
         "--weight-decay", "Decoupled weight decay (AdamW's, Loshchilov & Hutter): each step also shrinks every "
         "kernel by the step's rate times this; biases and batch norms' scales and offsets are left alone (e.g. "
         "0.05) (default: the recipe's, 0: off). See BENCHMARKS.md, \"Weight decay\".", type=float,
-        check=share_below(1),
-        default=lambda recipe: recipe.weight_decay)
+        check=share_below(1), default=lambda recipe: recipe.weight_decay)
     warmup: float | None = option(
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
         "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,

@@ -6,9 +6,11 @@ at equal wall time, scored on a stratified holdout that no training sees. One ru
 
 The data: the first --rows rows of the 42000-row train.csv from `ensemble data idx` (a seeded shuffle of
 Fashion-MNIST), a stratified 10% of them held out as test.csv (labels kept aside), the rest as train.csv.
-Every variant's job uses seed 0, so all share one validation split of that train.csv. With --seed N every variant
-but A uses seed N (another split: the race to A's validation accuracy then compares other rows), and each seed
-needs an --out of its own. A k-fold variant's validation accuracy is out of fold, on the rows its members held out.
+Every variant's job uses seed 0, so the shared-split ones share A's validation split of that train.csv. With --seed N
+every variant but A uses seed N (another split: the race to A's validation accuracy then compares other rows), and
+each seed needs an --out of its own. A k-fold variant's validation accuracy is out of fold, on the rows its members
+held out (other rows than A's, as with --seed); C-onecycle is one since cnn11's recipe has ten folds, and
+C-onecycle-shared is the same recipe on A's split.
 
 A = `--recipe seed --n 1 --epochs 8`: seed 002's recipe (float32, the legacy generator, Adam 1e-4, plateau,
 the last epoch's weights). Its wall time is the budget (or --budget seconds) and every other variant runs
@@ -42,7 +44,9 @@ VARIANTS = {
     "A": ["--recipe", "seed", "--n", "1", "--epochs", "8"],
     "A-budget": ["--recipe", "seed"],
     "B": ["--recipe", "cnn11", "--schedule", "plateau", "--lr", "1e-4", "--epochs", "50"],
-    "C-onecycle": ["--recipe", "cnn11", "--tta"],
+    "C-onecycle": ["--recipe", "cnn11", "--tta"],  # since 2026-12-06's seventh session: ten folds (the recipe's)
+    # one split shared by every member, as A's (the default until then): its val acc is on A's rows
+    "C-onecycle-shared": ["--recipe", "cnn11", "--tta", "--folds", "0"],
     "C-onecycle-6ep": ["--recipe", "cnn11", "--epochs", "6", "--tta"],
     "C-onecycle-n2": ["--recipe", "cnn11", "--tta", "--n", "2"],  # a cap: 2 members stretched to fill the limit
     "C-onecycle-pool": ["--recipe", "cnn11", "--tta", "--model", "cnn11_pool"],  # cnn11 pooled before its dense

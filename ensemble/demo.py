@@ -30,8 +30,10 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
     if not (sample_dir / "train.csv").is_file():
         echo(f"writing the sample to {sample_dir}")
         make_sample(sample_dir)
-    job = f"demo-cnn11-{epochs}ep"  # named by recipe: an older demo job with another spec is left as it is
-    request = TrainRequest(n=members, data_dir=sample_dir, job=job, spec=JobSpec(model="cnn11", epochs=epochs))
+    asked = JobSpec(model="cnn11", epochs=epochs)
+    # named by what the recipe decides: an older demo job with another spec is left as it is
+    job = f"demo-cnn11-{epochs}ep" + (f"-{asked.folds_meant()}folds" if asked.folds_meant() else "")
+    request = TrainRequest(n=members, data_dir=sample_dir, job=job, spec=asked)
     outcome = run_job(ws, request, reporter=make_reporter(echo))
     if outcome.interrupted:
         return f"demo interrupted; run it again to resume job {job}"
@@ -40,7 +42,7 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
     outputs = load_outputs(ws, require_record(ws, job), tta=result.tta)  # what the submission was made from
     blended = np.mean(outputs.test_probs, axis=0)
     lines = [f"demo: {len(outputs.names)} x cnn11, {epochs} epochs, sample digits "
-             f"(validation {outputs.val_probs.shape[1]}, test {len(truth)})",
+             f"({validation_rows(outputs)}, test {len(truth)})",
              f"{'':16}{'val acc':>9}{'test acc':>10}"]
     for name, test_probs in zip(outputs.names, outputs.test_probs):
         lines.append(f"{name:16}{result.member_val_accuracy[name]:9.4f}{accuracy(test_probs, truth):10.4f}")
@@ -53,3 +55,12 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
               f"Next: ensemble leaderboard --job {job}, or on Kaggle's data: ensemble data kaggle digit-recognizer "
               "--out data/ && ensemble train --time-limit 2h --data data/"]
     return "\n".join(lines)
+
+
+def validation_rows(outputs) -> str:
+    """What the val acc column rests on: the shared split's rows, or each member's own fold."""
+    if outputs.val_mask is None:
+        return f"validation {outputs.val_probs.shape[1]}"
+    per_member = outputs.val_mask.sum(axis=1)
+    return (f"validation: each member its own fold of {per_member.min()}-{per_member.max()} rows, the blend the "
+            f"{len(outputs.scored_rows)} rows they hold out")

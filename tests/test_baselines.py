@@ -73,7 +73,7 @@ def test_baselines_on_a_job_reach_sane_accuracy_and_save_like_members(ws, sample
     from ensemble.run.request import TrainRequest
     from ensemble.run.runner import prepare_job
 
-    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="base", spec=JobSpec(limit_train=2000)))
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="base", spec=JobSpec(limit_train=2000, folds=0)))
     results = {m["model"]: m for m in baselines.run_baselines(ws, "base", ("knn", "tree"), echo=lambda _: None)}
     assert results["knn"]["val_accuracy"] > 0.85  # 1800 training digits, 200 validation
     assert results["tree"]["val_accuracy"] > 0.5

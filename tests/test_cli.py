@@ -125,8 +125,10 @@ def test_train_writes_every_member_artifact(trained):
     record = json.loads((home / "jobs/e2e/job.json").read_text())
     assert [(m["name"], m["seed"], m["state"], m["attempts"]) for m in record["members"]] == [
         ("member-00", 7, "done", 1), ("member-01", 8, "done", 1)]
-    split = np.load(home / "jobs/e2e/split.npz")
-    assert (len(split["train_index"]), len(split["val_index"])) == (270, 30)
+    split = np.load(home / "jobs/e2e/split.npz")  # cnn11's ten folds: every row validates one member
+    assert np.array_equal(split["train_index"], np.arange(300)) and np.array_equal(split["val_index"], np.arange(300))
+    assert np.bincount(split["fold"]).tolist() == [30] * 10
+    assert "10 folds (member i holds out fold i mod 10)" in output
     for index in (0, 1):
         member = home / f"models/e2e/member-{index:02d}"
         # cnn11's recipe predicts with test-time augmentation too
@@ -140,6 +142,7 @@ def test_train_writes_every_member_artifact(trained):
         metrics = json.loads((member / "metrics.json").read_text())
         config = json.loads((member / "config.json").read_text())
         assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 1_284_426
+        assert metrics["fold"] == index  # its val_probs are its own fold's 30 rows
         assert metrics["backend"] == keras_backend() and metrics["device"] == "cpu"
         assert metrics["precision"] == resolve_precision("auto") == config["spec"]["precision"]
         assert 0 <= metrics["val_accuracy"] <= 1 and metrics["fit_seconds"] > 0

@@ -41,6 +41,17 @@ def test_folds_hold_out_every_row_exactly_once_stratified_and_from_the_seed():
     assert not np.array_equal(folds, stratified_folds(labels, 3, seed=6))
 
 
+def test_rows_too_few_for_the_recipes_ten_folds_are_refused_with_what_to_ask_instead(tmp_path, sample_dir):
+    from ensemble.data.tables import DataError
+
+    with pytest.raises(DataError, match="cannot make 10 stratified folds of 27 rows: .*--folds 0"):
+        stratified_folds(np.repeat(np.arange(3), 9), 10, seed=0)  # 9 rows a class: 10 folds cannot hold each
+    small = invoke(tmp_path / "home", "train", "--job", "s", "--n", "1", "--data", sample_dir, "--epochs", "1",
+                   "--limit-train", "12", "--precision", "float32")  # cnn11's ten folds, on 12 rows
+    assert small.exit_code != 0 and "Traceback" not in small.output, small.output
+    assert "cannot make 10 stratified folds of 12 rows" in small.output and "--folds 0" in small.output
+
+
 def test_each_member_trains_on_the_other_folds_and_validates_on_its_own():
     labels = _labels()
     split = make_split(labels, labels, 0.1, 3, seed=0)
@@ -144,9 +155,26 @@ def test_out_of_fold_baselines_are_cross_val_predict_on_the_same_folds():
 
 
 def test_folds_is_an_option_checked_like_the_others():
-    with pytest.raises(JobError, match="--folds must be at least 2"):
+    with pytest.raises(JobError, match="--folds must be 0 or at least 2, got 1"):
         JobSpec.from_options(folds=1)
-    assert JobSpec.from_options(folds=5).folds == 5 and JobSpec.from_options().folds is None
+    with pytest.raises(JobError, match="--folds must be 0 or at least 2, got -3"):
+        JobSpec.from_options(folds=-3)
+    assert JobSpec.from_options(folds=5, precision="float32").folds == 5
+    assert JobSpec.from_options(folds=0, precision="float32").folds == 0
+
+
+def test_the_recipe_decides_the_folds_and_a_validation_share_alone_asks_for_the_shared_split():
+    assert JobSpec.from_options(precision="float32").folds == 10  # cnn11's: BENCHMARKS.md, "Ten folds at equal time"
+    assert JobSpec.from_options(recipe="cnn11_pool", precision="float32").folds == 10
+    for recipe in ("seed", "deotte", "bn_cnn", "keras_mnist", "seed001", "seed004"):
+        assert JobSpec.from_options(recipe=recipe, precision="float32").folds == 0, recipe
+    assert JobSpec.from_options(model="seed004").folds == 0  # a net alone brings its own recipe
+    shared = JobSpec.from_options(val_split=0.2, precision="float32")
+    assert (shared.folds, shared.val_split, shared.member_fold(3)) == (0, 0.2, None)
+    both = JobSpec.from_options(val_split=0.2, folds=5, precision="float32")
+    assert (both.folds, both.member_fold(7)) == (5, 2)
+    assert JobSpec(val_split=0.2).folds_meant() == 0 and JobSpec().folds_meant() == 10
+    assert JobSpec(recipe="no-such").folds_meant() is None  # resolve refuses it, with its own message
 
 
 @pytest.mark.jax

@@ -127,7 +127,7 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
                        "--rotation 10 --no-flip --erase 0 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 "
                        "--weight-decay 0 --warmup 0.25 "
                        "--precision float32 --seed 0 "
-                       "--val-split 0.1 "
+                       "--val-split 0.1 --folds 0 "
                        "--format digit-recognizer")
 
 

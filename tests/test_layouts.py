@@ -75,7 +75,8 @@ def test_emnist_style_images_come_out_the_right_way_round_in_a_job(tmp_path, sam
     folder = tmp_path / "emnist"
     make_sample(folder, fmt=LAYOUTS["emnist"])
     ws = Workspace.resolve(tmp_path / "home")
-    prepare_job(ws, TrainRequest(n=1, data_dir=folder, job="e", spec=JobSpec(limit_train=200, precision="float32")),
+    prepare_job(ws, TrainRequest(n=1, data_dir=folder, job="e", spec=JobSpec(limit_train=200, precision="float32",
+                                                                                     folds=0)),
                 gpu_capabilities=[])
     arrays = job_arrays(ws, load_record(ws, "e"))
     original = read_train_csv(sample_dir / "train.csv").images[:200]

@@ -72,6 +72,27 @@ def test_every_spec_option_round_trips_through_the_resume_command(tmp_path):
     assert JobSpec.resolve(request.spec) == replace(spec, train_sha256="", test_sha256="")
 
 
+@pytest.mark.parametrize("recorded_folds, folds", [(None, 0), (0, 0), (10, 10), (3, 3)])
+def test_a_cnn11_jobs_resume_command_keeps_its_split_whatever_the_recipes_folds(tmp_path, recorded_folds, folds):
+    """cnn11's recipe has ten folds; a job recorded before that (folds null: its shared split) or made with
+    --folds 0 resumes with its shared split, a k-fold one with its folds."""
+    recorded = JobSpec.from_options(precision="float32").to_dict()
+    recorded["folds"] = recorded_folds
+    spec = JobSpec.from_dict(recorded)
+    words = shlex.split(resume_command(new_record("j", spec, tmp_path / "d").ensure_members(2)))
+    assert words[words.index("--folds") + 1] == str(folds)
+    seen = {}
+
+    @click.command()
+    @declared_options(*declared(TrainRequest), *declared(JobSpec))
+    def train(**options):
+        seen.update(options)
+
+    assert CliRunner().invoke(train, words[2:]).exit_code == 0
+    resolved = JobSpec.resolve(TrainRequest.from_options(**seen).spec)
+    assert resolved.folds == folds and resolved == replace(spec, train_sha256="", test_sha256="")
+
+
 def test_the_api_keywords_are_the_flags_and_unknown_ones_are_refused():
     request = TrainRequest.from_options(n=2, batch=64, lr=1e-3, format="kannada-mnist", data="d",
                                         time_limit="20m", gpus="0,1")

@@ -85,7 +85,8 @@ def test_a_round_needs_every_member_finished(tmp_path, sample_dir):
     from ensemble.store.workspace import Workspace
 
     ws = Workspace.resolve(home)
-    prepare_job(ws, TrainRequest(n=2, data_dir=sample_dir, job="q", spec=JobSpec(limit_train=300)), gpu_capabilities=[])
+    prepare_job(ws, TrainRequest(n=2, data_dir=sample_dir, job="q", spec=JobSpec(limit_train=300, folds=0)),
+                gpu_capabilities=[])
     refused = invoke(home, "train", "--job", "q", "--n", "4", "--pseudo-label", "0.9")
     assert refused.exit_code != 0
     assert "not finished: member-00, member-01" in refused.output and "Traceback" not in refused.output
@@ -97,6 +98,7 @@ def test_a_round_is_refused_where_it_would_mislead(tmp_path, sample_dir):
                   *SLICE).exit_code == 0
     folds = invoke(home, "train", "--job", "f", "--n", "4", "--pseudo-label", "0.18")
     assert folds.exit_code != 0 and "would leak labels into the out-of-fold scores" in folds.output
+    assert "made with --folds 0" in folds.output and "Traceback" not in folds.output
     out_of_range = invoke(home, "train", "--job", "f", "--n", "4", "--pseudo-label", "1.5")
     assert out_of_range.exit_code != 0 and "--pseudo-label must be between 0 and 1" in out_of_range.output
     assert "pseudo" not in json.loads((home / "jobs/f/job.json").read_text())  # nothing was recorded

@@ -47,7 +47,9 @@ def test_twins_test_predictions_replace_their_fold_members_and_nothing_else():
 def test_only_a_k_fold_job_of_fixed_length_without_a_time_limit_is_refitted():
     folds = JobSpec.from_options(folds=3, precision="float32", gpu_capabilities=[])
     assert refit_spec_problem(folds) is None
-    assert "add --folds K" in refit_spec_problem(JobSpec.from_options(precision="float32", gpu_capabilities=[]))
+    shared = JobSpec.from_options(folds=0, precision="float32", gpu_capabilities=[])
+    assert "add --folds K" in refit_spec_problem(shared)
+    assert refit_spec_problem(JobSpec.from_options(precision="float32", gpu_capabilities=[])) is None  # cnn11's ten
     snapshots = JobSpec.from_options(folds=3, snapshots=2, epochs=4, precision="float32", gpu_capabilities=[])
     assert "drop --snapshots" in refit_spec_problem(snapshots)
     plateau = JobSpec.from_options(folds=3, schedule="plateau", precision="float32", gpu_capabilities=[])

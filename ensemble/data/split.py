@@ -33,5 +33,6 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
         for fold, (_, held_out) in enumerate(splits):
             fold_of_row[held_out] = fold
     except ValueError as error:
-        raise DataError(f"cannot make {folds} stratified folds of {len(labels)} rows: {error}") from None
+        raise DataError(f"cannot make {folds} stratified folds of {len(labels)} rows: {error}; ask for fewer with "
+                        "--folds K, or for one shared split with --folds 0") from None
     return fold_of_row

@@ -82,6 +82,10 @@ def at_least(minimum):
     return lambda value: None if value >= minimum else f"must be at least {minimum}"
 
 
+def zero_or_at_least(minimum):
+    return lambda value: None if value == 0 or value >= minimum else f"must be 0 or at least {minimum}"
+
+
 def positive(value) -> str | None:
     return None if value > 0 else "must be positive"
 

@@ -6,16 +6,18 @@ from dataclasses import asdict, dataclass, fields, replace
 from ..data.layouts import DEFAULT_LAYOUT, LAYOUTS, Layout, get_layout
 from ..nets.architectures import NETS
 from ..nets.precision import PRECISIONS, resolve_precision
-from ..nets.recipes import AUGMENTATIONS, KEEP, ONECYCLE_WARMUP, RECIPES, SCHEDULES, Augmentation, recipe_for
+from ..nets.recipes import (AUGMENTATIONS, KEEP, ONECYCLE_WARMUP, RECIPES, SCHEDULES, Augmentation, Recipe,
+                            recipe_for)
 from .errors import JobError
-from .options import at_least, declared, default_of, option, positive, probability, share_below, within
+from .options import (at_least, declared, default_of, option, positive, probability, share_below, within,
+                      zero_or_at_least)
 
 # What a record written before a field existed meant by it (the first recipes had one fixed schedule,
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "label_smoothing": 0.0,
-                       "ema": 0.0, "weight_decay": 0.0, "folds": None, "warmup": ONECYCLE_WARMUP,
+                       "ema": 0.0, "weight_decay": 0.0, "folds": 0, "warmup": ONECYCLE_WARMUP,
                        "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
@@ -93,12 +95,13 @@ class JobSpec:
         default=lambda recipe: recipe.precision)  # resolved: float32, mixed_bfloat16 or mixed_float16
     seed: int | None = option("--seed", "Job seed: member i trains with seed+i; the validation split uses it too "
                               "(default 0).", type=int, default=0)
-    val_split: float | None = option("--val-split", "Stratified validation share (default 0.1; unused with "
-                                     "--folds).", type=float, default=0.1)
+    val_split: float | None = option("--val-split", "Stratified validation share of a shared split (default 0.1; "
+                                     "alone, it asks for the shared split: --folds 0).", type=float, default=0.1)
     folds: int | None = option(
-        "--folds", "K stratified folds instead of one shared split: member i trains on every fold but fold i mod K, "
-        "so K members train on every row and score each one out of fold (default: the shared split).", type=int,
-        check=at_least(2))
+        "--folds", "K stratified folds: member i trains on every fold but fold i mod K and is scored on that one, so "
+        "K members train on every row and score each one out of fold; 0: one shared split validates every member "
+        "and is never trained on (default: the recipe's: 10 for cnn11, else 0). See BENCHMARKS.md, \"Ten folds at "
+        "equal time\".", type=int, check=zero_or_at_least(2), default=lambda recipe: recipe.folds)
     layout: str | None = option("--format", "The data layout (default: detected from the folder's files and "
                                 "headers).", choices=tuple(LAYOUTS))
     limit_train: int | None = option("--limit-train", "Use only the first K rows of train.csv.", type=int,
@@ -128,6 +131,7 @@ class JobSpec:
         values = {name: getattr(asked, name) if getattr(asked, name) is not None else default_of(declaration, base)
                   for name, declaration in options}
         values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
+                      folds=asked_folds(asked, base),
                       rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
                       erase=float(values["erase"]), weight_decay=float(values["weight_decay"]))
         if values["snapshots"] > 1:
@@ -175,7 +179,8 @@ class JobSpec:
         values = {RENAMED_FIELDS.get(key, key): value for key, value in values.items()}
         spec = cls(**{field.name: values.get(field.name, SPEC_FIELD_DEFAULTS.get(field.name))
                       for field in fields(cls)})
-        return replace(spec, classes=tuple(int(c) for c in spec.classes))  # JSON gives a list
+        # JSON gives a list; a record from before the recipes' folds wrote a shared split's as null
+        return replace(spec, classes=tuple(int(c) for c in spec.classes), folds=spec.folds or 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,6 +199,13 @@ class JobSpec:
         when the job has one shared split."""
         return index % self.folds if self.folds else None
 
+    def folds_meant(self) -> int | None:
+        """The folds an asked spec makes (what resolve gives it); None for an unknown recipe, which resolve refuses."""
+        try:
+            return asked_folds(self, recipe_for(self.recipe, self.model))
+        except KeyError:
+            return None
+
     @property
     def augmentation(self) -> Augmentation:
         return Augmentation(self.augment, self.zoom, self.shift, self.rotation, self.flip, self.erase)
@@ -201,6 +213,14 @@ class JobSpec:
     @property
     def data_layout(self) -> Layout:
         return get_layout(self.layout)
+
+
+def asked_folds(asked: JobSpec, base: Recipe) -> int:
+    """The folds a request means: as asked, else the shared split where only a validation share was asked
+    (`--val-split 0.2` names a shared split's share), else the recipe's."""
+    if asked.folds is not None:
+        return asked.folds
+    return 0 if asked.val_split is not None else base.folds
 
 
 # what the data files decide rather than an option: a changed file is named as such (job.record.data_changed)

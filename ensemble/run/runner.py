@@ -214,8 +214,9 @@ def pseudo_round(ws: Workspace, record: JobRecord, request: TrainRequest, shape:
             raise JobError(problem)
         return record.pseudo
     if record.spec.folds:
-        raise JobError("--pseudo-label with --folds would leak labels into the out-of-fold scores: the members "
-                       "that label the test rows trained on every fold; use a job with the shared split")
+        raise JobError(f"--pseudo-label with folds ({record.spec.folds} in job {record.name!r}) would leak labels into "
+                       "the out-of-fold scores: the members that label the test rows trained on every fold; pseudo-label "
+                       "a job with the shared split, made with --folds 0")
     if (request.n is not None or request.time_limit is None) and request.members <= len(record.members):
         raise JobError(f"--pseudo-label adds members that train on the pseudo-labels: job {record.name!r} has "
                        f"{len(record.members)} members, so pass --n above that (e.g. --n {2 * len(record.members)})")
@@ -377,7 +378,7 @@ def fold_pass(ws: Workspace, request: TrainRequest) -> TrainRequest:
     if request.time_limit is None:
         return request
     record = load_record(ws, request.job) if request.job else None
-    folds = request.spec.folds or (record.spec.folds if record is not None else None)
+    folds = record.spec.folds if record is not None else request.spec.folds_meant()
     if not folds:
         return request  # refused by check_refit, before anything is written
     if record is not None and record.refit is not None:
@@ -492,4 +493,6 @@ def run_heading(name: str, created: bool, request: TrainRequest, spec: JobSpec, 
             f"augment {spec.augment}, precision {spec.precision}"
             + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")
             + (", TTA" if spec.tta else "")
+            + (f", {spec.folds} folds (member i holds out fold i mod {spec.folds})" if spec.folds
+               else f", one shared {spec.val_split:g} validation split")
             + f"; {to_train} to train, {done} already done")

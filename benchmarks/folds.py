@@ -56,8 +56,8 @@ def blend_scores(home: Path, job: str) -> tuple[np.ndarray, float, int]:
 def variants(members: int, refit: bool) -> list[tuple[str, int, list[str]]]:
     """(name, --n, extra options) of each job the benchmark trains."""
     if not refit:
-        return [("shared", members, []), ("folds", members, ["--folds", str(members)])]
-    return [("shared", 2 * members, []), ("folds", 2 * members, ["--folds", str(members)]),
+        return [("shared", members, ["--folds", "0"]), ("folds", members, ["--folds", str(members)])]
+    return [("shared", 2 * members, ["--folds", "0"]), ("folds", 2 * members, ["--folds", str(members)]),
             ("folds+refit", members, ["--folds", str(members), "--refit-full"])]
 
 

@@ -14,6 +14,11 @@ included), e.g. seed 002's validation accuracy from a budget.py run of A on the 
     python benchmarks/members_vs_epochs.py --rows 12000 --budget 110 --roots . --lever "--warmup 0.05" \\
         --target 0.8148
 
+Each checkout runs its own default: since cnn11's recipe has ten folds (2026-12-06), this checkout's default
+validates each member on its own fold, and a checkout from before on the shared split, so --target races on
+other rows for the two (`--lever "--folds 0"` puts this one on the shared split, where every checkout knows
+`--folds 0`).
+
 The data and holdout are benchmarks/budget.py's (the first --rows rows of the seeded 42000-row train.csv, a
 stratified 10% held out). The job seed sets the members' seeds and the validation split; the holdout is the
 same for every run. Per run: the plan as the job recorded it, the epochs each member ran, wall time, and the

@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--test-rows", type=int, default=4000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threshold", type=float, default=0.99)
-    parser.add_argument("--common", default="--no-tta --gpus cpu --epochs 6", help="train options for both jobs")
+    parser.add_argument("--common", default="--no-tta --gpus cpu --epochs 6 --folds 0",
+                        help="train options for both jobs (a round needs the shared split: --folds 0)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-pseudo")
     args = parser.parse_args()
     data = args.out / f"data-{args.rows}-{args.test_rows}"

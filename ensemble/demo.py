@@ -63,4 +63,4 @@ def validation_rows(outputs) -> str:
         return f"validation {outputs.val_probs.shape[1]}"
     per_member = outputs.val_mask.sum(axis=1)
     return (f"validation: each member its own fold of {per_member.min()}-{per_member.max()} rows, the blend the "
-            f"{len(outputs.scored_rows)} rows they hold out")
+            f"{int(outputs.scored_rows.sum())} rows they hold out")

@@ -219,6 +219,19 @@ def test_rerun_with_a_different_spec_is_refused(trained, sample_dir):
     assert not (home / "models/e2e/member-03").exists()
 
 
+def test_the_demo_says_what_its_validation_column_rests_on():
+    from ensemble.blend.methods import ModelOutputs
+    from ensemble.demo import validation_rows
+
+    probs = np.full((3, 100, 10), 0.1, dtype=np.float32)
+    assert validation_rows(ModelOutputs(["a", "b", "c"], probs, probs[:, :5])) == "validation 100"
+    mask = np.zeros((3, 100), dtype=bool)
+    for member, rows in enumerate((range(0, 10), range(10, 20), range(20, 31))):  # ten folds of 100 rows, 3 held
+        mask[member, list(rows)] = True
+    assert validation_rows(ModelOutputs(["a", "b", "c"], probs, probs[:, :5], val_mask=mask)) == (
+        "validation: each member its own fold of 10-11 rows, the blend the 31 rows they hold out")
+
+
 def test_demo_runs_the_whole_path_and_scores_the_test_labels(tmp_path):
     """A short demo (1 member, 3 of the recipe's epochs) on the 3600 sample digits; measured here: validation
     0.970, test 0.974. The full demo (3 members x 12 epochs) reaches about 0.988 on test (README)."""

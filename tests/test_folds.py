@@ -1,6 +1,7 @@
 """K-fold members (--folds K): every row is a validation row of one fold; member i holds out fold i mod K, so
 K members predict every row once out of fold; baselines are fitted fold by fold on the same folds."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,6 +176,47 @@ def test_the_recipe_decides_the_folds_and_a_validation_share_alone_asks_for_the_
     assert (both.folds, both.member_fold(7)) == (5, 2)
     assert JobSpec(val_split=0.2).folds_meant() == 0 and JobSpec().folds_meant() == 10
     assert JobSpec(recipe="no-such").folds_meant() is None  # resolve refuses it, with its own message
+
+
+def test_a_validation_share_alone_makes_a_shared_split_and_the_train_heading_names_the_split(ws, sample_dir):
+    from ensemble.run.request import TrainRequest
+    from ensemble.run.runner import prepare_job, run_heading
+
+    asked = JobSpec(limit_train=300, val_split=0.2, precision="float32")  # cnn11, whose recipe has ten folds
+    shared = prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="v", spec=asked), gpu_capabilities=[])
+    with np.load(ws.jobs_dir / "v/split.npz") as split:
+        assert "fold" not in split and (len(split["train_index"]), len(split["val_index"])) == (240, 60)
+    folds = prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="f", spec=replace(asked, val_split=None)),
+                        gpu_capabilities=[])
+    with np.load(ws.jobs_dir / "f/split.npz") as split:
+        assert np.bincount(split["fold"]).tolist() == [30] * 10
+    request = TrainRequest(n=1)
+    assert run_heading("v", True, request, shared.record.spec, None, 1, 0).endswith(
+        ", TTA, one shared 0.2 validation split; 1 to train, 0 already done")
+    assert run_heading("f", True, request, folds.record.spec, None, 1, 0).endswith(
+        ", TTA, 10 folds (member i holds out fold i mod 10); 1 to train, 0 already done")
+
+
+def test_a_cnn11_job_recorded_with_a_null_fold_count_continues_on_its_shared_split(tmp_path, sample_dir):
+    """Before cnn11's recipe had folds, a shared split's record held "folds": null. `--job J` alone continues it
+    on that split; a rerun that names options asks for the recipe's ten folds and is told what differs."""
+    home = tmp_path / "home"
+    made = invoke(home, "train", "--job", "old", "--n", "1", "--data", sample_dir, "--folds", "0", "--epochs", "1",
+                  "--limit-train", "300", "--no-tta", "--precision", "float32")
+    assert made.exit_code == 0, made.output
+    path = home / "jobs/old/job.json"
+    record = json.loads(path.read_text())
+    record["spec"]["folds"] = None
+    path.write_text(json.dumps(record))
+    more = invoke(home, "train", "--job", "old", "--n", "2")
+    assert more.exit_code == 0, more.output
+    assert "job old (continued)" in more.output and "one shared 0.1 validation split; 1 to train, 1 already done" in more.output
+    with np.load(home / "jobs/old/split.npz") as split:
+        assert "fold" not in split and len(split["val_index"]) == 30
+    assert json.loads((home / "models/old/member-01/metrics.json").read_text()).get("fold") is None
+    named = invoke(home, "train", "--job", "old", "--n", "2", "--data", sample_dir)
+    assert named.exit_code != 0 and "--folds: job has 0, this run asks 10" in named.output, named.output
+    assert "Traceback" not in named.output
 
 
 @pytest.mark.jax

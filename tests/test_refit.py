@@ -65,6 +65,10 @@ def test_under_a_time_limit_the_folds_get_the_share_that_leaves_their_twins_as_l
     assert first.n == 5 and first.time_limit == pytest.approx(400.0)
     assert fold_pass(ws, TrainRequest(spec=JobSpec(folds=4), n=8, time_limit=700.0, refit_full=True)).n == 8
     assert fold_pass(ws, TrainRequest(spec=JobSpec(folds=5), refit_full=True)).time_limit is None
+    recipes = fold_pass(ws, TrainRequest(spec=JobSpec(), time_limit=1900.0, refit_full=True))  # cnn11's ten folds
+    assert recipes.n == 10 and recipes.time_limit == pytest.approx(900.0)
+    shared = TrainRequest(spec=JobSpec(val_split=0.2), time_limit=1900.0, refit_full=True)
+    assert fold_pass(ws, shared) == shared  # a shared split: refused by check_refit, before anything is written
 
 
 def test_a_twin_trains_on_every_row_and_predicts_its_fold_members_fold():

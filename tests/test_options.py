@@ -54,11 +54,8 @@ def test_an_option_declared_once_shows_in_help_job_json_differences_and_the_resu
         SpecWithMixup.resolve(SpecWithMixup(mixup=-1))
 
 
-def test_every_spec_option_round_trips_through_the_resume_command(tmp_path):
-    """The printed command, parsed by the real CLI, asks for exactly the recorded spec."""
-    spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=False, learning_rate=0.00123456789,
-                                rotation=7.5, limit_train=300, precision="float32", seed=4, val_split=0.2)
-    words = shlex.split(resume_command(new_record("j", spec, tmp_path / "my data").ensure_members(3)))
+def parsed_train_request(words: list[str]) -> TrainRequest:
+    """What the real CLI's `ensemble train` options make of a printed command line ("ensemble train ...")."""
     seen = {}
 
     @click.command()
@@ -67,7 +64,15 @@ def test_every_spec_option_round_trips_through_the_resume_command(tmp_path):
         seen.update(options)
 
     assert CliRunner().invoke(train, words[2:]).exit_code == 0
-    request = TrainRequest.from_options(**seen)
+    return TrainRequest.from_options(**seen)
+
+
+def test_every_spec_option_round_trips_through_the_resume_command(tmp_path):
+    """The printed command, parsed by the real CLI, asks for exactly the recorded spec."""
+    spec = JobSpec.from_options(recipe="deotte", snapshots=3, epochs=6, tta=False, learning_rate=0.00123456789,
+                                rotation=7.5, limit_train=300, precision="float32", seed=4, val_split=0.2)
+    words = shlex.split(resume_command(new_record("j", spec, tmp_path / "my data").ensure_members(3)))
+    request = parsed_train_request(words)
     assert (request.job, request.n, request.data_dir) == ("j", 3, tmp_path / "my data")
     assert JobSpec.resolve(request.spec) == replace(spec, train_sha256="", test_sha256="")
 
@@ -81,15 +86,7 @@ def test_a_cnn11_jobs_resume_command_keeps_its_split_whatever_the_recipes_folds(
     spec = JobSpec.from_dict(recorded)
     words = shlex.split(resume_command(new_record("j", spec, tmp_path / "d").ensure_members(2)))
     assert words[words.index("--folds") + 1] == str(folds)
-    seen = {}
-
-    @click.command()
-    @declared_options(*declared(TrainRequest), *declared(JobSpec))
-    def train(**options):
-        seen.update(options)
-
-    assert CliRunner().invoke(train, words[2:]).exit_code == 0
-    resolved = JobSpec.resolve(TrainRequest.from_options(**seen).spec)
+    resolved = JobSpec.resolve(parsed_train_request(words).spec)
     assert resolved.folds == folds and resolved == replace(spec, train_sha256="", test_sha256="")
 
 

@@ -61,6 +61,6 @@ def validation_rows(outputs) -> str:
     """What the val acc column rests on: the shared split's rows, or each member's own fold."""
     if outputs.val_mask is None:
         return f"validation {outputs.val_probs.shape[1]}"
-    per_member = outputs.val_mask.sum(axis=1)
-    return (f"validation: each member its own fold of {per_member.min()}-{per_member.max()} rows, the blend the "
+    low, high = outputs.val_mask.sum(axis=1).min(), outputs.val_mask.sum(axis=1).max()
+    return (f"validation: each member its own fold of {low if low == high else f'{low}-{high}'} rows, the blend the "
             f"{int(outputs.scored_rows.sum())} rows they hold out")

@@ -230,6 +230,9 @@ def test_the_demo_says_what_its_validation_column_rests_on():
         mask[member, list(rows)] = True
     assert validation_rows(ModelOutputs(["a", "b", "c"], probs, probs[:, :5], val_mask=mask)) == (
         "validation: each member its own fold of 10-11 rows, the blend the 31 rows they hold out")
+    mask[2, 30] = False
+    assert validation_rows(ModelOutputs(["a", "b", "c"], probs, probs[:, :5], val_mask=mask)) == (
+        "validation: each member its own fold of 10 rows, the blend the 30 rows they hold out")
 
 
 def test_demo_runs_the_whole_path_and_scores_the_test_labels(tmp_path):

@@ -31,8 +31,9 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
         echo(f"writing the sample to {sample_dir}")
         make_sample(sample_dir)
     asked = JobSpec(model="cnn11", epochs=epochs)
+    folds = asked.folds_meant()
     # named by what the recipe decides: an older demo job with another spec is left as it is
-    job = f"demo-cnn11-{epochs}ep" + (f"-{asked.folds_meant()}folds" if asked.folds_meant() else "")
+    job = f"demo-cnn11-{epochs}ep" + (f"-{folds}folds" if folds else "")
     request = TrainRequest(n=members, data_dir=sample_dir, job=job, spec=asked)
     outcome = run_job(ws, request, reporter=make_reporter(echo))
     if outcome.interrupted:
@@ -61,6 +62,7 @@ def validation_rows(outputs) -> str:
     """What the val acc column rests on: the shared split's rows, or each member's own fold."""
     if outputs.val_mask is None:
         return f"validation {outputs.val_probs.shape[1]}"
-    low, high = outputs.val_mask.sum(axis=1).min(), outputs.val_mask.sum(axis=1).max()
+    held_out = outputs.val_mask.sum(axis=1)  # each member's fold
+    low, high = held_out.min(), held_out.max()
     return (f"validation: each member its own fold of {low if low == high else f'{low}-{high}'} rows, the blend the "
             f"{int(outputs.scored_rows.sum())} rows they hold out")

@@ -100,8 +100,8 @@ class JobSpec:
     folds: int | None = option(
         "--folds", "K stratified folds: member i trains on every fold but fold i mod K and is scored on that one, so "
         "K members train on every row and score each one out of fold; 0: one shared split validates every member "
-        "and is never trained on (default: the recipe's: 10 for cnn11 and cnn11_pool, else 0). See BENCHMARKS.md, \"Ten folds at "
-        "equal time\".", type=int, check=zero_or_at_least(2), default=lambda recipe: recipe.folds)
+        "and is never trained on (default: the recipe's: 10 for cnn11 and cnn11_pool, else 0). See BENCHMARKS.md, "
+        "\"Ten folds at equal time\".", type=int, check=zero_or_at_least(2), default=lambda recipe: recipe.folds)
     layout: str | None = option("--format", "The data layout (default: detected from the folder's files and "
                                 "headers).", choices=tuple(LAYOUTS))
     limit_train: int | None = option("--limit-train", "Use only the first K rows of train.csv.", type=int,

@@ -218,6 +218,13 @@ def test_a_last_member_keeps_its_steps_while_they_fit_with_under_half_an_epoch_t
     assert replan_steps(2, 1050, REPLAN, STEPS, 10.0, 2000) == 2733    # 1040 s: 25 epochs, then 33 steps in 20 s
 
 
+def test_with_no_band_a_last_member_takes_every_step_that_fits():
+    # before its last epoch: 2633 steps fit in 1000 s, and nothing shorter or longer is kept
+    for current in (2600, 2610, 2633, 2700):
+        assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current, band=0.0) == 2633
+    assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, 2610, cap=2620, band=0.0) == 2620   # never past its cap
+
+
 def test_a_capped_last_member_is_shortened_in_steps_never_lengthened_past_its_cap():
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=1000, cap=1000) == 1000   # fits: kept
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current=2700, cap=2700) == 2600   # does not: shortened

@@ -111,10 +111,23 @@ def test_a_last_member_fills_the_time_left_with_a_partial_last_epoch_and_keeps_a
                                            epochs=32)
     # after epoch 2, 1050 s left: 1030 s before the predictions, 25 epochs, then 30 s: 3 steps; with a quarter
     # epoch to spare, 2. Later re-plans find that length inside the band (it fits, with under half an epoch
-    # spare) and keep it: the schedule is reshaped once, not after every epoch.
-    assert replan.changes == [(2, 28, 2)] and resized == [(28, 2, 40)]
-    assert steps == [4] * 27 + [2]
-    assert clock.now == pytest.approx(27 * 40 + 20) and clock.now + COSTS.predict_s <= 1130  # 10 s unused, not 30
+    # spare) and keep it: the schedule is not reshaped after every epoch. Before its last epoch, which nothing
+    # re-plans after, it takes the 10 s the band kept: 3 steps.
+    assert replan.changes == [(2, 28, 2), (27, 28, 3)] and resized == [(28, 2, 40), (28, 3, 40)]
+    assert steps == [4] * 27 + [3]
+    assert clock.now == pytest.approx(27 * 40 + 30) and clock.now + COSTS.predict_s <= 1130  # none unused, not 30
+
+
+def test_a_last_epoch_after_epochs_that_slowed_down_is_sized_by_the_latest_and_ends_by_the_deadline(digits):
+    clock = FakeClock()
+    # as above, but from the 27th epoch on they take 48 s: after it, at 1088 s, 42 s are left, 22 before the
+    # predictions. The mean epoch (40.3 s) holds 2 steps there, which at 12 s a step end at 1132 s; the latest
+    # holds 1, and the member ends at 1120 s
+    seconds = lambda epoch: 40 if epoch < 26 else 48  # noqa: E731
+    replan, resized, steps = run_replanned(digits, clock, seconds, 1130, BudgetRules(1, stretch=True), epochs=32)
+    assert replan.changes == [(2, 28, 2), (27, 28, 1)] and resized[-1] == (28, 1, 48)
+    assert steps == [4] * 27 + [1]
+    assert clock.now == pytest.approx(26 * 40 + 48 + 12) and clock.now + COSTS.predict_s <= 1130
 
 
 def test_a_member_with_members_after_it_keeps_the_length_of_its_first_replan(digits):
@@ -152,11 +165,12 @@ def test_the_epoch_that_traces_is_not_what_an_epoch_costs_and_one_after_a_resize
 def test_a_member_whose_next_epoch_is_its_last_is_resized_from_its_first_epoch(digits):
     clock = FakeClock()
     # a short budget's member, planned 2 epochs from a probe (30 s each); its first takes 40 s, and then 50 s are
-    # left: its second epoch no longer fits whole with its predictions (20 s), 3 of its 4 steps do; with a quarter
-    # epoch to spare, 2. No epoch that traced nothing comes before its last, so the first sizes it.
+    # left: its second epoch no longer fits whole with its predictions (20 s), 3 of its 4 steps do, and nothing
+    # re-plans after its last epoch, so it takes them. No epoch that traced nothing comes before its last, so the
+    # first sizes it.
     replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 90, BudgetRules(1, stretch=True),
                                            epochs=2)
-    assert replan.changes == [(1, 2, 2)] and resized == [(2, 2, 40)] and steps == [4, 2]
+    assert replan.changes == [(1, 2, 3)] and resized == [(2, 3, 40)] and steps == [4, 3]
     assert clock.now + COSTS.predict_s <= 90 and replan.steady == []  # not a steady epoch for later re-plans
     # with a third epoch, the first re-plan waits for the second, which traced nothing
     clock = FakeClock()
@@ -271,7 +285,7 @@ def test_a_calibrated_member_that_replans_trains_and_records_its_new_length(tmp_
         calls.append(done)
         return Replanned(3, last=True)
 
-    def in_steps(done, seconds_left, costs, steps_per_epoch, *args):  # 2 whole epochs, then 1 step
+    def in_steps(done, seconds_left, costs, steps_per_epoch, *args, **kwargs):  # 2 whole epochs, then 1 step
         per_epoch.append(steps_per_epoch)
         return 2 * steps_per_epoch + 1
 
@@ -354,7 +368,7 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
                            predict_seconds_per_image=per_image))
     asked = []
 
-    def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None):  # 2 epochs and 1 step
+    def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None, band=None):  # 2 epochs and 1 step
         asked.append((done, current, cap, costs.predict_s))
         return 2 * steps_per_epoch + 1
 

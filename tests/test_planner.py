@@ -219,7 +219,7 @@ def test_a_last_member_keeps_its_steps_while_they_fit_with_under_half_an_epoch_t
 
 
 def test_with_no_band_a_last_member_takes_every_step_that_fits():
-    # before its last epoch: 2633 steps fit in 1000 s, and nothing shorter or longer is kept
+    # 2633 steps fit in 1000 s with nothing to spare, and nothing shorter or longer is kept
     for current in (2600, 2610, 2633, 2700):
         assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current, band=0.0) == 2633
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, 2610, cap=2620, band=0.0) == 2620   # never past its cap

@@ -14,7 +14,7 @@ from ensemble.data.sources import sample_digits
 from ensemble.job.layout import JobLayout, MemberFolder
 from ensemble.job.outputs import read_metrics
 from ensemble.job.plan import BudgetRules, plan_arrays, read_plan, write_plan
-from ensemble.job.planner import Costs, Replanned
+from ensemble.job.planner import FINAL_BAND, Costs, Replanned
 from ensemble.job.progress import Progress, read_progress
 from ensemble.job.spec import JobSpec
 from ensemble.member import calibrate
@@ -111,21 +111,33 @@ def test_a_last_member_fills_the_time_left_with_a_partial_last_epoch_and_keeps_a
                                            epochs=32)
     # after epoch 2, 1050 s left: 1030 s before the predictions, 25 epochs, then 30 s: 3 steps; with a quarter
     # epoch to spare, 2. Later re-plans find that length inside the band (it fits, with under half an epoch
-    # spare) and keep it: the schedule is not reshaped after every epoch. Before its last epoch, which nothing
-    # re-plans after, it takes the 10 s the band kept: 3 steps.
+    # spare) and keep it: the schedule is reshaped once, not after every epoch.
+    assert replan.changes == [(2, 28, 2)] and resized == [(28, 2, 40)]
+    assert steps == [4] * 27 + [2]
+    assert clock.now == pytest.approx(27 * 40 + 20) and clock.now + COSTS.predict_s <= 1130  # 10 s unused, not 30
+
+
+def test_before_its_last_epoch_a_member_takes_the_steps_the_band_kept_back_but_a_small_spare(digits):
+    clock = FakeClock()
+    replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 1138, BudgetRules(1, stretch=True),
+                                           epochs=32)
+    # after epoch 2, 1058 s left: with a quarter epoch to spare, 25 epochs and 2 steps, as above. After epoch 27,
+    # at 1080 s, that length leaves 18 s unused, inside the band; but nothing re-plans after its last epoch, so
+    # it is fitted again with 3 s to spare (a twentieth of an epoch and a second, twice that kept): 3 steps
     assert replan.changes == [(2, 28, 2), (27, 28, 3)] and resized == [(28, 2, 40), (28, 3, 40)]
     assert steps == [4] * 27 + [3]
-    assert clock.now == pytest.approx(27 * 40 + 30) and clock.now + COSTS.predict_s <= 1130  # none unused, not 30
+    assert clock.now == pytest.approx(27 * 40 + 30) and clock.now + COSTS.predict_s == pytest.approx(1138 - 8)
 
 
 def test_a_last_epoch_after_epochs_that_slowed_down_is_sized_by_the_latest_and_ends_by_the_deadline(digits):
     clock = FakeClock()
     # as above, but from the 27th epoch on they take 48 s: after it, at 1088 s, 42 s are left, 22 before the
-    # predictions. The mean epoch (40.3 s) holds 2 steps there, which at 12 s a step end at 1132 s; the latest
-    # holds 1, and the member ends at 1120 s
+    # predictions. The mean epoch (40.3 s) holds 2 steps there, the length planned, which at 12 s a step end at
+    # 1132 s; the latest holds 1, and the member ends at 1120 s. The re-plan records the mean, as measured.
     seconds = lambda epoch: 40 if epoch < 26 else 48  # noqa: E731
     replan, resized, steps = run_replanned(digits, clock, seconds, 1130, BudgetRules(1, stretch=True), epochs=32)
-    assert replan.changes == [(2, 28, 2), (27, 28, 1)] and resized[-1] == (28, 1, 48)
+    assert replan.changes == [(2, 28, 2), (27, 28, 1)]
+    assert resized[-1][:2] == (28, 1) and resized[-1][2] == pytest.approx((25 * 40 + 48) / 26)
     assert steps == [4] * 27 + [1]
     assert clock.now == pytest.approx(26 * 40 + 48 + 12) and clock.now + COSTS.predict_s <= 1130
 
@@ -165,12 +177,12 @@ def test_the_epoch_that_traces_is_not_what_an_epoch_costs_and_one_after_a_resize
 def test_a_member_whose_next_epoch_is_its_last_is_resized_from_its_first_epoch(digits):
     clock = FakeClock()
     # a short budget's member, planned 2 epochs from a probe (30 s each); its first takes 40 s, and then 50 s are
-    # left: its second epoch no longer fits whole with its predictions (20 s), 3 of its 4 steps do, and nothing
-    # re-plans after its last epoch, so it takes them. No epoch that traced nothing comes before its last, so the
-    # first sizes it.
+    # left: its second epoch no longer fits whole with its predictions (20 s), 3 of its 4 steps do, but with
+    # nothing to spare: with 3 s to spare (its last epoch's), 2. No epoch that traced nothing comes before its
+    # last, so the first sizes it.
     replan, resized, steps = run_replanned(digits, clock, lambda epoch: 40, 90, BudgetRules(1, stretch=True),
                                            epochs=2)
-    assert replan.changes == [(1, 2, 3)] and resized == [(2, 3, 40)] and steps == [4, 3]
+    assert replan.changes == [(1, 2, 2)] and resized == [(2, 2, 40)] and steps == [4, 2]
     assert clock.now + COSTS.predict_s <= 90 and replan.steady == []  # not a steady epoch for later re-plans
     # with a third epoch, the first re-plan waits for the second, which traced nothing
     clock = FakeClock()
@@ -368,9 +380,9 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
                            predict_seconds_per_image=per_image))
     asked = []
 
-    def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None, band=None):  # 2 epochs and 1 step
-        asked.append((done, current, cap, costs.predict_s))
-        return 2 * steps_per_epoch + 1
+    def in_steps(done, seconds_left, costs, steps_per_epoch, overhead_s, current, cap=None, band=None):
+        asked.append((done, current, cap, costs.predict_s, band))
+        return 2 * steps_per_epoch + 1  # 2 epochs and a step
 
     monkeypatch.setattr(replan_module, "replan_steps", in_steps)
     metrics = train_member(ws, "q", 0)
@@ -383,7 +395,9 @@ def test_a_member_the_runner_planned_last_fits_its_steps_to_the_deadline_and_one
         return
     # after its second epoch, the first that traced nothing (not after its partial last one), from the job's costs
     # and its own epochs; --epochs: never past the 3 epochs it was given
-    assert [(done, cap == current) for done, current, cap, _ in asked] == [(2, True)]
+    # that length has its last epoch next: fitted again with a small spare, not the band
+    assert [(done, cap == current) for done, current, cap, _, _ in asked] == [(2, True), (2, True)]
+    assert asked[0][4] == FINAL_BAND and 0 < asked[1][4] <= FINAL_BAND  # its epochs of 0.1 s: the band's spare
     assert asked[0][3] == pytest.approx(50)
     assert "member-00 re-planned from its own epochs" in log and "trains 3 epochs, the last 1 of its" in log
     assert metrics.epochs == 3 and config["epochs"] == 3 and config["final_steps"] == 1

@@ -7,9 +7,10 @@ after each epoch that traced nothing, the member plans its slot again (job.plann
 mean of those epochs: the first time in full (how many members of how long still fit). When it is its slot's
 last member, its length is then counted in steps (job.planner.replan_steps): whole epochs and a last, partial
 one of the steps the time left holds, kept while it fits with at most half an epoch to spare and fitted
-again when it leaves the band. Before its last epoch no later re-plan can correct it, so that one is fitted to
-the time left with nothing to spare, at the slower of its mean epoch and its latest (a band's share of the
-time, up to half an epoch, went unused: 3% of a 645 s budget at 12000 rows on a float32 CPU). A member with members after it keeps the whole epochs that first re-plan gave
+again when it leaves the band. When the epoch to come is its last, no re-plan follows to correct it: its
+steps are then fitted to the time left with only a small spare (LAST_SPARE), at the slower of its mean epoch
+and its latest (the band left up to half an epoch unused: 41 s of a 645 s budget at 12000 rows on a float32
+CPU, with the margins). A member with members after it keeps the whole epochs that first re-plan gave
 it (theirs are planned by the runner, when it ends, from the same measured epochs) until its slot's plan no
 longer has room for any of them: its epochs ran slower than planned, and what its length leaves is too short
 for a member. It is then its slot's last, and fits its steps to the deadline: else that time went unused (at
@@ -44,6 +45,11 @@ def planned_epochs(callback: keras.callbacks.Callback) -> int:
 def total_steps(epochs: int, final_steps: int | None, steps_per_epoch: int) -> int:
     return (epochs - 1) * steps_per_epoch + final_steps if final_steps else epochs * steps_per_epoch
 
+
+# Before its last epoch a member's steps are fitted with this to spare, in epochs and seconds (at most the band's
+# quarter epoch): the deadline's own check, after the re-plan, counts the resize's writes and the fastest epoch's
+# validation, which may exceed the mean's, and a fit with nothing to spare would lose the whole last epoch to it.
+LAST_SPARE = (0.05, 1.0)
 
 # Once re-planned, a longer length in whole epochs must fit with half an epoch to spare: the mean of a few epochs
 # moves by more than the margin of a length that just fits, and each change reshapes the rest of the schedule.
@@ -106,13 +112,16 @@ class Replan(keras.callbacks.Callback):
         self.last = planned.last
         epochs, final_steps = planned.epochs, None
         if planned.last and self.rules.multiple <= 1:
-            band = FINAL_BAND
-            if self.last_epoch_next(epoch + 1):
-                # nothing re-plans after its last epoch: no band, and epochs that slow down must not carry it past
-                # the deadline, so the slower of the mean and the latest epoch sizes it
-                band = 0.0
-                costs = replace(costs, epoch_s=max(costs.epoch_s, self.steady[-1] if self.steady else 0.0))
-            epochs, final_steps = self.fitted_steps(epoch + 1, left, costs, overhead_s, band)
+            epochs, final_steps = self.fitted_steps(epoch + 1, left, costs, overhead_s, FINAL_BAND)
+            if self.last_epoch_next(epoch + 1, self.epochs, self.final_steps) or self.last_epoch_next(
+                    epoch + 1, epochs, final_steps):
+                # nothing re-plans after its last epoch: a small spare, not the band, and epochs that slow down
+                # must not carry it past the deadline, so the slower of the mean and the latest epoch sizes it
+                slower = replace(costs, epoch_s=max(costs.epoch_s, self.steady[-1] if self.steady else 0.0))
+                spare_epochs, spare_s = LAST_SPARE
+                # replan_steps fits to half its band; never wider than the band (epochs of a second or two)
+                band = min(2 * (spare_epochs + spare_s / slower.epoch_s), FINAL_BAND)
+                epochs, final_steps = self.fitted_steps(epoch + 1, left, slower, overhead_s, band)
         if (epochs, final_steps) == (self.epochs, self.final_steps) or total_steps(
                 epochs, final_steps, self.params["steps"]) <= (epoch + 1) * self.params["steps"]:
             return  # no step left that fits: the deadline stops it, resumable at the length it has
@@ -127,10 +136,11 @@ class Replan(keras.callbacks.Callback):
         return replan_member(done, left, costs, self.recipe_epochs, self.rules.cap_per_slot, self.rules.stretch,
                              self.epochs, self.rules.multiple).last
 
-    def last_epoch_next(self, done: int) -> bool:
-        """Whether its length as it stands has at most one epoch after the `done` ones."""
+    def last_epoch_next(self, done: int, epochs: int, final_steps: int | None) -> bool:
+        """Whether that length has one epoch, whole or partial, after the `done` ones (none after a whole last
+        epoch: its one-cycle has annealed, and only the band reopens it)."""
         per_epoch = self.params["steps"]
-        return total_steps(self.epochs, self.final_steps, per_epoch) <= (done + 1) * per_epoch
+        return done * per_epoch < total_steps(epochs, final_steps, per_epoch) <= (done + 1) * per_epoch
 
     def fitted_steps(self, done: int, left: float, costs: Costs, overhead_s: float, band: float
                      ) -> tuple[int, int | None]:

@@ -115,13 +115,7 @@ class Replan(keras.callbacks.Callback):
             epochs, final_steps = self.fitted_steps(epoch + 1, left, costs, overhead_s, FINAL_BAND)
             if self.last_epoch_next(epoch + 1, self.epochs, self.final_steps) or self.last_epoch_next(
                     epoch + 1, epochs, final_steps):
-                # nothing re-plans after its last epoch: a small spare, not the band, and epochs that slow down
-                # must not carry it past the deadline, so the slower of the mean and the latest epoch sizes it
-                slower = replace(costs, epoch_s=max(costs.epoch_s, self.steady[-1] if self.steady else 0.0))
-                spare_epochs, spare_s = LAST_SPARE
-                # replan_steps fits to half its band; never wider than the band (epochs of a second or two)
-                band = min(2 * (spare_epochs + spare_s / slower.epoch_s), FINAL_BAND)
-                epochs, final_steps = self.fitted_steps(epoch + 1, left, slower, overhead_s, band)
+                epochs, final_steps = self.last_epoch_fit(epoch + 1, left, costs, overhead_s)
         if (epochs, final_steps) == (self.epochs, self.final_steps) or total_steps(
                 epochs, final_steps, self.params["steps"]) <= (epoch + 1) * self.params["steps"]:
             return  # no step left that fits: the deadline stops it, resumable at the length it has
@@ -141,6 +135,16 @@ class Replan(keras.callbacks.Callback):
         epoch: its one-cycle has annealed, and only the band reopens it)."""
         per_epoch = self.params["steps"]
         return done * per_epoch < total_steps(epochs, final_steps, per_epoch) <= (done + 1) * per_epoch
+
+    def last_epoch_fit(self, done: int, left: float, costs: Costs, overhead_s: float) -> tuple[int, int | None]:
+        """The length of a last member whose next epoch is its last. Nothing re-plans after that epoch: a small
+        spare, not the band, and epochs that slow down must not carry it past the deadline, so the slower of the
+        mean and the latest epoch sizes it."""
+        slower = replace(costs, epoch_s=max(costs.epoch_s, self.steady[-1] if self.steady else 0.0))
+        spare_epochs, spare_s = LAST_SPARE
+        # replan_steps fits to half its band; never wider than the band (epochs of a second or two)
+        band = min(2 * (spare_epochs + spare_s / slower.epoch_s), FINAL_BAND)
+        return self.fitted_steps(done, left, slower, overhead_s, band)
 
     def fitted_steps(self, done: int, left: float, costs: Costs, overhead_s: float, band: float
                      ) -> tuple[int, int | None]:

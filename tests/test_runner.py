@@ -100,7 +100,8 @@ def test_a_member_that_keeps_failing_ends_failed_with_its_log_and_the_others_fin
     blocked = home / "models/stuck/member-01"
     blocked.parent.mkdir(parents=True)
     blocked.write_text("a file where member-01's folder should be")  # every attempt fails to create it
-    result = subprocess.run(train_command(home, sample_dir, "stuck", "--n", "2", "--epochs", "1", "--retries", "1"),
+    result = subprocess.run(train_command(home, sample_dir, "stuck", "--n", "2", "--epochs", "1", "--retries", "1",
+                                                  "--model", "seed004"),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "member-01 exited with code 1 on attempt 1; retry 1 of 1" in result.stdout
@@ -190,7 +191,7 @@ def test_ctrl_c_stops_every_member_within_seconds_and_leaves_the_job_resumable(t
 def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_dir):
     home = tmp_path / "home"
     result = subprocess.run(train_command(home, sample_dir, "ray", "--n", "2", "--epochs", "1",
-                                          "--executor", "ray", "--gpus", "cpu"),
+                                          "--executor", "ray", "--gpus", "cpu", "--model", "seed004"),
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "as a Ray task (cpu)" in result.stdout and "job ray: trained 2, already done 0" in result.stdout
@@ -202,7 +203,7 @@ def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_d
         assert (home / f"models/ray/member-0{index}/metrics.json").is_file()
         assert epoch_lines(home, "ray", index, 1) == [1]
     again = subprocess.run(train_command(home, sample_dir, "ray", "--n", "2", "--epochs", "1", "--executor", "ray",
-                                         "--gpus", "cpu"), capture_output=True, text=True, timeout=400)
+                                         "--gpus", "cpu", "--model", "seed004"), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0 and "trained 0, already done 2" in again.stdout
 
 
@@ -232,7 +233,8 @@ def test_members_start_from_a_folder_that_holds_a_directory_named_ensemble(tmp_p
     (decoy / "member").mkdir()
     (decoy / "member" / "__main__.py").write_text("raise SystemExit('the decoy member module ran')\n")
     console_script = os.path.join(os.path.dirname(sys.executable), "ensemble")  # as a user runs it
-    command = [console_script, *train_command(tmp_path / "home", sample_dir, "cwd", "--n", "1", "--epochs", "1")[3:]]
+    command = [console_script, *train_command(tmp_path / "home", sample_dir, "cwd", "--n", "1", "--epochs", "1",
+                                                                 "--model", "seed004")[3:]]
     result = subprocess.run(command, cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ledger(tmp_path / "home", "cwd")["members"][0]["state"] == "done"

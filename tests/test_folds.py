@@ -202,7 +202,7 @@ def test_a_cnn11_job_recorded_with_a_null_fold_count_continues_on_its_shared_spl
     on that split; a rerun that names options asks for the recipe's ten folds and is told what differs."""
     home = tmp_path / "home"
     made = invoke(home, "train", "--job", "old", "--n", "1", "--data", sample_dir, "--folds", "0", "--epochs", "1",
-                  "--limit-train", "300", "--no-tta", "--precision", "float32")
+                  "--limit-train", "300", "--no-tta", "--precision", "float32", "--recipe", "cnn11", "--model", "seed004")
     assert made.exit_code == 0, made.output
     path = home / "jobs/old/job.json"
     record = json.loads(path.read_text())
@@ -219,7 +219,6 @@ def test_a_cnn11_job_recorded_with_a_null_fold_count_continues_on_its_shared_spl
     assert "Traceback" not in named.output
 
 
-@pytest.mark.jax
 def test_a_k_fold_job_scores_every_row_out_of_fold_and_blends_every_member(tmp_path, sample_dir):
     home = tmp_path / "home"
     result = invoke(home, "train", "--job", "k", "--folds", "3", "--n", "3", "--data", sample_dir, *SLICE)

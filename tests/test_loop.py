@@ -16,7 +16,8 @@ from ensemble.member.loop import RowMeans, epoch_batches, epoch_order, predict_r
 from ensemble.member.model import build_member_model
 from ensemble.nets.schedules import ScheduledRate, rate_at_step
 
-pytestmark = pytest.mark.jax  # the loop is what trains members on every backend
+# The loop is what trains members on every backend: the tests marked jax run on JAX too (CI time keeps the rest on
+# TF; resuming exactly on JAX is also test_train's member killed at each step of its epoch end)
 
 ROWS, BATCH, SEED = 200, 64, 7  # 4 batches an epoch, the last one partial
 
@@ -60,6 +61,7 @@ def weights(model):
     return [np.asarray(w) for w in model.get_weights()]
 
 
+@pytest.mark.jax
 def test_each_epoch_trains_every_row_once_in_an_order_fixed_by_seed_and_epoch():
     first, again, second = epoch_order(ROWS, SEED, 0), epoch_order(ROWS, SEED, 0), epoch_order(ROWS, SEED, 1)
     assert sorted(first) == list(range(ROWS)) and sorted(second) == list(range(ROWS))
@@ -67,6 +69,7 @@ def test_each_epoch_trains_every_row_once_in_an_order_fixed_by_seed_and_epoch():
     assert not np.array_equal(first, epoch_order(ROWS, SEED + 1, 0))
 
 
+@pytest.mark.jax
 def test_row_means_weigh_each_batch_by_its_rows():
     means = RowMeans()
     means.add({"loss": 1.0, "accuracy": 0.5}, 64)
@@ -79,6 +82,7 @@ def test_row_means_weigh_each_batch_by_its_rows():
     assert ties[0].means()["accuracy"] == ties[1].means()["accuracy"] == 59 / 104
 
 
+@pytest.mark.jax
 def test_the_loop_learns_and_logs_what_fit_does_on_the_same_batches(digits):
     x, y, x_val, y_val = digits
     looped = fresh_model()
@@ -117,6 +121,7 @@ def test_validation_in_larger_batches_logs_what_fit_does_with_that_validation_ba
         np.testing.assert_allclose(history.history[name], reference.history[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.jax
 def test_whole_batches_fill_an_epochs_last_batch_from_its_first_rows():
     order = np.arange(10)[::-1]
     assert [batch.tolist() for batch in epoch_batches(order, 4)] == [[9, 8, 7, 6], [5, 4, 3, 2], [1, 0]]
@@ -144,6 +149,7 @@ def test_with_whole_batches_every_step_has_one_shape_and_learns_what_fit_does_on
     np.testing.assert_allclose(history.history["loss"], reference.history["loss"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.jax
 def test_a_resumed_run_continues_exactly_where_an_uninterrupted_one_would_be(digits):
     x, y, _, _ = digits
     whole = fresh_model()  # its onecycle rates set step by step, from the optimizer's step count
@@ -226,6 +232,7 @@ class Recorder(keras.callbacks.Callback):
         self.calls.append(("train_end",))
 
 
+@pytest.mark.jax
 def test_callbacks_see_fits_calls_and_a_stop_ends_the_epoch_and_the_run(digits):
     x, y, x_val, y_val = digits
     recorder = Recorder(stop_at_batch=1)
@@ -235,6 +242,7 @@ def test_callbacks_see_fits_calls_and_a_stop_ends_the_epoch_and_the_run(digits):
                               ("epoch_end", 1, ["accuracy", "loss", "val_accuracy", "val_loss"]), ("train_end",)]
 
 
+@pytest.mark.jax
 def test_a_partial_last_epoch_trains_the_first_batches_of_its_order_and_ends_the_schedule(digits):
     x, y, x_val, y_val = digits
     model = build_member_model(small_spec(3), SEED, ROWS, final_steps=2)
@@ -251,6 +259,7 @@ def test_a_partial_last_epoch_trains_the_first_batches_of_its_order_and_ends_the
     assert float(rate_at_step(schedule, 10)) == pytest.approx(small_spec(3).learning_rate / 1e5, rel=1e-9)
 
 
+@pytest.mark.jax
 def test_predicting_batch_by_batch_equals_keras_predict(digits):
     x, y, x_val, _ = digits
     model = fresh_model()

@@ -19,7 +19,8 @@ from ensemble.run.request import TrainRequest
 from ensemble.run.runner import prepare_job, request_spec
 from ensemble.store.workspace import Workspace
 
-SLICE = ["--epochs", "1", "--limit-train", "300", "--no-tta", "--precision", "float32", "--model", "seed004"]  # a small net: CI time
+# a small net: CI time
+SLICE = ["--epochs", "1", "--limit-train", "300", "--no-tta", "--precision", "float32", "--model", "seed004"]
 
 
 def invoke(home, *args):

@@ -202,7 +202,8 @@ def test_a_cnn11_job_recorded_with_a_null_fold_count_continues_on_its_shared_spl
     on that split; a rerun that names options asks for the recipe's ten folds and is told what differs."""
     home = tmp_path / "home"
     made = invoke(home, "train", "--job", "old", "--n", "1", "--data", sample_dir, "--folds", "0", "--epochs", "1",
-                  "--limit-train", "300", "--no-tta", "--precision", "float32", "--recipe", "cnn11", "--model", "seed004")
+                  "--limit-train", "300", "--no-tta", "--precision", "float32", "--recipe", "cnn11",
+                  "--model", "seed004")
     assert made.exit_code == 0, made.output
     path = home / "jobs/old/job.json"
     record = json.loads(path.read_text())

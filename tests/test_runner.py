@@ -203,7 +203,8 @@ def test_two_members_run_as_ray_tasks_on_a_local_ray_instance(tmp_path, sample_d
         assert (home / f"models/ray/member-0{index}/metrics.json").is_file()
         assert epoch_lines(home, "ray", index, 1) == [1]
     again = subprocess.run(train_command(home, sample_dir, "ray", "--n", "2", "--epochs", "1", "--executor", "ray",
-                                         "--gpus", "cpu", "--model", "seed004"), capture_output=True, text=True, timeout=400)
+                                         "--gpus", "cpu", "--model", "seed004"),
+                           capture_output=True, text=True, timeout=400)
     assert again.returncode == 0 and "trained 0, already done 2" in again.stdout
 
 

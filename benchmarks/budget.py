@@ -54,6 +54,7 @@ VARIANTS = {
     "C-onecycle-ema98": ["--recipe", "cnn11", "--tta", "--ema", "0.98"],  # a weight average kept beside the net
     "C-onecycle-flip": ["--recipe", "cnn11", "--tta", "--flip"],  # mirrored training images, and mirrored views
     "C-onecycle-b128": ["--recipe", "cnn11", "--tta", "--batch", "128", "--lr", "4e-3"],  # half the steps, the rate x2
+    "C-onecycle-shared-b128": ["--recipe", "cnn11", "--tta", "--folds", "0", "--batch", "128", "--lr", "4e-3"],
     "C-onecycle-erase": ["--recipe", "cnn11", "--tta", "--erase", "0.5"],  # random erasing, Zhong et al.'s p
     "C-onecycle-wd": ["--recipe", "cnn11", "--tta", "--weight-decay", "0.05"],  # AdamW's decoupled decay
     "C-onecycle-w2": ["--recipe", "cnn11", "--tta", "--workers", "2"],  # two members at once, a core each

@@ -25,7 +25,7 @@ from .store.session import SessionError
 from .kaggle.submission import SubmissionError, label_ranges
 from .report.leaderboard import damaged_note, stale_note
 from .report.render import REPORT_FORMATS, render_markdown, render_table
-from .run.devices import PlacementError
+from .run.devices import PlacementError, tensorflow_defaults
 from .run.progress import make_reporter
 from .run.request import TrainRequest
 from .run.status import JOBS_TEXT, STATUS_TEXT
@@ -81,7 +81,7 @@ def declared_options(*declarations: tuple[str, Option]):
 
 
 FORMAT_OPTION = declared_option(option_of(JobSpec, "layout"))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # commands that do load TensorFlow: no start-up chatter
+tensorflow_defaults(os.environ)  # for the commands that load TensorFlow themselves
 
 
 class EnsembleGroup(click.Group):

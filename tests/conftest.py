@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ensemble.run.devices import tensorflow_defaults
+
+tensorflow_defaults(os.environ)  # in-process training runs under the settings its member processes get
 
 from ensemble.data.sources import make_sample
 from ensemble.store.workspace import Workspace

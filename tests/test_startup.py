@@ -69,3 +69,19 @@ def test_members_are_told_the_backend_the_runner_checked(monkeypatch, tmp_path):
     assert member_environment({})["KERAS_BACKEND"] == "jax"  # keras.json's, as the runner read it
     monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
     assert member_environment({"CUDA_VISIBLE_DEVICES": ""})["KERAS_BACKEND"] == "tensorflow"
+
+
+def test_members_run_tensorflow_with_onednn_unless_the_user_says_otherwise(monkeypatch):
+    from ensemble.run.executors import member_environment
+
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    env = member_environment({})
+    assert env["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    # TensorFlow itself reads it: on an AVX2-only CPU, where it would otherwise leave oneDNN off
+    probe = "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
+    result = subprocess.run([sys.executable, "-c", probe], env={**env, "KERAS_BACKEND": "tensorflow"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert member_environment({})["TF_ENABLE_ONEDNN_OPTS"] == "0"

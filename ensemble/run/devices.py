@@ -17,6 +17,20 @@ class PlacementError(ValueError):
     """--gpus / --per-gpu / --workers ask for devices this machine does not have."""
 
 
+# TensorFlow's settings for each of our processes that may load it (the CLI, members, workers), unless the user's
+# environment sets them: read once, when TensorFlow loads
+TENSORFLOW_DEFAULTS = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # no start-up chatter in the console or the member logs
+    # oneDNN's kernels: TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX, and without
+    # them a float32 cnn11 step on an AVX2-only CPU takes 1.5x as long (BENCHMARKS.md, "oneDNN on an AVX2-only CPU")
+    "TF_ENABLE_ONEDNN_OPTS": "1",
+}
+
+
+def tensorflow_defaults(environ) -> None:
+    """TENSORFLOW_DEFAULTS into `environ` (a dict, or os.environ before TensorFlow loads) where it has none."""
+    for name, value in TENSORFLOW_DEFAULTS.items():
+        environ.setdefault(name, value)
 
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..job.errors import JobError
 from ..job.layout import JobLayout, move_into_log
 from ..store.workspace import Workspace
-from .devices import Slot, configured_backend, gpu_memory_environment, slot_environment
+from .devices import Slot, configured_backend, gpu_memory_environment, slot_environment, tensorflow_defaults
 
 EXECUTORS = ("local", "ray")
 RAY_GPU = -1  # a Slot's gpu under Ray: some GPU of the node Ray picks
@@ -54,7 +54,7 @@ def worker_command(home: Path, results_fd: int, prelog: Path | None = None) -> l
 
 def member_environment(overrides: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of member logs
+    tensorflow_defaults(env)
     # the backend the runner checked, named for the member: what it leaves out of its imports depends on it
     # (member.startup), and Keras would otherwise read its keras.json itself, from a home it may resolve elsewhere
     env["KERAS_BACKEND"] = configured_backend(env)

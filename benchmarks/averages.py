@@ -172,5 +172,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from ensemble.run.devices import tensorflow_defaults
+
+    tensorflow_defaults(os.environ)  # TensorFlow as members run it: oneDNN on, quiet
     main()

@@ -12,6 +12,7 @@ only: the precision is the CPU's.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -125,4 +126,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from ensemble.run.devices import tensorflow_defaults
+
+    tensorflow_defaults(os.environ)  # TensorFlow as members run it: oneDNN on, quiet
     main()

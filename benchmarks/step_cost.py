@@ -16,6 +16,7 @@ and images a second instead: it separates what a step costs whatever its rows fr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -123,4 +124,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from ensemble.run.devices import tensorflow_defaults
+
+    tensorflow_defaults(os.environ)  # TensorFlow as members run it: oneDNN on, quiet
     main()

@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from members_vs_epochs import cpu_model  # noqa: E402
 
+from ensemble.run.devices import tensorflow_defaults  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 
 TRACE = """
@@ -43,7 +45,8 @@ print("SPEC", spec.precision, spec.ema)
 
 
 def seconds_to_run(root: Path, command: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    tensorflow_defaults(env)  # every checkout's process under the settings members get now: oneDNN on, quiet
     began = time.perf_counter()
     result = subprocess.run([sys.executable, *command], env=env, cwd=root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)

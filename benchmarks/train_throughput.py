@@ -162,7 +162,10 @@ def main() -> None:
           f"KERAS_BACKEND={os.environ.get('KERAS_BACKEND', 'tensorflow')}, data {args.data} "
           f"(limit {args.limit}), {args.epochs} epochs x {args.repeats} repeats, variants {variants}", flush=True)
     trials, started = [], time.perf_counter()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    from ensemble.run.devices import tensorflow_defaults
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tensorflow_defaults(env)  # each trial's TensorFlow as members run it: oneDNN on, quiet
     for repeat in range(args.repeats):
         for variant in variants:
             command = [sys.executable, __file__, "--trial", variant, "--seed", str(repeat), "--data", str(args.data),

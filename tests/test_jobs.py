@@ -125,7 +125,7 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     assert command == (f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
                        "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
                        "--rotation 10 --no-flip --erase 0 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 "
-                       "--weight-decay 0 --warmup 0.25 "
+                       "--ema-power 0 --weight-decay 0 --warmup 0.25 "
                        "--precision float32 --seed 0 "
                        "--val-split 0.1 --folds 0 "
                        "--format digit-recognizer")

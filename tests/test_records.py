@@ -75,7 +75,7 @@ def test_train_help_lists_exactly_the_declared_flags():
     assert all(f"  {flag}" in text for flag in flags)
     assert flags == sorted(["--n", "--recipe", "--model", "--epochs", "--batch", "--lr", "--schedule", "--augment",
                             "--rotation", "--flip", "--erase", "--keep", "--snapshots", "--tta", "--label-smoothing", "--ema",
-                            "--weight-decay",
+                            "--ema-power", "--weight-decay",
                             "--warmup", "--time-limit",
                             "--precision", "--seed",
                             "--val-split", "--folds", "--job", "--pseudo-label", "--refit-full", "--data", "--format", "--limit-train",

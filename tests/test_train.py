@@ -550,15 +550,91 @@ def test_weight_averaging_needs_no_step_count_under_loss_scaling(slice_arrays, r
     assert not np.array_equal(slots[0], seen.net[-1][0])
 
 
+class _EachStep(keras.callbacks.Callback):
+    """The net's own weights after each training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.net.append(_values(self.model.trainable_variables))
+
+
+def test_the_power_momentum_takes_the_first_step_whole_and_grows_toward_one():
+    from ensemble.nets.averaging import power_momentum
+
+    assert power_momentum(1, 16.97) == 0.0
+    assert power_momentum(2, 0.0) == 0.5  # gamma 0: the plain mean of every step so far
+    assert power_momentum(4, 1.0) == 0.5625
+    assert power_momentum(10, 6.94) == pytest.approx(0.9 ** 7.94)
+    assert power_momentum(1000, 16.97) > 0.98 > power_momentum(100, 16.97)  # passes Keras' 0.98 after ~900 steps
+
+
+@pytest.mark.jax
+def test_a_power_average_is_the_closed_form_over_the_steps_and_is_validated_and_kept(slice_arrays,
+                                                                                      restore_dtype_policy):
+    """--ema-power's average after each epoch is a_t = m_t a_(t-1) + (1 - m_t) w_t over every step's weights w_t
+    so far, m_t = (1 - 1/t)^(G+1): computed here from the net's own weights step by step, it is what each epoch's
+    end validates and what the member keeps; the net trains on as a member without an average does."""
+    from ensemble.member.model import fit_member_model
+    from ensemble.nets.averaging import PowerAveragedAdam, power_momentum
+
+    gamma = 3.0
+    spec = JobSpec.from_options(ema_power=gamma, epochs=2, precision="float32", model="seed004", batch_size=32)
+    plain_spec = JobSpec.from_options(ema=0.0, epochs=2, precision="float32", model="seed004", batch_size=32)
+    assert (spec.ema, spec.ema_power) == (0.0, gamma)
+    n_train = len(slice_arrays.x_train)
+    model, plain = (build_member_model(s, seed=0, n_train=n_train) for s in (spec, plain_spec))
+    assert isinstance(model.optimizer, PowerAveragedAdam) and model.optimizer.use_ema
+    steps, at_end = _EachStep(), _AtEpochEnd()
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[steps, at_end])
+    plain_history = fit_member_model(plain, plain_spec, slice_arrays, seed=0, callbacks=[])
+    assert history.history["loss"] == plain_history.history["loss"]  # the average never touches training
+    steps_per_epoch = len(steps.net) // 2
+    assert steps_per_epoch == 5
+    average = None
+    for step, weights in enumerate(steps.net, start=1):
+        momentum = np.float32(power_momentum(step, gamma))
+        average = weights if average is None else [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+        if step % steps_per_epoch == 0:
+            seen = at_end.net[step // steps_per_epoch - 1]  # the average, swapped into the net
+            for expected, got in zip(average, seen):
+                np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(at_end.net[-1][0], steps.net[-1][0])  # an average, not the last step's weights
+    for expected, kept in zip(average, _values(model.trainable_variables)):
+        np.testing.assert_allclose(kept, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_power_replaces_the_recipes_constant_momentum_and_is_refused_beside_an_asked_one():
+    from ensemble.job.errors import JobError
+
+    spec = JobSpec.from_options(ema_power=16.97)
+    assert (spec.ema, spec.ema_power) == (0.0, 16.97)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+    assert JobSpec.from_options(ema_power=16.97, ema=0.0) == spec  # what its resume command carries
+    assert JobSpec.from_options().ema_power == 0.0
+    recorded = JobSpec.from_options().to_dict()
+    del recorded["ema_power"]  # a job recorded before the field
+    assert JobSpec.from_dict(recorded).ema_power == 0.0
+    with pytest.raises(JobError, match="--ema 0.99 and --ema-power 16.97 are two profiles of one weight average"):
+        JobSpec.from_options(ema=0.99, ema_power=16.97)
+    with pytest.raises(JobError, match="--ema-power 6 swaps the average in .* drop --ema-power or use --augment"):
+        JobSpec.from_options(ema_power=6, recipe="seed")
+    with pytest.raises(JobError, match="--ema-power must be at least 0"):
+        JobSpec.from_options(ema_power=-1)
+
+
+@pytest.mark.parametrize("average", [{"ema": 0.9}, {"ema_power": 3.0}])
 def test_a_resumed_member_continues_its_weight_average_exactly(tmp_path, sample_dir, monkeypatch,
-                                                               restore_dtype_policy):
+                                                               restore_dtype_policy, average):
     """A member killed after an epoch resumes with the net's own weights and its average where they were: every
     later epoch's training loss and validation (of the average) is the uninterrupted member's."""
     from ensemble.member.resume import resume_point
 
-    whole = _job(tmp_path / "whole", sample_dir, ema=0.9, epochs=3, limit_train=96)
+    whole = _job(tmp_path / "whole", sample_dir, epochs=3, limit_train=96, **average)
     train_member(whole, "j", 0)
-    ws = _job(tmp_path, sample_dir, ema=0.9, epochs=3, limit_train=96)
+    ws = _job(tmp_path, sample_dir, epochs=3, limit_train=96, **average)
     with monkeypatch.context() as patched:
         _interrupt_at(patched, 1)
         with pytest.raises(Killed):

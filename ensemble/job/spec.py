@@ -16,9 +16,8 @@ from .options import (at_least, declared, default_of, option, positive, probabil
 # augmentation and checkpoint rule for every net), and the names earlier records used.
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
-                       "label_smoothing": 0.0,
-                       "ema": 0.0, "weight_decay": 0.0, "folds": 0, "warmup": ONECYCLE_WARMUP,
-                       "classes": tuple(range(10))}
+                       "label_smoothing": 0.0, "ema": 0.0, "ema_power": 0.0, "weight_decay": 0.0, "folds": 0,
+                       "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 
@@ -80,6 +79,13 @@ class JobSpec:
         "weights are the average's, and training goes on from the net's own weights (default: the recipe's: "
         "0.98 for cnn11, else 0: off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
+    ema_power: float | None = option(
+        "--ema-power", "Weight averaging with Karras et al.'s power-function profile in place of --ema's constant "
+        "momentum: at step t the momentum is (1 - 1/t)^(G+1), so the average starts from the first step's weights, "
+        "none of the initial ones, and spans a constant share of the steps so far (G 16.97: a relative width of "
+        "0.05; 6.94: 0.10); kept, validated and checkpointed as --ema's is (default: the recipe's, 0: off). See "
+        "BENCHMARKS.md, \"A power-function weight average\".",
+        type=float, check=at_least(0), default=lambda recipe: recipe.ema_power)
     weight_decay: float | None = option(
         "--weight-decay", "Decoupled weight decay (AdamW's, Loshchilov & Hutter): each step also shrinks every "
         "kernel by the step's rate times this; biases and batch norms' scales and offsets are left alone (e.g. "
@@ -133,7 +139,8 @@ class JobSpec:
         values.update(recipe=base.name, model=asked.model or base.net, layout=values["layout"] or DEFAULT_LAYOUT,
                       folds=asked_folds(asked, base),
                       rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
-                      erase=float(values["erase"]), weight_decay=float(values["weight_decay"]))
+                      erase=float(values["erase"]), weight_decay=float(values["weight_decay"]),
+                      ema_power=float(values["ema_power"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "
@@ -156,6 +163,16 @@ class JobSpec:
         if values["flip"] and values["augment"] == "none":
             raise JobError("--flip mirrors augmented training images, and --augment none augments nothing; drop "
                            "--flip or use --augment idg")
+        if values["ema_power"]:
+            # one average, one profile: the recipe's constant momentum is no request; an asked one is refused
+            if asked.ema:
+                raise JobError(f"--ema {asked.ema:g} and --ema-power {values['ema_power']:g} are two profiles of one "
+                               "weight average; give one of them")
+            values["ema"] = 0.0
+            if values["augment"] == "legacy-idg":
+                raise JobError(f"--ema-power {values['ema_power']:g} swaps the average in at each epoch's end, which "
+                               "the legacy generator's Keras fit loop does not do; drop --ema-power or use --augment "
+                               "idg")
         if values["ema"] and values["augment"] == "legacy-idg":
             # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average.
             # The recipe's average is no request: left out. An asked one is refused.

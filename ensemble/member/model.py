@@ -54,7 +54,7 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int 
     model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
     schedule = member_schedule(spec, n_train, final_steps)
     compile_model(model, spec.optimizer, float(rate_at_step(schedule, 0)), spec.label_smoothing, len(spec.classes),
-                  spec.ema, spec.weight_decay)
+                  spec.ema, spec.weight_decay, spec.ema_power)
     model.member_rate = StepRate(schedule) if schedule.by_step else None
     return model
 

@@ -161,12 +161,14 @@ OPTIMIZERS = ("adam", "adadelta", "rmsprop")
 NOT_DECAYED = ["bias", "gamma", "beta"]  # Keras' names for biases and a batch norm's scale and offset
 
 
-def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: float = 0.0):
+def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: float = 0.0,
+                   ema_power: float = 0.0):
     """learning_rate: a float (a member's schedule sets it each step: member.callbacks.rate). With ema (a momentum,
     e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) beside the
-    net: member.loop swaps it into the net at each epoch's end, so each epoch's validation, its checkpoint and
-    the kept weights are the average, and the next epoch trains on from the net's own weights, as it would
-    without one. The average lives in the optimizer's variables, which a training state saves: a resumed
+    net; with ema_power (gamma, e.g. 16.97), Karras et al.'s power-function average in the same place
+    (nets.averaging). member.loop swaps the average into the net at each epoch's end, so each epoch's
+    validation, its checkpoint and the kept weights are the average, and the next epoch trains on from the
+    net's own weights, as it would without one. The average lives in the optimizer's variables, which a training state saves: a resumed
     member continues it exactly. With weight_decay, each step also shrinks every kernel by its rate x
     weight_decay, decoupled from the gradient's moments (Keras applies it so for every optimizer: Adam becomes
     AdamW); biases and batch norms' scales and offsets are left alone, as AdamW's users leave them."""
@@ -176,6 +178,10 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
                   "rmsprop": keras.optimizers.RMSprop}
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}  # never written over the net by Keras itself
     decay = {"weight_decay": weight_decay} if weight_decay else {}
+    if ema_power:
+        from .averaging import POWER_AVERAGED
+
+        optimizers, averaging = POWER_AVERAGED, {"ema_power": ema_power}
     optimizer = optimizers[name](learning_rate=learning_rate, **averaging, **decay)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
@@ -183,10 +189,10 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
 
 
 def compile_model(model, optimizer: str, learning_rate, label_smoothing: float = 0.0, classes: int = 10,
-                  ema: float = 0.0, weight_decay: float = 0.0):
+                  ema: float = 0.0, weight_decay: float = 0.0, ema_power: float = 0.0):
     from .losses import training_loss  # defers Keras, as the net builders do
 
     # The seed notebook used from_logits=True on a softmax output (a bug): these are probabilities.
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema, weight_decay),
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate, ema, weight_decay, ema_power),
                   loss=training_loss(label_smoothing, classes), metrics=["accuracy"])
     return model

@@ -51,6 +51,7 @@ class Recipe:
     tta: bool = False         # members also predict under the fixed test-time views
     label_smoothing: float = 0.0  # off in every recipe: -0.6 points with TTA at 12000 rows (BENCHMARKS.md, "Levers")
     ema: float = 0.0              # weight averaging's momentum (0: off); cnn11's: BENCHMARKS.md, "faster CPU"
+    ema_power: float = 0.0        # the power-function average's gamma in place of ema (0: off): nets.averaging
     weight_decay: float = 0.0     # decoupled (AdamW's), per unit of rate; off everywhere: BENCHMARKS.md, "Weight decay"
     warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps rising to the peak rate
     folds: int = 0                # K: member i holds out fold i mod K; 0: one split shared by every member

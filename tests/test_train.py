@@ -1,4 +1,6 @@
+import dataclasses
 import re
+from unittest import mock
 
 import keras
 import numpy as np
@@ -531,13 +533,14 @@ def test_weight_averaging_validates_and_keeps_the_average_and_trains_on_as_witho
     assert all(np.array_equal(f, e) for f, e in zip(final, seen_averaged.net[-1]))  # and kept at the end
 
 
-def test_weight_averaging_needs_no_step_count_under_loss_scaling(slice_arrays, restore_dtype_policy):
+@pytest.mark.parametrize("average", [{"ema": 0.9}, {"ema": 0.9, "ema_power": 3.0}])
+def test_weight_averaging_needs_no_step_count_under_loss_scaling(slice_arrays, restore_dtype_policy, average):
     """mixed_float16 (what --precision auto picks on a T4) wraps the optimizer for loss scaling, which skips
     overflowing steps: the average is still swapped in at each epoch's end and kept at the end."""
     from ensemble.member.loop import kept_average
     from ensemble.member.model import fit_member_model
 
-    spec = JobSpec.from_options(ema=0.9, epochs=2, precision="mixed_float16", model="seed004", batch_size=32)
+    spec = JobSpec.from_options(**average, epochs=2, precision="mixed_float16", model="seed004", batch_size=32)
     model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     optimizer = kept_average(model)
@@ -561,29 +564,30 @@ class _EachStep(keras.callbacks.Callback):
         self.net.append(_values(self.model.trainable_variables))
 
 
-def test_the_power_momentum_takes_the_first_step_whole_and_grows_toward_one():
+def test_the_power_momentum_takes_the_first_step_whole_and_grows_to_its_cap():
     from ensemble.nets.averaging import power_momentum
 
     assert power_momentum(1, 16.97) == 0.0
     assert power_momentum(2, 0.0) == 0.5  # gamma 0: the plain mean of every step so far
     assert power_momentum(4, 1.0) == 0.5625
     assert power_momentum(10, 6.94) == pytest.approx(0.9 ** 7.94)
-    assert power_momentum(1000, 16.97) > 0.98 > power_momentum(100, 16.97)  # passes Keras' 0.98 after ~900 steps
+    assert power_momentum(800, 16.97, cap=0.98) < 0.98 == power_momentum(1000, 16.97, cap=0.98)  # ~900 steps
 
 
 @pytest.mark.jax
-def test_a_power_average_is_the_closed_form_over_the_steps_and_is_validated_and_kept(slice_arrays,
-                                                                                      restore_dtype_policy):
+def test_a_warmed_up_average_is_the_closed_form_over_the_steps_and_is_validated_and_kept(slice_arrays,
+                                                                                       restore_dtype_policy):
     """--ema-power's average after each epoch is a_t = m_t a_(t-1) + (1 - m_t) w_t over every step's weights w_t
-    so far, m_t = (1 - 1/t)^(G+1): computed here from the net's own weights step by step, it is what each epoch's
-    end validates and what the member keeps; the net trains on as a member without an average does."""
+    so far, m_t = min(M, (1 - 1/t)^(G+1)): computed here from the net's own weights step by step, through both the
+    rise (steps 1-6) and the cap (7-10), it is what each epoch's end validates and what the member keeps; the
+    net trains on as a member without an average does."""
     from ensemble.member.model import fit_member_model
     from ensemble.nets.averaging import PowerAveragedAdam, power_momentum
 
-    gamma = 3.0
-    spec = JobSpec.from_options(ema_power=gamma, epochs=2, precision="float32", model="seed004", batch_size=32)
+    gamma, cap = 3.0, 0.5
+    spec = JobSpec.from_options(ema=cap, ema_power=gamma, epochs=2, precision="float32", model="seed004",
+                                batch_size=32)
     plain_spec = JobSpec.from_options(ema=0.0, epochs=2, precision="float32", model="seed004", batch_size=32)
-    assert (spec.ema, spec.ema_power) == (0.0, gamma)
     n_train = len(slice_arrays.x_train)
     model, plain = (build_member_model(s, seed=0, n_train=n_train) for s in (spec, plain_spec))
     assert isinstance(model.optimizer, PowerAveragedAdam) and model.optimizer.use_ema
@@ -593,10 +597,12 @@ def test_a_power_average_is_the_closed_form_over_the_steps_and_is_validated_and_
     assert history.history["loss"] == plain_history.history["loss"]  # the average never touches training
     steps_per_epoch = len(steps.net) // 2
     assert steps_per_epoch == 5
+    momenta = [power_momentum(step, gamma, cap) for step in range(1, 11)]
+    assert momenta[5] < cap == momenta[6]  # both phases are in the run
     average = None
-    for step, weights in enumerate(steps.net, start=1):
-        momentum = np.float32(power_momentum(step, gamma))
-        average = weights if average is None else [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+    for step, (weights, momentum) in enumerate(zip(steps.net, momenta), start=1):
+        kept = np.float32(momentum)
+        average = weights if average is None else [kept * a + (1 - kept) * w for a, w in zip(average, weights)]
         if step % steps_per_epoch == 0:
             seen = at_end.net[step // steps_per_epoch - 1]  # the average, swapped into the net
             for expected, got in zip(average, seen):
@@ -606,26 +612,48 @@ def test_a_power_average_is_the_closed_form_over_the_steps_and_is_validated_and_
         np.testing.assert_allclose(kept, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_ema_power_replaces_the_recipes_constant_momentum_and_is_refused_beside_an_asked_one():
+def test_a_power_averaged_optimizer_round_trips_its_config_and_refuses_gradient_accumulation():
+    from ensemble.nets.architectures import make_optimizer
+    from ensemble.nets.averaging import PowerAveragedAdam, PowerAveragedRMSprop
+
+    optimizer = make_optimizer("adam", 1e-3, ema=0.98, ema_power=6.94)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(again) is PowerAveragedAdam and again.use_ema and (again.ema_momentum, again.ema_power) == (0.98, 6.94)
+    assert type(make_optimizer("adam", 1e-3, ema=0.0, ema_power=6.94)) is keras.optimizers.Adam  # no average at all
+    wrapped = keras.optimizers.LossScaleOptimizer(make_optimizer("rmsprop", 1e-3, ema=0.9, ema_power=3.0))
+    inner = keras.optimizers.deserialize(keras.optimizers.serialize(wrapped)).inner_optimizer
+    assert type(inner) is PowerAveragedRMSprop and inner.ema_power == 3.0
+    with pytest.raises(ValueError, match="does not support gradient_accumulation_steps"):
+        PowerAveragedAdam(ema_power=3.0, gradient_accumulation_steps=4)
+
+
+def test_ema_power_warms_up_an_average_and_is_refused_where_there_is_none():
     from ensemble.job.errors import JobError
 
     spec = JobSpec.from_options(ema_power=16.97)
-    assert (spec.ema, spec.ema_power) == (0.0, 16.97)
+    assert (spec.ema, spec.ema_power) == (0.98, 16.97)  # the recipe's average, warmed up
     assert JobSpec.from_dict(spec.to_dict()) == spec
-    assert JobSpec.from_options(ema_power=16.97, ema=0.0) == spec  # what its resume command carries
-    assert JobSpec.from_options().ema_power == 0.0
+    assert JobSpec.from_options(ema=0.98, ema_power=16.97) == spec  # what its resume command carries
     recorded = JobSpec.from_options().to_dict()
     del recorded["ema_power"]  # a job recorded before the field
     assert JobSpec.from_dict(recorded).ema_power == 0.0
-    with pytest.raises(JobError, match="--ema 0.99 and --ema-power 16.97 are two profiles of one weight average"):
-        JobSpec.from_options(ema=0.99, ema_power=16.97)
+    with pytest.raises(JobError, match="--ema-power 16.97 warms up the weight average, and this job keeps none"):
+        JobSpec.from_options(ema=0.0, ema_power=16.97)
+    with pytest.raises(JobError, match="--ema-power 6 warms up .* drop --ema-power or give --ema a momentum"):
+        JobSpec.from_options(ema_power=6, model="deotte")  # Deotte's recipe keeps no average
     with pytest.raises(JobError, match="--ema-power 6 swaps the average in .* drop --ema-power or use --augment"):
-        JobSpec.from_options(ema_power=6, recipe="seed")
+        JobSpec.from_options(ema_power=6, augment="legacy-idg")
     with pytest.raises(JobError, match="--ema-power must be at least 0"):
         JobSpec.from_options(ema_power=-1)
+    # a recipe's warm-up is no request: it goes with the average wherever that is left out or turned off
+    with_power = dataclasses.replace(RECIPES["cnn11"], ema_power=16.97)
+    with mock.patch.dict(RECIPES, {"cnn11": with_power}):
+        assert JobSpec.from_options().ema_power == 16.97
+        assert JobSpec.from_options(augment="legacy-idg").ema_power == 0.0
+        assert JobSpec.from_options(ema=0.0).ema_power == 0.0
 
 
-@pytest.mark.parametrize("average", [{"ema": 0.9}, {"ema_power": 3.0}])
+@pytest.mark.parametrize("average", [{"ema": 0.9}, {"ema": 0.9, "ema_power": 3.0}])
 def test_a_resumed_member_continues_its_weight_average_exactly(tmp_path, sample_dir, monkeypatch,
                                                                restore_dtype_policy, average):
     """A member killed after an epoch resumes with the net's own weights and its average where they were: every

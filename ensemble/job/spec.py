@@ -80,11 +80,11 @@ class JobSpec:
         "0.98 for cnn11, else 0: off). See BENCHMARKS.md, \"Levers\".",
         type=float, check=share_below(1), default=lambda recipe: recipe.ema)
     ema_power: float | None = option(
-        "--ema-power", "Weight averaging with Karras et al.'s power-function profile in place of --ema's constant "
-        "momentum: at step t the momentum is (1 - 1/t)^(G+1), so the average starts from the first step's weights, "
-        "none of the initial ones, and spans a constant share of the steps so far (G 16.97: a relative width of "
-        "0.05; 6.94: 0.10); kept, validated and checkpointed as --ema's is (default: the recipe's, 0: off). See "
-        "BENCHMARKS.md, \"A power-function weight average\".",
+        "--ema-power", "Warm the weight average up along Karras et al.'s power function: its momentum at step t is "
+        "(1 - 1/t)^(G+1) until that reaches --ema's, so it starts from the first step's weights, none of the "
+        "initial ones, and is --ema's average from about (G+1)/(1 - M) steps on (G 16.97 and M 0.98: 900); with "
+        "--ema 0.9999, the pure power-function average (default: the recipe's, 0: --ema's momentum from the first "
+        "step). See BENCHMARKS.md, \"A power-function weight average (--ema-power)\".",
         type=float, check=at_least(0), default=lambda recipe: recipe.ema_power)
     weight_decay: float | None = option(
         "--weight-decay", "Decoupled weight decay (AdamW's, Loshchilov & Hutter): each step also shrinks every "
@@ -163,24 +163,20 @@ class JobSpec:
         if values["flip"] and values["augment"] == "none":
             raise JobError("--flip mirrors augmented training images, and --augment none augments nothing; drop "
                            "--flip or use --augment idg")
-        if values["ema_power"]:
-            # one average, one profile: the recipe's constant momentum is no request; an asked one is refused
-            if asked.ema:
-                raise JobError(f"--ema {asked.ema:g} and --ema-power {values['ema_power']:g} are two profiles of one "
-                               "weight average; give one of them")
-            values["ema"] = 0.0
-            if values["augment"] == "legacy-idg":
-                raise JobError(f"--ema-power {values['ema_power']:g} swaps the average in at each epoch's end, which "
-                               "the legacy generator's Keras fit loop does not do; drop --ema-power or use --augment "
-                               "idg")
         if values["ema"] and values["augment"] == "legacy-idg":
             # Keras' fit owns that loop: it would validate and checkpoint the net's own weights, never the average.
             # The recipe's average is no request: left out. An asked one is refused.
-            if not asked.ema:
-                values["ema"] = 0.0
-            else:
-                raise JobError(f"--ema {values['ema']:g} swaps the average in at each epoch's end, which the "
-                               "legacy generator's Keras fit loop does not do; drop --ema or use --augment idg")
+            if asked.ema or asked.ema_power:
+                flag = f"--ema {values['ema']:g}" if asked.ema else f"--ema-power {values['ema_power']:g}"
+                raise JobError(f"{flag} swaps the average in at each epoch's end, which the legacy generator's Keras "
+                               f"fit loop does not do; drop {flag.split()[0]} or use --augment idg")
+            values["ema"] = 0.0
+        if values["ema_power"] and not values["ema"]:
+            # it shapes the average's start: with no average, a recipe's is no request, an asked one a contradiction
+            if asked.ema_power:
+                raise JobError(f"--ema-power {values['ema_power']:g} warms up the weight average, and this job keeps "
+                               "none (--ema 0); drop --ema-power or give --ema a momentum")
+            values["ema_power"] = 0.0
         return cls(**values, optimizer=base.optimizer, zoom=base.augmentation.zoom, shift=base.augmentation.shift,
                    train_sha256=train_sha256, test_sha256=test_sha256, classes=tuple(int(c) for c in classes))
 

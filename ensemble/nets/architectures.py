@@ -165,23 +165,24 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
                    ema_power: float = 0.0):
     """learning_rate: a float (a member's schedule sets it each step: member.callbacks.rate). With ema (a momentum,
     e.g. 0.99), the optimizer keeps an exponential moving average of the weights (Keras' use_ema) beside the
-    net; with ema_power (gamma, e.g. 16.97), Karras et al.'s power-function average in the same place
+    net; with ema_power too (gamma, e.g. 16.97), that average warms up along Karras et al.'s power function
     (nets.averaging). member.loop swaps the average into the net at each epoch's end, so each epoch's
-    validation, its checkpoint and the kept weights are the average, and the next epoch trains on from the
-    net's own weights, as it would without one. The average lives in the optimizer's variables, which a training state saves: a resumed
-    member continues it exactly. With weight_decay, each step also shrinks every kernel by its rate x
-    weight_decay, decoupled from the gradient's moments (Keras applies it so for every optimizer: Adam becomes
-    AdamW); biases and batch norms' scales and offsets are left alone, as AdamW's users leave them."""
+    validation, its checkpoint and the kept weights are the average, and the next epoch trains on from
+    the net's own weights, as it would without one. The average lives in the optimizer's variables, which a
+    training state saves: a resumed member continues it exactly. With weight_decay, each step also shrinks
+    every kernel by its rate x weight_decay, decoupled from the gradient's moments (Keras applies it so for
+    every optimizer: Adam becomes AdamW); biases and batch norms' scales and offsets are left alone, as AdamW's
+    users leave them."""
     import keras
 
     optimizers = {"adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
                   "rmsprop": keras.optimizers.RMSprop}
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}  # never written over the net by Keras itself
     decay = {"weight_decay": weight_decay} if weight_decay else {}
-    if ema_power:
+    if ema and ema_power:
         from .averaging import POWER_AVERAGED
 
-        optimizers, averaging = POWER_AVERAGED, {"ema_power": ema_power}
+        optimizers, averaging = POWER_AVERAGED, {**averaging, "ema_power": ema_power}
     optimizer = optimizers[name](learning_rate=learning_rate, **averaging, **decay)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)

@@ -14,6 +14,7 @@ the averages in numpy after each step:
     power:G    Karras et al. 2024's power-function average: momentum (1 - 1/t) ** (G + 1) at step t (1-based), so it
                starts from the first step's weights, with no bias from them, and reaches over a constant share of
                the steps so far (G 6.94: a relative width of 0.10; G 16.97: 0.05)
+    warm:G:M   --ema M --ema-power G: the power-function momentum until it reaches M, then M (nets.averaging)
 Each is validated on the job's validation rows --checks times an epoch (at equal shares of its steps, the last at
 its end), in batches of 1024, at the point's step count. The table: accuracy per average and point, and with
 --target, the first point each reaches it. Seeds are member seeds on the job's one split (A's, for a budget.py
@@ -37,22 +38,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 @dataclass(frozen=True)
 class Average:
     name: str
-    kind: str       # "net", "ema" or "power"
+    kind: str       # "net", "ema", "power" or "warm"
     value: float = 0.0
+    cap: float = 1.0  # warm's M
 
     def momentum(self, step: int) -> float:
         """The momentum of the update after 1-based step `step`."""
+        from ensemble.nets.averaging import power_momentum
+
         if self.kind == "ema":
             return 0.0 if step == 1 else self.value
-        return (1.0 - 1.0 / step) ** (self.value + 1.0)
+        return power_momentum(step, self.value, self.cap)
 
 
 def parse_average(text: str) -> Average:
     kind, _, value = text.partition(":")
     if kind == "net" and not value:
         return Average(text, "net")
+    if kind == "warm" and value.count(":") == 1:
+        gamma, cap = value.split(":")
+        return Average(text, kind, float(gamma), float(cap))
     if kind not in ("ema", "power") or not value:
-        raise SystemExit(f"unknown average {text!r}: use net, ema:M or power:G")
+        raise SystemExit(f"unknown average {text!r}: use net, ema:M, power:G or warm:G:M")
     return Average(text, kind, float(value))
 
 

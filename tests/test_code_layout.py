@@ -7,7 +7,8 @@ PACKAGE = Path(__file__).parent.parent / "ensemble"
 # lowest first: a stage may import its own subpackage and those before it, never one after
 STAGES = ["store", "data", "nets", "job", "member", "run", "kaggle", "blend", "report"]
 TOP = len(STAGES)  # cli, api, demo: above every stage
-KERAS_MODULES = ("ensemble.member", "ensemble.nets.augment", "ensemble.nets.losses", "ensemble.nets.schedules")
+KERAS_MODULES = ("ensemble.member", "ensemble.nets.augment", "ensemble.nets.averaging", "ensemble.nets.losses",
+                 "ensemble.nets.schedules")
 
 
 def module_name(path: Path) -> str:

@@ -180,7 +180,7 @@ def make_optimizer(name: str, learning_rate, ema: float = 0.0, weight_decay: flo
     averaging = {"use_ema": True, "ema_momentum": ema} if ema else {}  # never written over the net by Keras itself
     decay = {"weight_decay": weight_decay} if weight_decay else {}
     if ema and ema_power:
-        from .averaging import POWER_AVERAGED
+        from .averaging import POWER_AVERAGED  # Keras' optimizers subclassed: loaded with Keras, not at import
 
         optimizers, averaging = POWER_AVERAGED, {**averaging, "ema_power": ema_power}
     optimizer = optimizers[name](learning_rate=learning_rate, **averaging, **decay)

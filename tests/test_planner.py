@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from ensemble.job.planner import (BudgetPlan, BudgetSpend, Costs, Replanned, fitted_steps, plan_budget, plan_slot,
-                                  replan_member, replan_steps, split_steps)
+from ensemble.job.planner import (FINAL_BAND, BudgetPlan, BudgetSpend, Costs, Replanned, fitted_steps,
+                                  last_epoch_band, plan_budget, plan_slot, replan_member, replan_steps, split_steps)
 from ensemble.run.budget import TimeBudget
 
 # round 1's 42000-row Fashion job on this machine: ~16 s start-up, 69 s an epoch, 20 s of predictions
@@ -223,6 +223,12 @@ def test_with_no_band_a_last_member_takes_every_step_that_fits():
     for current in (2600, 2610, 2633, 2700):
         assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, current, band=0.0) == 2633
     assert replan_steps(2, 1000, REPLAN, STEPS, 10.0, 2610, cap=2620, band=0.0) == 2620   # never past its cap
+
+
+def test_a_last_epochs_band_is_a_twentieth_of_an_epoch_and_a_second_twice_never_wider_than_the_band():
+    assert last_epoch_band(40.0) == pytest.approx(2 * (0.05 + 1 / 40))  # 0.15 epochs: fits with 0.075 to spare
+    assert last_epoch_band(4.0) == FINAL_BAND  # 2 x (0.05 + 0.25) = 0.6 epochs: more than the band's 0.5
+    assert last_epoch_band(0.0) == FINAL_BAND
 
 
 def test_a_capped_last_member_is_shortened_in_steps_never_lengthened_past_its_cap():

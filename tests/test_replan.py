@@ -206,6 +206,13 @@ def test_a_calibrated_lone_member_counts_its_length_in_steps_and_one_with_member
     # --epochs 4 is a length to shorten, not to pass: 200 s hold 4 whole epochs and 5 steps, it trains 4
     assert at(200, BudgetRules(1, stretch=False)) == (4, None)
     assert at(60, BudgetRules(1, stretch=False)) == (1, None)  # 10 s past one epoch: no step worth its epoch
+    # not one epoch and its predictions fit: the job's first member trains the steps that do, not a whole epoch,
+    # with the last epoch's spare (nothing re-plans after it): 45 s less 20 s of predictions hold 3 steps, and
+    # 3 s to spare (a twentieth of an epoch and a second) still 3, where the quarter epoch of a re-planned
+    # member's band would leave 2; at least a tenth of an epoch when nothing fits
+    assert at(45, BudgetRules(1, stretch=True)) == (1, 3)
+    assert at(45, BudgetRules(1, stretch=False)) == (1, 3)
+    assert at(20, BudgetRules(1, stretch=True)) == (1, 1)
     # members after it on its slot: whole epochs, theirs planned by the runner
     assert at(1000, BudgetRules(3, stretch=True)) == (calibrate.calibrated_epochs(
         replace(plan, deadline=1000, budget=BudgetRules(3, stretch=True)), plan.spec, COSTS, 0.0, lambda: 0.0), None)

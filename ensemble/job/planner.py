@@ -241,6 +241,17 @@ def replan_member(done: int, seconds_left: float, costs: Costs, epochs: int, cap
 # outside it is re-centred.
 FINAL_BAND = 0.5
 MIN_FINAL_SHARE = 0.1  # a partial last epoch trains at least this share of an epoch, or is left out
+# Before its last epoch a member's steps are fitted with this to spare, in epochs and seconds (at most the band's
+# quarter epoch): the deadline's own check, after the re-plan, counts the resize's writes and the fastest epoch's
+# validation, which may exceed the mean's, and a fit with nothing to spare would lose the whole last epoch to it.
+LAST_SPARE = (0.05, 1.0)
+
+
+def last_epoch_band(epoch_s: float) -> float:
+    """The band (replan_steps' `band`, in epochs) of a member whose next epoch is its last: nothing re-plans after
+    it, so LAST_SPARE, not FINAL_BAND (which fits to half of it); never wider than FINAL_BAND."""
+    spare_epochs, spare_s = LAST_SPARE
+    return min(2 * (spare_epochs + spare_s / max(epoch_s, 1e-9)), FINAL_BAND)
 
 
 def steps_cap(current: int, stretch: bool, recipe_epochs: int, multiple: int, steps_per_epoch: int) -> int:

@@ -24,7 +24,8 @@ import numpy as np
 from ..job.layout import MemberFolder
 from ..job.plan import RunPlan
 from ..job.spec import JobSpec
-from ..job.planner import Costs, plan_slot, replan_steps, split_steps, steps_cap
+from ..job.planner import (MIN_FINAL_SHARE, Costs, last_epoch_band, plan_slot, replan_steps, split_steps,
+                           steps_cap)
 from ..store import atomic
 from .callbacks.deadline import PREDICT_MARGIN, model_load_seconds
 from .loop import PREDICT_BATCH, predict_rows, train_epochs
@@ -192,16 +193,23 @@ def calibrated_length(plan: RunPlan, spec: JobSpec, probe: Probe, n_train: int, 
     calibrated_epochs gives them; when its slot's plan has no member after it, counted in steps as a re-plan
     counts a last member's (job.planner.replan_steps): whole epochs, then a last, partial one of the steps the
     time left holds. Else a short budget's member of 1 epoch left the rest of its time unused (a 40 s job at
-    12000 rows: 9 s of 40), since the re-plan that fits a last member's steps comes after an epoch."""
+    12000 rows: 9 s of 40), since the re-plan that fits a last member's steps comes after an epoch. When not even
+    one epoch and its predictions fit, the job's first member still trains, the steps the time holds (at least
+    MIN_FINAL_SHARE of an epoch), where a whole epoch took a 52 s job at 12000 rows to 65 s. A length of one
+    epoch has no re-plan after it, so it keeps the last epoch's small spare (job.planner.last_epoch_band)."""
     epochs = calibrated_epochs(plan, spec, probe.costs, probe.ahead_s, clock)
     rules = plan.budget
-    if rules.multiple > 1 or rules.every or len(slot_plan(plan, spec, probe.costs, probe.ahead_s, clock)) != 1:
+    if rules.multiple > 1 or rules.every or len(slot_plan(plan, spec, probe.costs, probe.ahead_s, clock)) > 1:
         return epochs, None
     per_epoch = steps_per_epoch(spec, n_train)
     current = epochs * per_epoch
-    total = replan_steps(0, plan.deadline - clock() - probe.ahead_s, probe.costs, per_epoch, probe.overhead_s,
-                         current, steps_cap(current, rules.stretch, spec.epochs, rules.multiple, per_epoch))
-    return split_steps(max(total, 1), per_epoch)
+    cap = steps_cap(current, rules.stretch, spec.epochs, rules.multiple, per_epoch)
+    left = plan.deadline - clock() - probe.ahead_s
+    total = replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap)
+    if total <= per_epoch:
+        total = replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap,
+                             band=last_epoch_band(probe.costs.epoch_s))
+    return split_steps(max(total, math.ceil(MIN_FINAL_SHARE * per_epoch), 1), per_epoch)
 
 
 def member_epochs(plan: RunPlan, index: int, folder: MemberFolder) -> int | None:

@@ -8,8 +8,8 @@ mean of those epochs: the first time in full (how many members of how long still
 last member, its length is then counted in steps (job.planner.replan_steps): whole epochs and a last, partial
 one of the steps the time left holds, kept while it fits with at most half an epoch to spare and fitted
 again when it leaves the band. When the epoch to come is its last, no re-plan follows to correct it: its
-steps are then fitted to the time left with only a small spare (LAST_SPARE), at the slower of its mean epoch
-and its latest (the band left up to half an epoch unused: 41 s of a 645 s budget at 12000 rows on a float32
+steps are then fitted to the time left with only a small spare (job.planner.LAST_SPARE), at the slower of its
+mean epoch and its latest (the band left up to half an epoch unused: 41 s of a 645 s budget at 12000 rows on a float32
 CPU, with the margins). A member with members after it keeps the whole epochs that first re-plan gave
 it (theirs are planned by the runner, when it ends, from the same measured epochs) until its slot's plan no
 longer has room for any of them: its epochs ran slower than planned, and what its length leaves is too short
@@ -33,7 +33,8 @@ from dataclasses import replace
 import keras
 
 from ...job.plan import BudgetRules
-from ...job.planner import FINAL_BAND, Costs, replan_member, replan_steps, split_steps, steps_cap
+from ...job.planner import (FINAL_BAND, Costs, last_epoch_band, replan_member, replan_steps, split_steps,
+                             steps_cap)
 
 
 def planned_epochs(callback: keras.callbacks.Callback) -> int:
@@ -45,11 +46,6 @@ def planned_epochs(callback: keras.callbacks.Callback) -> int:
 def total_steps(epochs: int, final_steps: int | None, steps_per_epoch: int) -> int:
     return (epochs - 1) * steps_per_epoch + final_steps if final_steps else epochs * steps_per_epoch
 
-
-# Before its last epoch a member's steps are fitted with this to spare, in epochs and seconds (at most the band's
-# quarter epoch): the deadline's own check, after the re-plan, counts the resize's writes and the fastest epoch's
-# validation, which may exceed the mean's, and a fit with nothing to spare would lose the whole last epoch to it.
-LAST_SPARE = (0.05, 1.0)
 
 # Once re-planned, a longer length in whole epochs must fit with half an epoch to spare: the mean of a few epochs
 # moves by more than the margin of a length that just fits, and each change reshapes the rest of the schedule.
@@ -141,10 +137,7 @@ class Replan(keras.callbacks.Callback):
         spare, not the band, and epochs that slow down must not carry it past the deadline, so the slower of the
         mean and the latest epoch sizes it."""
         slower = replace(costs, epoch_s=max(costs.epoch_s, self.steady[-1] if self.steady else 0.0))
-        spare_epochs, spare_s = LAST_SPARE
-        # replan_steps fits to half its band; never wider than the band (epochs of a second or two)
-        band = min(2 * (spare_epochs + spare_s / slower.epoch_s), FINAL_BAND)
-        return self.fitted_steps(done, left, slower, overhead_s, band)
+        return self.fitted_steps(done, left, slower, overhead_s, last_epoch_band(slower.epoch_s))
 
     def fitted_steps(self, done: int, left: float, costs: Costs, overhead_s: float, band: float
                      ) -> tuple[int, int | None]:

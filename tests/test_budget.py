@@ -11,7 +11,9 @@ from click.testing import CliRunner
 
 from ensemble.cli import main
 from ensemble.job.layout import read_history
-from ensemble.run.budget import end_margin, fits, member_seconds, parse_duration
+from ensemble.job.planner import Costs
+from ensemble.run.budget import (end_margin, fits, member_seconds, one_epoch_limit, parse_duration,
+                                 short_member_note)
 
 # the tests held to a wall-clock --time-limit run alone (`make test` runs them after the parallel pass)
 
@@ -36,6 +38,17 @@ def test_member_estimates_prefer_whole_members_then_epochs_then_nothing():
     assert fits(now=0.0, deadline=100.0, estimate=100.0) and not fits(0.0, 100.0, 100.5)
     assert fits(0.0, 100.0, None) and not fits(100.0, 100.0, None)  # unknown: start it, while time is left
     assert (end_margin(10), end_margin(200), end_margin(7200)) == (2.2, 6.0, 30.0)
+
+
+def test_the_limit_that_holds_one_whole_epoch_keeps_the_end_margin_back():
+    sample = Costs(startup_s=12.0, epoch_s=9.3, predict_s=10.0)  # the sample's member, as a 20 s job probed it
+    assert one_epoch_limit(sample) == 34  # 31.3 s and 2.68 s of margin; 33 s would keep back 2.66 and leave 30.34
+    assert 34 - end_margin(34) >= sample.member_s(1) > 33 - end_margin(33)
+    assert one_epoch_limit(Costs(0.0, 47.0, 0.0)) == 50  # 50 - (2 + 1) is 47 exactly: no second more
+    assert one_epoch_limit(Costs(100.0, 1300.0, 100.0)) == 1530  # past 1400 s the margin is 30 s
+    assert short_member_note(sample, 6 / 57) == (
+        "the time limit holds 11% of one epoch after start-up (12 s) and predictions (10 s), far from the recipe's "
+        "accuracy; --time-limit 34s or more trains one whole epoch")
 
 
 def invoke(home, *args):

@@ -440,6 +440,28 @@ def test_the_plan_announced_after_a_re_plan_counts_the_members_own_epochs_and_it
                      lines[-1]), lines
 
 
+def test_a_first_member_calibrated_to_part_of_one_epoch_is_announced_with_the_limit_that_holds_one(
+        tmp_path, sample_dir):
+    ws = Workspace.resolve(tmp_path / "home")
+    spec = JobSpec(model="seed004", epochs=12, batch_size=32, limit_train=128, precision="float32")
+    prepare_job(ws, TrainRequest(n=1, data_dir=sample_dir, job="p", spec=spec), gpu_capabilities=[])
+    lines = []
+    started = time.time()
+    budget = TimeBudget(12, deadline=started + 18.0, cap=1, started=started, time_limit=20)
+    run = JobRun(ws, load_record(ws, "p"), read_plan(ws, "p"), PlanningOnly(1), PlainReporter(echo=lines.append),
+                 RunOrder([0], [], retries=0), budget, 20)
+    probed = Costs(startup_s=12.0, epoch_s=9.3, predict_s=10.0)
+    run.calibrated(0, None, Progress(epoch=0, epochs=1, final_share=6 / 57, costs=probed.to_dict(), updated=1.0))
+    said = [line.split("] ", 1)[1] for line in lines]  # after the time of day
+    assert said[-2].startswith("budget plan: 1 member x 1 epoch, ~"), said
+    assert said[-1] == ("member-00: the time limit holds 11% of one epoch after start-up (12 s) and predictions "
+                        "(10 s), far from the recipe's accuracy; --time-limit 34s or more trains one whole epoch")
+    lines.clear()  # a member of one whole epoch, or of more than one, is only planned
+    run.calibrated(0, None, Progress(epoch=0, epochs=1, costs=probed.to_dict(), updated=1.0))
+    run.calibrated(0, None, Progress(epoch=0, epochs=2, final_share=0.5, costs=probed.to_dict(), updated=1.0))
+    assert len(lines) == 2 and all("] budget plan: " in line for line in lines), lines
+
+
 def test_the_runner_counts_a_members_whole_epochs_and_not_its_partial_last_one(tmp_path, sample_dir):
     ws = Workspace.resolve(tmp_path / "home")
     spec = JobSpec(model="seed004", epochs=12, batch_size=32, limit_train=128, precision="float32")

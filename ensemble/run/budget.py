@@ -73,6 +73,21 @@ def end_margin(time_limit: float) -> float:
     return min(2.0 + 0.02 * time_limit, 30.0)
 
 
+def one_epoch_limit(costs: Costs) -> int:
+    """The --time-limit, in whole seconds, that holds a member of one whole epoch at these costs once the end
+    margin is kept back (end_margin: 2 s and 2% of the limit, at most 30 s)."""
+    need = costs.member_s(1)
+    return math.ceil(min((need + 2.0) / 0.98, need + 30.0) - 1e-9)
+
+
+def short_member_note(costs: Costs, final_share: float) -> str:
+    """What a user is told when the job's first member gets less than one epoch: the time limit is mostly
+    start-up and predictions, and what limit trains one epoch."""
+    return (f"the time limit holds {final_share:.0%} of one epoch after start-up ({costs.startup_s:.0f} s) and "
+            f"predictions ({costs.predict_s:.0f} s), far from the recipe's accuracy; --time-limit "
+            f"{one_epoch_limit(costs)}s or more trains one whole epoch")
+
+
 def fits(now: float, deadline: float, estimate: float | None) -> bool:
     """Whether a member estimated at `estimate` seconds ends by the deadline; unknown: start it (it
     calibrates, and stops at an epoch end if it must)."""

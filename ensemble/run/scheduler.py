@@ -19,7 +19,7 @@ from ..job.progress import NO_PROGRESS, Progress, read_progress
 from ..job.record import JobRecord, now, save_record
 from ..store.atomic import NO_SPACE_EXIT, NoSpace, low_on_space
 from ..store.workspace import Workspace
-from .budget import TimeBudget, format_duration
+from .budget import TimeBudget, format_duration, short_member_note
 from .devices import Slot
 from .executors import Launched
 from .stall import StallWatch, stall_limits
@@ -175,6 +175,8 @@ class JobRun:
         costs = self.budget.costs = self.record.costs = Costs.from_dict(progress.costs)
         now = time.time()
         self.announce_plan(now, ((progress.epochs, costs.finishing_s(progress.epochs, 0, progress.final_share)),))
+        if progress.epochs == 1 and progress.final_share:  # the plan's "1 epoch" is only part of one
+            self.reporter.event(f"{self.member(index).name}: {short_member_note(costs, progress.final_share)}")
 
     def replanned(self, progress: Progress) -> None:
         """A member sized itself again from the epochs it trained (member.callbacks.replan): the job keeps the

@@ -212,7 +212,12 @@ def test_a_calibrated_lone_member_counts_its_length_in_steps_and_one_with_member
     # member's band would leave 2; at least a tenth of an epoch when nothing fits
     assert at(45, BudgetRules(1, stretch=True)) == (1, 3)
     assert at(45, BudgetRules(1, stretch=False)) == (1, 3)
-    assert at(20, BudgetRules(1, stretch=True)) == (1, 1)
+    floor = calibrate.calibrated_length(replace(plan, deadline=20, budget=BudgetRules(1, stretch=True)), plan.spec,
+                                        probe, n_train=384, clock=lambda: 0.0)
+    assert floor == (1, 2)  # 12 steps an epoch: a tenth of one is 2 steps, though none fits
+    # one whole epoch kept by the band stays one: the small spare would add a second, partial epoch sized from
+    # the probe alone (65 s: 2 steps of it)
+    assert at(65, BudgetRules(1, stretch=True)) == (1, None)
     # members after it on its slot: whole epochs, theirs planned by the runner
     assert at(1000, BudgetRules(3, stretch=True)) == (calibrate.calibrated_epochs(
         replace(plan, deadline=1000, budget=BudgetRules(3, stretch=True)), plan.spec, COSTS, 0.0, lambda: 0.0), None)

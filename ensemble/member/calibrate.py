@@ -206,9 +206,10 @@ def calibrated_length(plan: RunPlan, spec: JobSpec, probe: Probe, n_train: int, 
     cap = steps_cap(current, rules.stretch, spec.epochs, rules.multiple, per_epoch)
     left = plan.deadline - clock() - probe.ahead_s
     total = replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap)
-    if total <= per_epoch:
-        total = replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap,
-                             band=last_epoch_band(probe.costs.epoch_s))
+    if total <= per_epoch:  # and it stays one epoch: a second, partial one sized from the probe alone would be
+        # fitted with nothing re-planned before it but that epoch's own end, which may find it no longer fits
+        total = min(replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap,
+                                 band=last_epoch_band(probe.costs.epoch_s)), per_epoch)
     return split_steps(max(total, math.ceil(MIN_FINAL_SHARE * per_epoch), 1), per_epoch)
 
 

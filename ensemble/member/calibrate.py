@@ -210,7 +210,7 @@ def calibrated_length(plan: RunPlan, spec: JobSpec, probe: Probe, n_train: int, 
         # fitted with nothing re-planned before it but that epoch's own end, which may find it no longer fits
         total = min(replan_steps(0, left, probe.costs, per_epoch, probe.overhead_s, current, cap,
                                  band=last_epoch_band(probe.costs.epoch_s)), per_epoch)
-    return split_steps(max(total, math.ceil(MIN_FINAL_SHARE * per_epoch), 1), per_epoch)
+    return split_steps(max(total, math.ceil(MIN_FINAL_SHARE * per_epoch)), per_epoch)  # per_epoch: 1 or more
 
 
 def member_epochs(plan: RunPlan, index: int, folder: MemberFolder) -> int | None:

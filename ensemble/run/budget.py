@@ -67,17 +67,21 @@ def member_seconds(finished_walls: list[float], epoch_seconds: list[float], epoc
     return None
 
 
+# end_margin: these seconds, this share of the limit, at most MARGIN_MAX_S
+MARGIN_S, MARGIN_SHARE, MARGIN_MAX_S = 2.0, 0.02, 30.0
+
+
 def end_margin(time_limit: float) -> float:
     """Seconds kept back from the limit for what the deadline cannot see: the command's own start-up before
     the clock starts, and members and the runner exiting after it (measured: 2-4 s)."""
-    return min(2.0 + 0.02 * time_limit, 30.0)
+    return min(MARGIN_S + MARGIN_SHARE * time_limit, MARGIN_MAX_S)
 
 
 def one_epoch_limit(costs: Costs) -> int:
     """The --time-limit, in whole seconds, that holds a member of one whole epoch at these costs once the end
-    margin is kept back (end_margin: 2 s and 2% of the limit, at most 30 s)."""
+    margin is kept back: end_margin inverted, on each side of its cap."""
     need = costs.member_s(1)
-    return math.ceil(min((need + 2.0) / 0.98, need + 30.0) - 1e-9)
+    return math.ceil(min((need + MARGIN_S) / (1.0 - MARGIN_SHARE), need + MARGIN_MAX_S) - 1e-9)
 
 
 def short_member_note(costs: Costs, final_share: float) -> str:

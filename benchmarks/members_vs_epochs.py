@@ -7,9 +7,10 @@ many members of how many epochs fill the budget; the holdout decides which plan 
         --roots /tmp/recipe-length,.
 
 With --lever (repeatable), each checkout also runs its default job plus those train options, paired seed by
-seed (a lever measured under the time limit, as a user runs it). With --target, each run also says when the job
-first reached that validation accuracy (budget.py's timeline: the wall clock at each epoch's end, start-up
-included), e.g. seed 002's validation accuracy from a budget.py run of A on the same rows:
+seed (a lever measured under the time limit, as a user runs it); --levers-only runs those alone (e.g. a baseline
+lever `--folds 0` and `--folds 0 --width 0.5`, without the ten-fold default). With --target, each run also says
+when the job first reached that validation accuracy (budget.py's timeline: the wall clock at each epoch's end,
+start-up included), e.g. seed 002's validation accuracy from a budget.py run of A on the same rows:
 
     python benchmarks/members_vs_epochs.py --rows 12000 --budget 110 --roots . --lever "--warmup 0.05" \\
         --target 0.8148
@@ -69,15 +70,20 @@ def main() -> None:
     parser.add_argument("--lever", action="append", default=[],
                         help='train options run beside each default, e.g. "--warmup 0.05" (repeatable)')
     parser.add_argument("--target", type=float, default=None, help="a validation accuracy: seconds until reached")
+    parser.add_argument("--levers-only", action="store_true",
+                        help="run only the --lever jobs, not each checkout's default beside them")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-members")
     args = parser.parse_args()
+    if args.levers_only and not args.lever:
+        parser.error("--levers-only needs at least one --lever")
 
     roots = [Path(root).resolve() for root in args.roots.split(",")]
     data = args.out / f"data-{args.rows}"
     holdout = make_data(args.data, args.rows, data)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; rows {args.rows}, "
           f"budget {args.budget:.0f} s, holdout {len(holdout)} rows", flush=True)
-    variants = [("", [])] + [("+" + lever.replace("--", "").replace(" ", ""), lever.split()) for lever in args.lever]
+    variants = [] if args.levers_only else [("", [])]
+    variants += [("+" + lever.replace("--", "").replace(" ", ""), lever.split()) for lever in args.lever]
     runs = []
     for seed in args.seeds.split(","):
         for number, root in enumerate(roots):

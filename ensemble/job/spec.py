@@ -17,7 +17,7 @@ from .options import (at_least, declared, default_of, option, positive, probabil
 SPEC_FIELD_DEFAULTS = {"recipe": None, "schedule": "plateau", "zoom": 0.1, "shift": 0.1, "rotation": 0.0,
                        "flip": False, "erase": 0.0, "keep": "best", "snapshots": 1, "tta": False, "layout": DEFAULT_LAYOUT,
                        "label_smoothing": 0.0, "ema": 0.0, "ema_power": 0.0, "weight_decay": 0.0, "folds": 0,
-                       "warmup": ONECYCLE_WARMUP, "classes": tuple(range(10))}
+                       "warmup": ONECYCLE_WARMUP, "width": 1.0, "classes": tuple(range(10))}
 RENAMED_FIELDS = {"task": "layout"}
 
 
@@ -95,6 +95,10 @@ class JobSpec:
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
         "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,
         check=share_below(1), default=lambda recipe: recipe.warmup)
+    width: float | None = option(
+        "--width", "The net's width: every conv's filters times this, rounded (0.5: half the filters, about a third "
+        "of a step's arithmetic; MobileNet's width multiplier) (default: the recipe's, 1: the net as published). See "
+        "BENCHMARKS.md, \"A narrower net\".", type=float, check=positive, default=lambda recipe: recipe.width)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
         "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,
@@ -140,7 +144,7 @@ class JobSpec:
                       folds=asked_folds(asked, base),
                       rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
                       erase=float(values["erase"]), weight_decay=float(values["weight_decay"]),
-                      ema_power=float(values["ema_power"]))
+                      ema_power=float(values["ema_power"]), width=float(values["width"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "

@@ -51,7 +51,7 @@ def build_member_model(spec: JobSpec, seed: int, n_train: int, final_steps: int 
     plateau), which fit_member_model applies and resize_schedule re-sizes."""
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(spec.precision)
-    model = build_model(spec.model, len(spec.classes), spec.augmentation, seed)
+    model = build_model(spec.model, len(spec.classes), spec.augmentation, seed, spec.width)
     schedule = member_schedule(spec, n_train, final_steps)
     compile_model(model, spec.optimizer, float(rate_at_step(schedule, 0)), spec.label_smoothing, len(spec.classes),
                   spec.ema, spec.weight_decay, spec.ema_power)

@@ -17,6 +17,11 @@ from .recipes import NO_AUGMENTATION, Augmentation
 INPUT_SHAPE = (SIDE, SIDE, 1)
 
 
+def scaled(filters: int, width: float) -> int:
+    """A conv's filters under the net's width multiplier (MobileNet's alpha), at least one."""
+    return max(1, round(filters * width))
+
+
 def _softmax_output(n_classes: int):
     from keras import layers
 
@@ -24,11 +29,11 @@ def _softmax_output(n_classes: int):
     return layers.Dense(n_classes, activation="softmax", dtype="float32")
 
 
-def _cnn11_convs() -> list:
+def _cnn11_convs(width: float) -> list:
     from keras import layers
 
     def conv(filters):
-        return layers.Conv2D(filters, 3, padding="same", activation="relu")
+        return layers.Conv2D(scaled(filters, width), 3, padding="same", activation="relu")
 
     return [
         conv(32), conv(32), conv(32), layers.MaxPooling2D(),
@@ -43,22 +48,23 @@ def _cnn11_head(n_classes: int) -> list:
     return [layers.Flatten(), layers.Dropout(0.2), layers.Dense(128, activation="relu"), _softmax_output(n_classes)]
 
 
-def _cnn11(n_classes: int) -> list:
-    return [*_cnn11_convs(), *_cnn11_head(n_classes)]
+def _cnn11(n_classes: int, width: float = 1.0) -> list:
+    return [*_cnn11_convs(width), *_cnn11_head(n_classes)]
 
 
-def _cnn11_pool(n_classes: int) -> list:
+def _cnn11_pool(n_classes: int, width: float = 1.0) -> list:
     """cnn11 with a third max-pool before its dense layer: Dense(128) reads 3x3x128 values, not 7x7x128, so the net
     has half the weights and a CPU step costs about 13% less (BENCHMARKS.md, "A pooled cnn11")."""
     from keras import layers
 
-    return [*_cnn11_convs(), layers.MaxPooling2D(), *_cnn11_head(n_classes)]
+    return [*_cnn11_convs(width), layers.MaxPooling2D(), *_cnn11_head(n_classes)]
 
 
-def _bn_cnn(n_classes: int) -> list:
+def _bn_cnn(n_classes: int, width: float = 1.0) -> list:
     from keras import layers
 
     def block(filters):
+        filters = scaled(filters, width)
         return [
             layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
             layers.Conv2D(filters, 3, activation="relu"), layers.BatchNormalization(),
@@ -74,12 +80,12 @@ def _bn_cnn(n_classes: int) -> list:
     ]
 
 
-def _keras_mnist(n_classes: int) -> list:
+def _keras_mnist(n_classes: int, width: float = 1.0) -> list:
     from keras import layers
 
     return [
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.Conv2D(64, 3, activation="relu"),
+        layers.Conv2D(scaled(32, width), 3, activation="relu"),
+        layers.Conv2D(scaled(64, width), 3, activation="relu"),
         layers.MaxPooling2D(), layers.Dropout(0.25),
         layers.Flatten(),
         layers.Dense(128, activation="relu"), layers.Dropout(0.5),
@@ -87,12 +93,12 @@ def _keras_mnist(n_classes: int) -> list:
     ]
 
 
-def _deotte(n_classes: int) -> list:
+def _deotte(n_classes: int, width: float = 1.0) -> list:
     """Deotte's "25 Million Images" net: two 3x3 convs then a strided 5x5 in place of pooling, BN, dropout 0.4."""
     from keras import layers
 
     def conv_bn(filters, size, **kwargs):
-        return [layers.Conv2D(filters, size, activation="relu", **kwargs), layers.BatchNormalization()]
+        return [layers.Conv2D(scaled(filters, width), size, activation="relu", **kwargs), layers.BatchNormalization()]
 
     def block(filters):
         return [*conv_bn(filters, 3), *conv_bn(filters, 3), *conv_bn(filters, 5, strides=2, padding="same"),
@@ -101,49 +107,53 @@ def _deotte(n_classes: int) -> list:
     return [*block(32), *block(64), *conv_bn(128, 4), layers.Flatten(), layers.Dropout(0.4), _softmax_output(n_classes)]
 
 
-def _seed001(n_classes: int) -> list:
+def _seed001(n_classes: int, width: float = 1.0) -> list:
     """Seed 001's final net; its Dense(128) comes before Flatten, so it acts per position (as published)."""
     from keras import layers
 
     return [
-        layers.Conv2D(64, 5, activation="relu"), layers.Conv2D(32, 3, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(scaled(64, width), 5, activation="relu"), layers.Conv2D(scaled(32, width), 3, activation="relu"),
+        layers.MaxPooling2D(),
         layers.Dense(128, activation="relu"), layers.Dropout(0.2), layers.Flatten(), _softmax_output(n_classes),
     ]
 
 
-def _seed004(n_classes: int) -> list:
+def _seed004(n_classes: int, width: float = 1.0) -> list:
     from keras import layers
 
     return [
-        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
-        layers.Conv2D(16, 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(scaled(16, width), 5, activation="relu"), layers.MaxPooling2D(),
+        layers.Conv2D(scaled(16, width), 5, activation="relu"), layers.MaxPooling2D(),
         layers.Dropout(0.2), layers.Flatten(),
         layers.Dense(128, activation="relu"), layers.Dropout(0.2),
         _softmax_output(n_classes),
     ]
 
 
-NETS: dict[str, Callable[[int], list]] = {
+# each builder takes the classes and a width: every conv's filters times it (its dense layers keep their units)
+NETS: dict[str, Callable[[int, float], list]] = {
     "cnn11": _cnn11, "deotte": _deotte, "bn_cnn": _bn_cnn, "keras_mnist": _keras_mnist,
     "seed001": _seed001, "seed004": _seed004, "cnn11_pool": _cnn11_pool,
 }
 
 
-def net_body(name: str, n_classes: int) -> list:
+def net_body(name: str, n_classes: int, width: float = 1.0) -> list:
     if name not in NETS:
         raise KeyError(f"unknown net {name!r}; choose one of {', '.join(NETS)}")
-    return NETS[name](n_classes)
+    return NETS[name](n_classes, width)
 
 
-def build_network(name: str, n_classes: int):
-    """The bare architecture on 0..1 inputs, as published (for parameter counts and inspection)."""
+def build_network(name: str, n_classes: int, width: float = 1.0):
+    """The bare architecture on 0..1 inputs, as published at width 1 (for parameter counts and inspection)."""
     import keras
 
-    return keras.Sequential([keras.Input(INPUT_SHAPE), *net_body(name, n_classes)], name=name)
+    return keras.Sequential([keras.Input(INPUT_SHAPE), *net_body(name, n_classes, width)], name=name)
 
 
-def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGMENTATION, seed: int | None = None):
-    """The trainable model: raw 0..255 pixels -> scale -> augmentation (training only) -> the network."""
+def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGMENTATION, seed: int | None = None,
+                width: float = 1.0):
+    """The trainable model: raw 0..255 pixels -> scale -> augmentation (training only) -> the network, its convs'
+    filters times `width`."""
     import keras
     from keras import layers
 
@@ -153,7 +163,7 @@ def build_model(name: str, n_classes: int, augmentation: Augmentation = NO_AUGME
         keras.Input(INPUT_SHAPE),
         layers.Rescaling(1.0 / 255, name="scale_to_unit"),
         *augmentation_layers(augmentation, seed),
-        *net_body(name, n_classes),
+        *net_body(name, n_classes, width),
     ], name=name)
 
 

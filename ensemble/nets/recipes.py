@@ -55,6 +55,7 @@ class Recipe:
     weight_decay: float = 0.0     # decoupled (AdamW's), per unit of rate; off everywhere: BENCHMARKS.md, "Weight decay"
     warmup: float = ONECYCLE_WARMUP  # onecycle's share of steps rising to the peak rate
     folds: int = 0                # K: member i holds out fold i mod K; 0: one split shared by every member
+    width: float = 1.0            # every conv's filters times this (the published nets: 1)
 
 
 # The default. Its schedule, rate, epochs and TTA are what benchmarks/budget.py found most accurate at equal wall

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from ensemble.nets.architectures import NETS, build_model, build_network, compile_model
+from ensemble.nets.architectures import NETS, build_model, build_network, compile_model, scaled
 from ensemble.nets.recipes import RECIPES, Augmentation, get_recipe, recipe_for
 
 IDG = Augmentation("idg", 0.1, 0.1, 10.0)
@@ -32,6 +32,36 @@ def test_cnn11_is_seed_002s_net():
     assert all(c.kernel_size == (3, 3) and c.padding == "same" for c in convs)
     assert [type(layer).__name__ for layer in network.layers[-4:]] == ["Flatten", "Dropout", "Dense", "Dense"]
     assert network.layers[-3].rate == 0.2 and network.layers[-1].activation.__name__ == "softmax"
+
+
+def test_cnn11_at_half_width_has_half_the_filters_in_every_conv():
+    network = build_network("cnn11", 10, width=0.5)
+    convs = [layer for layer in network.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 16, 16, 32, 32, 32, 64, 64, 64]
+    # 160 + 2 x 2,320 + 4,640 + 2 x 9,248 + 18,496 + 2 x 36,928 convs, Dense(128) on 7x7x64 401,536, softmax 1,290
+    assert network.count_params() == 523_114
+    assert build_model("cnn11", 10, IDG, seed=0, width=0.5).count_params() == 523_114
+
+
+def filters_and_units(network) -> tuple[list[int], list[int]]:
+    layers = network.layers
+    return ([layer.filters for layer in layers if isinstance(layer, keras.layers.Conv2D)],
+            [layer.units for layer in layers if isinstance(layer, keras.layers.Dense)])
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_the_width_scales_every_conv_of_every_net_and_leaves_its_dense_layers(name):
+    published_filters, published_units = filters_and_units(build_network(name, 10))
+    for width in (0.3, 0.5, 2.0):
+        filters, units = filters_and_units(build_network(name, 10, width))
+        assert filters == [max(1, round(f * width)) for f in published_filters]
+        assert units == published_units
+    assert filters_and_units(build_network(name, 10, 0.01))[0] == [1] * len(published_filters)  # never no filter
+
+
+def test_scaled_rounds_to_the_nearest_filter_and_keeps_one():
+    assert [scaled(16, 0.3), scaled(32, 0.375), scaled(128, 0.5), scaled(32, 1.0), scaled(3, 0.1)] == [
+        5, 12, 64, 32, 1]
 
 
 def test_cnn11_pool_is_cnn11_pooled_once_more_before_its_dense_layer():

@@ -4,7 +4,7 @@ from ensemble.job.errors import JobError
 from ensemble.job.layout import JobLayout
 from ensemble.job.record import job_names, latest_job_with_spec, new_record, require_record, resume_command, save_record
 from ensemble.job.spec import JobSpec, spec_differences
-from ensemble.nets.recipes import Augmentation
+from ensemble.nets.recipes import RECIPES, Augmentation, get_recipe
 
 
 def test_spec_takes_missing_values_from_the_recipe():
@@ -69,6 +69,19 @@ def test_random_erasing_is_off_unless_asked_and_is_a_probability():
     assert JobSpec.from_dict(recorded).augmentation.erase == 0.0
 
 
+def test_the_width_is_the_recipes_unless_asked_and_positive():
+    assert JobSpec.from_options(precision="float32").width == 1.0
+    assert get_recipe("cnn11").width == 1.0 and all(recipe.width == 1.0 for recipe in RECIPES.values())
+    asked = JobSpec.from_options(precision="float32", width=0.5)
+    assert asked.width == 0.5 and JobSpec.from_dict(asked.to_dict()) == asked
+    assert type(JobSpec.from_options(precision="float32", width=2).width) is float  # as JSON and the flag give it
+    with pytest.raises(JobError, match=r"--width must be positive"):
+        JobSpec.from_options(width=0)
+    recorded = asked.to_dict()
+    del recorded["width"]  # a job recorded before the field: its nets were as published
+    assert JobSpec.from_dict(recorded).width == 1.0
+
+
 def test_weight_decay_is_off_unless_asked_and_below_one():
     assert JobSpec.from_options(precision="float32").weight_decay == 0.0
     asked = JobSpec.from_options(precision="float32", weight_decay=0.05)
@@ -125,7 +138,7 @@ def test_resume_command_carries_every_recipe_choice(tmp_path):
     assert command == (f"ensemble train --job j --n 2 --data '{tmp_path}/my data' --recipe deotte "
                        "--model deotte --epochs 6 --batch 64 --lr 0.001 --schedule cosine --augment idg "
                        "--rotation 10 --no-flip --erase 0 --keep last --snapshots 3 --tta --label-smoothing 0 --ema 0 "
-                       "--ema-power 0 --weight-decay 0 --warmup 0.25 "
+                       "--ema-power 0 --weight-decay 0 --warmup 0.25 --width 1 "
                        "--precision float32 --seed 0 "
                        "--val-split 0.1 --folds 0 "
                        "--format digit-recognizer")

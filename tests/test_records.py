@@ -76,7 +76,7 @@ def test_train_help_lists_exactly_the_declared_flags():
     assert flags == sorted(["--n", "--recipe", "--model", "--epochs", "--batch", "--lr", "--schedule", "--augment",
                             "--rotation", "--flip", "--erase", "--keep", "--snapshots", "--tta", "--label-smoothing", "--ema",
                             "--ema-power", "--weight-decay",
-                            "--warmup", "--time-limit",
+                            "--warmup", "--width", "--time-limit",
                             "--precision", "--seed",
                             "--val-split", "--folds", "--job", "--pseudo-label", "--refit-full", "--data", "--format", "--limit-train",
                             "--gpus", "--per-gpu", "--workers", "--stall-timeout", "--retries", "--executor", "--address"])

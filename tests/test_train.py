@@ -464,6 +464,24 @@ def test_random_erasing_is_in_the_members_model_trains_an_epoch_on_a_slice_and_s
 
 
 @pytest.mark.jax
+def test_a_half_width_member_trains_an_epoch_on_a_slice_and_its_checkpoint_rebuilds_it(slice_arrays, tmp_path,
+                                                                                       restore_dtype_policy):
+    from ensemble.member.model import fit_member_model
+
+    spec = JobSpec.from_options(width=0.5, epochs=1, precision="float32", batch_size=32)
+    model = build_member_model(spec, seed=0, n_train=len(slice_arrays.x_train))
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 16, 16, 32, 32, 32, 64, 64, 64]  # cnn11's, halved
+    history = fit_member_model(model, spec, slice_arrays, seed=0, callbacks=[])
+    assert np.isfinite(history.history["loss"][0]) and "val_accuracy" in history.history
+    model.save(tmp_path / "half.keras")  # the checkpoint carries the narrower net: no width needed to load it
+    loaded = keras.saving.load_model(tmp_path / "half.keras", compile=False)
+    assert [layer.filters for layer in loaded.layers if isinstance(layer, keras.layers.Conv2D)][0] == 16
+    x = slice_arrays.x_val[:16].astype("float32")
+    np.testing.assert_allclose(loaded.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
+
+
+@pytest.mark.jax
 def test_the_flip_lever_is_in_the_members_augmentation_and_trains_an_epoch_on_a_slice(slice_arrays,
                                                                                      restore_dtype_policy):
     from ensemble.member.model import build_member_model, fit_member_model

@@ -1,6 +1,7 @@
 """What each piece of a cnn11 train step costs on this machine, side by side in one run: the net alone, with the
 recipe's augmentation in the graph, with its weight average, the same net with every conv batch-normalised (the
-fastest public recipes' nets are; FIELD.md), which is not one of the project's nets, and cnn11_pool.
+fastest public recipes' nets are; FIELD.md), which is not one of the project's nets, cnn11_pool, and cnn11 at
+narrower widths (--width).
 
     python benchmarks/step_cost.py --steps 120 --repeats 2
 
@@ -52,6 +53,7 @@ class Variant(NamedTuple):
     batch_normalised: bool  # every conv of cnn11 batch-normalised (cnn11_batch_normalised)
     augmented: bool
     ema: float  # the weight average's momentum (0: none)
+    width: float = 1.0  # every conv's filters times this (--width)
 
 
 VARIANTS = {
@@ -59,6 +61,9 @@ VARIANTS = {
     "cnn11, IDG, average (the default)": Variant("cnn11", False, True, 0.98),
     "cnn11 + BN, IDG, average": Variant("cnn11", True, True, 0.98),
     "cnn11_pool, IDG, average": Variant("cnn11_pool", False, True, 0.98),
+    "cnn11 at width 0.75, IDG, average": Variant("cnn11", False, True, 0.98, 0.75),
+    "cnn11 at width 0.5, IDG, average": Variant("cnn11", False, True, 0.98, 0.5),
+    "cnn11 at width 0.375, IDG, average": Variant("cnn11", False, True, 0.98, 0.375),
 }
 DEFAULT = "cnn11, IDG, average (the default)"
 
@@ -72,7 +77,7 @@ def build(variant: str, seed: int):
     augmentation = RECIPES["cnn11"].augmentation if chosen.augmented else NO_AUGMENTATION
     if chosen.batch_normalised:
         return cnn11_batch_normalised(10, augmentation_layers(augmentation, seed))
-    return build_model(chosen.net, 10, augmentation, seed)
+    return build_model(chosen.net, 10, augmentation, seed, chosen.width)
 
 
 def step_ms(variant: str, images, labels, steps: int, precision: str, batch: int = BATCH) -> float:

@@ -62,3 +62,8 @@ python3 benchmarks/folds.py --data "$out/home/data" --rows 12000 --members 5 --e
   --common "--no-tta --gpus 0" | tee "$out/folds.log"
 python3 benchmarks/pseudo.py --data "$out/home/data" --rows 12000 --test-rows 8000 --seeds 3 --threshold 0.99 \
   --common "--no-tta --gpus 0 --epochs 12" --out "$out/pseudo" | tee "$out/pseudo.log"
+
+# 8. The net's width on a GPU, where it is unmeasured and --width auto keeps the published net: the default
+#    against half the filters under the same time limit, 2 paired job seeds, 42000 rows, 5 minutes each.
+python3 benchmarks/members_vs_epochs.py --data "$out/home/data" --rows 42000 --budget 300 --seeds 0,1 --roots . \
+  --gpus 0 --lever "--width 0.5" --out "$out/width" | tee "$out/width.log"

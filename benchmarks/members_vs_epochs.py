@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--levers-only", action="store_true",
                         help="run only the --lever jobs, not each checkout's default beside them")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-members")
+    parser.add_argument("--gpus", default="cpu", help="ensemble train --gpus (cpu here; 0 on a GPU machine)")
     args = parser.parse_args()
     if args.levers_only and not args.lever:
         parser.error("--levers-only needs at least one --lever")
@@ -95,7 +96,7 @@ def main() -> None:
                 subprocess.run(["rm", "-rf", str(home)], check=True)
                 started = time.time()
                 wall = run_variant("C-onecycle", [*VARIANTS["C-onecycle"], "--seed", seed, *options], data, home,
-                                   args.budget, args.out / f"{args.rows}-{label}-seed{seed}.log", root=root)
+                                   args.budget, args.out / f"{args.rows}-{label}-seed{seed}.log", args.gpus, root)
                 scored = score_variant(home, "C-onecycle", holdout, started)
                 reached = time_to(scored["timeline"], args.target) if args.target is not None else None
                 run = {"checkout": label, "seed": int(seed), "wall": round(wall, 1),

@@ -239,7 +239,7 @@ def status(ctx, job):
     record, frame, runner = api.status(workspace(ctx), job)
     holder = (f"running: pid {runner['pid']} on {runner.get('host', '?')} since {runner.get('since', '?')}"
               if runner else "not running")
-    click.echo(render_frame(frame, title=f"job {record.name}: {len(record.members)} x {record.spec.model}, "
+    click.echo(render_frame(frame, title=f"job {record.name}: {len(record.members)} x {record.spec.net_described}, "
                                          f"{record.spec.epochs} epochs; {holder}", text_columns=STATUS_TEXT), nl=False)
 
 

@@ -381,3 +381,13 @@ def test_training_data_of_one_class_is_refused_before_anything_is_written(tmp_pa
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "every training row has label 3; a classifier needs at least two classes" in result.output
     assert not (tmp_path / "home/jobs").exists()
+
+
+def test_a_width_that_is_no_factor_is_a_usage_error_and_a_non_positive_one_is_refused(tmp_path, sample_dir):
+    words = invoke(tmp_path / "home", "train", "--n", "1", "--data", sample_dir, "--width", "half")
+    assert words.exit_code == 2 and "Invalid value for '--width': give a factor for every conv's filters (0.5: half) " \
+                                     "or auto" in words.output
+    zero = invoke(tmp_path / "home", "train", "--n", "1", "--data", sample_dir, "--width", "0")
+    assert zero.exit_code == 1 and "Error: --width must be a positive factor or auto, got 0.0" in zero.output
+    assert "Traceback" not in words.output + zero.output
+    assert not (tmp_path / "home" / "jobs").exists()

@@ -193,6 +193,9 @@ def test_a_validation_share_alone_makes_a_shared_split_and_the_train_heading_nam
     request = TrainRequest(n=1)
     assert run_heading("v", True, request, shared.record.spec, None, 1, 0).endswith(
         ", TTA, one shared 0.2 validation split; 1 to train, 0 already done")
+    # members on the CPU: cnn11's width auto halves its filters, and the heading says so
+    assert run_heading("v", True, request, shared.record.spec, None, 1, 0).startswith(
+        "job v (new): 1 x cnn11 at width 0.5 (recipe cnn11), 12 epochs, onecycle lr 0.002")
     assert run_heading("f", True, request, folds.record.spec, None, 1, 0).endswith(
         ", TTA, 10 folds (member i holds out fold i mod 10); 1 to train, 0 already done")
 

@@ -69,14 +69,21 @@ def test_random_erasing_is_off_unless_asked_and_is_a_probability():
     assert JobSpec.from_dict(recorded).augmentation.erase == 0.0
 
 
-def test_the_width_is_the_recipes_unless_asked_and_positive():
-    assert JobSpec.from_options(precision="float32").width == 1.0
-    assert get_recipe("cnn11").width == 1.0 and all(recipe.width == 1.0 for recipe in RECIPES.values())
-    asked = JobSpec.from_options(precision="float32", width=0.5)
-    assert asked.width == 0.5 and JobSpec.from_dict(asked.to_dict()) == asked
-    assert type(JobSpec.from_options(precision="float32", width=2).width) is float  # as JSON and the flag give it
-    with pytest.raises(JobError, match=r"--width must be positive"):
+def test_the_width_is_half_for_cnn11_on_the_cpu_the_published_net_elsewhere_and_an_asked_one_kept():
+    assert get_recipe("cnn11").width == get_recipe("cnn11_pool").width == "auto"
+    assert all(recipe.width == 1.0 for name, recipe in RECIPES.items() if name not in ("cnn11", "cnn11_pool"))
+    assert JobSpec.from_options(precision="float32", gpu_capabilities=[]).width == 0.5
+    assert JobSpec.from_options(gpu_capabilities=[7.5, 7.5]).width == 1.0  # Kaggle's T4 x2
+    assert JobSpec.from_options(recipe="seed", gpu_capabilities=[]).width == 1.0  # seed 002's net, as it ran
+    assert JobSpec.from_options(model="deotte", gpu_capabilities=[]).width == 1.0
+    asked = JobSpec.from_options(precision="float32", width=0.75, gpu_capabilities=[])
+    assert asked.width == 0.75 and JobSpec.from_dict(asked.to_dict()) == asked
+    assert JobSpec.from_options(width="auto", model="seed004", gpu_capabilities=[]).width == 0.5  # asked: any net
+    assert type(JobSpec.from_options(precision="float32", width=2, gpu_capabilities=[]).width) is float
+    with pytest.raises(JobError, match=r"--width must be a positive factor or auto, got 0"):
         JobSpec.from_options(width=0)
+    assert JobSpec.from_options(gpu_capabilities=[]).net_described == "cnn11 at width 0.5"
+    assert JobSpec.from_options(gpu_capabilities=[7.5]).net_described == "cnn11"
     recorded = asked.to_dict()
     del recorded["width"]  # a job recorded before the field: its nets were as published
     assert JobSpec.from_dict(recorded).width == 1.0

@@ -8,6 +8,9 @@ from ..nets.architectures import NETS
 from ..nets.precision import PRECISIONS, resolve_precision
 from ..nets.recipes import (AUGMENTATIONS, KEEP, ONECYCLE_WARMUP, RECIPES, SCHEDULES, Augmentation, Recipe,
                             recipe_for)
+from ..nets.width import AUTO as AUTO_WIDTH
+from ..nets.width import parse_width, resolve_width, width_problem
+from ..store.hardware import list_gpus
 from .errors import JobError
 from .options import (at_least, declared, default_of, option, positive, probability, share_below, within,
                       zero_or_at_least)
@@ -95,10 +98,12 @@ class JobSpec:
         "--warmup", "The onecycle schedule's warm-up: the share of a member's steps spent rising from lr/25 to the "
         "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,
         check=share_below(1), default=lambda recipe: recipe.warmup)
-    width: float | None = option(
+    width: float | str | None = option(
         "--width", "The net's width: every conv's filters times this, rounded (0.5: half the filters, about a third "
-        "of a step's arithmetic; MobileNet's width multiplier) (default: the recipe's, 1: the net as published). See "
-        "BENCHMARKS.md, \"A narrower net\".", type=float, check=positive, default=lambda recipe: recipe.width)
+        "of a step's arithmetic; MobileNet's width multiplier); auto: 0.5 for members on the CPU, where that "
+        "trains about three times the epochs in the same time, 1 (the net as published) on GPUs (default: the "
+        "recipe's: auto for cnn11, else 1). See BENCHMARKS.md, \"A narrower net\".", parse=parse_width,
+        check=width_problem, default=lambda recipe: recipe.width)
     precision: str | None = option(
         "--precision", "auto: mixed_bfloat16 where the hardware has bf16 (recent NVIDIA GPUs, AVX-512 BF16 CPUs), "
         "else float32 (default: the recipe's, auto except for seed). See BENCHMARKS.md.", choices=PRECISIONS,
@@ -144,7 +149,7 @@ class JobSpec:
                       folds=asked_folds(asked, base),
                       rotation=float(values["rotation"]), flip=bool(values["flip"]), tta=bool(values["tta"]),
                       erase=float(values["erase"]), weight_decay=float(values["weight_decay"]),
-                      ema_power=float(values["ema_power"]), width=float(values["width"]))
+                      ema_power=float(values["ema_power"]))
         if values["snapshots"] > 1:
             if asked.schedule not in (None, "cosine"):
                 raise JobError(f"--snapshots {values['snapshots']} trains cosine cycles; drop --schedule "
@@ -160,10 +165,14 @@ class JobSpec:
         if asked.warmup not in (None, base.warmup, SPEC_FIELD_DEFAULTS["warmup"]) and values["schedule"] != "onecycle":
             raise JobError(f"--warmup {asked.warmup:g} shapes the onecycle schedule, and this job's is "
                            f"{values['schedule']}; drop --warmup or add --schedule onecycle")
+        gpus = gpu_capabilities
+        if values["width"] == AUTO_WIDTH and gpus is None:
+            gpus = list(list_gpus().values())
         try:
-            values["precision"] = resolve_precision(values["precision"], gpus=gpu_capabilities)
+            values["precision"] = resolve_precision(values["precision"], gpus=gpus)
         except ValueError as error:
             raise JobError(str(error)) from None
+        values["width"] = resolve_width(values["width"], gpus or [])
         if values["flip"] and values["augment"] == "none":
             raise JobError("--flip mirrors augmented training images, and --augment none augments nothing; drop "
                            "--flip or use --augment idg")
@@ -222,6 +231,12 @@ class JobSpec:
             return asked_folds(self, recipe_for(self.recipe, self.model))
         except KeyError:
             return None
+
+    @property
+    def net_described(self) -> str:
+        """The net as the console names it: a width other than the published one is said (auto halves cnn11 on
+        a CPU, and a user should see what trains)."""
+        return self.model if self.width in (None, 1) else f"{self.model} at width {self.width:g}"
 
     @property
     def augmentation(self) -> Augmentation:

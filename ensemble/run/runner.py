@@ -488,7 +488,7 @@ def run_heading(name: str, created: bool, request: TrainRequest, spec: JobSpec, 
                 to_train: int, done: int) -> str:
     size = (f"up to {request.members}" if request.n else "as many") + " members in " \
         f"{budget.format_duration(request.time_limit)}" if deadline else f"{request.members}"
-    return (f"job {name} ({'new' if created else 'continued'}): {size} x {spec.model} "
+    return (f"job {name} ({'new' if created else 'continued'}): {size} x {spec.net_described} "
             f"(recipe {spec.recipe}), {spec.epochs} epochs, {spec.schedule} lr {spec.learning_rate:g}, "
             f"augment {spec.augment}, precision {spec.precision}"
             + (f", {spec.snapshots} snapshots" if spec.snapshots > 1 else "")

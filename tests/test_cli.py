@@ -143,7 +143,10 @@ def test_train_writes_every_member_artifact(trained):
         assert np.allclose(test_probs.sum(axis=1), 1.0, atol=1e-4)
         metrics = json.loads((member / "metrics.json").read_text())
         config = json.loads((member / "config.json").read_text())
-        assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 41_018  # seed004
+        assert metrics["seed"] == 7 + index and metrics["epochs"] == 1 and metrics["params"] == 19_618
+        # seed004 at the cnn11 recipe's width auto, half on this CPU: 208 + 1,608 convs, 16,512 + 1,290 dense (41,018
+        # as published)
+        assert config["spec"]["width"] == 0.5  # the checkpoint's config carries the width it was built at
         assert metrics["fold"] == index  # its val_probs are its own fold's 30 rows
         assert metrics["backend"] == keras_backend() and metrics["device"] == "cpu"
         assert metrics["precision"] == resolve_precision("auto") == config["spec"]["precision"]
@@ -329,7 +332,7 @@ def test_status_and_jobs_show_the_ledger(trained):
     home, _, _ = trained
     status = invoke(home, "status", "--job", "e2e")
     assert status.exit_code == 0, status.output
-    assert "job e2e: " in status.output and "x seed004, 1 epochs; not running" in status.output
+    assert "job e2e: " in status.output and "x seed004 at width 0.5, 1 epochs; not running" in status.output
     rows = [line for line in status.output.splitlines() if line.startswith("│ member-")]
     assert [row.split("│")[1].strip() for row in rows] == ["member-00", "member-01"]
     assert all(re.search(r"│ done +│ +1 │ cpu +│ +- │ +1/1 │ +0\.\d{4} │ 20", row) for row in rows), rows

@@ -47,7 +47,7 @@ from .kaggle.submission import SubmissionLayout, check_submission_file
 from .report.leaderboard import Report, write_report
 from .run.progress import PlainReporter
 from .run.request import TrainRequest
-from .run.runner import TrainOutcome, prepare_job, run_job
+from .run.runner import TrainOutcome, member_gpu_capabilities, prepare_job, run_job
 from .run.status import damaged_jobs, job_status, jobs_table
 from .store.workspace import Workspace
 
@@ -125,7 +125,8 @@ class Job:
         the recipe, the validation split, the plan. Nothing trains until `.train()`."""
         ws = workspace(home)
         request = TrainRequest.from_options(data=data, job=job, n=n, **options)
-        prepared = prepare_job(ws, request)
+        # auto precision and width resolve for the devices the members will use, as `train` resolves them
+        prepared = prepare_job(ws, request, member_gpu_capabilities(request))
         return cls(ws, prepared.record.name, replace(request, job=prepared.record.name))
 
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -15,7 +16,7 @@ from .report.leaderboard import write_report
 from .run.progress import make_reporter
 from .job.spec import JobSpec
 from .run.request import TrainRequest
-from .run.runner import run_job
+from .run.runner import member_gpu_capabilities, run_job
 from .store.workspace import Workspace
 
 # 12 epochs of the cnn11 recipe (one-cycle Adam to 2e-3) on the 3600 sample training digits, 3 members, in a
@@ -31,10 +32,11 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
         echo(f"writing the sample to {sample_dir}")
         make_sample(sample_dir)
     asked = JobSpec(model="cnn11", epochs=epochs)
-    folds = asked.folds_meant()
-    # named by what the recipe decides: an older demo job with another spec is left as it is
-    job = f"demo-cnn11-{epochs}ep" + (f"-{folds}folds" if folds else "")
-    request = TrainRequest(n=members, data_dir=sample_dir, job=job, spec=asked)
+    request = TrainRequest(n=members, data_dir=sample_dir, spec=asked)
+    folds, width = asked.folds_meant(), asked.width_meant(member_gpu_capabilities(request))
+    # named by what the recipe and the devices decide: an older demo job with another spec is left as it is
+    job = f"demo-cnn11-{epochs}ep" + (f"-{folds}folds" if folds else "") + (f"-w{width:g}" if width != 1 else "")
+    request = replace(request, job=job)
     outcome = run_job(ws, request, reporter=make_reporter(echo))
     if outcome.interrupted:
         return f"demo interrupted; run it again to resume job {job}"
@@ -42,7 +44,7 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
     truth = read_labels_csv(sample_dir / "test_labels.csv")
     outputs = load_outputs(ws, require_record(ws, job), tta=result.tta)  # what the submission was made from
     blended = np.mean(outputs.test_probs, axis=0)
-    lines = [f"demo: {len(outputs.names)} x cnn11, {epochs} epochs, sample digits "
+    lines = [f"demo: {len(outputs.names)} x {require_record(ws, job).spec.net_described}, {epochs} epochs, sample digits "
              f"({validation_rows(outputs)}, test {len(truth)})",
              f"{'':16}{'val acc':>9}{'test acc':>10}"]
     for name, test_probs in zip(outputs.names, outputs.test_probs):

@@ -94,3 +94,23 @@ def test_the_command_line_starts_without_scikit_learn_or_keras():
     code = ("import sys, ensemble.cli; loaded = {m.split('.')[0] for m in sys.modules} & {"
             "'sklearn', 'scipy', 'keras', 'tensorflow'}; assert not loaded, loaded")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_api_takes_a_width_as_the_flag_does_and_resolves_auto_for_the_members_devices(tmp_path, sample_dir,
+                                                                                          monkeypatch):
+    from ensemble.run import runner
+    from ensemble.run.request import TrainRequest
+
+    assert TrainRequest.from_options(width="0.5").spec.width == 0.5  # text, as the flag gives it
+    assert TrainRequest.from_options(width="auto").spec.width == "auto"
+    with pytest.raises(JobError, match=r"--width 'half': give a factor for every conv's filters"):
+        TrainRequest.from_options(width="half")
+    # a machine with two T4s: members asked onto the CPU get the CPU's width, members on a GPU the published net
+    monkeypatch.setattr(runner, "list_gpus", lambda: {0: 7.5, 1: 7.5})
+    assert runner.member_gpu_capabilities(TrainRequest.from_options(gpus="cpu")) == []
+    assert runner.member_gpu_capabilities(TrainRequest.from_options(gpus="1")) == [7.5]
+    assert runner.member_gpu_capabilities(TrainRequest.from_options(executor="ray")) is None
+    on_cpu = Job.create(tmp_path / "home", data=sample_dir, job="c", n=1, gpus="cpu", limit_train=300)
+    assert on_cpu.spec.width == 0.5 and on_cpu.spec.precision == "float32"
+    on_gpu = Job.create(tmp_path / "home", data=sample_dir, job="g", n=1, gpus="0", limit_train=300)
+    assert on_gpu.spec.width == 1.0 and on_gpu.spec.precision == "mixed_float16"  # what auto gives a T4

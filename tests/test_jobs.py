@@ -80,8 +80,9 @@ def test_the_width_is_half_for_cnn11_on_the_cpu_the_published_net_elsewhere_and_
     assert asked.width == 0.75 and JobSpec.from_dict(asked.to_dict()) == asked
     assert JobSpec.from_options(width="auto", model="seed004", gpu_capabilities=[]).width == 0.5  # asked: any net
     assert type(JobSpec.from_options(precision="float32", width=2, gpu_capabilities=[]).width) is float
-    with pytest.raises(JobError, match=r"--width must be a positive factor or auto, got 0"):
+    with pytest.raises(JobError, match=r"--width must be a factor above 0 and at most 8, or auto, got 0"):
         JobSpec.from_options(width=0)
+    assert JobSpec.from_options(width=8, gpu_capabilities=[]).width == 8.0
     assert JobSpec.from_options(gpu_capabilities=[]).net_described == "cnn11 at width 0.5"
     assert JobSpec.from_options(gpu_capabilities=[7.5]).net_described == "cnn11"
     recorded = asked.to_dict()

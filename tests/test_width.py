@@ -21,6 +21,7 @@ def test_the_flags_text_is_auto_or_a_factor():
         parse_width("half")
 
 
-def test_a_width_is_auto_or_positive():
-    assert [width_problem(value) for value in (AUTO, 0.5, 1, 3.0)] == [None] * 4
-    assert {width_problem(value) for value in (0, -0.5, "wide", True)} == {"must be a positive factor or auto"}
+def test_a_width_is_auto_or_a_factor_above_0_and_at_most_8():
+    assert [width_problem(value) for value in (AUTO, 0.5, 1, 3.0, 8)] == [None] * 5
+    assert {width_problem(value) for value in (0, -0.5, 8.01, float("inf"), float("nan"), "wide", True)} == {
+        "must be a factor above 0 and at most 8, or auto"}

@@ -99,8 +99,8 @@ class JobSpec:
         "peak (default: the recipe's: 0.05 for cnn11, else fastai's 0.25). See BENCHMARKS.md, \"Levers\".", type=float,
         check=share_below(1), default=lambda recipe: recipe.warmup)
     width: float | str | None = option(
-        "--width", "The net's width: every conv's filters times this, rounded (0.5: half the filters, about a third "
-        "of a step's arithmetic; MobileNet's width multiplier); auto: 0.5 for members on the CPU, where that "
+        "--width", "The net's width: every conv's filters times this, rounded (0.5: half the filters, about a "
+        "quarter of the arithmetic; MobileNet's width multiplier); auto: 0.5 for members on the CPU, where that "
         "trains about three times the epochs in the same time, 1 (the net as published) on GPUs (default: the "
         "recipe's: auto for cnn11, else 1). See BENCHMARKS.md, \"A narrower net\".", parse=parse_width,
         check=width_problem, default=lambda recipe: recipe.width)
@@ -231,6 +231,14 @@ class JobSpec:
             return asked_folds(self, recipe_for(self.recipe, self.model))
         except KeyError:
             return None
+
+    def width_meant(self, gpus: list[float]) -> float | None:
+        """The width an asked spec makes for members on these GPUs ([] for the CPU); None for an unknown recipe."""
+        try:
+            recipe = recipe_for(self.recipe, self.model)
+        except KeyError:
+            return None
+        return resolve_width(self.width if self.width is not None else recipe.width, gpus)
 
     @property
     def net_described(self) -> str:

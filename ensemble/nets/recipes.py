@@ -67,8 +67,9 @@ class Recipe:
 # "Ten folds at equal time". Its average warms up along the power function (--ema-power 16.97): on one trajectory
 # it leads the plain 0.98 after the first epochs at every seed and is that average from about 900 steps on
 # (BENCHMARKS.md, "A power-function weight average"). On a CPU its net has half the filters (--width auto): at
-# seed 002's 263 s on 12000 rows, 26 epochs of it beat 8-10 of the published net's by 1.6 points with TTA at
-# each of 3 paired seeds, and passed seed 002's accuracy in 13-16% of its time (BENCHMARKS.md, "A narrower net").
+# seed 002's 263 s on 12000 rows, 26-27 epochs of it beat 8-10 of the published net's at each of 3 paired seeds
+# (+1.61 points with TTA on average) and passed seed 002's accuracy in 13-16% of its time (BENCHMARKS.md, "A
+# narrower net").
 CNN11 = Recipe("cnn11", "cnn11", "adam", 2e-3, 12, 64, "onecycle", Augmentation(),
                "seed 002's 11-conv net, trained fast: one-cycle Adam to 2e-3 after a 5% warm-up, 12 epochs, IDG "
                "zoom/shift in the graph, bf16 where the hardware has it, a weight average (0.98, warmed up along "

@@ -18,6 +18,15 @@ from .executors import EXECUTORS
 DEFAULT_MEMBERS = 10
 
 
+def parsed(declaration, value):
+    """A value as the flag's text would give it: text through the option's parser where it has one
+    (time_limit="20m", width="0.5"), anything else as given."""
+    try:
+        return declaration.parse(value) if declaration.parse and isinstance(value, str) else value
+    except ValueError as error:
+        raise JobError(str(error)) from None
+
+
 @dataclass(frozen=True)
 class TrainRequest:
     spec: JobSpec = field(default_factory=JobSpec)  # as asked: a field left None comes from the recipe
@@ -62,18 +71,19 @@ class TrainRequest:
     def from_options(cls, **given) -> "TrainRequest":
         """A request from options named as a user writes them, the flags without dashes: epochs=5, batch=64,
         lr=1e-3, format="kannada-mnist", data="data/", gpus="0,1", time_limit="20m". None: not given."""
-        spec_fields = {declaration.keyword: name for name, declaration in declared(JobSpec)}
+        spec_fields = {declaration.keyword: (name, declaration) for name, declaration in declared(JobSpec)}
         run_fields = {declaration.keyword: (name, declaration) for name, declaration in declared(cls)}
         unknown = sorted(set(given) - set(spec_fields) - set(run_fields))
         if unknown:
             raise JobError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; the options "
                            f"are {', '.join(sorted([*run_fields, *spec_fields]))}")
-        spec = JobSpec(**{spec_fields[key]: value for key, value in given.items() if key in spec_fields})
+        spec = JobSpec(**{spec_fields[key][0]: parsed(spec_fields[key][1], value) for key, value in given.items()
+                          if key in spec_fields})
         run = {}
         for key, value in given.items():
             if key in run_fields and value is not None:
                 name, declaration = run_fields[key]
-                run[name] = declaration.parse(value) if declaration.parse and isinstance(value, str) else value
+                run[name] = parsed(declaration, value)
         if run.get("data_dir") is not None:
             run["data_dir"] = Path(run["data_dir"])
         return cls(spec=spec, **run)

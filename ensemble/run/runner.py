@@ -322,6 +322,15 @@ def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[fl
     return LocalExecutor(ws, plan_slots(gpus, request.per_gpu, request.workers)), [available[g] for g in gpus]
 
 
+def member_gpu_capabilities(request: TrainRequest) -> list[float] | None:
+    """The compute capabilities of the GPUs the request's members use ([] for the CPU), what --precision and
+    --width auto resolve for; None under Ray, whose workers' GPUs are not known here (this machine's stand in)."""
+    if request.executor == "ray":
+        return None
+    available = list_gpus()
+    return [available[g] for g in parse_gpus(request.gpus, available)]
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """`kill <runner>` stops the job as cleanly as Ctrl-C does."""

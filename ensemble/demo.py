@@ -42,9 +42,10 @@ def run_demo(ws: Workspace, members: int = 3, epochs: int = DEMO_EPOCHS,
         return f"demo interrupted; run it again to resume job {job}"
     result = blend_job(ws, job)
     truth = read_labels_csv(sample_dir / "test_labels.csv")
-    outputs = load_outputs(ws, require_record(ws, job), tta=result.tta)  # what the submission was made from
+    record = require_record(ws, job)
+    outputs = load_outputs(ws, record, tta=result.tta)  # what the submission was made from
     blended = np.mean(outputs.test_probs, axis=0)
-    lines = [f"demo: {len(outputs.names)} x {require_record(ws, job).spec.net_described}, {epochs} epochs, sample digits "
+    lines = [f"demo: {len(outputs.names)} x {record.spec.net_described}, {epochs} epochs, sample digits "
              f"({validation_rows(outputs)}, test {len(truth)})",
              f"{'':16}{'val acc':>9}{'test acc':>10}"]
     for name, test_probs in zip(outputs.names, outputs.test_probs):

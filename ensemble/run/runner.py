@@ -317,18 +317,22 @@ def make_executor(ws: Workspace, request: TrainRequest) -> tuple[object, list[fl
         return RayExecutor(ws, request.gpus, request.per_gpu, request.address), None
     if request.address:
         raise JobError("--address is for --executor ray")
+    gpus, capabilities = local_gpus(request)
+    return LocalExecutor(ws, plan_slots(gpus, request.per_gpu, request.workers)), capabilities
+
+
+def local_gpus(request: TrainRequest) -> tuple[list[int], list[float]]:
+    """The ids of this machine's GPUs that the request's members use ([] for the CPU), and their compute
+    capabilities; wrong ids fail here."""
     available = list_gpus()
     gpus = parse_gpus(request.gpus, available)
-    return LocalExecutor(ws, plan_slots(gpus, request.per_gpu, request.workers)), [available[g] for g in gpus]
+    return gpus, [available[g] for g in gpus]
 
 
 def member_gpu_capabilities(request: TrainRequest) -> list[float] | None:
     """The compute capabilities of the GPUs the request's members use ([] for the CPU), what --precision and
     --width auto resolve for; None under Ray, whose workers' GPUs are not known here (this machine's stand in)."""
-    if request.executor == "ray":
-        return None
-    available = list_gpus()
-    return [available[g] for g in parse_gpus(request.gpus, available)]
+    return None if request.executor == "ray" else local_gpus(request)[1]
 
 
 @contextmanager
